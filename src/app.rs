@@ -1,0 +1,239 @@
+//! Starting and stopping the bridge: the actor tree under actix
+//! supervisors, the health endpoint, and the drain on shutdown.
+//!
+//! ```text
+//! System (one arbiter)
+//! ├── health server (actix-web, 1 worker thread)
+//! ├── Supervisor ─ TokenActor
+//! ├── Supervisor ─ ProducerActor ── librdkafka threads
+//! └── Supervisor ─ ConnectionActor × ⌈topics / 1000⌉
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::buffer::{Buffer, BufferError};
+use crate::config::{ConfigError, Settings};
+use crate::connection::{self, ConnectionActor, ConnectionSettings};
+use crate::genesys::api::{self, GenesysApi};
+use crate::producer::{self, Drain, ProducerActor};
+use crate::subscriptions;
+use crate::telemetry::Telemetry;
+use crate::token::TokenActor;
+
+/// How long in-flight Kafka deliveries get to finish on shutdown.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    #[error("cannot listen on {addr} for the health endpoint: {source}")]
+    HealthListen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A running bridge.
+pub struct Bridge {
+    pub telemetry: Arc<Telemetry>,
+    pub health_addr: std::net::SocketAddr,
+    pub buffer: Buffer,
+    producer: Addr<ProducerActor>,
+    connections: Arc<std::sync::Mutex<Vec<Addr<ConnectionActor>>>>,
+    health: actix_web::dev::ServerHandle,
+    /// Plans topics and starts the connections; aborted on shutdown.
+    planner: actix_rt::task::JoinHandle<()>,
+}
+
+/// Checks what can be checked without the network: the Kafka client
+/// accepts every pass-through property.
+pub fn preflight(settings: &Settings) -> Result<(), ConfigError> {
+    producer::build_producer(&settings.kafka_properties)
+        .map(drop)
+        .map_err(|e| ConfigError::invalid("kafka.properties", e.to_string()))
+}
+
+impl Bridge {
+    /// Starts everything. Must run inside an actix System.
+    pub async fn start(settings: Settings) -> Result<Bridge, StartError> {
+        preflight(&settings)?;
+        let config = &settings.config;
+        let telemetry = Arc::new(Telemetry::default());
+        let path = config.buffer.path.clone();
+        let buffer = actix_rt::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&path).map_err(|e| {
+                BufferError::Flush(format!("cannot create {}: {e}", path.display()))
+            })?;
+            Buffer::open(&path)
+        })
+        .await
+        .expect("the buffer open task does not panic")?;
+        if !buffer.is_empty() {
+            tracing::info!(
+                events = buffer.len(),
+                "buffer holds events from an earlier run; forwarding them first"
+            );
+        }
+        telemetry.attach_buffer(buffer.clone());
+
+        let (server, health_addr) = crate::health::start(&config.health.listen, telemetry.clone())
+            .map_err(|source| StartError::HealthListen {
+                addr: config.health.listen.clone(),
+                source,
+            })?;
+        let health = server.handle();
+        actix_rt::spawn(server);
+        tracing::info!(addr = %health_addr, "health endpoint listening");
+
+        let backoff = config
+            .genesys
+            .retry_backoff()
+            .map_err(|e| ConfigError::invalid("genesys.retry_min_delay_ms", e.to_string()))?;
+        let router = config.kafka.router()?;
+        let producer = {
+            let kafka = config.kafka.clone();
+            let properties = settings.kafka_properties.clone();
+            let buffer = buffer.clone();
+            let telemetry = telemetry.clone();
+            let backoff =
+                crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+                    .expect("constant bounds are valid");
+            Supervisor::start(move |_| {
+                ProducerActor::new(&kafka, properties, router, buffer, telemetry, backoff)
+            })
+        };
+
+        let genesys = &config.genesys;
+        let request_timeout = Duration::from_secs(genesys.request_timeout_secs);
+        let http = api::http_client(request_timeout);
+        let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url);
+        let tokens = {
+            let api = genesys_api.clone();
+            let client_id = genesys.client_id.clone();
+            let secret = settings.client_secret.clone();
+            let margin = Duration::from_secs(genesys.token_refresh_margin_secs);
+            let telemetry = telemetry.clone();
+            let backoff = backoff.clone();
+            Supervisor::start(move |_| {
+                TokenActor::new(api, client_id, secret, margin, backoff, telemetry)
+            })
+        };
+
+        let connection_settings = ConnectionSettings {
+            ping_interval: Duration::from_secs(genesys.ping_interval_secs),
+            heartbeat_timeout: Duration::from_secs(genesys.heartbeat_timeout_secs),
+            rollover_margin: Duration::from_secs(genesys.channel_rollover_margin_secs),
+            handshake_timeout: request_timeout,
+            max_frame_bytes: genesys.max_frame_bytes,
+            ignore_errors: config.topics.ignore_errors,
+        };
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let planner = {
+            let topics_config = config.topics.clone();
+            let telemetry = telemetry.clone();
+            let buffer = buffer.clone();
+            let producer = producer.clone();
+            let connections = connections.clone();
+            actix_rt::spawn(async move {
+                let topics = connection::plan::topics(
+                    &topics_config,
+                    &genesys_api,
+                    &tokens,
+                    &telemetry,
+                    &backoff,
+                )
+                .await;
+                let groups = subscriptions::per_channel(&topics);
+                if groups.len() > subscriptions::MAX_CHANNELS {
+                    tracing::error!(
+                        channels = groups.len(),
+                        "more channels needed than Genesys allows one OAuth client ({}); the oldest would be evicted",
+                        subscriptions::MAX_CHANNELS
+                    );
+                }
+                for (index, group) in groups.into_iter().enumerate() {
+                    let api = genesys_api.clone();
+                    let tokens = tokens.clone();
+                    let buffer = buffer.clone();
+                    let recipient = producer.clone().recipient();
+                    let telemetry = telemetry.clone();
+                    let backoff = backoff.clone();
+                    let settings = connection_settings.clone();
+                    let addr = Supervisor::start(move |_| {
+                        ConnectionActor::new(
+                            index, group, settings, api, tokens, buffer, recipient, telemetry,
+                            backoff,
+                        )
+                    });
+                    connections
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(addr);
+                }
+            })
+        };
+
+        Ok(Bridge {
+            telemetry,
+            health_addr,
+            buffer,
+            producer,
+            connections,
+            health,
+            planner,
+        })
+    }
+
+    /// Graceful stop: close the sockets (no new events), let Kafka
+    /// acknowledge what is in flight for up to `grace`, flush the buffer.
+    /// Whatever Kafka did not acknowledge stays in the buffer for next time.
+    pub async fn shutdown(self, grace: Duration) {
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: closing sockets and draining"
+        );
+        self.planner.abort();
+        let connections: Vec<_> = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for connection in connections {
+            let _ = connection.send(connection::Close).await;
+        }
+        let drained = self.producer.send(Drain { grace }).await.unwrap_or(false);
+        let buffer = self.buffer.clone();
+        let flushed = actix_rt::task::spawn_blocking(move || buffer.flush_blocking()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            tracing::error!("final buffer flush failed; the last events may be received again from a restart, not lost");
+        }
+        tracing::info!(drained, left_in_buffer = self.buffer.len(), "stopped");
+        self.health.stop(true).await;
+    }
+}
+
+/// Runs the bridge until SIGINT or SIGTERM.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    let bridge = Bridge::start(settings).await?;
+    shutdown_signal().await;
+    bridge.shutdown(DRAIN_GRACE).await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler works on unix");
+    tokio::select! {
+        _ = actix_rt::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

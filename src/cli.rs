@@ -1,0 +1,101 @@
+//! The command line: the binary's edge, where errors become messages and
+//! exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ConfigError, EXIT_CONFIG};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "genesys-kafka-bridge",
+    version,
+    about = "Streams Genesys Cloud notifications into Kafka, losing nothing it received"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the bridge.
+    Run {
+        /// Configuration file (TOML); see config/example.toml.
+        #[arg(long, short, env = "GKB_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration and print it as the bridge would use it
+    /// (secrets masked). Exit 0 when valid, 78 when not.
+    CheckConfig {
+        #[arg(long, short, env = "GKB_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the Genesys Cloud simulator: OAuth, notification API and
+    /// WebSocket on one port, plus a control API under /sim/.
+    Simulate(crate::simulator::SimulatorArgs),
+    /// The one-command tour: a Kafka broker, the simulator and the bridge
+    /// on embedded defaults, printing the events that land in Kafka.
+    Demo(crate::demo::DemoArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config } => run(&config),
+        Command::Simulate(args) => {
+            crate::telemetry_init::init_plain("info");
+            exit(
+                actix_rt::System::new()
+                    .block_on(crate::simulator::run(args))
+                    .map_err(anyhow::Error::from),
+            )
+        }
+        Command::Demo(args) => exit(actix_rt::System::new().block_on(crate::demo::run(args))),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path).and_then(|s| crate::app::preflight(&s).map(|()| s)) {
+        Ok(settings) => {
+            println!("# {}: valid\n{}", path.display(), settings.display_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_failure(&e),
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let settings = match config::load(path) {
+        Ok(settings) => settings,
+        Err(e) => return config_failure(&e),
+    };
+    crate::telemetry_init::init(&settings.config.log);
+    let result = actix_rt::System::new().block_on(crate::app::run(settings));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(crate::app::StartError::Config(e)) => config_failure(&e),
+        Err(e) => exit(Err(
+            anyhow::Error::from(e).context("cannot start the bridge")
+        )),
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_CONFIG as u8)
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

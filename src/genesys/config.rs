@@ -1,0 +1,211 @@
+//! `[genesys]`: which org to reach and how to keep the connection healthy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::Backoff;
+use crate::config::ConfigError;
+use crate::genesys::region;
+
+/// How to reach Genesys Cloud.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesysConfig {
+    /// Region of the org, e.g. `eu-west-1`; sets both base URLs. Give either
+    /// this or `api_base_url` + `login_base_url` (for a gateway, a proxy or
+    /// the simulator).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// REST base URL, e.g. `https://api.mypurecloud.ie`.
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+    /// Login base URL, e.g. `https://login.mypurecloud.ie`.
+    #[serde(default)]
+    pub login_base_url: Option<String>,
+    /// OAuth client id of a client-credentials grant.
+    pub client_id: String,
+    /// Name of the environment variable holding the client secret. The
+    /// secret itself is never written in this file. Default:
+    /// `GENESYS_CLIENT_SECRET` (unless `client_secret_file` is set).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// File whose content (trimmed) is the client secret, e.g. a mounted
+    /// secret. Exclusive with `client_secret_env`.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Seconds between pings sent on the socket.
+    #[serde(default = "defaults::ping_interval_secs")]
+    pub ping_interval_secs: u64,
+    /// Seconds of silence (no heartbeat, pong or event) after which the
+    /// socket is taken for dead and replaced. Genesys sends a heartbeat
+    /// about every 30 s.
+    #[serde(default = "defaults::heartbeat_timeout_secs")]
+    pub heartbeat_timeout_secs: u64,
+    /// Seconds before a channel's `expires` at which it is replaced by a
+    /// new one.
+    #[serde(default = "defaults::channel_rollover_margin_secs")]
+    pub channel_rollover_margin_secs: u64,
+    /// Seconds before the token expires at which a new one is requested
+    /// (at most a fifth of the token's lifetime is used).
+    #[serde(default = "defaults::token_refresh_margin_secs")]
+    pub token_refresh_margin_secs: u64,
+    /// Timeout of each REST call and of the socket handshake, in seconds.
+    #[serde(default = "defaults::request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Largest WebSocket message accepted, in bytes. Queue observations can
+    /// be tens of KB; the default leaves a wide margin.
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// First delay before reconnecting or retrying a failed call, in ms.
+    #[serde(default = "defaults::retry_min_delay_ms")]
+    pub retry_min_delay_ms: u64,
+    /// Largest delay between reconnects or retries, in ms.
+    #[serde(default = "defaults::retry_max_delay_ms")]
+    pub retry_max_delay_ms: u64,
+}
+
+mod defaults {
+    pub fn ping_interval_secs() -> u64 {
+        30
+    }
+    pub fn heartbeat_timeout_secs() -> u64 {
+        75
+    }
+    pub fn channel_rollover_margin_secs() -> u64 {
+        3600
+    }
+    pub fn token_refresh_margin_secs() -> u64 {
+        60
+    }
+    pub fn request_timeout_secs() -> u64 {
+        30
+    }
+    pub fn max_frame_bytes() -> usize {
+        16 * 1024 * 1024
+    }
+    pub fn retry_min_delay_ms() -> u64 {
+        500
+    }
+    pub fn retry_max_delay_ms() -> u64 {
+        60_000
+    }
+}
+
+/// Where the client secret comes from, once resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "environment variable {name}"),
+            SecretSource::File(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+impl GenesysConfig {
+    /// `(api, login)` base URLs, from the region or given explicitly.
+    pub fn base_urls(&self) -> Result<(String, String), ConfigError> {
+        match (&self.region, &self.api_base_url, &self.login_base_url) {
+            (Some(r), None, None) => region::base_urls(r).ok_or_else(|| {
+                ConfigError::invalid(
+                    "genesys.region",
+                    format!(
+                        "unknown region {r:?}; known: {}",
+                        region::names().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            }),
+            (None, Some(api), Some(login)) => Ok((api.clone(), login.clone())),
+            (Some(_), _, _) => Err(ConfigError::invalid(
+                "genesys.region",
+                "give either region or api_base_url + login_base_url, not both",
+            )),
+            (None, None, _) => Err(ConfigError::invalid(
+                "genesys.api_base_url",
+                "required when genesys.region is not set",
+            )),
+            (None, Some(_), None) => Err(ConfigError::invalid(
+                "genesys.login_base_url",
+                "required when genesys.api_base_url is set",
+            )),
+        }
+    }
+
+    pub fn secret_source(&self) -> Result<SecretSource, ConfigError> {
+        match (&self.client_secret_env, &self.client_secret_file) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "genesys.client_secret_file",
+                "give either client_secret_env or client_secret_file, not both",
+            )),
+            (_, Some(path)) => Ok(SecretSource::File(path.clone())),
+            (Some(name), None) => Ok(SecretSource::Env(name.clone())),
+            (None, None) => Ok(SecretSource::Env("GENESYS_CLIENT_SECRET".into())),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (api, login) = self.base_urls()?;
+        for (key, value) in [
+            ("genesys.api_base_url", &api),
+            ("genesys.login_base_url", &login),
+        ] {
+            let url = url::Url::parse(value)
+                .map_err(|e| ConfigError::invalid(key, format!("not a URL ({e})")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.client_id.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "genesys.client_id",
+                "must not be empty",
+            ));
+        }
+        self.secret_source()?;
+        let positive = [
+            ("genesys.ping_interval_secs", self.ping_interval_secs),
+            (
+                "genesys.heartbeat_timeout_secs",
+                self.heartbeat_timeout_secs,
+            ),
+            ("genesys.request_timeout_secs", self.request_timeout_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be above zero"));
+            }
+        }
+        if self.heartbeat_timeout_secs <= self.ping_interval_secs {
+            return Err(ConfigError::invalid(
+                "genesys.heartbeat_timeout_secs",
+                "must be longer than genesys.ping_interval_secs, or every quiet socket is taken for dead",
+            ));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err(ConfigError::invalid(
+                "genesys.max_frame_bytes",
+                "must be at least 65536: queue observations can be tens of KB",
+            ));
+        }
+        self.retry_backoff()
+            .map_err(|e| ConfigError::invalid("genesys.retry_min_delay_ms", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn retry_backoff(&self) -> Result<Backoff, crate::backoff::InvalidBackoff> {
+        Backoff::new(
+            Duration::from_millis(self.retry_min_delay_ms),
+            Duration::from_millis(self.retry_max_delay_ms),
+        )
+    }
+}

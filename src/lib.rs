@@ -1,0 +1,46 @@
+//! genesys-kafka-bridge streams Genesys Cloud notifications (queue
+//! observations, conversation and agent events) into Kafka, through an
+//! on-disk write-ahead buffer so that nothing received is lost to a Kafka
+//! outage or a crash.
+//!
+//! Module map (see ARCHITECTURE.md for the actor tree and invariants):
+//! - [`cli`]: the command line, the only place errors become exit codes.
+//! - [`config`]: the TOML file, environment overrides, typed errors naming
+//!   the key. Each section's type lives beside its component.
+//! - [`app`]: starts the actor tree under supervisors, drains on shutdown.
+//! - [`token`]: the token actor (OAuth client credentials, refresh).
+//! - [`connection`]: the connection actor (channel, socket, subscriptions,
+//!   pings, heartbeat watchdog, reconnects, rollover) and topic planning.
+//! - [`buffer`]: the sled write-ahead buffer and its on-disk format.
+//! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
+//! - [`genesys`]: Genesys facts: regions, topic names, REST API, frames.
+//! - [`subscriptions`]: `[topics]` and how topics spread over channels.
+//! - [`health`]: /healthz, /readyz, /metrics, /status.
+//! - [`telemetry`]: the one place that logs and counts each event.
+//! - [`simulator`]: the Genesys Cloud simulator (`simulate` subcommand).
+//! - [`demo`]: the one-command tour (broker + simulator + bridge).
+//! - [`backoff`], [`secret`]: small shared types.
+
+pub mod app;
+pub mod backoff;
+pub mod buffer;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod demo;
+pub mod genesys;
+pub mod health;
+pub mod producer;
+pub mod secret;
+pub mod simulator;
+pub mod subscriptions;
+pub mod telemetry;
+pub mod telemetry_init;
+pub mod token;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

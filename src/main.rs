@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    genesys_kafka_bridge::cli::main()
+}

@@ -1,0 +1,409 @@
+//! What the bridge tells its operators: the one place where an event is
+//! both logged and counted, and the state /healthz, /readyz and /metrics
+//! report.
+//!
+//! Actors never call `tracing` for an operational event and bump a counter
+//! separately: they call a method here that does both, so the log and the
+//! metrics cannot drift apart.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::buffer::Buffer;
+
+/// Counters, all monotonic.
+#[derive(Default)]
+pub struct Counters {
+    pub events_received: AtomicU64,
+    pub events_forwarded: AtomicU64,
+    pub events_dead_lettered: AtomicU64,
+    pub events_quarantined: AtomicU64,
+    pub protocol_frames: AtomicU64,
+    pub malformed_frames: AtomicU64,
+    pub buffer_write_errors: AtomicU64,
+    pub kafka_delivery_errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub channels_created: AtomicU64,
+    pub tokens_granted: AtomicU64,
+    pub token_failures: AtomicU64,
+    pub api_retries: AtomicU64,
+}
+
+/// How one channel's connection is doing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionState {
+    pub phase: &'static str,
+    pub channel_id: Option<String>,
+    pub topics: usize,
+    pub rejected_topics: usize,
+    pub detail: Option<String>,
+}
+
+/// Shared operational state.
+pub struct Telemetry {
+    pub counters: Counters,
+    started: Instant,
+    connections: Mutex<BTreeMap<usize, ConnectionState>>,
+    kafka: Mutex<Result<(), String>>,
+    token: Mutex<Result<(), String>>,
+    liveness: Mutex<BTreeMap<&'static str, Instant>>,
+    buffer: Mutex<Option<Buffer>>,
+}
+
+/// An actor that has not reported for this long is taken for stuck.
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often actors report liveness.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(5);
+
+fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            counters: Counters::default(),
+            started: Instant::now(),
+            connections: Mutex::default(),
+            kafka: Mutex::new(Err("not connected yet".into())),
+            token: Mutex::new(Err("no token yet".into())),
+            liveness: Mutex::default(),
+            buffer: Mutex::default(),
+        }
+    }
+}
+
+impl Telemetry {
+    pub fn attach_buffer(&self, buffer: Buffer) {
+        *lock(&self.buffer) = Some(buffer);
+    }
+
+    // ---- liveness -------------------------------------------------------
+
+    pub fn alive(&self, actor: &'static str) {
+        lock(&self.liveness).insert(actor, Instant::now());
+    }
+
+    /// Actors that stopped reporting.
+    pub fn stuck_actors(&self) -> Vec<&'static str> {
+        let now = Instant::now();
+        lock(&self.liveness)
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) > LIVENESS_TIMEOUT)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    // ---- token ----------------------------------------------------------
+
+    pub fn token_granted(&self, expires_in: Duration, refresh_in: Duration) {
+        inc(&self.counters.tokens_granted);
+        *lock(&self.token) = Ok(());
+        tracing::info!(
+            expires_in_secs = expires_in.as_secs(),
+            refresh_in_secs = refresh_in.as_secs(),
+            "access token granted"
+        );
+    }
+
+    pub fn token_failed(&self, error: &dyn std::fmt::Display, retry_in: Duration) {
+        inc(&self.counters.token_failures);
+        *lock(&self.token) = Err(format!("login failed: {error}"));
+        tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "access token request failed");
+    }
+
+    // ---- connection -----------------------------------------------------
+
+    pub fn connection_phase(&self, index: usize, state: ConnectionState) {
+        tracing::debug!(connection = index, phase = state.phase, channel = ?state.channel_id, "connection phase");
+        lock(&self.connections).insert(index, state);
+    }
+
+    pub fn connection_open(&self, index: usize, channel_id: &str, topics: usize, rejected: usize) {
+        tracing::info!(
+            connection = index,
+            channel = channel_id,
+            topics,
+            rejected,
+            "notification socket open"
+        );
+        lock(&self.connections).insert(
+            index,
+            ConnectionState {
+                phase: "open",
+                channel_id: Some(channel_id.to_owned()),
+                topics,
+                rejected_topics: rejected,
+                detail: None,
+            },
+        );
+    }
+
+    pub fn channel_created(&self, index: usize, channel_id: &str, expires: Option<&str>) {
+        inc(&self.counters.channels_created);
+        tracing::info!(
+            connection = index,
+            channel = channel_id,
+            expires,
+            "notification channel created"
+        );
+    }
+
+    pub fn reconnecting(
+        &self,
+        index: usize,
+        channel_id: Option<&str>,
+        reason: &str,
+        delay: Duration,
+    ) {
+        inc(&self.counters.reconnects);
+        tracing::warn!(
+            connection = index,
+            channel = channel_id,
+            reason,
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting"
+        );
+        let mut connections = lock(&self.connections);
+        let entry = connections.entry(index).or_insert_with(|| ConnectionState {
+            phase: "reconnecting",
+            channel_id: None,
+            topics: 0,
+            rejected_topics: 0,
+            detail: None,
+        });
+        entry.phase = "reconnecting";
+        entry.detail = Some(reason.to_owned());
+    }
+
+    pub fn api_retry(&self, what: &str, error: &dyn std::fmt::Display, delay: Duration) {
+        inc(&self.counters.api_retries);
+        tracing::warn!(call = what, error = %error, delay_ms = delay.as_millis() as u64, "Genesys API call failed; retrying");
+    }
+
+    pub fn protocol_frame(&self) {
+        inc(&self.counters.protocol_frames);
+    }
+
+    pub fn malformed_frame(&self, index: usize, reason: &dyn std::fmt::Display, len: usize) {
+        inc(&self.counters.malformed_frames);
+        tracing::warn!(connection = index, reason = %reason, bytes = len, "malformed frame skipped (not forwarded)");
+    }
+
+    pub fn event_received(&self) {
+        inc(&self.counters.events_received);
+    }
+
+    pub fn buffer_write_failed(&self, error: &dyn std::fmt::Display) {
+        inc(&self.counters.buffer_write_errors);
+        tracing::error!(error = %error, "cannot write a received event to the buffer");
+    }
+
+    // ---- kafka ----------------------------------------------------------
+
+    pub fn kafka_reachable(&self, reachable: Result<(), String>) {
+        let mut state = lock(&self.kafka);
+        if *state != reachable {
+            match &reachable {
+                Ok(()) => tracing::info!("Kafka reachable"),
+                Err(reason) => tracing::warn!(reason = %reason, "Kafka not reachable"),
+            }
+        }
+        *state = reachable;
+    }
+
+    pub fn events_forwarded(&self, n: u64) {
+        self.counters
+            .events_forwarded
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn delivery_failed(
+        &self,
+        seq: u64,
+        kafka_topic: &str,
+        error: &dyn std::fmt::Display,
+        retry_in: Duration,
+    ) {
+        inc(&self.counters.kafka_delivery_errors);
+        tracing::warn!(seq, kafka_topic, error = %error, retry_in_ms = retry_in.as_millis() as u64, "Kafka delivery failed; will retry from the buffer");
+    }
+
+    pub fn dead_lettered(&self, seq: u64, kafka_topic: &str, reason: &str) {
+        inc(&self.counters.events_dead_lettered);
+        tracing::error!(
+            seq,
+            kafka_topic,
+            reason,
+            "Kafka refused an event for good; moved to the dead-letter area"
+        );
+    }
+
+    pub fn quarantined(&self, n: usize) {
+        self.counters
+            .events_quarantined
+            .fetch_add(n as u64, Ordering::Relaxed);
+        tracing::error!(count = n, "undecodable buffer entries moved to quarantine");
+    }
+
+    // ---- reports --------------------------------------------------------
+
+    /// Why the bridge is not ready, or `Ok` when it is.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if let Err(e) = &*lock(&self.token) {
+            reasons.push(format!("genesys token: {e}"));
+        }
+        let connections = lock(&self.connections);
+        if connections.is_empty() {
+            reasons.push("genesys: no connection started yet".into());
+        }
+        for (index, state) in connections.iter() {
+            if state.phase != "open" {
+                reasons.push(format!(
+                    "genesys connection {index}: {}{}",
+                    state.phase,
+                    state
+                        .detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if let Err(e) = &*lock(&self.kafka) {
+            reasons.push(format!("kafka: {e}"));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    pub fn connections(&self) -> BTreeMap<usize, ConnectionState> {
+        lock(&self.connections).clone()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.counters;
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 13] = [
+            (
+                "events_received_total",
+                "Notifications received from Genesys and buffered.",
+                &c.events_received,
+            ),
+            (
+                "events_forwarded_total",
+                "Notifications acknowledged by Kafka.",
+                &c.events_forwarded,
+            ),
+            (
+                "events_dead_lettered_total",
+                "Notifications Kafka refused for good.",
+                &c.events_dead_lettered,
+            ),
+            (
+                "events_quarantined_total",
+                "Buffer entries that could not be decoded.",
+                &c.events_quarantined,
+            ),
+            (
+                "protocol_frames_total",
+                "Heartbeats, pongs and subscribe replies (not forwarded).",
+                &c.protocol_frames,
+            ),
+            (
+                "malformed_frames_total",
+                "Frames that were not valid notifications (not forwarded).",
+                &c.malformed_frames,
+            ),
+            (
+                "buffer_write_errors_total",
+                "Received events the buffer could not store.",
+                &c.buffer_write_errors,
+            ),
+            (
+                "kafka_delivery_errors_total",
+                "Failed Kafka deliveries (retried from the buffer).",
+                &c.kafka_delivery_errors,
+            ),
+            (
+                "reconnects_total",
+                "Notification socket reconnects.",
+                &c.reconnects,
+            ),
+            (
+                "channels_created_total",
+                "Notification channels created.",
+                &c.channels_created,
+            ),
+            (
+                "tokens_granted_total",
+                "OAuth tokens obtained.",
+                &c.tokens_granted,
+            ),
+            (
+                "token_failures_total",
+                "Failed OAuth token requests.",
+                &c.token_failures,
+            ),
+            (
+                "api_retries_total",
+                "Genesys REST calls retried.",
+                &c.api_retries,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} counter\ngkb_{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(buffer) = &*lock(&self.buffer) {
+            let gauges = [
+                (
+                    "buffer_events",
+                    "Events in the buffer waiting for Kafka.",
+                    buffer.len(),
+                ),
+                (
+                    "buffer_dead_letters",
+                    "Events in the dead-letter area.",
+                    buffer.dead_letter_len(),
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let _ = writeln!(
+                    out,
+                    "# HELP gkb_{name} {help}\n# TYPE gkb_{name} gauge\ngkb_{name} {value}"
+                );
+            }
+        }
+        let open = lock(&self.connections)
+            .values()
+            .filter(|s| s.phase == "open")
+            .count();
+        let kafka_up = u8::from(lock(&self.kafka).is_ok());
+        let _ = writeln!(
+            out,
+            "# HELP gkb_connections_open Notification sockets open.\n# TYPE gkb_connections_open gauge\ngkb_connections_open {open}\n\
+             # HELP gkb_kafka_up Whether Kafka answered the last probe.\n# TYPE gkb_kafka_up gauge\ngkb_kafka_up {kafka_up}\n\
+             # HELP gkb_uptime_seconds Seconds since start.\n# TYPE gkb_uptime_seconds gauge\ngkb_uptime_seconds {}",
+            self.started.elapsed().as_secs()
+        );
+        out
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a
+/// report; the data is still the best we have.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

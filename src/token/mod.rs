@@ -1,0 +1,158 @@
+//! The token actor: holds the OAuth client-credentials token every REST
+//! call needs, and asks for a new one before the current one expires.
+//!
+//! Genesys has no refresh tokens: "refresh" is a new client-credentials
+//! grant. Token lifetimes are per OAuth client (300 s to 48 h), so the
+//! refresh point is computed from each grant's `expires_in`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::backoff::Backoff;
+use crate::genesys::api::{GenesysApi, Grant};
+use crate::secret::Secret;
+use crate::telemetry::{Telemetry, LIVENESS_INTERVAL};
+
+/// Asks for a valid token; answered at once when one is held, otherwise
+/// as soon as the next grant arrives.
+#[derive(Message)]
+#[rtype(result = "Result<Secret, TokenUnavailable>")]
+pub struct GetToken;
+
+/// A REST call was refused with 401 using this token: drop it and get
+/// another (unless a newer one is already held).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TokenRejected(pub Secret);
+
+/// The token actor restarted or stopped before a token could be had.
+#[derive(Debug, thiserror::Error)]
+#[error("no access token: the token actor restarted or stopped")]
+pub struct TokenUnavailable;
+
+pub struct TokenActor {
+    api: GenesysApi,
+    client_id: String,
+    client_secret: Secret,
+    refresh_margin: Duration,
+    backoff: Backoff,
+    telemetry: Arc<Telemetry>,
+    current: Option<(Secret, Instant)>,
+    waiting: Vec<oneshot::Sender<Secret>>,
+    requesting: bool,
+}
+
+impl TokenActor {
+    pub fn new(
+        api: GenesysApi,
+        client_id: String,
+        client_secret: Secret,
+        refresh_margin: Duration,
+        backoff: Backoff,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        TokenActor {
+            api,
+            client_id,
+            client_secret,
+            refresh_margin,
+            backoff,
+            telemetry,
+            current: None,
+            waiting: Vec::new(),
+            requesting: false,
+        }
+    }
+
+    fn valid_token(&self) -> Option<Secret> {
+        self.current
+            .as_ref()
+            .filter(|(_, expires)| Instant::now() < *expires)
+            .map(|(token, _)| token.clone())
+    }
+
+    fn request(&mut self, ctx: &mut Context<Self>) {
+        if self.requesting {
+            return;
+        }
+        self.requesting = true;
+        let api = self.api.clone();
+        let client_id = self.client_id.clone();
+        let secret = self.client_secret.clone();
+        let grant = async move { api.request_token(&client_id, &secret).await };
+        ctx.spawn(grant.into_actor(self).map(|result, act, ctx| {
+            act.requesting = false;
+            match result {
+                Ok(grant) => act.granted(grant, ctx),
+                Err(error) => {
+                    let delay = error
+                        .retry_after()
+                        .unwrap_or_else(|| act.backoff.next_delay());
+                    act.telemetry.token_failed(&error, delay);
+                    ctx.run_later(delay, |act, ctx| act.request(ctx));
+                }
+            }
+        }));
+    }
+
+    fn granted(&mut self, grant: Grant, ctx: &mut Context<Self>) {
+        self.backoff.reset();
+        let lifetime = grant.expires_in;
+        // Never wait past four fifths of a lifetime, however short it is.
+        let refresh_in = lifetime.saturating_sub(self.refresh_margin.min(lifetime / 5));
+        self.telemetry.token_granted(lifetime, refresh_in);
+        self.current = Some((grant.access_token.clone(), Instant::now() + lifetime));
+        for waiter in self.waiting.drain(..) {
+            let _ = waiter.send(grant.access_token.clone());
+        }
+        ctx.run_later(refresh_in, |act, ctx| act.request(ctx));
+    }
+}
+
+impl Actor for TokenActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.telemetry.alive("token");
+        ctx.run_interval(LIVENESS_INTERVAL, |act, _| act.telemetry.alive("token"));
+        self.request(ctx);
+    }
+}
+
+impl Supervised for TokenActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.current = None;
+        self.waiting.clear();
+        self.requesting = false;
+        self.backoff.reset();
+    }
+}
+
+impl Handler<GetToken> for TokenActor {
+    type Result = ResponseFuture<Result<Secret, TokenUnavailable>>;
+
+    fn handle(&mut self, _: GetToken, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(token) = self.valid_token() {
+            return Box::pin(async move { Ok(token) });
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push(tx);
+        self.request(ctx);
+        Box::pin(async move { rx.await.map_err(|_| TokenUnavailable) })
+    }
+}
+
+impl Handler<TokenRejected> for TokenActor {
+    type Result = ();
+
+    fn handle(&mut self, TokenRejected(token): TokenRejected, ctx: &mut Context<Self>) {
+        if self.current.as_ref().is_some_and(|(t, _)| *t == token) {
+            tracing::warn!("access token refused by the API; requesting a new one");
+            self.current = None;
+            self.request(ctx);
+        }
+    }
+}
