@@ -1,0 +1,209 @@
+//! Command-line options of the `simulate` subcommand and their validation.
+
+use std::io;
+use std::time::Duration;
+
+use clap::ArgAction;
+
+/// Options of the Genesys Cloud simulator (`simulate` subcommand).
+///
+/// Every option has a demo default, so `simulate` alone serves a small
+/// contact centre on 127.0.0.1:8089 with the client `demo-client` /
+/// `demo-secret`. `SimulatorArgs::default()` yields exactly those defaults.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimulatorArgs {
+    /// Address to listen on. Login (/oauth/token), REST (/api/v2), WebSocket
+    /// (/channels) and the control API (/sim) share it. Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8089")]
+    pub listen: String,
+
+    /// OAuth client id accepted by POST /oauth/token.
+    #[arg(long, value_name = "ID", default_value = "demo-client")]
+    pub client_id: String,
+
+    /// OAuth client secret accepted by POST /oauth/token.
+    #[arg(long, value_name = "SECRET", default_value = "demo-secret")]
+    pub client_secret: String,
+
+    /// Seconds between "WebSocket Heartbeat" messages on every open socket.
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval: u64,
+
+    /// Lifetime of issued access tokens, reported as `expires_in`.
+    /// Real OAuth clients are configured anywhere between 300 and 172800.
+    #[arg(long, value_name = "SECS", default_value_t = 86399,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_ttl: u64,
+
+    /// Lifetime of a notification channel; its socket is closed when it expires.
+    #[arg(long, value_name = "SECS", default_value_t = 86400,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub channel_ttl: u64,
+
+    /// Number of routing queues in the directory (stable ids, realistic names).
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub queues: usize,
+
+    /// Number of users (agents) in the directory (stable ids, realistic names).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub users: usize,
+
+    /// Background event rate over all subscribed topics, forever.
+    /// 0 generates events only on demand (POST /sim/generate).
+    #[arg(long, value_name = "EVENTS_PER_SEC", default_value_t = 0.0)]
+    pub rate: f64,
+
+    /// Channels per OAuth client. Creating one more removes the least
+    /// recently used channel (unconnected ones first) and closes its socket.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_channels: usize,
+
+    /// Topics per channel; a subscription request above it gets HTTP 400.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_topics_per_channel: usize,
+
+    /// Base URL advertised in channel `connectUri`s (http(s):// or ws(s)://),
+    /// e.g. when the simulator sits behind a proxy or a container port
+    /// mapping. Default: derived from the bound address.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// HTTP status of /oauth/token for wrong credentials: 401 or 400
+    /// (Genesys is not confirmed to use one or the other).
+    #[arg(long, value_name = "STATUS", default_value_t = 401)]
+    pub bad_credentials_status: u16,
+
+    /// Whether subscribing (PUT/POST subscriptions, socket "subscribe") moves
+    /// the channel's `expires` to now + channel TTL. Unconfirmed for the real
+    /// service; `false` makes channels die at their original expiry.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub subscribe_extends_channel: bool,
+
+    /// Seed of the random generator behind event bodies (ids stay unique).
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    pub seed: u64,
+
+    /// How many emitted events /sim/emitted remembers (oldest forgotten first).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub event_log_limit: usize,
+
+    /// Largest WebSocket frame accepted from clients, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_frame_size: usize,
+}
+
+impl Default for SimulatorArgs {
+    /// The same values `simulate` gets with no flags: clap is the single
+    /// source of truth for defaults.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: SimulatorArgs,
+        }
+        <Wrapper as clap::Parser>::parse_from(["simulate"]).args
+    }
+}
+
+impl SimulatorArgs {
+    /// Checks what clap cannot (or what a caller building the struct in code
+    /// may have got wrong), so that `start` fails early with a clear message.
+    pub(crate) fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if self.client_id.is_empty() || self.client_id.contains(':') {
+            return invalid("--client-id must be non-empty and must not contain ':'".into());
+        }
+        if self.client_secret.is_empty() {
+            return invalid("--client-secret must be non-empty".into());
+        }
+        for (name, v) in [
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--token-ttl", self.token_ttl),
+            ("--channel-ttl", self.channel_ttl),
+        ] {
+            if v == 0 {
+                return invalid(format!("{name} must be at least 1 second"));
+            }
+        }
+        if self.max_channels == 0 || self.max_topics_per_channel == 0 {
+            return invalid(
+                "--max-channels and --max-topics-per-channel must be at least 1".into(),
+            );
+        }
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return invalid(format!("--rate must be a number >= 0, got {}", self.rate));
+        }
+        if !matches!(self.bad_credentials_status, 400 | 401) {
+            return invalid("--bad-credentials-status must be 400 or 401".into());
+        }
+        if self.event_log_limit == 0 {
+            return invalid("--event-log-limit must be at least 1".into());
+        }
+        if let Some(url) = &self.public_url {
+            public_ws_base(url)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_interval)
+    }
+}
+
+/// Turns `--public-url` into the `ws(s)://host[:port][/prefix]` base of
+/// connectUris: http → ws, https → wss, ws/wss kept, trailing slash dropped.
+pub(crate) fn public_ws_base(public_url: &str) -> io::Result<String> {
+    let url = url::Url::parse(public_url).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--public-url {public_url:?} is not a URL: {e}"),
+        )
+    })?;
+    let scheme = match url.scheme() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--public-url must be http(s):// or ws(s)://, not {other}://"),
+            ))
+        }
+    };
+    let rest = &url.as_str()[url.scheme().len()..];
+    Ok(format!("{scheme}{}", rest.trim_end_matches('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_demo() {
+        let args = SimulatorArgs::default();
+        assert_eq!(args.listen, "127.0.0.1:8089");
+        assert_eq!(args.client_id, "demo-client");
+        assert_eq!(args.heartbeat_interval, 30);
+        assert_eq!(args.token_ttl, 86399);
+        assert_eq!(args.channel_ttl, 86400);
+        assert_eq!((args.queues, args.users), (60, 20));
+        assert_eq!((args.max_channels, args.max_topics_per_channel), (20, 1000));
+        assert!(args.subscribe_extends_channel);
+        args.validate().unwrap();
+    }
+
+    #[test]
+    fn public_url_becomes_a_websocket_base() {
+        assert_eq!(public_ws_base("http://sim:8089/").unwrap(), "ws://sim:8089");
+        assert_eq!(
+            public_ws_base("https://gw.example.com/genesys").unwrap(),
+            "wss://gw.example.com/genesys"
+        );
+        assert_eq!(
+            public_ws_base("wss://streaming.mypurecloud.ie").unwrap(),
+            "wss://streaming.mypurecloud.ie"
+        );
+        assert!(public_ws_base("ftp://x").is_err());
+        assert!(public_ws_base("not a url").is_err());
+    }
+}

@@ -1,0 +1,322 @@
+//! The control API under `/sim/` (no auth): generate events, inspect what
+//! was emitted and the simulator's state, inject faults. Documented for users
+//! in the `simulator` module header.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::errors::ApiError;
+use super::events;
+use super::faults::FaultPatch;
+use super::generator::{self, GenerateOptions, NoTopics};
+use super::request::{parse_json, query_bool, query_number, query_params};
+use super::socket::{Deliver, Flush, Shutdown};
+use super::state::SimState;
+use super::topics::Topic;
+
+/// Larger synchronous batches must use `rate_per_sec` (or several calls).
+const MAX_BATCH: u64 = 5_000_000;
+
+/// Parses an optional JSON body: empty means all defaults.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateRequest {
+    count: Option<u64>,
+    rate_per_sec: Option<f64>,
+    topics: Option<Vec<String>>,
+    observation_conversations: Option<usize>,
+}
+
+/// `POST /sim/generate`
+pub(crate) async fn generate(
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let request: GenerateRequest = parse_json(&body)?;
+    if let Some(topics) = &request.topics {
+        if topics.is_empty() {
+            return Err(ApiError::bad_request(
+                "topics, when given, must not be empty",
+            ));
+        }
+        for t in topics {
+            Topic::parse(t).map_err(ApiError::bad_request)?;
+        }
+    }
+    let opts = GenerateOptions {
+        topics: request.topics,
+        observation_conversations: request.observation_conversations,
+    };
+
+    if let Some(rate) = request.rate_per_sec {
+        if !rate.is_finite() || rate <= 0.0 {
+            return Err(ApiError::bad_request(
+                "rate_per_sec must be a positive number",
+            ));
+        }
+        let job = generator::start_job(state.clone(), rate, request.count, opts);
+        return Ok(HttpResponse::Accepted().json(json!({"started": true, "job_id": job})));
+    }
+
+    let count = request.count.ok_or_else(|| {
+        ApiError::bad_request("count is required (or give rate_per_sec for a background job)")
+    })?;
+    if count > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "count must be at most {MAX_BATCH}; use rate_per_sec for more"
+        )));
+    }
+    // Generation is CPU work: keep it off the worker that drives sockets.
+    let worker_state = state.clone();
+    let outcome = web::block(move || generator::emit(&worker_state, count, &opts))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal.server.error",
+                e.to_string(),
+            )
+        })?
+        .map_err(|NoTopics| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "No channel is subscribed to any topic: subscribe first, or pass topics",
+            )
+        })?;
+    // Reply only once every socket has written out the frames queued before.
+    let flushes = outcome.sockets.values().map(|s| s.addr.send(Flush));
+    let _ = futures_util::future::join_all(flushes).await;
+    Ok(HttpResponse::Ok().json(json!({
+        "emitted": outcome.emitted,
+        "delivered": outcome.delivered,
+        "first_seq": outcome.first_seq,
+        "last_seq": outcome.last_seq,
+    })))
+}
+
+#[derive(Serialize)]
+struct EmittedView<'a> {
+    seq: u64,
+    correlation_id: String,
+    topic: &'a str,
+    channel_id: Option<&'a str>,
+    emitted_at_ms: u64,
+    delivered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frame: Option<&'a str>,
+}
+
+/// `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
+pub(crate) async fn emitted(
+    req: HttpRequest,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = query_params(req.query_string());
+    let since = query_number::<u64>(&params, "since_seq")?.unwrap_or(0);
+    let frames = query_bool(&params, "frames")?.unwrap_or(false);
+    let limit = query_number::<usize>(&params, "limit")?.unwrap_or(usize::MAX);
+    let channel = params.get("channel_id").map(String::as_str);
+
+    // Copy out (cheap Arc clones) and serialize after releasing the lock.
+    let (records, last_seq) = {
+        let inner = state.lock();
+        let start = inner.log.partition_point(|r| r.seq <= since);
+        let records: Vec<_> = inner
+            .log
+            .range(start..)
+            .filter(|r| channel.map_or(true, |c| r.channel_id.as_deref() == Some(c)))
+            .take(limit)
+            .cloned()
+            .collect();
+        (records, inner.next_seq - 1)
+    };
+    let events: Vec<EmittedView> = records
+        .iter()
+        .map(|r| EmittedView {
+            seq: r.seq,
+            correlation_id: r.correlation_id.to_string(),
+            topic: &r.topic,
+            channel_id: r.channel_id.as_deref(),
+            emitted_at_ms: r.emitted_at_ms,
+            delivered: r.delivered,
+            frame: frames.then_some(&*r.frame),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"events": events, "last_seq": last_seq})))
+}
+
+/// `GET /sim/state`
+pub(crate) async fn sim_state(state: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.view())
+}
+
+/// `GET /sim/faults`
+pub(crate) async fn get_faults(state: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.faults.view())
+}
+
+/// `POST /sim/faults`
+pub(crate) async fn set_faults(
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let patch: FaultPatch = parse_json(&body)?;
+    let view = state.faults.apply(patch)?;
+    tracing::info!(faults = ?view, "faults changed");
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `DELETE /sim/faults`
+pub(crate) async fn clear_faults(state: web::Data<SimState>) -> HttpResponse {
+    state.faults.clear();
+    tracing::info!("faults cleared");
+    HttpResponse::Ok().json(state.faults.view())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DropMode {
+    #[default]
+    Close,
+    Abort,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DropRequest {
+    channel_id: Option<String>,
+    #[serde(default)]
+    mode: DropMode,
+}
+
+fn check_channel(state: &SimState, channel: Option<&str>) -> Result<(), ApiError> {
+    match channel {
+        Some(id) if !state.channel_exists(id) => {
+            Err(ApiError::not_found(format!("Channel {id} not found")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `POST /sim/faults/drop-sockets` `{"channel_id"?, "mode":"close"|"abort"}`
+pub(crate) async fn drop_sockets(
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let request: DropRequest = optional_json(&body)?;
+    check_channel(&state, request.channel_id.as_deref())?;
+    // Detached first: events generated from now on count as undelivered.
+    let sockets = state.take_sockets(request.channel_id.as_deref());
+    let shutdown = match request.mode {
+        DropMode::Close => Shutdown::idle_timeout(),
+        DropMode::Abort => Shutdown::abort(),
+    };
+    for (_, socket) in &sockets {
+        socket.addr.do_send(shutdown.clone());
+    }
+    let channels: Vec<&str> = sockets.iter().map(|(id, _)| id.as_ref()).collect();
+    tracing::info!(mode = ?request.mode, dropped = sockets.len(), "dropping sockets");
+    Ok(HttpResponse::Ok().json(json!({"dropped": sockets.len(), "channels": channels})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocketClosingRequest {
+    channel_id: Option<String>,
+    /// Close the sockets (1001) this many seconds later, like the real
+    /// service does about a minute after the notice. Default: never.
+    close_after_secs: Option<f64>,
+    system_topic_type: Option<String>,
+    reason: Option<String>,
+    message: Option<String>,
+}
+
+/// `POST /sim/faults/socket-closing`: sends `v2.system.socket_closing`.
+pub(crate) async fn socket_closing(
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let request: SocketClosingRequest = optional_json(&body)?;
+    check_channel(&state, request.channel_id.as_deref())?;
+    let close_after = match request.close_after_secs {
+        Some(s) if !s.is_finite() || s < 0.0 => {
+            return Err(ApiError::bad_request(
+                "close_after_secs must be a number >= 0",
+            ))
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    let sockets = state.sockets(request.channel_id.as_deref());
+    for (channel_id, socket) in &sockets {
+        let mut body = json!({
+            "channelId": channel_id.as_ref(),
+            "message": request.message.as_deref().unwrap_or("WebSocket is closing for maintenance; connect a new socket"),
+            "organizationId": state.directory.organization_id,
+            "oauthClientId": state.settings.client_id,
+        });
+        if let Some(t) = &request.system_topic_type {
+            body["systemTopicType"] = json!(t);
+        }
+        if let Some(r) = &request.reason {
+            body["reason"] = json!(r);
+        }
+        let frame = events::envelope("v2.system.socket_closing", &body, &uuid::Uuid::new_v4());
+        socket.addr.do_send(Deliver(frame.into()));
+        if let Some(delay) = close_after {
+            let state = state.clone();
+            let (channel_id, socket) = (channel_id.clone(), socket.clone());
+            actix_web::rt::spawn(async move {
+                actix_web::rt::time::sleep(delay).await;
+                // Only if it is still the channel's socket.
+                if state.take_socket(&channel_id, socket.id) {
+                    socket.addr.do_send(Shutdown::server_stopping());
+                }
+            });
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({"notified": sockets.len()})))
+}
+
+/// `POST /sim/faults/expire-tokens`: every issued token becomes invalid.
+pub(crate) async fn expire_tokens(state: web::Data<SimState>) -> HttpResponse {
+    let n = state.revoke_tokens();
+    tracing::info!(revoked = n, "tokens revoked");
+    HttpResponse::Ok().json(json!({"revoked": n}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelRequest {
+    channel_id: Option<String>,
+}
+
+/// `POST /sim/faults/expire-channels` `{"channel_id"?}`: channels end now.
+pub(crate) async fn expire_channels(
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let request: ChannelRequest = optional_json(&body)?;
+    check_channel(&state, request.channel_id.as_deref())?;
+    let n = state.expire_channels(request.channel_id.as_deref());
+    Ok(HttpResponse::Ok().json(json!({"expired": n})))
+}
+
+/// `POST /sim/stop-generator`
+pub(crate) async fn stop_generator(state: web::Data<SimState>) -> HttpResponse {
+    let n = generator::stop_jobs(&state);
+    HttpResponse::Ok().json(json!({"stopped": n}))
+}

@@ -1,0 +1,498 @@
+//! The simulated organisation: routing queues, users (agents) and presence
+//! definitions, with stable ids and realistic names, plus the paged REST
+//! listings clients use to expand "all queues" / "all users" into topics.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::clock::rfc3339_ms;
+use super::errors::ApiError;
+use super::ids::stable_uuid;
+use super::oauth::authorize;
+use super::request::{query_number, query_params};
+use super::state::SimState;
+
+// Namespaces of `stable_uuid`, one per kind of entity.
+const NS_QUEUE: u64 = 0x51;
+const NS_USER: u64 = 0x52;
+const NS_PRESENCE: u64 = 0x53;
+const NS_ORG: u64 = 0x54;
+
+/// Genesys' maximum `pageSize` for these listings.
+const MAX_PAGE_SIZE: usize = 500;
+const DEFAULT_PAGE_SIZE: usize = 25;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Media {
+    Voice,
+    Chat,
+    Email,
+    Message,
+}
+
+impl Media {
+    /// As in analytics groups (`"mediaType":"voice"`).
+    pub fn lower(self) -> &'static str {
+        match self {
+            Media::Voice => "voice",
+            Media::Chat => "chat",
+            Media::Email => "email",
+            Media::Message => "message",
+        }
+    }
+
+    /// As in detail events (`"mediaType":"VOICE"`).
+    pub fn upper(self) -> &'static str {
+        match self {
+            Media::Voice => "VOICE",
+            Media::Chat => "CHAT",
+            Media::Email => "EMAIL",
+            Media::Message => "MESSAGE",
+        }
+    }
+
+    /// The participant field holding this media's communications.
+    pub fn communications_key(self) -> &'static str {
+        match self {
+            Media::Voice => "calls",
+            Media::Chat => "chats",
+            Media::Email => "emails",
+            Media::Message => "messages",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Queue {
+    pub id: String,
+    pub name: String,
+    pub media: Media,
+    /// Indexes into `Directory::users`.
+    pub members: Vec<usize>,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub department: &'static str,
+    pub title: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Presence {
+    pub id: String,
+    pub system_presence: &'static str,
+}
+
+#[derive(Debug)]
+pub(crate) struct Directory {
+    pub queues: Vec<Queue>,
+    pub users: Vec<User>,
+    pub presences: Vec<Presence>,
+    pub division_id: String,
+    pub organization_id: String,
+    queue_index: HashMap<String, usize>,
+    user_index: HashMap<String, usize>,
+}
+
+const QUEUE_BASES: &[&str] = &[
+    "Sales",
+    "Billing",
+    "Technical Support",
+    "Customer Care",
+    "Retention",
+    "Collections",
+    "Claims",
+    "Onboarding",
+    "Priority Accounts",
+    "Returns",
+    "Shipping",
+    "Warranty",
+    "Fraud Prevention",
+    "Appointments",
+    "Renewals",
+];
+const QUEUE_MEDIA: &[(Media, &str)] = &[
+    (Media::Voice, ""),
+    (Media::Chat, " Chat"),
+    (Media::Email, " Email"),
+    (Media::Message, " Messaging"),
+];
+const FIRST_NAMES: &[&str] = &[
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Amelia",
+    "Oliver",
+    "Sophia",
+    "Elijah",
+    "Mia",
+    "Lucas",
+    "Isabella",
+    "Mateo",
+    "Charlotte",
+    "Levi",
+    "Ava",
+    "Hiro",
+    "Aisha",
+    "Lukas",
+    "Priya",
+    "Tomás",
+];
+const LAST_NAMES: &[&str] = &[
+    "Martin",
+    "Schmidt",
+    "Okafor",
+    "Nakamura",
+    "García",
+    "Kowalski",
+    "Dubois",
+    "Rossi",
+    "Andersson",
+    "Patel",
+    "Murphy",
+    "Novak",
+    "Silva",
+    "Jensen",
+    "O'Brien",
+];
+const DEPARTMENTS: &[&str] = &[
+    "Customer Service",
+    "Sales",
+    "Technical Support",
+    "Collections",
+];
+const TITLES: &[&str] = &["Contact Center Agent", "Senior Agent", "Team Lead"];
+const SYSTEM_PRESENCES: &[&str] = &[
+    "Available",
+    "Busy",
+    "Away",
+    "Break",
+    "Meal",
+    "Meeting",
+    "Training",
+    "On Queue",
+    "Offline",
+    "Idle",
+];
+
+impl Directory {
+    pub fn new(queue_count: usize, user_count: usize) -> Self {
+        let users: Vec<User> = (0..user_count)
+            .map(|i| {
+                let first = FIRST_NAMES[i % FIRST_NAMES.len()];
+                // (row + column) walks every first/last pair once per 300 users.
+                let last =
+                    LAST_NAMES[(i / FIRST_NAMES.len() + i % FIRST_NAMES.len()) % LAST_NAMES.len()];
+                // Beyond 300 users names repeat; a number keeps them unique.
+                let round = i / (FIRST_NAMES.len() * LAST_NAMES.len());
+                let name = if round == 0 {
+                    format!("{first} {last}")
+                } else {
+                    format!("{first} {last} {}", round + 1)
+                };
+                let email = format!("{}@example.com", email_local_part(&name));
+                User {
+                    id: stable_uuid(NS_USER, i as u64).to_string(),
+                    name,
+                    email,
+                    department: DEPARTMENTS[i % DEPARTMENTS.len()],
+                    title: TITLES[if i % 10 == 9 { 2 } else { i % 2 }],
+                }
+            })
+            .collect();
+
+        let queues: Vec<Queue> = (0..queue_count)
+            .map(|i| {
+                let combos = QUEUE_BASES.len() * QUEUE_MEDIA.len();
+                let base = QUEUE_BASES[(i / QUEUE_MEDIA.len()) % QUEUE_BASES.len()];
+                let (media, suffix) = QUEUE_MEDIA[i % QUEUE_MEDIA.len()];
+                let round = i / combos;
+                let name = if round == 0 {
+                    format!("{base}{suffix}")
+                } else {
+                    format!("{base}{suffix} {}", round + 1)
+                };
+                // Up to five agents per queue, spread over the users.
+                let mut members: Vec<usize> = (0..user_count.min(5))
+                    .map(|j| (i * 3 + j) % user_count)
+                    .collect();
+                members.dedup();
+                Queue {
+                    id: stable_uuid(NS_QUEUE, i as u64).to_string(),
+                    name,
+                    media,
+                    members,
+                    // 2024-01-15T09:30:00Z plus a day per queue.
+                    created_ms: 1_705_311_000_000 + i as u64 * 86_400_000,
+                }
+            })
+            .collect();
+
+        let presences = SYSTEM_PRESENCES
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Presence {
+                id: stable_uuid(NS_PRESENCE, i as u64).to_string(),
+                system_presence: p,
+            })
+            .collect();
+
+        Directory {
+            queue_index: queues
+                .iter()
+                .enumerate()
+                .map(|(i, q)| (q.id.clone(), i))
+                .collect(),
+            user_index: users
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (u.id.clone(), i))
+                .collect(),
+            queues,
+            users,
+            presences,
+            division_id: stable_uuid(NS_ORG, 1).to_string(),
+            organization_id: stable_uuid(NS_ORG, 2).to_string(),
+        }
+    }
+
+    pub fn queue(&self, id: &str) -> Option<&Queue> {
+        self.queue_index.get(id).map(|&i| &self.queues[i])
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.user_index.get(id).map(|&i| &self.users[i])
+    }
+
+    fn division_ref(&self) -> Value {
+        json!({
+            "id": self.division_id,
+            "name": "Home",
+            "selfUri": format!("/api/v2/authorization/divisions/{}", self.division_id),
+        })
+    }
+
+    /// A queue as `GET /api/v2/routing/queues` returns it (the fields the
+    /// SDK's `Queue` model knows; enum values from its allowed lists).
+    pub fn queue_json(&self, q: &Queue) -> Value {
+        let created = rfc3339_ms(q.created_ms);
+        json!({
+            "id": q.id,
+            "name": q.name,
+            "division": self.division_ref(),
+            "description": format!("{} queue", q.name),
+            "dateCreated": created,
+            "dateModified": created,
+            "modifiedBy": self.users.first().map_or("", |u| u.id.as_str()),
+            "createdBy": self.users.first().map_or("", |u| u.id.as_str()),
+            "memberCount": q.members.len(),
+            "userMemberCount": q.members.len(),
+            "joinedMemberCount": q.members.len(),
+            "acwSettings": {"wrapupPrompt": "MANDATORY_TIMEOUT", "timeoutMs": 30000},
+            "skillEvaluationMethod": "BEST",
+            "scoringMethod": "TimestampAndPriority",
+            "lastAgentRoutingMode": "Disabled",
+            "autoAnswerOnly": false,
+            "enableTranscription": false,
+            "enableAudioMonitoring": false,
+            "enableManualAssignment": false,
+            "suppressInQueueCallRecording": true,
+            "defaultMediaLanguage": "en-US",
+            "selfUri": format!("/api/v2/routing/queues/{}", q.id),
+        })
+    }
+
+    pub fn user_json(&self, u: &User) -> Value {
+        json!({
+            "id": u.id,
+            "name": u.name,
+            "division": self.division_ref(),
+            "chat": {"jabberId": format!("{}@simulated.orgspan.com", u.id)},
+            "department": u.department,
+            "email": u.email,
+            "primaryContactInfo": [{"address": u.email, "mediaType": "EMAIL", "type": "PRIMARY"}],
+            "addresses": [],
+            "state": "active",
+            "title": u.title,
+            "username": u.email,
+            "version": 1,
+            "acdAutoAnswer": false,
+            "selfUri": format!("/api/v2/users/{}", u.id),
+        })
+    }
+}
+
+/// `Tomás O'Brien` → `tomas.obrien`.
+fn email_local_part(name: &str) -> String {
+    name.to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('.'),
+            'á' => Some('a'),
+            'í' => Some('i'),
+            c if c.is_ascii_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Builds a Genesys entity listing page: entities, pageSize, pageNumber,
+/// total, pageCount and the first/self/next/previous/last URIs.
+fn page(req: &HttpRequest, path: &str, items: Vec<Value>) -> Result<Value, ApiError> {
+    let params = query_params(req.query_string());
+    let page_size = query_number::<usize>(&params, "pageSize")?.unwrap_or(DEFAULT_PAGE_SIZE);
+    let page_number = query_number::<usize>(&params, "pageNumber")?.unwrap_or(1);
+    if page_size == 0 || page_size > MAX_PAGE_SIZE {
+        return Err(ApiError::bad_request(format!(
+            "pageSize must be between 1 and {MAX_PAGE_SIZE}, got {page_size}."
+        )));
+    }
+    if page_number == 0 {
+        return Err(ApiError::bad_request("pageNumber must be at least 1."));
+    }
+    let total = items.len();
+    let page_count = total.div_ceil(page_size);
+    let uri = |n: usize| format!("{path}?pageSize={page_size}&pageNumber={n}");
+    let entities: Vec<Value> = items
+        .into_iter()
+        .skip((page_number - 1).saturating_mul(page_size))
+        .take(page_size)
+        .collect();
+    let mut body = json!({
+        "entities": entities,
+        "pageSize": page_size,
+        "pageNumber": page_number,
+        "total": total,
+        "pageCount": page_count,
+        "firstUri": uri(1),
+        "selfUri": uri(page_number),
+        "lastUri": uri(page_count.max(1)),
+    });
+    if page_number < page_count {
+        body["nextUri"] = json!(uri(page_number + 1));
+    }
+    if page_number > 1 {
+        body["previousUri"] = json!(uri(page_number - 1));
+    }
+    Ok(body)
+}
+
+/// `name` filter of the queue listing: exact (case-insensitive), or a prefix
+/// when it ends with `*`, as Genesys does.
+fn name_matches(filter: Option<&String>, name: &str) -> bool {
+    match filter {
+        None => true,
+        Some(f) => match f.strip_suffix('*') {
+            Some(prefix) => name.to_lowercase().starts_with(&prefix.to_lowercase()),
+            None => name.eq_ignore_ascii_case(f),
+        },
+    }
+}
+
+/// `GET /api/v2/routing/queues?pageSize=&pageNumber=&name=`
+pub(crate) async fn list_queues(
+    req: HttpRequest,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let dir = &state.directory;
+    let params = query_params(req.query_string());
+    let items = dir
+        .queues
+        .iter()
+        .filter(|q| name_matches(params.get("name"), &q.name))
+        .map(|q| dir.queue_json(q))
+        .collect();
+    Ok(HttpResponse::Ok().json(page(&req, "/api/v2/routing/queues", items)?))
+}
+
+/// `GET /api/v2/routing/queues/{queueId}`
+pub(crate) async fn get_queue(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let q = state
+        .directory
+        .queue(&path)
+        .ok_or_else(|| ApiError::not_found(format!("Queue {} not found", path.as_str())))?;
+    Ok(HttpResponse::Ok().json(state.directory.queue_json(q)))
+}
+
+/// `GET /api/v2/users?pageSize=&pageNumber=`
+pub(crate) async fn list_users(
+    req: HttpRequest,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let dir = &state.directory;
+    let items = dir.users.iter().map(|u| dir.user_json(u)).collect();
+    Ok(HttpResponse::Ok().json(page(&req, "/api/v2/users", items)?))
+}
+
+/// `GET /api/v2/users/{userId}`
+pub(crate) async fn get_user(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let u = state
+        .directory
+        .user(&path)
+        .ok_or_else(|| ApiError::not_found(format!("User {} not found", path.as_str())))?;
+    Ok(HttpResponse::Ok().json(state.directory.user_json(u)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn directory_is_stable_and_unique() {
+        let a = Directory::new(60, 20);
+        let b = Directory::new(60, 20);
+        assert_eq!(a.queues[7].id, b.queues[7].id);
+        assert_eq!(a.queues[0].name, "Sales");
+        assert_eq!(a.queues[1].name, "Sales Chat");
+        let names: HashSet<_> = a.queues.iter().map(|q| &q.name).collect();
+        assert_eq!(names.len(), 60);
+        let big = Directory::new(200, 400);
+        assert_eq!(
+            big.queues
+                .iter()
+                .map(|q| &q.name)
+                .collect::<HashSet<_>>()
+                .len(),
+            200
+        );
+        assert_eq!(
+            big.users
+                .iter()
+                .map(|u| &u.name)
+                .collect::<HashSet<_>>()
+                .len(),
+            400
+        );
+        assert!(a.queue(&a.queues[3].id).is_some());
+        assert!(a.user(&a.users[3].id).is_some());
+        assert!(a.queues.iter().all(|q| !q.members.is_empty()));
+    }
+
+    #[test]
+    fn empty_directory_is_fine() {
+        let d = Directory::new(0, 0);
+        assert!(d.queues.is_empty() && d.users.is_empty());
+        let d = Directory::new(3, 0);
+        assert!(d.queues.iter().all(|q| q.members.is_empty()));
+    }
+}

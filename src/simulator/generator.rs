@@ -1,0 +1,261 @@
+//! Event generation over the currently subscribed topics of all channels.
+//!
+//! Topics are visited round-robin (a cursor that survives between calls), so
+//! every subscribed topic gets events. One event goes to every channel
+//! subscribed to its topic, with the same CorrelationId (as overlapping
+//! sockets during a rollover see it); it is recorded once per channel, and
+//! as undelivered when the channel has no open socket (Genesys drops it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use actix_web::web;
+
+use super::clock::epoch_ms;
+use super::events::{self, BodyContext};
+use super::socket::Deliver;
+use super::state::{EmittedRecord, SimState, SocketRef};
+use super::topics::Topic;
+
+/// Events generated per lock acquisition: keeps REST calls and sockets
+/// responsive while a large batch is generated.
+const CHUNK: u64 = 256;
+/// Tick of background jobs.
+const TICK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GenerateOptions {
+    /// Generate on these topics instead of the subscribed ones (events on a
+    /// topic nobody subscribed to are recorded with no channel).
+    pub topics: Option<Vec<String>>,
+    /// See [`BodyContext::observation_conversations`].
+    pub observation_conversations: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EmitOutcome {
+    pub emitted: u64,
+    /// Frames handed to open sockets.
+    pub delivered: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Sockets that got frames (to await their flush).
+    pub sockets: HashMap<u64, SocketRef>,
+}
+
+/// A channel subscribed to a topic, with its open socket if any.
+type Subscriber = (Arc<str>, Option<SocketRef>);
+
+/// Nothing to generate: no topic is subscribed (and none was given).
+#[derive(Debug)]
+pub(crate) struct NoTopics;
+
+/// Generates `count` events now.
+pub(crate) fn emit(
+    state: &SimState,
+    count: u64,
+    opts: &GenerateOptions,
+) -> Result<EmitOutcome, NoTopics> {
+    let mut outcome = EmitOutcome::default();
+    let mut remaining = count;
+    while remaining > 0 {
+        let n = remaining.min(CHUNK);
+        emit_chunk(state, n, opts, &mut outcome)?;
+        remaining -= n;
+    }
+    Ok(outcome)
+}
+
+fn emit_chunk(
+    state: &SimState,
+    n: u64,
+    opts: &GenerateOptions,
+    outcome: &mut EmitOutcome,
+) -> Result<(), NoTopics> {
+    let now = SystemTime::now();
+    let now_ms = epoch_ms(now);
+    let blackhole = state.faults.blackhole();
+    let limit = state.settings.event_log_limit;
+    let mut guard = state.lock();
+    let inner = &mut *guard;
+
+    // topic → its subscribers (and their sockets), for live channels.
+    let mut subscribers: BTreeMap<Arc<str>, Vec<Subscriber>> = BTreeMap::new();
+    for channel in inner.channels.values().filter(|c| c.alive(now)) {
+        for topic in &channel.topics {
+            subscribers
+                .entry(topic.clone())
+                .or_default()
+                .push((channel.id.clone(), channel.socket.clone()));
+        }
+    }
+    let topics: Vec<(Arc<str>, Topic)> = match &opts.topics {
+        Some(list) => list
+            .iter()
+            .map(|t| Arc::from(t.as_str()))
+            .collect::<Vec<Arc<str>>>(),
+        None => subscribers.keys().cloned().collect(),
+    }
+    .into_iter()
+    // Subscribed topics passed the same check; given ones were validated.
+    .filter_map(|name| Topic::parse(&name).ok().map(|t| (name, t)))
+    .collect();
+    if topics.is_empty() {
+        return Err(NoTopics);
+    }
+
+    let ctx = BodyContext {
+        directory: &state.directory,
+        now_ms,
+        observation_conversations: opts.observation_conversations,
+    };
+    for _ in 0..n {
+        let (name, topic) = &topics[inner.cursor % topics.len()];
+        inner.cursor = inner.cursor.wrapping_add(1);
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.counters.events_generated += 1;
+        let correlation_id = uuid::Uuid::new_v4();
+        let body = events::body(topic, &ctx, &mut inner.rng);
+        let frame: Arc<str> = events::envelope(name, &body, &correlation_id).into();
+        let record = |channel_id: Option<Arc<str>>, delivered: bool| EmittedRecord {
+            seq,
+            correlation_id,
+            topic: name.clone(),
+            channel_id,
+            emitted_at_ms: now_ms,
+            delivered,
+            frame: frame.clone(),
+        };
+        match subscribers.get(name) {
+            None => inner.record(record(None, false), limit),
+            Some(list) => {
+                for (channel_id, socket) in list {
+                    let socket = socket.as_ref().filter(|_| !blackhole);
+                    if let Some(socket) = socket {
+                        // Queued under the lock: mailbox order is seq order.
+                        socket.addr.do_send(Deliver(frame.clone()));
+                        outcome.delivered += 1;
+                        outcome
+                            .sockets
+                            .entry(socket.id)
+                            .or_insert_with(|| socket.clone());
+                    }
+                    inner.record(record(Some(channel_id.clone()), socket.is_some()), limit);
+                }
+            }
+        }
+        outcome.emitted += 1;
+        outcome.first_seq.get_or_insert(seq);
+        outcome.last_seq = Some(seq);
+    }
+    Ok(())
+}
+
+/// A background generation job: `rate` events per second, until `remaining`
+/// runs out (forever when `None`), the job is stopped, or the server stops.
+pub(crate) struct GeneratorJob {
+    state: web::Data<SimState>,
+    id: u64,
+    rate: f64,
+    remaining: Option<u64>,
+    opts: GenerateOptions,
+    /// Events due but not generated yet (token bucket).
+    budget: f64,
+    last_tick: Instant,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopJob;
+
+impl Actor for GeneratorJob {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(job = self.id, rate = self.rate, count = ?self.remaining, "generator started");
+        self.last_tick = Instant::now();
+        ctx.run_interval(TICK, |job, ctx| job.tick(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        tracing::info!(job = self.id, "generator stopped");
+        self.state.lock().jobs.remove(&self.id);
+    }
+}
+
+impl Handler<StopJob> for GeneratorJob {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopJob, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl GeneratorJob {
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.state.shutting_down() || self.remaining == Some(0) {
+            ctx.stop();
+            return;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        // After a stall, catch up by at most one second's worth of events.
+        self.budget = (self.budget + self.rate * elapsed).min(self.rate + 1.0);
+        let mut due = self.budget.floor() as u64;
+        if let Some(remaining) = self.remaining {
+            due = due.min(remaining);
+        }
+        if due == 0 {
+            return;
+        }
+        match emit(&self.state, due, &self.opts) {
+            Ok(outcome) => {
+                self.budget -= outcome.emitted as f64;
+                if let Some(remaining) = &mut self.remaining {
+                    *remaining -= outcome.emitted.min(*remaining);
+                }
+            }
+            // Nobody subscribed: nothing is owed for the idle time.
+            Err(NoTopics) => self.budget = 0.0,
+        }
+    }
+}
+
+/// Starts a background job on the current arbiter; returns its id.
+pub(crate) fn start_job(
+    state: web::Data<SimState>,
+    rate: f64,
+    count: Option<u64>,
+    opts: GenerateOptions,
+) -> u64 {
+    let id = {
+        let mut inner = state.lock();
+        inner.next_job_id += 1;
+        inner.next_job_id
+    };
+    let job = GeneratorJob {
+        state: state.clone(),
+        id,
+        rate,
+        remaining: count,
+        opts,
+        budget: 0.0,
+        last_tick: Instant::now(),
+    };
+    let addr = job.start();
+    state.lock().jobs.insert(id, addr);
+    id
+}
+
+/// Stops every background job; returns how many there were.
+pub(crate) fn stop_jobs(state: &SimState) -> usize {
+    let jobs: Vec<_> = state.lock().jobs.drain().collect();
+    for (_, addr) in &jobs {
+        addr.do_send(StopJob);
+    }
+    jobs.len()
+}

@@ -1,0 +1,383 @@
+//! Genesys Cloud simulator: the `simulate` subcommand.
+//!
+//! Genesys Cloud cannot be reached from development machines and CI, so the
+//! bridge ships a stand-in for the parts it talks to: login, the REST calls
+//! of the Notification Service, the channel WebSocket, and the directory
+//! listings used to expand "all queues". It follows
+//! `genesys-notifications.md` (the field reference); where the real service
+//! is not known, the behaviour is a flag or an injectable fault.
+//!
+//! Everything is served on one port (`--listen`, default `127.0.0.1:8089`):
+//! point both the API base URL and the login base URL of a client at
+//! `http://127.0.0.1:8089`. (The official SDKs derive the login URL by
+//! replacing `//api.` with `//login.` in the API URL; a URL without `api.`
+//! is used unchanged, which is what makes one port work.)
+//!
+//! # Genesys Cloud API
+//!
+//! * `POST /oauth/token`: client credentials grant. HTTP Basic
+//!   `client_id:client_secret` (form fields `client_id`/`client_secret` are
+//!   accepted too), form `grant_type=client_credentials` →
+//!   `{"access_token","token_type":"bearer","expires_in"}`. Wrong
+//!   credentials → 401 (or 400 with `--bad-credentials-status 400`)
+//!   `{"error":"invalid_client","description","error_description"}`; another
+//!   grant → 400 `unsupported_grant_type`. Tokens expire after `--token-ttl`.
+//! * Every `/api/v2` call needs `Authorization: Bearer <token>`; missing →
+//!   401 `authentication.required`, unknown/expired → 401 `bad.credentials`.
+//!   Errors are `{"message","code","status","contextId","details","errors"}`;
+//!   unknown routes are 404 `not.found`.
+//! * `POST /api/v2/notifications/channels` →
+//!   `{"id":"streaming-0-…","connectUri":"ws://host:port/channels/<id>","expires"}`.
+//!   At `--max-channels` per OAuth client, creating one more removes the
+//!   least recently used channel (unconnected first; "used" = created,
+//!   subscription call, socket connected, ping or subscribe message) and
+//!   closes its socket (1000 "channel removed: channel limit reached").
+//! * `GET /api/v2/notifications/channels?includechannels=token|oauthclient`
+//!   → `{"entities":[channel…]}` (default `token`: channels created with
+//!   the calling token).
+//! * `HEAD /api/v2/notifications/channels/{id}` → 200 alive, 404 otherwise.
+//! * `GET|PUT|POST|DELETE /api/v2/notifications/channels/{id}/subscriptions`
+//!   with body `[{"id":"<topic>"}…]` and optional `?ignoreErrors=true`.
+//!   PUT replaces, POST adds, DELETE removes all (200, empty body). Replies
+//!   `{"entities":[{"id","state":"Permitted"|"Rejected","rejectionReason"?,"missingPermissions"?}]}`:
+//!   for PUT every requested topic; for POST the channel's whole resulting
+//!   list followed by rejected topics. More than
+//!   `--max-topics-per-channel` resulting topics → 400. Topics must follow
+//!   the families of the field reference (§7) with lowercase hyphenated
+//!   UUIDs; queue ids must be queues of the directory, user ids its users;
+//!   other topics are `Rejected`. Without `ignoreErrors`, one rejection makes
+//!   the request 403 (`missing.permissions`, rejected topics in `details`)
+//!   and nothing changes. Unknown or expired channel → 404.
+//!   Subscribing (PUT/POST, or the socket `subscribe` message) keeps the
+//!   channel alive: `expires` moves to now + `--channel-ttl` (turn off with
+//!   `--subscribe-extends-channel false`). Channels expire after
+//!   `--channel-ttl`; their socket is then closed (1000 "channel expired").
+//! * `GET /api/v2/routing/queues?pageSize=&pageNumber=&name=` and
+//!   `GET /api/v2/users?pageSize=&pageNumber=`: paged
+//!   `{"entities","pageSize","pageNumber","total","pageCount","firstUri","selfUri","lastUri","nextUri"?,"previousUri"?}`
+//!   (pageSize 1..=500, default 25). `GET /api/v2/routing/queues/{id}` and
+//!   `GET /api/v2/users/{id}` return one entity. `--queues` queues and
+//!   `--users` users have stable ids (the same on every run) and realistic
+//!   names.
+//!
+//! # WebSocket: `ws://host:port/channels/{id}`
+//!
+//! No token: the connectUri grants access. An unknown or expired channel is
+//! refused before the upgrade with 404. One socket per channel: a second
+//! connection closes the first (1000 "replaced by a new connection…").
+//! Server → client text frames:
+//! * heartbeat every `--heartbeat-interval`:
+//!   `{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}`
+//! * `{"message":"ping"}` → `{"topicName":"channel.metadata","eventBody":{"message":"pong"}}`
+//!   (WebSocket protocol pings get protocol pongs)
+//! * `{"message":"subscribe","topics":[…],"correlationId":"…"}` adds topics →
+//!   `{"result":"200","status":"subscribed"}`, or
+//!   `{"result":"400","status":"failure","message"}` (nothing subscribed);
+//!   `"unsubscribe"` removes topics. Anything else →
+//!   `{"result":"400","status":"error","message"}`.
+//! * notifications, only for subscribed topics:
+//!   `{"topicName","version":"2","eventBody":{…},"metadata":{"CorrelationId":"<uuid v4>"}}`.
+//!   An event goes to every channel subscribed to its topic with the same
+//!   CorrelationId. Per channel, frames arrive in `seq` order. Events for a
+//!   channel without an open socket are dropped (recorded as undelivered).
+//!
+//! Incoming frames up to `--max-frame-size` are accepted.
+//!
+//! # Control API (`/sim/`, no auth, JSON)
+//!
+//! * `POST /sim/generate` `{"count":N, "rate_per_sec"?:R, "topics"?:[…], "observation_conversations"?:K}`.
+//!   Without `rate_per_sec`: generates N events now, round-robin over the
+//!   subscribed topics of all live channels (or over `topics`), and replies
+//!   once every frame has been handed to its socket:
+//!   `{"emitted":N,"delivered":D,"first_seq":a,"last_seq":b}` (`delivered`
+//!   counts frames written to open sockets). 409 when nothing is subscribed
+//!   and no `topics` are given. With `rate_per_sec`: starts a background job
+//!   (N events, or forever without `count`) → 202 `{"started":true,"job_id"}`.
+//!   `observation_conversations` sets how many conversations queue
+//!   observations list (large values give frames of tens or hundreds of KB).
+//! * `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
+//!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq"}`:
+//!   events with `seq > K` (default 0: all), one entry per receiving channel
+//!   (`channel_id` null when nobody subscribed), oldest first; `frame` is the
+//!   exact text frame (only with `frames=true`). Heartbeats, pongs and
+//!   system messages are not recorded. Keeps the last `--event-log-limit`.
+//! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
+//!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,
+//!   `tokens_active`, `channels_created|expired|evicted`, `sockets_opened`,
+//!   `events_generated`, `frames_delivered`, `frames_dropped`, `last_seq`,
+//!   `generator_running`, `faults`.
+//! * `POST /sim/stop-generator` → `{"stopped":n}` (background jobs).
+//! * `POST /sim/faults` sets faults; fields left out are unchanged, `null`
+//!   clears a status:
+//!   - `token_status` (+ `token_status_count`): status of the next (N)
+//!     `/oauth/token` calls, e.g. 429 or 503;
+//!   - `api_status` (+ `api_status_count`): same for every `/api/v2` call;
+//!   - `ws_status` (+ `ws_status_count`): same for WebSocket upgrades;
+//!   - `retry_after` (default 1): `Retry-After` seconds of injected 429/503
+//!     (429 has code `too.many.requests.retry.after`);
+//!   - `bad_credentials_status`: 400 or 401 for wrong credentials;
+//!   - `deny_topics`: topic prefixes rejected with `missingPermissions`;
+//!   - `heartbeats: false`: no heartbeats (a half-open connection);
+//!   - `pong: false`: no pong to pings (text or protocol);
+//!   - `blackhole: true`: sockets stay open but nothing reaches them
+//!     (events count as undelivered, no heartbeats, pongs or replies).
+//!
+//!   Replies with all faults, as `GET /sim/faults` does. `DELETE /sim/faults`
+//!   clears them all.
+//! * `POST /sim/faults/drop-sockets` `{"channel_id"?, "mode":"close"|"abort"}`:
+//!   `close` sends a close frame (1001 "idle timeout"); `abort` closes the
+//!   TCP connection without a close frame (the client sees 1006 / EOF), as
+//!   a proxy dropping an idle connection does → `{"dropped":n,"channels":[…]}`.
+//! * `POST /sim/faults/socket-closing` `{"channel_id"?, "close_after_secs"?, "system_topic_type"?, "reason"?, "message"?}`:
+//!   sends `v2.system.socket_closing` (body `channelId`, `message`,
+//!   `organizationId`, `oauthClientId`, plus `systemTopicType`/`reason`
+//!   when given) to the open sockets, and closes them (1001) after
+//!   `close_after_secs` if given → `{"notified":n}`.
+//! * `POST /sim/faults/expire-tokens` → `{"revoked":n}`: all tokens become
+//!   invalid (the next REST call gets 401).
+//! * `POST /sim/faults/expire-channels` `{"channel_id"?}` → `{"expired":n}`:
+//!   channels end now, as on expiry.
+//!
+//! Errors of the control API use the Genesys error shape too.
+
+mod channels;
+mod clock;
+mod config;
+mod control;
+mod directory;
+mod errors;
+mod events;
+mod faults;
+mod generator;
+mod ids;
+mod janitor;
+mod oauth;
+mod request;
+mod socket;
+mod state;
+mod topics;
+
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use actix::Actor as _;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+pub use config::SimulatorArgs;
+
+use errors::ApiError;
+use state::SimState;
+
+/// Request bodies up to this size (a 1000-topic subscription is ~80 KB).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// A simulator serving in the current actix system.
+pub struct RunningSimulator {
+    /// `http://127.0.0.1:43123`: API and login base URL, no trailing slash.
+    pub base_url: String,
+    pub server: ServerHandle,
+    /// The bound address (port 0 resolved).
+    pub local_addr: SocketAddr,
+    state: web::Data<SimState>,
+    task: actix_web::rt::task::JoinHandle<io::Result<()>>,
+}
+
+impl RunningSimulator {
+    /// The base of channel connectUris (`ws://127.0.0.1:43123`).
+    pub fn ws_base_url(&self) -> &str {
+        &self.state.settings.ws_base
+    }
+
+    /// Stops generators, closes every socket (1001 "server shutting down")
+    /// and stops the server gracefully.
+    pub async fn stop(self) {
+        self.state.begin_shutdown();
+        generator::stop_jobs(&self.state);
+        self.state.close_all_sockets();
+        self.server.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+/// Binds and starts serving; must be called inside an actix System
+/// (actix_rt). Returns once bound.
+pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
+    args.validate()?;
+    let listener = std::net::TcpListener::bind(&args.listen)?;
+    let local_addr = listener.local_addr()?;
+    // 0.0.0.0 / :: cannot be connected to: advertise loopback instead.
+    let advertised = match local_addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local_addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local_addr.port())
+        }
+        _ => local_addr,
+    };
+    let base_url = format!("http://{advertised}");
+    let state = web::Data::new(SimState::new(&args, format!("ws://{advertised}"))?);
+
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .workers(2)
+    // `run` handles signals itself; tests must not have the server react
+    // to the test runner's signals.
+    .disable_signals()
+    .shutdown_timeout(2)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let task = actix_web::rt::spawn(server);
+
+    janitor::Janitor {
+        state: state.clone(),
+    }
+    .start();
+    if args.rate > 0.0 {
+        generator::start_job(
+            state.clone(),
+            args.rate,
+            None,
+            generator::GenerateOptions::default(),
+        );
+    }
+    tracing::info!(
+        %base_url,
+        client_id = %args.client_id,
+        queues = args.queues,
+        users = args.users,
+        rate = args.rate,
+        "Genesys Cloud simulator started"
+    );
+    Ok(RunningSimulator {
+        base_url,
+        server: handle,
+        local_addr,
+        state,
+        task,
+    })
+}
+
+/// The `simulate` subcommand: start(), print exactly one line
+/// `listening on <base_url>` to stdout (flushed) first, then serve until
+/// SIGINT/SIGTERM.
+pub async fn run(args: SimulatorArgs) -> io::Result<()> {
+    let mut sim = start(args).await?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "listening on {}", sim.base_url)?;
+        out.flush()?;
+    }
+    let stopped_by_itself = {
+        let signal = std::pin::pin!(shutdown_signal());
+        match futures_util::future::select(signal, &mut sim.task).await {
+            futures_util::future::Either::Left((signal, _)) => {
+                signal?;
+                None
+            }
+            futures_util::future::Either::Right((result, _)) => Some(result),
+        }
+    };
+    match stopped_by_itself {
+        Some(result) => result.map_err(io::Error::other)?,
+        None => {
+            tracing::info!("shutting down the simulator");
+            sim.stop().await;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let ctrl_c = std::pin::pin!(actix_web::rt::signal::ctrl_c());
+        let term = std::pin::pin!(term.recv());
+        match futures_util::future::select(ctrl_c, term).await {
+            futures_util::future::Either::Left((result, _)) => result,
+            futures_util::future::Either::Right(_) => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        actix_web::rt::signal::ctrl_c().await
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("HTTP 404 Not Found"))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method.not.allowed",
+        "HTTP 405 Method Not Allowed",
+    ))
+}
+
+/// A resource whose unsupported methods get a Genesys-shaped 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/oauth/token").route(web::post().to(oauth::token)))
+        .service(
+            resource("/api/v2/notifications/channels")
+                .route(web::post().to(channels::create))
+                .route(web::get().to(channels::list)),
+        )
+        .service(
+            resource("/api/v2/notifications/channels/{id}").route(web::head().to(channels::head)),
+        )
+        .service(
+            resource("/api/v2/notifications/channels/{id}/subscriptions")
+                .route(web::get().to(channels::get_subscriptions))
+                .route(web::put().to(channels::put_subscriptions))
+                .route(web::post().to(channels::post_subscriptions))
+                .route(web::delete().to(channels::delete_subscriptions)),
+        )
+        .service(resource("/api/v2/routing/queues").route(web::get().to(directory::list_queues)))
+        .service(resource("/api/v2/routing/queues/{id}").route(web::get().to(directory::get_queue)))
+        .service(resource("/api/v2/users").route(web::get().to(directory::list_users)))
+        .service(resource("/api/v2/users/{id}").route(web::get().to(directory::get_user)))
+        .service(resource("/channels/{id}").route(web::get().to(socket::connect)))
+        .service(resource("/sim/generate").route(web::post().to(control::generate)))
+        .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
+        .service(resource("/sim/state").route(web::get().to(control::sim_state)))
+        .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
+        .service(
+            resource("/sim/faults")
+                .route(web::get().to(control::get_faults))
+                .route(web::post().to(control::set_faults))
+                .route(web::delete().to(control::clear_faults)),
+        )
+        .service(resource("/sim/faults/drop-sockets").route(web::post().to(control::drop_sockets)))
+        .service(
+            resource("/sim/faults/socket-closing").route(web::post().to(control::socket_closing)),
+        )
+        .service(
+            resource("/sim/faults/expire-tokens").route(web::post().to(control::expire_tokens)),
+        )
+        .service(
+            resource("/sim/faults/expire-channels").route(web::post().to(control::expire_channels)),
+        )
+        .route(
+            "/",
+            web::get().to(|| async {
+                HttpResponse::Ok().body("Genesys Cloud simulator: see /sim/state\n")
+            }),
+        );
+}

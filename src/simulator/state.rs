@@ -1,0 +1,784 @@
+//! Shared state of the simulator: tokens, channels with their subscriptions
+//! and socket, the event log and counters.
+//!
+//! One mutex guards all of it. That is what makes the per-channel ordering
+//! guarantee cheap: an event's `seq` is assigned and its frame is queued to
+//! the socket actor's mailbox under the same lock, so mailbox order is seq
+//! order. Nothing slow ever happens under the lock (no I/O, no awaits).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use actix::Addr;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use super::clock::{epoch_ms, rfc3339};
+use super::config::{public_ws_base, SimulatorArgs};
+use super::directory::Directory;
+use super::errors::ApiError;
+use super::faults::Faults;
+use super::generator::GeneratorJob;
+use super::ids;
+use super::socket::{ChannelSocket, Shutdown};
+use super::topics::{Rejection, Topic};
+
+/// Validated, immutable settings derived from [`SimulatorArgs`].
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub client_id: String,
+    pub client_secret: String,
+    pub heartbeat: Duration,
+    pub token_ttl: Duration,
+    pub channel_ttl: Duration,
+    pub max_channels: usize,
+    pub max_topics: usize,
+    /// `ws://host:port` (or the `--public-url` equivalent), no trailing slash.
+    pub ws_base: String,
+    pub bad_credentials_status: u16,
+    pub subscribe_extends_channel: bool,
+    pub event_log_limit: usize,
+    pub max_frame_size: usize,
+}
+
+impl Settings {
+    pub fn new(args: &SimulatorArgs, bound_ws_base: String) -> std::io::Result<Self> {
+        let ws_base = match &args.public_url {
+            Some(url) => public_ws_base(url)?,
+            None => bound_ws_base,
+        };
+        Ok(Settings {
+            client_id: args.client_id.clone(),
+            client_secret: args.client_secret.clone(),
+            heartbeat: args.heartbeat(),
+            token_ttl: Duration::from_secs(args.token_ttl),
+            channel_ttl: Duration::from_secs(args.channel_ttl),
+            max_channels: args.max_channels,
+            max_topics: args.max_topics_per_channel,
+            ws_base,
+            bad_credentials_status: args.bad_credentials_status,
+            subscribe_extends_channel: args.subscribe_extends_channel,
+            event_log_limit: args.event_log_limit,
+            max_frame_size: args.max_frame_size,
+        })
+    }
+}
+
+/// Who is calling: the OAuth client and the token it used.
+#[derive(Debug, Clone)]
+pub(crate) struct Auth {
+    pub client_id: String,
+    pub token: String,
+}
+
+#[derive(Debug)]
+struct TokenRecord {
+    client_id: String,
+    expires: SystemTime,
+}
+
+/// The open WebSocket of a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct SocketRef {
+    pub id: u64,
+    pub addr: Addr<ChannelSocket>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub id: Arc<str>,
+    pub client_id: String,
+    /// Token that created the channel (for `includechannels=token`).
+    token: String,
+    created_serial: u64,
+    pub expires: SystemTime,
+    /// LRU clock value of the last use (creation, subscription call, socket).
+    last_used: u64,
+    /// Subscribed topics in subscription order, plus a set for lookups.
+    pub topics: Vec<Arc<str>>,
+    topic_set: HashSet<Arc<str>>,
+    pub socket: Option<SocketRef>,
+    pub sockets_opened: u64,
+}
+
+impl Channel {
+    pub fn alive(&self, now: SystemTime) -> bool {
+        self.expires > now
+    }
+}
+
+/// A channel as the REST API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ChannelInfo {
+    pub id: String,
+    pub connect_uri: String,
+    pub expires: String,
+}
+
+/// One entry of a subscription reply.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TopicStatus {
+    pub id: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_permissions: Option<Vec<String>>,
+}
+
+impl TopicStatus {
+    fn permitted(id: &str) -> Self {
+        TopicStatus {
+            id: id.to_owned(),
+            state: "Permitted",
+            rejection_reason: None,
+            missing_permissions: None,
+        }
+    }
+
+    fn rejected(id: &str, rejection: &Rejection) -> Self {
+        TopicStatus {
+            id: id.to_owned(),
+            state: "Rejected",
+            rejection_reason: Some(rejection.reason.clone()),
+            missing_permissions: (!rejection.missing_permissions.is_empty())
+                .then(|| rejection.missing_permissions.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscribeMode {
+    /// PUT: the request becomes the channel's list.
+    Replace,
+    /// POST and the socket `subscribe` message: added to the list.
+    Add,
+    /// The socket `unsubscribe` message: removed from the list.
+    Remove,
+}
+
+#[derive(Debug)]
+pub(crate) enum SubscribeError {
+    ChannelNotFound,
+    TooManyTopics {
+        requested: usize,
+        max: usize,
+    },
+    /// Without `ignoreErrors` any rejection fails the whole request.
+    Rejected(Vec<TopicStatus>),
+}
+
+impl SubscribeError {
+    /// The REST reply for this failure.
+    pub fn into_api_error(self, channel_id: &str) -> ApiError {
+        match self {
+            SubscribeError::ChannelNotFound => channel_not_found(channel_id),
+            SubscribeError::TooManyTopics { requested, max } => ApiError::bad_request(format!(
+                "A channel may have at most {max} topic subscriptions; this request would result in {requested}."
+            )),
+            SubscribeError::Rejected(statuses) => {
+                let names: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
+                let details = statuses
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "errorCode": "notification.topic.rejected",
+                            "fieldName": "id",
+                            "entityId": s.id,
+                            "entityName": s.rejection_reason,
+                        })
+                    })
+                    .collect();
+                ApiError::new(
+                    actix_web::http::StatusCode::FORBIDDEN,
+                    "missing.permissions",
+                    format!("Subscription rejected for topic(s): {}", names.join(", ")),
+                )
+                .with_details(details)
+            }
+        }
+    }
+}
+
+pub(crate) fn channel_not_found(channel_id: &str) -> ApiError {
+    ApiError::not_found(format!("Channel {channel_id} not found"))
+}
+
+/// One generated event as delivered (or not) to one channel.
+#[derive(Debug, Clone)]
+pub(crate) struct EmittedRecord {
+    pub seq: u64,
+    pub correlation_id: uuid::Uuid,
+    pub topic: Arc<str>,
+    /// `None` when no channel was subscribed to the topic.
+    pub channel_id: Option<Arc<str>>,
+    pub emitted_at_ms: u64,
+    pub delivered: bool,
+    pub frame: Arc<str>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct Counters {
+    pub tokens_issued: u64,
+    pub channels_created: u64,
+    pub channels_expired: u64,
+    pub channels_evicted: u64,
+    pub sockets_opened: u64,
+    pub events_generated: u64,
+    pub frames_delivered: u64,
+    pub frames_dropped: u64,
+}
+
+/// Everything mutable, behind [`SimState::lock`].
+pub(crate) struct Inner {
+    tokens: HashMap<String, TokenRecord>,
+    pub channels: HashMap<Arc<str>, Channel>,
+    serial: u64,
+    next_socket_id: u64,
+    pub counters: Counters,
+    /// Next event sequence number (the first event gets 1).
+    pub next_seq: u64,
+    pub log: VecDeque<EmittedRecord>,
+    /// Round-robin position over the subscribed topics.
+    pub cursor: usize,
+    /// Seeded generator behind event bodies.
+    pub rng: StdRng,
+    pub jobs: HashMap<u64, Addr<GeneratorJob>>,
+    pub next_job_id: u64,
+}
+
+impl Inner {
+    fn tick(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
+    }
+
+    fn touch(&mut self, channel_id: &str) {
+        let tick = self.tick();
+        if let Some(channel) = self.channels.get_mut(channel_id) {
+            channel.last_used = tick;
+        }
+    }
+
+    /// Appends to the event log, forgetting the oldest beyond `limit`.
+    pub fn record(&mut self, record: EmittedRecord, limit: usize) {
+        if record.delivered {
+            self.counters.frames_delivered += 1;
+        } else {
+            self.counters.frames_dropped += 1;
+        }
+        self.log.push_back(record);
+        while self.log.len() > limit {
+            self.log.pop_front();
+        }
+    }
+
+    /// Removes a channel and closes its socket with `reason`.
+    fn remove_channel(&mut self, id: &str, reason: Shutdown) -> Option<Channel> {
+        let channel = self.channels.remove(id)?;
+        if let Some(socket) = &channel.socket {
+            socket.addr.do_send(reason);
+        }
+        Some(channel)
+    }
+}
+
+pub(crate) struct SimState {
+    pub settings: Settings,
+    pub directory: Directory,
+    pub faults: Faults,
+    inner: Mutex<Inner>,
+    shutting_down: AtomicBool,
+}
+
+impl SimState {
+    pub fn new(args: &SimulatorArgs, bound_ws_base: String) -> std::io::Result<Self> {
+        Ok(SimState {
+            settings: Settings::new(args, bound_ws_base)?,
+            directory: Directory::new(args.queues, args.users),
+            faults: Faults::default(),
+            inner: Mutex::new(Inner {
+                tokens: HashMap::new(),
+                channels: HashMap::new(),
+                serial: 0,
+                next_socket_id: 0,
+                counters: Counters::default(),
+                next_seq: 1,
+                log: VecDeque::new(),
+                cursor: 0,
+                rng: StdRng::seed_from_u64(args.seed),
+                jobs: HashMap::new(),
+                next_job_id: 0,
+            }),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves `Inner` consistent between
+        // statements that can panic, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    // ---- tokens -------------------------------------------------------
+
+    /// Issues a token for `client_id`; returns it with its `expires_in`.
+    pub fn issue_token(&self, client_id: &str) -> (String, u64) {
+        let token = ids::access_token();
+        let ttl = self.settings.token_ttl;
+        let mut inner = self.lock();
+        inner.tokens.insert(
+            token.clone(),
+            TokenRecord {
+                client_id: client_id.to_owned(),
+                expires: SystemTime::now() + ttl,
+            },
+        );
+        inner.counters.tokens_issued += 1;
+        (token, ttl.as_secs())
+    }
+
+    /// Resolves a bearer token; unknown and expired ones are 401.
+    pub fn authenticate(&self, token: &str) -> Result<Auth, ApiError> {
+        let mut inner = self.lock();
+        match inner.tokens.get(token) {
+            Some(record) if record.expires > SystemTime::now() => Ok(Auth {
+                client_id: record.client_id.clone(),
+                token: token.to_owned(),
+            }),
+            Some(_) => {
+                inner.tokens.remove(token);
+                Err(ApiError::bad_credentials())
+            }
+            None => Err(ApiError::bad_credentials()),
+        }
+    }
+
+    /// Makes every issued token invalid (as if revoked or expired).
+    pub fn revoke_tokens(&self) -> usize {
+        let mut inner = self.lock();
+        let n = inner.tokens.len();
+        inner.tokens.clear();
+        n
+    }
+
+    // ---- channels -----------------------------------------------------
+
+    fn info(&self, channel: &Channel) -> ChannelInfo {
+        ChannelInfo {
+            id: channel.id.to_string(),
+            connect_uri: format!("{}/channels/{}", self.settings.ws_base, channel.id),
+            expires: rfc3339(channel.expires),
+        }
+    }
+
+    /// Creates a channel. At the per-client limit, the least recently used
+    /// channel (unconnected ones first) is removed and its socket closed.
+    pub fn create_channel(&self, auth: &Auth) -> ChannelInfo {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        loop {
+            let owned: Vec<&Channel> = inner
+                .channels
+                .values()
+                .filter(|c| c.client_id == auth.client_id && c.alive(now))
+                .collect();
+            if owned.len() < self.settings.max_channels {
+                break;
+            }
+            let victim = owned
+                .iter()
+                .min_by_key(|c| (c.socket.is_some(), c.last_used))
+                .map(|c| c.id.clone());
+            let Some(victim) = victim else { break };
+            tracing::info!(channel = %victim, "channel limit reached: removing the least recently used channel");
+            inner.remove_channel(&victim, Shutdown::channel_removed());
+            inner.counters.channels_evicted += 1;
+        }
+        let id: Arc<str> = ids::channel_id().into();
+        let tick = inner.tick();
+        let channel = Channel {
+            id: id.clone(),
+            client_id: auth.client_id.clone(),
+            token: auth.token.clone(),
+            created_serial: tick,
+            expires: now + self.settings.channel_ttl,
+            last_used: tick,
+            topics: Vec::new(),
+            topic_set: HashSet::new(),
+            socket: None,
+            sockets_opened: 0,
+        };
+        let info = self.info(&channel);
+        inner.channels.insert(id, channel);
+        inner.counters.channels_created += 1;
+        info
+    }
+
+    /// Channels of the caller: created with this token (`token`, the
+    /// default) or by this OAuth client (`oauthclient`), oldest first.
+    pub fn list_channels(&self, auth: &Auth, whole_client: bool) -> Vec<ChannelInfo> {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        let mut channels: Vec<&Channel> = inner
+            .channels
+            .values()
+            .filter(|c| {
+                c.alive(now)
+                    && c.client_id == auth.client_id
+                    && (whole_client || c.token == auth.token)
+            })
+            .collect();
+        channels.sort_by_key(|c| c.created_serial);
+        channels.into_iter().map(|c| self.info(c)).collect()
+    }
+
+    /// Whether the caller's channel exists and has not expired.
+    pub fn channel_alive(&self, auth: &Auth, id: &str) -> bool {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        inner
+            .channels
+            .get(id)
+            .is_some_and(|c| c.alive(now) && c.client_id == auth.client_id)
+    }
+
+    /// A live channel, owned by `client` when given (REST calls); socket
+    /// messages pass `None`: the connectUri itself grants access.
+    fn live_channel<'a>(
+        inner: &'a mut Inner,
+        id: &str,
+        client: Option<&str>,
+    ) -> Option<&'a mut Channel> {
+        let now = SystemTime::now();
+        inner
+            .channels
+            .get_mut(id)
+            .filter(|c| c.alive(now) && client.map_or(true, |client| c.client_id == client))
+    }
+
+    pub fn subscriptions(&self, auth: &Auth, id: &str) -> Result<Vec<TopicStatus>, SubscribeError> {
+        let mut inner = self.lock();
+        let channel = Self::live_channel(&mut inner, id, Some(&auth.client_id))
+            .ok_or(SubscribeError::ChannelNotFound)?;
+        let topics = channel
+            .topics
+            .iter()
+            .map(|t| TopicStatus::permitted(t))
+            .collect();
+        inner.touch(id);
+        Ok(topics)
+    }
+
+    /// PUT / POST subscriptions and the socket's subscribe/unsubscribe.
+    ///
+    /// Replies list, for Replace, every requested topic with its state; for
+    /// Add and Remove, the channel's resulting subscriptions followed by any
+    /// rejected topics. Subscribing (Replace/Add) extends the channel's
+    /// expiry when `--subscribe-extends-channel` is on.
+    pub fn subscribe(
+        &self,
+        client: Option<&str>,
+        id: &str,
+        requested: &[String],
+        mode: SubscribeMode,
+        ignore_errors: bool,
+    ) -> Result<Vec<TopicStatus>, SubscribeError> {
+        // Topic checks need no lock: the directory is immutable.
+        let mut seen = HashSet::new();
+        let denied = self.faults.deny_topics();
+        let checked: Vec<(&str, Result<Topic, Rejection>)> = requested
+            .iter()
+            .map(String::as_str)
+            .filter(|t| seen.insert(*t))
+            .map(|t| {
+                let verdict = match mode {
+                    SubscribeMode::Remove => Topic::parse(t).map_err(|reason| Rejection {
+                        reason,
+                        missing_permissions: Vec::new(),
+                    }),
+                    _ => Topic::check(t, &self.directory, &denied),
+                };
+                (t, verdict)
+            })
+            .collect();
+
+        let mut inner = self.lock();
+        let channel =
+            Self::live_channel(&mut inner, id, client).ok_or(SubscribeError::ChannelNotFound)?;
+        let resulting = match mode {
+            SubscribeMode::Replace => checked.len(),
+            SubscribeMode::Add => {
+                channel.topics.len()
+                    + checked
+                        .iter()
+                        .filter(|(t, _)| !channel.topic_set.contains(*t))
+                        .count()
+            }
+            SubscribeMode::Remove => 0,
+        };
+        if resulting > self.settings.max_topics {
+            return Err(SubscribeError::TooManyTopics {
+                requested: resulting,
+                max: self.settings.max_topics,
+            });
+        }
+        let rejected: Vec<TopicStatus> = checked
+            .iter()
+            .filter_map(|(t, verdict)| verdict.as_ref().err().map(|r| TopicStatus::rejected(t, r)))
+            .collect();
+        if !rejected.is_empty() && !ignore_errors {
+            return Err(SubscribeError::Rejected(rejected));
+        }
+        let permitted = checked.iter().filter(|(_, v)| v.is_ok()).map(|(t, _)| *t);
+        match mode {
+            SubscribeMode::Replace => {
+                channel.topics = permitted.map(Arc::from).collect();
+                channel.topic_set = channel.topics.iter().cloned().collect();
+            }
+            SubscribeMode::Add => {
+                for t in permitted {
+                    if !channel.topic_set.contains(t) {
+                        let t: Arc<str> = t.into();
+                        channel.topic_set.insert(t.clone());
+                        channel.topics.push(t);
+                    }
+                }
+            }
+            SubscribeMode::Remove => {
+                let gone: HashSet<&str> = permitted.collect();
+                channel.topics.retain(|t| !gone.contains(t.as_ref()));
+                channel.topic_set = channel.topics.iter().cloned().collect();
+            }
+        }
+        if mode != SubscribeMode::Remove && self.settings.subscribe_extends_channel {
+            channel.expires = SystemTime::now() + self.settings.channel_ttl;
+        }
+        let reply = match mode {
+            SubscribeMode::Replace => checked
+                .iter()
+                .map(|(t, v)| match v {
+                    Ok(_) => TopicStatus::permitted(t),
+                    Err(r) => TopicStatus::rejected(t, r),
+                })
+                .collect(),
+            _ => channel
+                .topics
+                .iter()
+                .map(|t| TopicStatus::permitted(t))
+                .chain(rejected)
+                .collect(),
+        };
+        inner.touch(id);
+        Ok(reply)
+    }
+
+    /// DELETE subscriptions: removes all topics.
+    pub fn clear_subscriptions(&self, auth: &Auth, id: &str) -> Result<(), SubscribeError> {
+        let mut inner = self.lock();
+        let channel = Self::live_channel(&mut inner, id, Some(&auth.client_id))
+            .ok_or(SubscribeError::ChannelNotFound)?;
+        channel.topics.clear();
+        channel.topic_set.clear();
+        inner.touch(id);
+        Ok(())
+    }
+
+    // ---- sockets ------------------------------------------------------
+
+    /// Whether a WebSocket may connect to this channel (no owner check: the
+    /// connectUri itself grants access).
+    pub fn socket_may_connect(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        Self::live_channel(&mut inner, id, None).is_some()
+    }
+
+    pub fn next_socket_id(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.next_socket_id += 1;
+        inner.next_socket_id
+    }
+
+    /// Makes `socket` the channel's socket. The previous one, if any, is
+    /// told to close: one connection per channel. `Err` when the channel
+    /// vanished meanwhile (the caller then closes the new socket).
+    pub fn attach_socket(&self, id: &str, socket: SocketRef) -> Result<(), ()> {
+        let mut inner = self.lock();
+        let channel = Self::live_channel(&mut inner, id, None).ok_or(())?;
+        if let Some(previous) = channel.socket.replace(socket) {
+            tracing::info!(
+                channel = id,
+                socket = previous.id,
+                "second connection on the channel: closing the first"
+            );
+            previous.addr.do_send(Shutdown::replaced());
+        }
+        channel.sockets_opened += 1;
+        inner.counters.sockets_opened += 1;
+        inner.touch(id);
+        Ok(())
+    }
+
+    /// Forgets the channel's socket if it still is `socket_id`.
+    pub fn detach_socket(&self, id: &str, socket_id: u64) {
+        let mut inner = self.lock();
+        if let Some(channel) = inner.channels.get_mut(id) {
+            if channel.socket.as_ref().is_some_and(|s| s.id == socket_id) {
+                channel.socket = None;
+            }
+        }
+    }
+
+    /// Detaches the channel's socket if it still is `socket_id`; says so.
+    pub fn take_socket(&self, id: &str, socket_id: u64) -> bool {
+        let mut inner = self.lock();
+        match inner.channels.get_mut(id) {
+            Some(channel) if channel.socket.as_ref().is_some_and(|s| s.id == socket_id) => {
+                channel.socket = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn touch(&self, id: &str) {
+        self.lock().touch(id);
+    }
+
+    /// Detaches and returns the sockets of one channel or of all channels,
+    /// so that events generated from now on count as undelivered.
+    pub fn take_sockets(&self, channel: Option<&str>) -> Vec<(Arc<str>, SocketRef)> {
+        let mut inner = self.lock();
+        inner
+            .channels
+            .values_mut()
+            .filter(|c| channel.map_or(true, |id| c.id.as_ref() == id))
+            .filter_map(|c| c.socket.take().map(|s| (c.id.clone(), s)))
+            .collect()
+    }
+
+    /// The open sockets of one channel or of all channels (left attached).
+    pub fn sockets(&self, channel: Option<&str>) -> Vec<(Arc<str>, SocketRef)> {
+        let inner = self.lock();
+        inner
+            .channels
+            .values()
+            .filter(|c| channel.map_or(true, |id| c.id.as_ref() == id))
+            .filter_map(|c| c.socket.clone().map(|s| (c.id.clone(), s)))
+            .collect()
+    }
+
+    pub fn channel_exists(&self, id: &str) -> bool {
+        self.lock().channels.contains_key(id)
+    }
+
+    /// Ends channels now (one or all), closing their sockets like expiry does.
+    pub fn expire_channels(&self, channel: Option<&str>) -> usize {
+        let mut inner = self.lock();
+        let ids: Vec<Arc<str>> = inner
+            .channels
+            .keys()
+            .filter(|id| channel.map_or(true, |c| id.as_ref() == c))
+            .cloned()
+            .collect();
+        for id in &ids {
+            inner.remove_channel(id, Shutdown::channel_expired());
+            inner.counters.channels_expired += 1;
+        }
+        ids.len()
+    }
+
+    /// Drops expired channels (closing their sockets) and expired tokens.
+    pub fn sweep(&self) {
+        let now = SystemTime::now();
+        let mut inner = self.lock();
+        let expired: Vec<Arc<str>> = inner
+            .channels
+            .values()
+            .filter(|c| !c.alive(now))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!(channel = %id, "channel expired");
+            inner.remove_channel(&id, Shutdown::channel_expired());
+            inner.counters.channels_expired += 1;
+        }
+        inner.tokens.retain(|_, t| t.expires > now);
+    }
+
+    /// Closes every socket (server shutdown).
+    pub fn close_all_sockets(&self) {
+        for (_, socket) in self.take_sockets(None) {
+            socket.addr.do_send(Shutdown::server_stopping());
+        }
+    }
+
+    // ---- views --------------------------------------------------------
+
+    pub fn view(&self) -> StateView {
+        let now = SystemTime::now();
+        let inner = self.lock();
+        let mut channels: Vec<&Channel> =
+            inner.channels.values().filter(|c| c.alive(now)).collect();
+        channels.sort_by_key(|c| c.created_serial);
+        StateView {
+            channels: channels
+                .into_iter()
+                .map(|c| ChannelView {
+                    id: c.id.to_string(),
+                    client_id: c.client_id.clone(),
+                    expires: rfc3339(c.expires),
+                    expires_ms: epoch_ms(c.expires),
+                    topics_count: c.topics.len(),
+                    topics: c.topics.iter().map(|t| t.to_string()).collect(),
+                    connected: c.socket.is_some(),
+                    sockets_opened: c.sockets_opened,
+                })
+                .collect(),
+            tokens_active: inner.tokens.values().filter(|t| t.expires > now).count(),
+            counters: inner.counters.clone(),
+            last_seq: inner.next_seq - 1,
+            generator_running: !inner.jobs.is_empty(),
+            generator_jobs: inner.jobs.len(),
+            faults: self.faults.view(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ChannelView {
+    pub id: String,
+    pub client_id: String,
+    pub expires: String,
+    pub expires_ms: u64,
+    pub topics_count: usize,
+    pub topics: Vec<String>,
+    pub connected: bool,
+    pub sockets_opened: u64,
+}
+
+/// `GET /sim/state`.
+#[derive(Debug, Serialize)]
+pub(crate) struct StateView {
+    pub channels: Vec<ChannelView>,
+    pub tokens_active: usize,
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub last_seq: u64,
+    pub generator_running: bool,
+    pub generator_jobs: usize,
+    pub faults: super::faults::FaultsView,
+}
