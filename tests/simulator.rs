@@ -1,0 +1,1281 @@
+//! Integration tests of the Genesys Cloud simulator: each test starts it
+//! in-process on port 0 and drives it over HTTP and WebSocket with awc.
+//!
+//! Nothing here sleeps to "let things happen": tests await the frame or
+//! state they expect, with a deadline.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use awc::ws::{CloseCode, Frame, Message};
+use std::pin::Pin;
+
+use awc::error::WsProtocolError;
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use genesys_kafka_bridge::simulator::{self, RunningSimulator, SimulatorArgs};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A client WebSocket, split so that its type can be named without
+/// depending on actix-codec.
+struct Socket {
+    rx: Pin<Box<dyn Stream<Item = Result<Frame, WsProtocolError>>>>,
+    tx: Pin<Box<dyn Sink<Message, Error = WsProtocolError>>>,
+}
+
+struct Sim {
+    sim: RunningSimulator,
+    http: awc::Client,
+}
+
+/// Starts a simulator on 127.0.0.1:0 with `tweak` applied to the defaults.
+async fn start(tweak: impl FnOnce(&mut SimulatorArgs)) -> Sim {
+    let mut args = SimulatorArgs {
+        listen: "127.0.0.1:0".into(),
+        ..SimulatorArgs::default()
+    };
+    tweak(&mut args);
+    let sim = simulator::start(args).await.expect("simulator starts");
+    let http = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
+    Sim { sim, http }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: actix_web::http::header::HeaderMap,
+    body: Value,
+}
+
+async fn reply<S>(mut resp: awc::ClientResponse<S>) -> Reply
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let bytes = resp
+        .body()
+        .limit(512 * 1024 * 1024)
+        .await
+        .expect("reply body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "reply is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Reply {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        body,
+    }
+}
+
+impl Sim {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.base_url)
+    }
+
+    async fn login(&self, id: &str, secret: &str) -> Reply {
+        let resp = self
+            .http
+            .post(self.url("/oauth/token"))
+            .basic_auth(id, secret)
+            .send_form(&[("grant_type", "client_credentials")])
+            .await
+            .expect("token request");
+        reply(resp).await
+    }
+
+    async fn token(&self) -> String {
+        let r = self.login("demo-client", "demo-secret").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    async fn get(&self, token: &str, path: &str) -> Reply {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        reply(resp).await
+    }
+
+    async fn head(&self, token: &str, path: &str) -> StatusCode {
+        let resp = self
+            .http
+            .head(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("HEAD");
+        resp.status()
+    }
+
+    async fn send_json(
+        &self,
+        method: &str,
+        token: Option<&str>,
+        path: &str,
+        body: &Value,
+    ) -> Reply {
+        let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send_json(body).await.expect("request");
+        reply(resp).await
+    }
+
+    async fn create_channel(&self, token: &str) -> Value {
+        let resp = self
+            .http
+            .post(self.url("/api/v2/notifications/channels"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("create channel");
+        let r = reply(resp).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
+    }
+
+    async fn subscribe(
+        &self,
+        token: &str,
+        channel: &str,
+        topics: &[impl AsRef<str>],
+        query: &str,
+    ) -> Reply {
+        let body: Vec<Value> = topics.iter().map(|t| json!({ "id": t.as_ref() })).collect();
+        let path = format!("/api/v2/notifications/channels/{channel}/subscriptions{query}");
+        self.send_json("PUT", Some(token), &path, &json!(body))
+            .await
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Reply {
+        self.send_json("POST", None, path, &body).await
+    }
+
+    async fn state(&self) -> Value {
+        reply(
+            self.http
+                .get(self.url("/sim/state"))
+                .send()
+                .await
+                .expect("state"),
+        )
+        .await
+        .body
+    }
+
+    fn queue_topic(&self, n: usize) -> String {
+        // Queue ids are stable; the directory is listed by the REST API too,
+        // but the tests fetch them through it to stay honest.
+        format!(
+            "v2.analytics.queues.{}.observations",
+            QUEUE_IDS.with(|q| q.borrow()[n].clone())
+        )
+    }
+
+    async fn load_directory(&self, token: &str) {
+        let mut ids = Vec::new();
+        for page in 1.. {
+            let r = self
+                .get(
+                    token,
+                    &format!("/api/v2/routing/queues?pageSize=100&pageNumber={page}"),
+                )
+                .await;
+            let entities = r.body["entities"].as_array().expect("entities").clone();
+            ids.extend(
+                entities
+                    .iter()
+                    .map(|q| q["id"].as_str().unwrap_or_default().to_owned()),
+            );
+            if page >= r.body["pageCount"].as_u64().unwrap_or(0) as usize {
+                break;
+            }
+        }
+        QUEUE_IDS.with(|q| *q.borrow_mut() = ids);
+    }
+}
+
+thread_local! {
+    static QUEUE_IDS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+async fn connect(uri: &str) -> Socket {
+    let (resp, socket) = awc::Client::new()
+        .ws(uri)
+        .max_frame_size(64 * 1024 * 1024)
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket connect to {uri}: {e}"));
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let (tx, rx) = socket.split();
+    Socket {
+        rx: Box::pin(rx),
+        tx: Box::pin(tx),
+    }
+}
+
+/// The next frame, or `None` when the connection ended without one.
+async fn next_frame(ws: &mut Socket, within: Duration) -> Option<Frame> {
+    match actix_web::rt::time::timeout(within, ws.rx.next()).await {
+        Ok(Some(Ok(frame))) => Some(frame),
+        Ok(Some(Err(_)) | None) => None,
+        Err(_) => panic!("no frame within {within:?}"),
+    }
+}
+
+/// The next text frame as JSON, skipping heartbeats when asked.
+async fn next_json(ws: &mut Socket, skip_heartbeats: bool) -> Value {
+    loop {
+        match next_frame(ws, WAIT).await {
+            Some(Frame::Text(bytes)) => {
+                let v: Value = serde_json::from_slice(&bytes).expect("text frames are JSON");
+                if skip_heartbeats && v["eventBody"]["message"] == "WebSocket Heartbeat" {
+                    continue;
+                }
+                return v;
+            }
+            Some(Frame::Ping(_) | Frame::Pong(_)) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn send_text(ws: &mut Socket, text: &str) {
+    ws.tx
+        .send(Message::Text(text.to_owned().into()))
+        .await
+        .expect("send text");
+}
+
+/// Waits until `f(state)` holds, polling /sim/state.
+async fn wait_state(sim: &Sim, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let state = sim.state().await;
+        if f(&state) {
+            return state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {state}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn conversation_topic(kind: &str) -> String {
+    format!(
+        "v2.detail.events.conversation.{}.{kind}",
+        uuid::Uuid::new_v4()
+    )
+}
+
+#[actix_rt::test]
+async fn token_is_issued_for_the_right_secret_only() {
+    let sim = start(|_| {}).await;
+    let ok = sim.login("demo-client", "demo-secret").await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.body["token_type"], "bearer");
+    assert_eq!(ok.body["expires_in"], 86399);
+    assert!(ok.body["access_token"]
+        .as_str()
+        .is_some_and(|t| t.len() > 40));
+
+    let bad = sim.login("demo-client", "wrong").await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(bad.body["error"], "invalid_client");
+    assert!(bad.body["description"].is_string() && bad.body["error_description"].is_string());
+    assert_eq!(
+        sim.login("someone-else", "demo-secret").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let resp = sim
+        .http
+        .post(sim.url("/oauth/token"))
+        .basic_auth("demo-client", "demo-secret")
+        .send_form(&[("grant_type", "password")])
+        .await
+        .unwrap();
+    let grant = reply(resp).await;
+    assert_eq!(grant.status, StatusCode::BAD_REQUEST);
+    assert_eq!(grant.body["error"], "unsupported_grant_type");
+
+    // The 400 variant of wrong credentials, switched at run time.
+    sim.control("/sim/faults", json!({"bad_credentials_status": 400}))
+        .await;
+    assert_eq!(
+        sim.login("demo-client", "wrong").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(sim.state().await["tokens_issued"], 1);
+}
+
+#[actix_rt::test]
+async fn bad_credentials_status_flag_gives_400() {
+    let sim = start(|a| a.bad_credentials_status = 400).await;
+    let bad = sim.login("demo-client", "nope").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["error"], "invalid_client");
+}
+
+#[actix_rt::test]
+async fn api_calls_need_a_valid_bearer_token() {
+    let sim = start(|a| a.token_ttl = 1).await;
+    let resp = sim
+        .http
+        .get(sim.url("/api/v2/notifications/channels"))
+        .send()
+        .await
+        .unwrap();
+    let missing = reply(resp).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.body["status"], 401);
+    assert_eq!(missing.body["code"], "authentication.required");
+    assert!(missing.body["contextId"].is_string());
+    assert_eq!(missing.body["details"], json!([]));
+    assert_eq!(missing.body["errors"], json!([]));
+
+    let unknown = sim
+        .get("not-a-token", "/api/v2/notifications/channels")
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.body["code"], "bad.credentials");
+
+    let token = sim.token().await;
+    assert_eq!(
+        sim.get(&token, "/api/v2/notifications/channels")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // --token-ttl 1: the token stops working about a second later.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = sim.get(&token, "/api/v2/notifications/channels").await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            assert_eq!(r.body["code"], "bad.credentials");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "token never expired");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn unknown_routes_get_genesys_errors() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let r = sim.get(&token, "/api/v2/analytics/realtime/events").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["code"], "not.found");
+    let r = sim.get(&token, "/oauth/token").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.body["status"], 405);
+}
+
+#[actix_rt::test]
+async fn channels_are_created_checked_and_listed() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    assert!(id.starts_with("streaming-0-"), "{id}");
+    assert_eq!(
+        channel["connectUri"],
+        format!("{}/channels/{id}", sim.sim.ws_base_url())
+    );
+    assert!(channel["connectUri"]
+        .as_str()
+        .unwrap()
+        .starts_with("ws://127.0.0.1:"));
+    let expires = channel["expires"].as_str().unwrap();
+    assert!(expires.ends_with('Z') && expires.len() == 24, "{expires}");
+    humantime::parse_rfc3339(expires).expect("expires is RFC 3339");
+
+    assert_eq!(
+        sim.head(&token, &format!("/api/v2/notifications/channels/{id}"))
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        sim.head(
+            &token,
+            "/api/v2/notifications/channels/streaming-0-doesnotexist"
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+
+    let other_token = sim.token().await;
+    sim.create_channel(&other_token).await;
+    let mine = sim
+        .get(
+            &token,
+            "/api/v2/notifications/channels?includechannels=token",
+        )
+        .await;
+    assert_eq!(mine.body["entities"].as_array().unwrap().len(), 1);
+    assert_eq!(mine.body["entities"][0]["id"], id);
+    let default = sim.get(&token, "/api/v2/notifications/channels").await;
+    assert_eq!(default.body, mine.body);
+    let all = sim
+        .get(
+            &token,
+            "/api/v2/notifications/channels?includechannels=oauthclient",
+        )
+        .await;
+    assert_eq!(all.body["entities"].as_array().unwrap().len(), 2);
+}
+
+#[actix_rt::test]
+async fn subscriptions_are_replaced_added_listed_and_deleted() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let path = format!("/api/v2/notifications/channels/{id}/subscriptions");
+
+    let put = sim
+        .subscribe(&token, id, &[sim.queue_topic(0), sim.queue_topic(1)], "")
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(put.body["entities"].as_array().unwrap().len(), 2);
+    assert_eq!(put.body["entities"][0]["state"], "Permitted");
+
+    let extra = conversation_topic("customer.start");
+    let post = sim
+        .send_json("POST", Some(&token), &path, &json!([{ "id": extra }]))
+        .await;
+    assert_eq!(post.status, StatusCode::OK);
+    let ids: Vec<&str> = post.body["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            sim.queue_topic(0).as_str(),
+            sim.queue_topic(1).as_str(),
+            extra.as_str()
+        ]
+    );
+
+    let get = sim.get(&token, &path).await;
+    assert_eq!(get.body["entities"].as_array().unwrap().len(), 3);
+
+    let resp = sim
+        .http
+        .delete(sim.url(&path))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(sim.get(&token, &path).await.body["entities"], json!([]));
+
+    let unknown = sim
+        .subscribe(&token, "streaming-0-nope", &[sim.queue_topic(0)], "")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let malformed = sim
+        .send_json("PUT", Some(&token), &path, &json!({"id": "not a list"}))
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.body["code"], "bad.request");
+}
+
+#[actix_rt::test]
+async fn more_than_the_topic_limit_is_a_400() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let topics: Vec<String> = (0..1001).map(|_| conversation_topic("acd.end")).collect();
+    let over = sim.subscribe(&token, id, &topics, "").await;
+    assert_eq!(over.status, StatusCode::BAD_REQUEST, "{}", over.body);
+    assert_eq!(over.body["code"], "bad.request");
+    let state = sim.state().await;
+    assert_eq!(state["channels"][0]["topics_count"], 0);
+
+    let at_limit = sim.subscribe(&token, id, &topics[..1000], "").await;
+    assert_eq!(at_limit.status, StatusCode::OK);
+    assert_eq!(at_limit.body["entities"].as_array().unwrap().len(), 1000);
+}
+
+#[actix_rt::test]
+async fn rejected_topics_fail_the_request_unless_errors_are_ignored() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let good = sim.queue_topic(3);
+    let unknown_queue = format!("v2.analytics.queues.{}.observations", uuid::Uuid::new_v4());
+    let malformed = "v2.analytics.queues.all.observations".to_string();
+    let topics = vec![good.clone(), unknown_queue.clone(), malformed.clone()];
+
+    let strict = sim.subscribe(&token, id, &topics, "").await;
+    assert_eq!(strict.status, StatusCode::FORBIDDEN, "{}", strict.body);
+    assert_eq!(strict.body["status"], 403);
+    assert_eq!(strict.body["details"].as_array().unwrap().len(), 2);
+    let path = format!("/api/v2/notifications/channels/{id}/subscriptions");
+    assert_eq!(
+        sim.get(&token, &path).await.body["entities"],
+        json!([]),
+        "nothing subscribed"
+    );
+
+    let lenient = sim
+        .subscribe(&token, id, &topics, "?ignoreErrors=true")
+        .await;
+    assert_eq!(lenient.status, StatusCode::OK, "{}", lenient.body);
+    let states: HashMap<&str, &str> = lenient.body["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states[good.as_str()], "Permitted");
+    assert_eq!(states[unknown_queue.as_str()], "Rejected");
+    assert_eq!(states[malformed.as_str()], "Rejected");
+    assert!(lenient.body["entities"][1]["rejectionReason"].is_string());
+    assert_eq!(
+        sim.get(&token, &path).await.body["entities"],
+        json!([{"id": good, "state": "Permitted"}])
+    );
+
+    // Permission denial, injected.
+    sim.control(
+        "/sim/faults",
+        json!({"deny_topics": ["v2.analytics.queues"]}),
+    )
+    .await;
+    let denied = sim
+        .subscribe(&token, id, &[good.as_str()], "?ignoreErrors=true")
+        .await;
+    assert_eq!(denied.body["entities"][0]["state"], "Rejected");
+    assert_eq!(
+        denied.body["entities"][0]["missingPermissions"],
+        json!(["analytics:queueObservation:view"])
+    );
+}
+
+#[actix_rt::test]
+async fn channel_limit_removes_the_least_recently_used_unconnected_channel() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            sim.create_channel(&token).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let state = sim.state().await;
+    let uri = |id: &str| format!("{}/channels/{id}", sim.sim.ws_base_url());
+    let mut ws0 = connect(&uri(&ids[0])).await; // oldest, but connected
+    wait_state(&sim, "socket registered", |s| s["sockets_opened"] == 1).await;
+    sim.get(
+        &token,
+        &format!("/api/v2/notifications/channels/{}/subscriptions", ids[1]),
+    )
+    .await; // used
+    assert_eq!(state["channels"].as_array().unwrap().len(), 20);
+
+    let newest = sim.create_channel(&token).await;
+    let head = |id: String| {
+        let sim = &sim;
+        let token = token.clone();
+        async move {
+            sim.head(&token, &format!("/api/v2/notifications/channels/{id}"))
+                .await
+        }
+    };
+    assert_eq!(
+        head(ids[2].clone()).await,
+        StatusCode::NOT_FOUND,
+        "LRU unconnected channel removed"
+    );
+    assert_eq!(
+        head(ids[0].clone()).await,
+        StatusCode::OK,
+        "connected channel kept"
+    );
+    assert_eq!(
+        head(ids[1].clone()).await,
+        StatusCode::OK,
+        "recently used channel kept"
+    );
+    assert_eq!(
+        head(newest["id"].as_str().unwrap().to_owned()).await,
+        StatusCode::OK
+    );
+    let all = sim
+        .get(
+            &token,
+            "/api/v2/notifications/channels?includechannels=oauthclient",
+        )
+        .await;
+    assert_eq!(all.body["entities"].as_array().unwrap().len(), 20);
+    assert_eq!(sim.state().await["channels_evicted"], 1);
+
+    send_text(&mut ws0, r#"{"message":"ping"}"#).await;
+    assert_eq!(
+        next_json(&mut ws0, true).await["eventBody"]["message"],
+        "pong"
+    );
+}
+
+#[actix_rt::test]
+async fn a_removed_channel_has_its_socket_closed() {
+    let sim = start(|a| a.max_channels = 2).await;
+    let token = sim.token().await;
+    let a = sim.create_channel(&token).await;
+    let b = sim.create_channel(&token).await;
+    let mut ws_a = connect(a["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "first socket", |s| s["sockets_opened"] == 1).await;
+    let _ws_b = connect(b["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "second socket", |s| s["sockets_opened"] == 2).await;
+
+    sim.create_channel(&token).await; // both connected: the older use (a) goes
+    match next_frame(&mut ws_a, WAIT).await {
+        Some(Frame::Close(Some(reason))) => assert_eq!(reason.code, CloseCode::Normal),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    let path = format!(
+        "/api/v2/notifications/channels/{}",
+        a["id"].as_str().unwrap()
+    );
+    assert_eq!(sim.head(&token, &path).await, StatusCode::NOT_FOUND);
+}
+
+#[actix_rt::test]
+async fn a_second_socket_closes_the_first() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let uri = channel["connectUri"].as_str().unwrap();
+    let mut first = connect(uri).await;
+    wait_state(&sim, "first socket", |s| s["sockets_opened"] == 1).await;
+    let mut second = connect(uri).await;
+    match next_frame(&mut first, WAIT).await {
+        Some(Frame::Close(Some(_))) => {}
+        other => panic!("expected the first socket to be closed, got {other:?}"),
+    }
+    send_text(&mut second, r#"{"message":"ping"}"#).await;
+    assert_eq!(
+        next_json(&mut second, true).await["eventBody"]["message"],
+        "pong"
+    );
+    let state = sim.state().await;
+    assert_eq!(state["channels"][0]["sockets_opened"], 2);
+    assert_eq!(state["channels"][0]["connected"], true);
+}
+
+#[actix_rt::test]
+async fn unknown_channels_refuse_the_upgrade() {
+    let sim = start(|_| {}).await;
+    let uri = format!("{}/channels/streaming-0-nope", sim.sim.ws_base_url());
+    match awc::Client::new().ws(uri).connect().await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+            assert_eq!(status, StatusCode::NOT_FOUND)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("upgrade to an unknown channel succeeded"),
+    }
+}
+
+#[actix_rt::test]
+async fn ping_gets_pong_and_pong_can_be_silenced() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    send_text(&mut ws, r#"{"message":"ping"}"#).await;
+    let pong = next_json(&mut ws, true).await;
+    assert_eq!(
+        pong,
+        json!({"topicName": "channel.metadata", "eventBody": {"message": "pong"}})
+    );
+
+    sim.control("/sim/faults", json!({"pong": false})).await;
+    send_text(&mut ws, r#"{"message":"ping"}"#).await;
+    send_text(&mut ws, r#"{"message":"hello"}"#).await;
+    // The reply to the unknown message arrives; no pong came before it.
+    let next = next_json(&mut ws, true).await;
+    assert_eq!(next["result"], "400", "{next}");
+}
+
+#[actix_rt::test]
+async fn heartbeats_arrive_every_interval_and_can_be_silenced() {
+    let sim = start(|a| a.heartbeat_interval = 1).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    let beat = next_json(&mut ws, false).await;
+    assert_eq!(
+        beat,
+        json!({"topicName": "channel.metadata", "eventBody": {"message": "WebSocket Heartbeat"}})
+    );
+
+    sim.control("/sim/faults", json!({"heartbeats": false}))
+        .await;
+    // Drain a heartbeat that may already be on its way, then expect silence.
+    let _ = actix_web::rt::time::timeout(Duration::from_millis(1100), ws.rx.next()).await;
+    assert!(
+        actix_web::rt::time::timeout(Duration::from_millis(2500), ws.rx.next())
+            .await
+            .is_err(),
+        "a heartbeat arrived although heartbeats are silenced"
+    );
+}
+
+#[actix_rt::test]
+async fn generated_events_arrive_in_seq_order_and_match_the_log() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let users = sim.get(&token, "/api/v2/users?pageSize=5").await;
+    let user = users.body["entities"][0]["id"].as_str().unwrap().to_owned();
+    let topics = vec![
+        sim.queue_topic(0),
+        sim.queue_topic(1),
+        format!(
+            "v2.routing.queues.{}.conversations",
+            QUEUE_IDS.with(|q| q.borrow()[2].clone())
+        ),
+        format!("v2.users.{user}.presence"),
+        format!("v2.users.{user}.routingStatus"),
+        format!("v2.analytics.users.{user}.aggregates"),
+        format!("v2.detail.events.agent.{user}.state"),
+        conversation_topic("customer.start"),
+        conversation_topic("acw"),
+    ];
+    assert_eq!(
+        sim.subscribe(&token, id, &topics, "").await.status,
+        StatusCode::OK
+    );
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["channels"][0]["connected"] == true).await;
+
+    const N: usize = 3000;
+    let generated = sim.control("/sim/generate", json!({"count": N})).await;
+    assert_eq!(generated.status, StatusCode::OK, "{}", generated.body);
+    assert_eq!(generated.body["emitted"], N);
+    assert_eq!(generated.body["delivered"], N);
+    assert_eq!(generated.body["first_seq"], 1);
+    assert_eq!(generated.body["last_seq"], N);
+
+    let mut received = Vec::with_capacity(N);
+    while received.len() < N {
+        match next_frame(&mut ws, WAIT).await {
+            Some(Frame::Text(bytes)) => {
+                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                if !text.contains("\"channel.metadata\"") {
+                    received.push(text);
+                }
+            }
+            Some(Frame::Ping(_) | Frame::Pong(_)) => {}
+            other => panic!("unexpected {other:?} after {} frames", received.len()),
+        }
+    }
+
+    let log = reply(
+        sim.http
+            .get(sim.url("/sim/emitted?since_seq=0&frames=true"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let events = log.body["events"].as_array().unwrap();
+    assert_eq!(events.len(), N);
+    let mut correlation_ids = HashSet::new();
+    let mut per_topic: HashMap<&str, usize> = HashMap::new();
+    for (i, (event, frame)) in events.iter().zip(&received).enumerate() {
+        assert_eq!(event["seq"], i + 1);
+        assert_eq!(
+            event["frame"].as_str().unwrap(),
+            frame,
+            "frame {i} differs from the log"
+        );
+        assert_eq!(event["channel_id"], id);
+        assert_eq!(event["delivered"], true);
+        let parsed: Value = serde_json::from_str(frame).unwrap();
+        assert_eq!(parsed["topicName"], event["topic"]);
+        assert_eq!(parsed["version"], "2");
+        assert!(parsed["eventBody"].is_object());
+        assert_eq!(parsed["metadata"]["CorrelationId"], event["correlation_id"]);
+        assert!(correlation_ids.insert(event["correlation_id"].as_str().unwrap().to_owned()));
+        *per_topic
+            .entry(event["topic"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_topic.len(),
+        topics.len(),
+        "every subscribed topic got events"
+    );
+    assert!(per_topic.values().all(|&n| n >= N / topics.len()));
+
+    let later = reply(
+        sim.http
+            .get(sim.url("/sim/emitted?since_seq=2990"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(later.body["events"].as_array().unwrap().len(), 10);
+    assert!(later.body["events"][0].get("frame").is_none());
+}
+
+#[actix_rt::test]
+async fn events_without_a_socket_are_recorded_as_undelivered() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let topic = conversation_topic("user.end");
+    sim.subscribe(&token, id, &[topic.as_str()], "").await;
+    let r = sim.control("/sim/generate", json!({"count": 5})).await;
+    assert_eq!(
+        (r.body["emitted"].as_u64(), r.body["delivered"].as_u64()),
+        (Some(5), Some(0))
+    );
+    let log = reply(sim.http.get(sim.url("/sim/emitted")).send().await.unwrap()).await;
+    assert!(log.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["delivered"] == false));
+
+    // An unsubscribed topic given explicitly: recorded, delivered nowhere.
+    let r = sim
+        .control(
+            "/sim/generate",
+            json!({"count": 2, "topics": [conversation_topic("acw")]}),
+        )
+        .await;
+    assert_eq!(r.body["emitted"], 2);
+    let log = reply(
+        sim.http
+            .get(sim.url("/sim/emitted?since_seq=5"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(log.body["events"][0]["channel_id"], Value::Null);
+
+    let none = start(|_| {}).await;
+    assert_eq!(
+        none.control("/sim/generate", json!({"count": 1}))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    let bad = none
+        .control("/sim/generate", json!({"count": 1, "topics": ["v2.nope"]}))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[actix_rt::test]
+async fn two_channels_on_one_topic_get_the_same_event() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let topic = conversation_topic("customer.end");
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let channel = sim.create_channel(&token).await;
+        sim.subscribe(
+            &token,
+            channel["id"].as_str().unwrap(),
+            &[topic.as_str()],
+            "",
+        )
+        .await;
+        sockets.push(connect(channel["connectUri"].as_str().unwrap()).await);
+    }
+    wait_state(&sim, "both sockets", |s| s["sockets_opened"] == 2).await;
+    let r = sim.control("/sim/generate", json!({"count": 1})).await;
+    assert_eq!(r.body["delivered"], 2);
+    let a = next_json(&mut sockets[0], true).await;
+    let b = next_json(&mut sockets[1], true).await;
+    assert_eq!(
+        a, b,
+        "overlapping channels see the same event (same CorrelationId)"
+    );
+}
+
+#[actix_rt::test]
+async fn drop_sockets_abort_ends_without_a_close_frame() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[conversation_topic("acd.start")],
+        "",
+    )
+    .await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+
+    let r = sim
+        .control("/sim/faults/drop-sockets", json!({"mode": "abort"}))
+        .await;
+    assert_eq!(r.body["dropped"], 1);
+    loop {
+        match next_frame(&mut ws, WAIT).await {
+            None => break, // EOF: what a client reports as 1006
+            Some(Frame::Close(reason)) => panic!("abort sent a close frame: {reason:?}"),
+            Some(_) => continue,
+        }
+    }
+    let after = sim.control("/sim/generate", json!({"count": 3})).await;
+    assert_eq!(after.body["delivered"], 0, "dropped socket gets nothing");
+    assert_eq!(sim.state().await["channels"][0]["connected"], false);
+}
+
+#[actix_rt::test]
+async fn drop_sockets_close_sends_1001_idle_timeout() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+    let r = sim
+        .control(
+            "/sim/faults/drop-sockets",
+            json!({"channel_id": id, "mode": "close"}),
+        )
+        .await;
+    assert_eq!(r.body["dropped"], 1);
+    match next_frame(&mut ws, WAIT).await {
+        Some(Frame::Close(Some(reason))) => {
+            assert_eq!(reason.code, CloseCode::Away);
+            assert_eq!(reason.description.as_deref(), Some("idle timeout"));
+        }
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // The channel survives its socket: a client reconnects to it.
+    let mut again = connect(channel["connectUri"].as_str().unwrap()).await;
+    send_text(&mut again, r#"{"message":"ping"}"#).await;
+    assert_eq!(
+        next_json(&mut again, true).await["eventBody"]["message"],
+        "pong"
+    );
+    let unknown = sim
+        .control(
+            "/sim/faults/drop-sockets",
+            json!({"channel_id": "streaming-0-x"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+#[actix_rt::test]
+async fn socket_subscribe_message_and_socket_closing() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+
+    let topic = sim.queue_topic(5);
+    send_text(
+        &mut ws,
+        &json!({"message": "subscribe", "topics": [topic], "correlationId": "c-1"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws, true).await,
+        json!({"result": "200", "status": "subscribed"})
+    );
+    send_text(
+        &mut ws,
+        &json!({"message": "subscribe", "topics": ["v2.bogus"], "correlationId": "c-2"})
+            .to_string(),
+    )
+    .await;
+    let failure = next_json(&mut ws, true).await;
+    assert_eq!(
+        (failure["result"].as_str(), failure["status"].as_str()),
+        (Some("400"), Some("failure"))
+    );
+    assert!(failure["message"].is_string());
+    let subs = sim
+        .get(
+            &token,
+            &format!("/api/v2/notifications/channels/{id}/subscriptions"),
+        )
+        .await;
+    assert_eq!(
+        subs.body["entities"],
+        json!([{"id": topic, "state": "Permitted"}])
+    );
+
+    sim.control(
+        "/sim/generate",
+        json!({"count": 1, "observation_conversations": 800}),
+    )
+    .await;
+    let big = next_json(&mut ws, true).await;
+    assert_eq!(big["topicName"], topic.as_str());
+    assert!(
+        big.to_string().len() > 100 * 1024,
+        "large observation frames go through"
+    );
+
+    let r = sim
+        .control(
+            "/sim/faults/socket-closing",
+            json!({"close_after_secs": 0.2}),
+        )
+        .await;
+    assert_eq!(r.body["notified"], 1);
+    let closing = next_json(&mut ws, true).await;
+    assert_eq!(closing["topicName"], "v2.system.socket_closing");
+    assert_eq!(closing["eventBody"]["channelId"], id);
+    assert!(closing["metadata"]["CorrelationId"].is_string());
+    match next_frame(&mut ws, WAIT).await {
+        Some(Frame::Close(Some(reason))) => assert_eq!(reason.code, CloseCode::Away),
+        other => panic!("expected the socket to close after the notice, got {other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn injected_statuses_hit_the_next_calls_then_stop() {
+    let sim = start(|_| {}).await;
+    sim.control(
+        "/sim/faults",
+        json!({"token_status": 429, "token_status_count": 1, "retry_after": 3}),
+    )
+    .await;
+    let limited = sim.login("demo-client", "demo-secret").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers.get("retry-after").unwrap(), "3");
+    assert_eq!(limited.body["code"], "too.many.requests.retry.after");
+    let token = sim.token().await;
+
+    let set = sim
+        .control(
+            "/sim/faults",
+            json!({"api_status": 503, "api_status_count": 2}),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK);
+    for _ in 0..2 {
+        let r = sim.get(&token, "/api/v2/notifications/channels").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers.contains_key("retry-after"));
+    }
+    assert_eq!(
+        sim.get(&token, "/api/v2/notifications/channels")
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    sim.control("/sim/faults", json!({"api_status": 502})).await;
+    assert_eq!(
+        sim.get(&token, "/api/v2/users").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let cleared = sim
+        .send_json("DELETE", None, "/sim/faults", &json!(null))
+        .await;
+    assert_eq!(cleared.body["api"], Value::Null);
+    assert_eq!(
+        sim.get(&token, "/api/v2/users").await.status,
+        StatusCode::OK
+    );
+
+    let typo = sim.control("/sim/faults", json!({"api_stauts": 500})).await;
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST);
+
+    sim.control("/sim/faults/expire-tokens", json!({})).await;
+    assert_eq!(
+        sim.get(&token, "/api/v2/users").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_rt::test]
+async fn queues_and_users_are_paged() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let first = sim
+        .get(&token, "/api/v2/routing/queues?pageSize=25&pageNumber=1")
+        .await;
+    assert_eq!(first.body["total"], 60);
+    assert_eq!(first.body["pageCount"], 3);
+    assert_eq!(first.body["pageSize"], 25);
+    assert_eq!(first.body["pageNumber"], 1);
+    assert!(first.body["nextUri"].is_string());
+    let mut ids = HashSet::new();
+    for page in 1..=3 {
+        let r = sim
+            .get(
+                &token,
+                &format!("/api/v2/routing/queues?pageSize=25&pageNumber={page}"),
+            )
+            .await;
+        for q in r.body["entities"].as_array().unwrap() {
+            assert!(q["name"].as_str().is_some_and(|n| !n.is_empty()));
+            ids.insert(q["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ids.len(), 60);
+    let beyond = sim
+        .get(&token, "/api/v2/routing/queues?pageSize=25&pageNumber=9")
+        .await;
+    assert_eq!(beyond.body["entities"], json!([]));
+    let bad = sim.get(&token, "/api/v2/routing/queues?pageSize=abc").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    let users = sim.get(&token, "/api/v2/users?pageSize=100").await;
+    assert_eq!(users.body["total"], 20);
+    let one = users.body["entities"][0]["id"].as_str().unwrap();
+    assert_eq!(
+        sim.get(&token, &format!("/api/v2/users/{one}")).await.body["id"],
+        one
+    );
+    let sales = sim.get(&token, "/api/v2/routing/queues?name=Sales*").await;
+    assert_eq!(sales.body["total"], 4);
+
+    // Stable ids: a second simulator lists the same queues.
+    let other = start(|_| {}).await;
+    let other_token = other.token().await;
+    let again = other
+        .get(
+            &other_token,
+            "/api/v2/routing/queues?pageSize=25&pageNumber=1",
+        )
+        .await;
+    assert_eq!(again.body["entities"], first.body["entities"]);
+}
+
+#[actix_rt::test]
+async fn expired_channels_close_their_socket() {
+    let sim = start(|a| a.channel_ttl = 1).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    match next_frame(&mut ws, WAIT).await {
+        Some(Frame::Close(Some(reason))) => {
+            assert_eq!(reason.description.as_deref(), Some("channel expired"))
+        }
+        other => panic!("expected a close on expiry, got {other:?}"),
+    }
+    let path = format!(
+        "/api/v2/notifications/channels/{}",
+        channel["id"].as_str().unwrap()
+    );
+    assert_eq!(sim.head(&token, &path).await, StatusCode::NOT_FOUND);
+    assert_eq!(sim.state().await["channels_expired"], 1);
+}
+
+#[actix_rt::test]
+async fn subscribing_extends_the_channel() {
+    let sim = start(|a| a.channel_ttl = 3600).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let before = sim.state().await["channels"][0]["expires_ms"]
+        .as_u64()
+        .unwrap();
+    // Wait for the clock to move past the creation millisecond.
+    actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    sim.subscribe(&token, id, &[conversation_topic("acw")], "")
+        .await;
+    let after = sim.state().await["channels"][0]["expires_ms"]
+        .as_u64()
+        .unwrap();
+    assert!(after > before, "expires moved from {before} to {after}");
+}
+
+#[actix_rt::test]
+async fn background_generation_runs_and_stops() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[conversation_topic("attributes")],
+        "",
+    )
+    .await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+
+    let r = sim
+        .control("/sim/generate", json!({"count": 40, "rate_per_sec": 400}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.body["started"], true);
+    for _ in 0..40 {
+        assert_eq!(next_json(&mut ws, true).await["version"], "2");
+    }
+    wait_state(&sim, "job finished", |s| {
+        s["generator_running"] == false && s["events_generated"] == 40
+    })
+    .await;
+
+    sim.control("/sim/generate", json!({"rate_per_sec": 50}))
+        .await;
+    wait_state(&sim, "forever job", |s| s["generator_running"] == true).await;
+    let stopped = sim.control("/sim/stop-generator", json!({})).await;
+    assert_eq!(stopped.body["stopped"], 1);
+    wait_state(&sim, "job stopped", |s| s["generator_running"] == false).await;
+}
+
+#[actix_rt::test]
+async fn rate_flag_generates_in_the_background() {
+    let sim = start(|a| a.rate = 200.0).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[conversation_topic("user.start")],
+        "",
+    )
+    .await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    let event = next_json(&mut ws, true).await;
+    assert!(event["eventBody"]["eventTime"].is_u64());
+    sim.sim.stop().await;
+}
