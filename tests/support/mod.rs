@@ -1,0 +1,361 @@
+//! Real processes for the end-to-end tests: a Tansu broker, the simulator
+//! and the bridge, each its own OS process, stopped (or killed) on drop.
+//! Their output goes to files in the test's temporary directory and is
+//! printed when a test fails.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod consumer;
+pub mod ledger;
+
+pub const BRIDGE: &str = env!("CARGO_BIN_EXE_genesys-kafka-bridge");
+
+/// A port free at the time of asking (for processes that take a port
+/// number rather than reporting the one they bound).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts on `addr`, or panics after `limit`.
+pub fn wait_for_port(addr: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not start accepting within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process whose output is logged to a file.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let file = File::create(&log).unwrap();
+        command
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .stdin(Stdio::null());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), 15);
+        self.child.wait().unwrap()
+    }
+
+    /// Resident memory now and at its peak, in KiB, from /proc.
+    pub fn rss_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("---- last lines of {} ----", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The Tansu binary: `TANSU_BIN`, else `tansu` on PATH, else ~/.cargo/bin.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("TANSU_BIN") {
+        return path.into();
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cargo_bin = home.join(".cargo/bin/tansu");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    PathBuf::from("tansu")
+}
+
+/// A Tansu broker with a durable (sqlite) store.
+pub struct Broker {
+    pub proc: Proc,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        let port = free_port();
+        let proc = Self::spawn(dir, port);
+        Broker {
+            proc,
+            port,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Proc {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(tansu_bin());
+        cmd.arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            // Tansu reads the sqlite path as relative: run it in its directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir);
+        let mut proc = Proc::spawn("broker", cmd, dir);
+        let addr = format!("127.0.0.1:{port}");
+        eventually("the broker to accept connections", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("the broker exited with {status}:\n{}", proc.log_text());
+            }
+            TcpStream::connect(&addr).ok()
+        });
+        proc
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(tansu_bin())
+            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .arg("--broker")
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create runs");
+        assert!(status.success(), "creating topic {name} failed");
+    }
+
+    /// `kill -9` the broker (its store stays).
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Start again on the same port and store.
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(&self.dir, self.port);
+    }
+}
+
+/// The simulator, run as `genesys-kafka-bridge simulate`.
+pub struct Simulator {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Simulator {
+    pub fn start(dir: &Path, args: &[&str]) -> Simulator {
+        let mut cmd = Command::new(BRIDGE);
+        cmd.arg("simulate").args(["--listen", "127.0.0.1:0"]).args(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+        let log = dir.join("simulator.log");
+        cmd.stderr(Stdio::from(File::create(&log).unwrap()));
+        let mut child = cmd.spawn().expect("the simulator starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .expect("the simulator prints its URL")
+            .expect("readable stdout");
+        let url = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the simulator: {first:?}"))
+            .trim()
+            .to_owned();
+        // Keep draining stdout so the simulator never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Simulator {
+            proc: Proc {
+                name: "simulator".into(),
+                child,
+                log,
+            },
+            url,
+        }
+    }
+}
+
+/// The bridge, run as `genesys-kafka-bridge run --config FILE`.
+pub struct Bridge {
+    pub proc: Proc,
+    pub health: String,
+    pub config: PathBuf,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Bridge {
+    pub fn start(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Bridge {
+        let config = dir.join("bridge.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let port = free_port();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .chain([("GKB_HEALTH__LISTEN".to_owned(), format!("127.0.0.1:{port}"))])
+            .collect();
+        let proc = Self::spawn(dir, &config, &env);
+        Bridge {
+            proc,
+            health: format!("http://127.0.0.1:{port}"),
+            config,
+            dir: dir.to_owned(),
+            env,
+        }
+    }
+
+    fn spawn(dir: &Path, config: &Path, env: &[(String, String)]) -> Proc {
+        let mut cmd = Command::new(BRIDGE);
+        cmd.arg("run").arg("--config").arg(config);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
+        }
+        Proc::spawn("bridge", cmd, dir)
+    }
+
+    /// Start again with the same configuration (after a kill).
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(&self.dir, &self.config, &self.env);
+    }
+}
+
+/// Minimal blocking HTTP/1.1 for the tests' control calls: keeps the test
+/// side independent of the HTTP stack the bridge itself uses.
+pub mod http {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub struct Response {
+        pub status: u16,
+        pub body: String,
+    }
+
+    pub fn get(url: &str) -> std::io::Result<Response> {
+        request("GET", url, None)
+    }
+
+    pub fn post_json(url: &str, body: &serde_json::Value) -> std::io::Result<Response> {
+        request("POST", url, Some(body.to_string()))
+    }
+
+    fn request(method: &str, url: &str, body: Option<String>) -> std::io::Result<Response> {
+        let rest = url.strip_prefix("http://").expect("http:// URL");
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = if path.is_empty() { "/" } else { path };
+        let mut stream = TcpStream::connect(host)?;
+        stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+        let body = body.unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Ok(Response { status, body })
+    }
+
+    fn dechunk(mut body: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            body = rest[n..].trim_start_matches("\r\n");
+        }
+        out
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit`: for
+/// conditions only observable by asking (a port, a metric).
+pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A Prometheus counter or gauge value from /metrics text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
