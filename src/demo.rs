@@ -57,11 +57,15 @@ impl Drop for BrokerProcess {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     crate::telemetry_init::init_plain("info,librdkafka=warn,rdkafka=warn,actix_server=warn");
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     let bootstrap = format!("127.0.0.1:{}", args.kafka_port);
     let _broker = start_broker(&args.tansu, &dir, &bootstrap)?;
-    println!("demo: Kafka broker (Tansu) on {bootstrap}, store {}", dir.join("tansu.db").display());
+    println!(
+        "demo: Kafka broker (Tansu) on {bootstrap}, store {}",
+        dir.join("tansu.db").display()
+    );
 
     #[derive(Parser)]
     struct Sim {
@@ -70,19 +74,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let rate = args.rate.to_string();
     let sim_args = Sim::parse_from([
-        "simulate", "--listen", "127.0.0.1:0", "--rate", &rate, "--client-id", DEMO_CLIENT,
-        "--client-secret", DEMO_SECRET, "--queues", "8", "--users", "5",
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        &rate,
+        "--client-id",
+        DEMO_CLIENT,
+        "--client-secret",
+        DEMO_SECRET,
+        "--queues",
+        "8",
+        "--users",
+        "5",
     ])
     .args;
     let sim = crate::simulator::start(sim_args).await?;
-    println!("demo: Genesys Cloud simulator on {} ({rate} events/s)", sim.base_url);
+    println!(
+        "demo: Genesys Cloud simulator on {} ({rate} events/s)",
+        sim.base_url
+    );
 
     let env: Vec<(String, String)> = [
         ("GKB_GENESYS__API_BASE_URL", sim.base_url.clone()),
         ("GKB_GENESYS__LOGIN_BASE_URL", sim.base_url.clone()),
         ("GKB_KAFKA__BOOTSTRAP_SERVERS", bootstrap.clone()),
         ("GKB_BUFFER__PATH", dir.join("buffer").display().to_string()),
-        ("GKB_HEALTH__LISTEN", format!("127.0.0.1:{}", args.health_port)),
+        (
+            "GKB_HEALTH__LISTEN",
+            format!("127.0.0.1:{}", args.health_port),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -135,20 +156,32 @@ fn start_broker(tansu: &Path, dir: &Path, bootstrap: &str) -> anyhow::Result<Bro
     let url = format!("tcp://{bootstrap}");
     let log = std::fs::File::create(dir.join("tansu.log"))?;
     let child = Command::new(tansu)
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "sqlite://tansu.db"])
         .current_dir(dir)
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .spawn()
         .with_context(|| {
-            format!("cannot start the Kafka broker {} (run scripts/install-broker, or pass --tansu)", tansu.display())
+            format!(
+                "cannot start the Kafka broker {} (run scripts/install-broker, or pass --tansu)",
+                tansu.display()
+            )
         })?;
     let mut broker = BrokerProcess(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(bootstrap).is_err() {
         if let Some(status) = broker.0.try_wait()? {
-            bail!("the broker exited with {status}; see {}", dir.join("tansu.log").display());
+            bail!(
+                "the broker exited with {status}; see {}",
+                dir.join("tansu.log").display()
+            );
         }
         if Instant::now() > deadline {
             bail!("the broker did not accept connections on {bootstrap} within 30 s");
@@ -198,14 +231,20 @@ fn print_kafka(bootstrap: &str, topics: &[String], stop: &AtomicBool) -> anyhow:
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default()
         };
-        let value = message.payload().map(String::from_utf8_lossy).unwrap_or_default();
+        let value = message
+            .payload()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         let preview: String = value.chars().take(90).collect();
         println!(
             "kafka {}[{}]@{} key={} genesys-topic={}\n      {}…",
             message.topic(),
             message.partition(),
             message.offset(),
-            message.key().map(String::from_utf8_lossy).unwrap_or_default(),
+            message
+                .key()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default(),
             header(crate::producer::HEADER_TOPIC),
             preview
         );

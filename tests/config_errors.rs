@@ -51,14 +51,20 @@ fn valid_config_prints_with_secrets_masked() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("https://api.mypurecloud.ie"), "{stdout}");
     for (_, secret) in SECRETS {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "secret shown:\n{stdout}{stderr}");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "secret shown:\n{stdout}{stderr}"
+        );
     }
     assert!(stdout.contains("********"), "{stdout}");
 }
 
 #[test]
 fn unknown_key_exits_78_naming_it() {
-    let bad = VALID.replace("client_id = \"abc\"", "client_id = \"abc\"\nclient_sceret = \"x\"");
+    let bad = VALID.replace(
+        "client_id = \"abc\"",
+        "client_id = \"abc\"\nclient_sceret = \"x\"",
+    );
     let (code, _, stderr) = check(&bad, &SECRETS);
     assert_eq!(code, 78, "{stderr}");
     assert!(stderr.contains("genesys.client_sceret"), "{stderr}");
@@ -69,9 +75,15 @@ fn invalid_value_exits_78_naming_the_key_and_reason() {
     let bad = VALID.replace("eu-west-1", "mars-1");
     let (code, _, stderr) = check(&bad, &SECRETS);
     assert_eq!(code, 78);
-    assert!(stderr.contains("genesys.region") && stderr.contains("unknown region"), "{stderr}");
+    assert!(
+        stderr.contains("genesys.region") && stderr.contains("unknown region"),
+        "{stderr}"
+    );
 
-    let weak = VALID.replace("\"sasl.username\" = \"u\"", "\"sasl.username\" = \"u\", acks = \"1\"");
+    let weak = VALID.replace(
+        "\"sasl.username\" = \"u\"",
+        "\"sasl.username\" = \"u\", acks = \"1\"",
+    );
     let (code, _, stderr) = check(&weak, &SECRETS);
     assert_eq!(code, 78);
     assert!(stderr.contains("kafka.properties.\"acks\""), "{stderr}");
@@ -81,15 +93,24 @@ fn invalid_value_exits_78_naming_the_key_and_reason() {
 fn missing_secret_exits_78_naming_the_variable() {
     let (code, _, stderr) = check(VALID, &SECRETS[1..]);
     assert_eq!(code, 78);
-    assert!(stderr.contains("genesys.client_secret_env") && stderr.contains("CFG_TEST_SECRET"), "{stderr}");
+    assert!(
+        stderr.contains("genesys.client_secret_env") && stderr.contains("CFG_TEST_SECRET"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn unknown_librdkafka_property_exits_78() {
-    let bad = VALID.replace("\"sasl.username\" = \"u\"", "\"sasl.username\" = \"u\", \"no.such.property\" = 1");
+    let bad = VALID.replace(
+        "\"sasl.username\" = \"u\"",
+        "\"sasl.username\" = \"u\", \"no.such.property\" = 1",
+    );
     let (code, _, stderr) = check(&bad, &SECRETS);
     assert_eq!(code, 78, "{stderr}");
-    assert!(stderr.contains("kafka.properties") && stderr.contains("no.such.property"), "{stderr}");
+    assert!(
+        stderr.contains("kafka.properties") && stderr.contains("no.such.property"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 use support::{consumer, eventually, http, ledger, metric, Bridge, Broker, Simulator};
 
 const EVENTS: usize = 10_000;
-const TOPICS: [&str; 3] = ["genesys.queue-observations", "genesys.queue-conversations", "genesys.events"];
+const TOPICS: [&str; 3] = [
+    "genesys.queue-observations",
+    "genesys.queue-conversations",
+    "genesys.events",
+];
 
 pub fn bridge_config(sim_url: &str, bootstrap: &str, buffer: &std::path::Path) -> String {
     format!(
@@ -54,7 +58,16 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
     let secret = format!("e2e-{}", std::process::id());
     let sim = Simulator::start(
         dir.path(),
-        &["--client-id", "e2e-client", "--client-secret", &secret, "--queues", "60", "--heartbeat-interval", "2"],
+        &[
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            &secret,
+            "--queues",
+            "60",
+            "--heartbeat-interval",
+            "2",
+        ],
     );
     let bridge = Bridge::start(
         dir.path(),
@@ -63,7 +76,9 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
     );
 
     eventually("the bridge to be ready", Duration::from_secs(90), || {
-        http::get(&format!("{}/readyz", bridge.health)).ok().filter(|r| r.status == 200)
+        http::get(&format!("{}/readyz", bridge.health))
+            .ok()
+            .filter(|r| r.status == 200)
     });
     let state: serde_json::Value =
         serde_json::from_str(&http::get(&format!("{}/sim/state", sim.url)).unwrap().body).unwrap();
@@ -73,20 +88,31 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
         .iter()
         .map(|c| c["topics"].as_array().map_or(0, Vec::len))
         .sum();
-    assert!(subscribed >= 50, "only {subscribed} topics subscribed: {state}");
+    assert!(
+        subscribed >= 50,
+        "only {subscribed} topics subscribed: {state}"
+    );
 
     let started = Instant::now();
-    let reply = http::post_json(&format!("{}/sim/generate", sim.url), &serde_json::json!({ "count": EVENTS })).unwrap();
+    let reply = http::post_json(
+        &format!("{}/sim/generate", sim.url),
+        &serde_json::json!({ "count": EVENTS }),
+    )
+    .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(reply["delivered"].as_u64(), Some(EVENTS as u64), "{reply}");
 
-    eventually("Kafka to acknowledge every event", Duration::from_secs(300), || {
-        let text = http::get(&format!("{}/metrics", bridge.health)).ok()?.body;
-        let forwarded = metric(&text, "gkb_events_forwarded_total")?;
-        let waiting = metric(&text, "gkb_buffer_events")?;
-        (forwarded >= EVENTS as f64 && waiting == 0.0).then_some(())
-    });
+    eventually(
+        "Kafka to acknowledge every event",
+        Duration::from_secs(300),
+        || {
+            let text = http::get(&format!("{}/metrics", bridge.health)).ok()?.body;
+            let forwarded = metric(&text, "gkb_events_forwarded_total")?;
+            let waiting = metric(&text, "gkb_buffer_events")?;
+            (forwarded >= EVENTS as f64 && waiting == 0.0).then_some(())
+        },
+    );
     let elapsed = started.elapsed();
     let (rss, peak) = bridge.proc.rss_kib();
 

@@ -403,7 +403,7 @@ impl ConnectionActor {
     }
 
     fn on_notification(&mut self, text: &str, topic_name: &str, correlation_id: Option<&str>) {
-        if !field_fits(topic_name) || !correlation_id.is_none_or(field_fits) {
+        if !field_fits(topic_name) || !correlation_id.map_or(true, field_fits) {
             self.telemetry.malformed_frame(
                 self.index,
                 &"topic name or correlation id too long",

@@ -330,7 +330,7 @@ impl GenesysApi {
                 .call(what, awc::http::Method::GET, &url, token, None)
                 .await?;
             let reply: Entities<IdOnly> = decode(what, &body)?;
-            let last = reply.entities.is_empty() || reply.page_count.is_none_or(|n| page >= n);
+            let last = reply.entities.is_empty() || reply.page_count.map_or(true, |n| page >= n);
             ids.extend(reply.entities.into_iter().map(|e| e.id));
             if last {
                 break;

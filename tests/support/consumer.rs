@@ -21,7 +21,9 @@ pub struct Consumed {
 
 impl Consumed {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| std::str::from_utf8(v).ok())
+        self.headers
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 }
 
@@ -74,7 +76,12 @@ pub fn read_all(bootstrap: &str, topics: &[&str], limit: Duration) -> Vec<Consum
             .headers()
             .map(|h| {
                 h.iter()
-                    .map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec()))
+                    .map(|header| {
+                        (
+                            header.key.to_owned(),
+                            header.value.unwrap_or_default().to_vec(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -86,7 +93,10 @@ pub fn read_all(bootstrap: &str, topics: &[&str], limit: Duration) -> Vec<Consum
             value: message.payload().unwrap_or_default().to_vec(),
             headers,
         });
-        if targets.get(&key).is_some_and(|high| message.offset() + 1 >= *high) {
+        if targets
+            .get(&key)
+            .is_some_and(|high| message.offset() + 1 >= *high)
+        {
             targets.remove(&key);
         }
     }

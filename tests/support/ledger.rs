@@ -76,7 +76,8 @@ pub fn reconcile(emitted: &[Emitted], consumed: &[Consumed]) -> Report {
     // offset order (one key of one topic lives on one partition).
     let mut last_seq_per_key: HashMap<(String, Vec<u8>), u64> = HashMap::new();
     let mut ordered: Vec<&Consumed> = consumed.iter().collect();
-    ordered.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    ordered
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
     for record in ordered {
         let Some(corr) = record.header("genesys-correlation-id") else {
             report.unknown += 1;
@@ -94,20 +95,43 @@ pub fn reconcile(emitted: &[Emitted], consumed: &[Consumed]) -> Report {
         }
         let key = record.key.clone().unwrap_or_default();
         if key != expected_key(&event.topic).as_bytes() {
-            report.mismatches.push(format!("seq {}: key {:?}", event.seq, String::from_utf8_lossy(&key)));
+            report.mismatches.push(format!(
+                "seq {}: key {:?}",
+                event.seq,
+                String::from_utf8_lossy(&key)
+            ));
         }
         if record.header("genesys-topic") != Some(event.topic.as_str()) {
-            report.mismatches.push(format!("seq {}: genesys-topic header {:?}", event.seq, record.header("genesys-topic")));
+            report.mismatches.push(format!(
+                "seq {}: genesys-topic header {:?}",
+                event.seq,
+                record.header("genesys-topic")
+            ));
         }
-        if record.header("genesys-received-at-ms").and_then(|v| v.parse::<u64>().ok()).is_none() {
-            report.mismatches.push(format!("seq {}: no genesys-received-at-ms header", event.seq));
+        if record
+            .header("genesys-received-at-ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_none()
+        {
+            report.mismatches.push(format!(
+                "seq {}: no genesys-received-at-ms header",
+                event.seq
+            ));
         }
         match &event.frame {
             Some(frame) if frame.as_bytes() == record.value.as_slice() => {}
-            Some(_) => report.mismatches.push(format!("seq {}: value differs from the frame sent", event.seq)),
-            None => report.mismatches.push(format!("seq {}: simulator did not report the frame", event.seq)),
+            Some(_) => report.mismatches.push(format!(
+                "seq {}: value differs from the frame sent",
+                event.seq
+            )),
+            None => report.mismatches.push(format!(
+                "seq {}: simulator did not report the frame",
+                event.seq
+            )),
         }
-        let last = last_seq_per_key.entry((record.topic.clone(), key)).or_insert(0);
+        let last = last_seq_per_key
+            .entry((record.topic.clone(), key))
+            .or_insert(0);
         if event.seq < *last {
             report.reordered += 1;
         }

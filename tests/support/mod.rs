@@ -31,7 +31,10 @@ pub fn free_port() -> u16 {
 pub fn wait_for_port(addr: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} did not start accepting within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not start accepting within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -78,7 +81,8 @@ impl Proc {
 
     /// Resident memory now and at its peak, in KiB, from /proc.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -122,7 +126,9 @@ pub fn tansu_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("TANSU_BIN") {
         return path.into();
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let cargo_bin = home.join(".cargo/bin/tansu");
     if cargo_bin.exists() {
         return cargo_bin;
@@ -158,12 +164,16 @@ impl Broker {
             .current_dir(dir);
         let mut proc = Proc::spawn("broker", cmd, dir);
         let addr = format!("127.0.0.1:{port}");
-        eventually("the broker to accept connections", Duration::from_secs(30), || {
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("the broker exited with {status}:\n{}", proc.log_text());
-            }
-            TcpStream::connect(&addr).ok()
-        });
+        eventually(
+            "the broker to accept connections",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = proc.child.try_wait() {
+                    panic!("the broker exited with {status}:\n{}", proc.log_text());
+                }
+                TcpStream::connect(&addr).ok()
+            },
+        );
         proc
     }
 
@@ -173,7 +183,13 @@ impl Broker {
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let status = Command::new(tansu_bin())
-            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .arg("--broker")
             .arg(format!("tcp://127.0.0.1:{}", self.port))
             .stdout(Stdio::null())
@@ -202,8 +218,12 @@ pub struct Simulator {
 impl Simulator {
     pub fn start(dir: &Path, args: &[&str]) -> Simulator {
         let mut cmd = Command::new(BRIDGE);
-        cmd.arg("simulate").args(["--listen", "127.0.0.1:0"]).args(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+        cmd.arg("simulate")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null());
         let log = dir.join("simulator.log");
         cmd.stderr(Stdio::from(File::create(&log).unwrap()));
         let mut child = cmd.spawn().expect("the simulator starts");
@@ -317,7 +337,10 @@ pub mod http {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_owned()
@@ -328,7 +351,9 @@ pub mod http {
     fn dechunk(mut body: &str) -> String {
         let mut out = String::new();
         while let Some((size, rest)) = body.split_once("\r\n") {
-            let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
             if n == 0 || rest.len() < n {
                 break;
             }
@@ -347,7 +372,10 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
