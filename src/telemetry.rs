@@ -371,12 +371,22 @@ impl Telemetry {
                 (
                     "buffer_events",
                     "Events in the buffer waiting for Kafka.",
-                    buffer.len(),
+                    buffer.len() as u64,
                 ),
                 (
                     "buffer_dead_letters",
                     "Events in the dead-letter area.",
-                    buffer.dead_letter_len(),
+                    buffer.dead_letter_len() as u64,
+                ),
+                (
+                    "buffer_last_seq",
+                    "Sequence of the last event appended.",
+                    buffer.last_seq(),
+                ),
+                (
+                    "buffer_durable_seq",
+                    "Sequence up to which the buffer is flushed to disk.",
+                    buffer.durable_seq(),
                 ),
             ];
             for (name, help, value) in gauges {
