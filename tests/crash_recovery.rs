@@ -133,3 +133,74 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
 mod shared {
     include!("support/bridge_config.rs");
 }
+
+#[test]
+fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    for topic in TOPICS {
+        broker.create_topic(topic, 3);
+    }
+    let secret = "drop-test-secret";
+    let sim = Simulator::start(
+        dir.path(),
+        &[
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            secret,
+            "--queues",
+            "30",
+        ],
+    );
+    let bridge = Bridge::start(
+        dir.path(),
+        &shared::bridge_config(&sim.url, &broker.bootstrap(), &dir.path().join("buffer")),
+        &[("E2E_CLIENT_SECRET", secret)],
+    );
+    wait_ready(&bridge);
+    generate(&sim, 1_000);
+
+    // What a proxy does to an idle connection: the TCP connection vanishes
+    // without a close frame (1006), then, once replaced, a polite close.
+    for mode in ["abort", "close"] {
+        let before = metric(&metrics(&bridge).unwrap(), "gkb_reconnects_total").unwrap();
+        let reply = http::post_json(
+            &format!("{}/sim/faults/drop-sockets", sim.url),
+            &serde_json::json!({ "mode": mode }),
+        )
+        .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        eventually(
+            "the bridge to notice and reconnect",
+            Duration::from_secs(60),
+            || {
+                let m = metrics(&bridge)?;
+                let reconnected = metric(&m, "gkb_reconnects_total")? > before
+                    && metric(&m, "gkb_connections_open")? == 1.0;
+                reconnected.then_some(())
+            },
+        );
+        wait_ready(&bridge);
+        generate(&sim, 1_000);
+    }
+
+    eventually("every event in Kafka", Duration::from_secs(120), || {
+        let m = metrics(&bridge)?;
+        (metric(&m, "gkb_events_forwarded_total")? >= 3_000.0
+            && metric(&m, "gkb_buffer_events")? == 0.0)
+            .then_some(())
+    });
+    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
+    let report = ledger::reconcile(&ledger::emitted(&sim.url), &consumed);
+    println!(
+        "socket drops: {} events delivered around an abort (1006) and a close; in Kafka {}; lost {}; duplicates {}; reordered {}",
+        report.expected,
+        consumed.len(),
+        report.lost,
+        report.duplicates,
+        report.reordered
+    );
+    assert_eq!(report.expected, 3_000);
+    assert!(report.is_perfect(), "{report:#?}");
+}
