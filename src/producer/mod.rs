@@ -167,8 +167,9 @@ impl ProducerActor {
         }
     }
 
-    /// Sends one record; false when librdkafka's queue is full (the record
-    /// stays in the buffer and the next tick tries again).
+    /// Sends one record; false when pumping must pause: librdkafka's queue
+    /// is full or a failure calls for a rewind (the record stays in the
+    /// buffer and is tried again later, in order).
     fn send(&mut self, producer: &FutureProducer, record: Record, ctx: &mut Context<Self>) -> bool {
         let kafka_topic = self.router.route(&record.topic_name).to_owned();
         let key = topic::parse(&record.topic_name).entity_id.to_owned();
@@ -196,7 +197,9 @@ impl ProducerActor {
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return false,
             Err((e, _)) => {
                 self.failed(record, kafka_topic, e, ctx);
-                return true;
+                // After a failure that calls for a rewind, sending later
+                // records first would break their order.
+                return !self.rewind_pending && !self.paused;
             }
         };
         self.cursor = record.seq;
