@@ -24,6 +24,7 @@ use shared::bridge_config;
 
 #[test]
 fn ten_thousand_events_arrive_exactly_once_in_order() {
+    let test_started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     for topic in TOPICS {
@@ -90,7 +91,14 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
     let elapsed = started.elapsed();
     let (rss, peak) = bridge.proc.rss_kib();
 
+    let setup = started.duration_since(test_started);
+    let consuming = Instant::now();
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
+    println!(
+        "e2e phases: start-up to ready {:.2}s, independent consumer read {:.2}s",
+        setup.as_secs_f64(),
+        consuming.elapsed().as_secs_f64()
+    );
     let emitted = ledger::emitted(&sim.url);
     let report = ledger::reconcile(&emitted, &consumed);
     println!(
