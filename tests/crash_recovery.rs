@@ -7,88 +7,39 @@ mod support;
 
 use std::time::Duration;
 
-use support::{consumer, eventually, http, ledger, metric, Bridge, Broker, Simulator};
-
-const TOPICS: [&str; 3] = [
-    "genesys.queue-observations",
-    "genesys.queue-conversations",
-    "genesys.events",
-];
-
-fn metrics(bridge: &Bridge) -> Option<String> {
-    http::get(&format!("{}/metrics", bridge.health))
-        .ok()
-        .filter(|r| r.status == 200)
-        .map(|r| r.body)
-}
-
-fn generate(sim: &Simulator, count: usize) {
-    let reply = http::post_json(
-        &format!("{}/sim/generate", sim.url),
-        &serde_json::json!({ "count": count }),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-    assert_eq!(reply["delivered"].as_u64(), Some(count as u64), "{reply}");
-}
-
-fn wait_ready(bridge: &Bridge) {
-    eventually("the bridge to be ready", Duration::from_secs(90), || {
-        http::get(&format!("{}/readyz", bridge.health))
-            .ok()
-            .filter(|r| r.status == 200)
-    });
-}
+use support::{consumer, eventually, http, ledger, metric, Stack, TOPICS};
 
 #[test]
 fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start(dir.path());
-    for topic in TOPICS {
-        broker.create_topic(topic, 3);
-    }
-    let secret = "crash-test-secret";
-    let sim = Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            secret,
-            "--queues",
-            "30",
-        ],
-    );
-    let mut bridge = Bridge::start(
-        dir.path(),
-        &shared::bridge_config(&sim.url, &broker.bootstrap(), &dir.path().join("buffer")),
-        &[("E2E_CLIENT_SECRET", secret)],
-    );
-    wait_ready(&bridge);
+    let Stack {
+        mut broker,
+        sim,
+        mut bridge,
+    } = Stack::start(dir.path(), 30);
 
     // 1. Normal traffic.
-    generate(&sim, 2_000);
+    sim.generate(2_000);
     eventually("the first batch in Kafka", Duration::from_secs(120), || {
-        let m = metrics(&bridge)?;
+        let m = bridge.metrics()?;
         (metric(&m, "gkb_events_forwarded_total")? >= 2_000.0).then_some(())
     });
 
     // 2. Kafka dies; events keep coming and must wait, durably, in the buffer.
     broker.kill9();
-    generate(&sim, 3_000);
+    sim.generate(3_000);
     eventually(
         "the outage batch received and flushed",
         Duration::from_secs(120),
         || {
-            let m = metrics(&bridge)?;
+            let m = bridge.metrics()?;
             let received = metric(&m, "gkb_events_received_total")?;
             let last = metric(&m, "gkb_buffer_last_seq")?;
             let durable = metric(&m, "gkb_buffer_durable_seq")?;
             (received >= 5_000.0 && durable >= last).then_some(())
         },
     );
-    let buffered = metric(&metrics(&bridge).unwrap(), "gkb_buffer_events").unwrap();
+    let buffered = metric(&bridge.metrics().unwrap(), "gkb_buffer_events").unwrap();
 
     // 3. The bridge dies too, without a chance to clean up.
     bridge.proc.kill9();
@@ -96,13 +47,13 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     // 4. Both come back; more traffic after the restart.
     broker.restart();
     bridge.restart();
-    wait_ready(&bridge);
-    generate(&sim, 2_000);
+    bridge.wait_ready();
+    sim.generate(2_000);
     eventually(
         "the buffer drained after the restart",
         Duration::from_secs(180),
         || {
-            let m = metrics(&bridge)?;
+            let m = bridge.metrics()?;
             let received = metric(&m, "gkb_events_received_total")?;
             let waiting = metric(&m, "gkb_buffer_events")?;
             (received >= 2_000.0 && waiting == 0.0).then_some(())
@@ -129,42 +80,20 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     assert!(report.is_perfect(), "{report:#?}");
 }
 
-/// The end-to-end test's configuration, shared.
-mod shared {
-    include!("support/bridge_config.rs");
-}
-
 #[test]
 fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    for topic in TOPICS {
-        broker.create_topic(topic, 3);
-    }
-    let secret = "drop-test-secret";
-    let sim = Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            secret,
-            "--queues",
-            "30",
-        ],
-    );
-    let bridge = Bridge::start(
-        dir.path(),
-        &shared::bridge_config(&sim.url, &broker.bootstrap(), &dir.path().join("buffer")),
-        &[("E2E_CLIENT_SECRET", secret)],
-    );
-    wait_ready(&bridge);
-    generate(&sim, 1_000);
+    let Stack {
+        broker,
+        sim,
+        bridge,
+    } = Stack::start(dir.path(), 30);
+    sim.generate(1_000);
 
     // What a proxy does to an idle connection: the TCP connection vanishes
     // without a close frame (1006), then, once replaced, a polite close.
     for mode in ["abort", "close"] {
-        let before = metric(&metrics(&bridge).unwrap(), "gkb_reconnects_total").unwrap();
+        let before = metric(&bridge.metrics().unwrap(), "gkb_reconnects_total").unwrap();
         let reply = http::post_json(
             &format!("{}/sim/faults/drop-sockets", sim.url),
             &serde_json::json!({ "mode": mode }),
@@ -175,18 +104,18 @@ fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
             "the bridge to notice and reconnect",
             Duration::from_secs(60),
             || {
-                let m = metrics(&bridge)?;
+                let m = bridge.metrics()?;
                 let reconnected = metric(&m, "gkb_reconnects_total")? > before
                     && metric(&m, "gkb_connections_open")? == 1.0;
                 reconnected.then_some(())
             },
         );
-        wait_ready(&bridge);
-        generate(&sim, 1_000);
+        bridge.wait_ready();
+        sim.generate(1_000);
     }
 
     eventually("every event in Kafka", Duration::from_secs(120), || {
-        let m = metrics(&bridge)?;
+        let m = bridge.metrics()?;
         (metric(&m, "gkb_events_forwarded_total")? >= 3_000.0
             && metric(&m, "gkb_buffer_events")? == 0.0)
             .then_some(())

@@ -8,53 +8,19 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{consumer, eventually, http, ledger, metric, Bridge, Broker, Simulator};
+use support::{consumer, eventually, http, ledger, metric, Stack, TOPICS};
 
 const EVENTS: usize = 10_000;
-const TOPICS: [&str; 3] = [
-    "genesys.queue-observations",
-    "genesys.queue-conversations",
-    "genesys.events",
-];
-
-mod shared {
-    include!("support/bridge_config.rs");
-}
-use shared::bridge_config;
 
 #[test]
 fn ten_thousand_events_arrive_exactly_once_in_order() {
     let test_started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    for topic in TOPICS {
-        broker.create_topic(topic, 3);
-    }
-    let secret = format!("e2e-{}", std::process::id());
-    let sim = Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            &secret,
-            "--queues",
-            "60",
-            "--heartbeat-interval",
-            "2",
-        ],
-    );
-    let bridge = Bridge::start(
-        dir.path(),
-        &bridge_config(&sim.url, &broker.bootstrap(), &dir.path().join("buffer")),
-        &[("E2E_CLIENT_SECRET", &secret)],
-    );
-
-    eventually("the bridge to be ready", Duration::from_secs(90), || {
-        http::get(&format!("{}/readyz", bridge.health))
-            .ok()
-            .filter(|r| r.status == 200)
-    });
+    let Stack {
+        broker,
+        sim,
+        bridge,
+    } = Stack::start(dir.path(), 60);
     let state: serde_json::Value =
         serde_json::from_str(&http::get(&format!("{}/sim/state", sim.url)).unwrap().body).unwrap();
     let subscribed: usize = state["channels"]
@@ -69,20 +35,13 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
     );
 
     let started = Instant::now();
-    let reply = http::post_json(
-        &format!("{}/sim/generate", sim.url),
-        &serde_json::json!({ "count": EVENTS }),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
-    assert_eq!(reply["delivered"].as_u64(), Some(EVENTS as u64), "{reply}");
+    sim.generate(EVENTS);
 
     eventually(
         "Kafka to acknowledge every event",
         Duration::from_secs(300),
         || {
-            let text = http::get(&format!("{}/metrics", bridge.health)).ok()?.body;
+            let text = bridge.metrics()?;
             let forwarded = metric(&text, "gkb_events_forwarded_total")?;
             let waiting = metric(&text, "gkb_buffer_events")?;
             (forwarded >= EVENTS as f64 && waiting == 0.0).then_some(())

@@ -387,3 +387,116 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// Kafka topics the process tests route to.
+pub const TOPICS: [&str; 3] = [
+    "genesys.queue-observations",
+    "genesys.queue-conversations",
+    "genesys.events",
+];
+
+/// The bridge configuration the process tests share: both base URLs on
+/// the simulator, queue templates routed to [`TOPICS`], fast retries.
+pub fn bridge_config(sim_url: &str, bootstrap: &str, buffer: &std::path::Path) -> String {
+    format!(
+        r#"
+[genesys]
+api_base_url = "{sim_url}"
+login_base_url = "{sim_url}"
+client_id = "e2e-client"
+client_secret_env = "E2E_CLIENT_SECRET"
+ping_interval_secs = 5
+heartbeat_timeout_secs = 20
+retry_min_delay_ms = 100
+retry_max_delay_ms = 2000
+
+[topics]
+per_queue = ["v2.analytics.queues.{{id}}.observations", "v2.routing.queues.{{id}}.conversations"]
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+default_topic = "genesys.events"
+routes = [
+  {{ match = "v2.analytics.queues.*.observations", topic = "genesys.queue-observations" }},
+  {{ match = "v2.routing.queues.*", topic = "genesys.queue-conversations" }},
+]
+
+[buffer]
+path = "{buffer}"
+"#,
+        buffer = buffer.display()
+    )
+}
+
+/// Broker (with [`TOPICS`] created), simulator and bridge, started in that
+/// order, the bridge ready.
+pub struct Stack {
+    pub broker: Broker,
+    pub sim: Simulator,
+    pub bridge: Bridge,
+}
+
+impl Stack {
+    pub fn start(dir: &Path, queues: usize) -> Stack {
+        let broker = Broker::start(dir);
+        for topic in TOPICS {
+            broker.create_topic(topic, 3);
+        }
+        let secret = format!("test-secret-{}", std::process::id());
+        let queues = queues.to_string();
+        let sim = Simulator::start(
+            dir,
+            &[
+                "--client-id",
+                "e2e-client",
+                "--client-secret",
+                &secret,
+                "--queues",
+                &queues,
+            ],
+        );
+        let bridge = Bridge::start(
+            dir,
+            &bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
+            &[("E2E_CLIENT_SECRET", &secret)],
+        );
+        bridge.wait_ready();
+        Stack {
+            broker,
+            sim,
+            bridge,
+        }
+    }
+}
+
+impl Simulator {
+    /// Emits `count` events now; asserts every one reached a socket.
+    pub fn generate(&self, count: usize) {
+        let reply = http::post_json(
+            &format!("{}/sim/generate", self.url),
+            &serde_json::json!({ "count": count }),
+        )
+        .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(reply["delivered"].as_u64(), Some(count as u64), "{reply}");
+    }
+}
+
+impl Bridge {
+    pub fn wait_ready(&self) {
+        eventually("the bridge to be ready", Duration::from_secs(90), || {
+            http::get(&format!("{}/readyz", self.health))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// The /metrics text, when the bridge answers.
+    pub fn metrics(&self) -> Option<String> {
+        http::get(&format!("{}/metrics", self.health))
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|r| r.body)
+    }
+}
