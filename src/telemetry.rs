@@ -50,6 +50,9 @@ pub struct Telemetry {
     kafka: Mutex<Result<(), String>>,
     token: Mutex<Result<(), String>>,
     liveness: Mutex<BTreeMap<&'static str, Instant>>,
+    /// Set while appends to the buffer fail; the fast path checks the flag.
+    buffer_failing: std::sync::atomic::AtomicBool,
+    buffer_error: Mutex<Option<String>>,
     buffer: Mutex<Option<Buffer>>,
 }
 
@@ -71,6 +74,8 @@ impl Default for Telemetry {
             kafka: Mutex::new(Err("not connected yet".into())),
             token: Mutex::new(Err("no token yet".into())),
             liveness: Mutex::default(),
+            buffer_failing: Default::default(),
+            buffer_error: Mutex::default(),
             buffer: Mutex::default(),
         }
     }
@@ -190,7 +195,7 @@ impl Telemetry {
 
     pub fn malformed_frame(&self, index: usize, reason: &dyn std::fmt::Display, len: usize) {
         inc(&self.counters.malformed_frames);
-        tracing::warn!(connection = index, reason = %reason, bytes = len, "malformed frame skipped (not forwarded)");
+        tracing::warn!(connection = index, reason = %reason, bytes = len, "malformed frame kept in the buffer quarantine, not forwarded");
     }
 
     pub fn event_received(&self) {
@@ -199,7 +204,17 @@ impl Telemetry {
 
     pub fn buffer_write_failed(&self, error: &dyn std::fmt::Display) {
         inc(&self.counters.buffer_write_errors);
+        self.buffer_failing.store(true, Ordering::SeqCst);
+        *lock(&self.buffer_error) = Some(error.to_string());
         tracing::error!(error = %error, "cannot write a received event to the buffer");
+    }
+
+    /// An append succeeded: clears a write failure shown on /readyz.
+    pub fn buffer_write_ok(&self) {
+        if self.buffer_failing.swap(false, Ordering::SeqCst) {
+            *lock(&self.buffer_error) = None;
+            tracing::info!("buffer writes succeed again");
+        }
     }
 
     // ---- kafka ----------------------------------------------------------
@@ -277,6 +292,9 @@ impl Telemetry {
         if let Err(e) = &*lock(&self.kafka) {
             reasons.push(format!("kafka: {e}"));
         }
+        if let Some(e) = &*lock(&self.buffer_error) {
+            reasons.push(format!("buffer: {e}; received events are being lost"));
+        }
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -320,7 +338,7 @@ impl Telemetry {
             ),
             (
                 "malformed_frames_total",
-                "Frames that were not valid notifications (not forwarded).",
+                "Frames that were not notifications (kept in quarantine, not forwarded).",
                 &c.malformed_frames,
             ),
             (

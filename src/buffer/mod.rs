@@ -8,8 +8,9 @@
 //!   order, which the producer keeps per Kafka key;
 //! - `dead_letter`: u64 BE sequence → JSON of the record and why Kafka
 //!   refused it for good (a record too large, a forbidden topic…);
-//! - `quarantine`: u64 BE sequence → raw bytes of entries that could not be
-//!   decoded, kept for an operator rather than deleted.
+//! - `quarantine`: u64 BE sequence → JSON of frames that were not
+//!   notifications and of buffer entries that could not be decoded, kept
+//!   for an operator rather than dropped (see [`Quarantined`]).
 //!
 //! sled writes are cheap and land in its page cache; durability comes from
 //! `flush`, which [`Buffer::request_flush`] groups: while one flush runs,
@@ -71,6 +72,19 @@ struct Inner {
     durable_seq: AtomicU64,
     flush_running: AtomicBool,
     flush_wanted: AtomicBool,
+}
+
+/// Something kept aside rather than lost: a frame that was not a
+/// notification, or a buffer entry that could not be decoded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Quarantined {
+    pub seq: u64,
+    /// `malformed frame` or `undecodable buffer entry`.
+    pub kind: String,
+    pub reason: String,
+    pub at_ms: u64,
+    /// The bytes exactly as they were.
+    pub bytes_base64: String,
 }
 
 /// A record refused by Kafka for good, kept with the reason.
@@ -200,16 +214,58 @@ impl Buffer {
                 Ok(record) => records.push(record),
                 Err(e) => {
                     tracing::error!(seq, error = %e, "undecodable buffer entry moved to quarantine");
-                    self.inner
-                        .quarantine
-                        .insert(key.clone(), value)
-                        .map_err(BufferError::Write)?;
+                    self.put_quarantine(seq, "undecodable buffer entry", &e.to_string(), &value)?;
                     self.inner.events.remove(key).map_err(BufferError::Write)?;
                     quarantined.push(seq);
                 }
             }
         }
         Ok((records, quarantined))
+    }
+
+    /// Keeps a received frame that is not a notification (not JSON, binary,
+    /// no topic…) for an operator, instead of dropping it.
+    pub fn quarantine_frame(&self, reason: &str, frame: &[u8]) -> Result<u64, BufferError> {
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
+        self.put_quarantine(seq, "malformed frame", reason, frame)?;
+        Ok(seq)
+    }
+
+    /// Every quarantined entry, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, BufferError> {
+        self.inner
+            .quarantine
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v.map_err(BufferError::Read)?;
+                Ok(serde_json::from_slice(&v)
+                    .expect("quarantine entries are written by this module"))
+            })
+            .collect()
+    }
+
+    fn put_quarantine(
+        &self,
+        seq: u64,
+        kind: &str,
+        reason: &str,
+        bytes: &[u8],
+    ) -> Result<(), BufferError> {
+        use base64::Engine;
+        let entry = Quarantined {
+            seq,
+            kind: kind.to_owned(),
+            reason: reason.to_owned(),
+            at_ms: crate::now_ms(),
+            bytes_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        };
+        let json = serde_json::to_vec(&entry).expect("a quarantine entry serialises");
+        self.inner
+            .quarantine
+            .insert(seq.to_be_bytes(), json)
+            .map(drop)
+            .map_err(BufferError::Write)
     }
 
     /// Removes records Kafka acknowledged.

@@ -129,6 +129,19 @@ fn undecodable_entries_are_quarantined_not_lost() {
     assert_eq!(quarantined, [99]);
     assert_eq!(buffer.quarantine_len(), 1);
     assert_eq!(buffer.len(), 1);
+    let frame = buffer.quarantine_frame("not JSON", b"\xffgarbage").unwrap();
+    assert!(frame > good, "a quarantined frame takes a fresh sequence");
+    let kept = buffer.quarantined().unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let entry = kept.iter().find(|q| q.seq == 99).unwrap();
+    assert_eq!(entry.kind, "undecodable buffer entry");
+    assert_eq!(entry.bytes_base64, "KgEC");
+    let garbage = kept.iter().find(|q| q.seq == frame).unwrap();
+    assert_eq!(
+        (garbage.kind.as_str(), garbage.reason.as_str()),
+        ("malformed frame", "not JSON")
+    );
+    assert_eq!(garbage.bytes_base64, "/2dhcmJhZ2U=");
 }
 
 #[test]

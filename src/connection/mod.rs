@@ -59,7 +59,21 @@ pub struct ConnectionSettings {
 /// A channel the actor holds.
 struct HeldChannel {
     channel: Channel,
+    created_at: SystemTime,
     expires_at: SystemTime,
+}
+
+impl HeldChannel {
+    /// When to move to a new channel: `margin` before expiry, but never
+    /// earlier than three quarters into the channel's life, so that a
+    /// short-lived channel (or a large margin) cannot cause a rollover loop.
+    fn rollover_at(&self, margin: Duration) -> SystemTime {
+        let lifetime = self
+            .expires_at
+            .duration_since(self.created_at)
+            .unwrap_or(Duration::ZERO);
+        self.expires_at - margin.min(lifetime / 4)
+    }
 }
 
 /// The socket of the current session.
@@ -188,10 +202,11 @@ impl ConnectionActor {
                         })
                         .await?;
                     telemetry.channel_created(index, &channel.id, channel.expires.as_deref());
-                    let expires_at = channel.expires_at(SystemTime::now());
+                    let created_at = SystemTime::now();
                     HeldChannel {
+                        expires_at: channel.expires_at(created_at),
                         channel,
-                        expires_at,
+                        created_at,
                     }
                 }
             };
@@ -279,8 +294,8 @@ impl ConnectionActor {
             }),
         ];
         let until_rollover = channel
-            .expires_at
-            .duration_since(SystemTime::now() + self.settings.rollover_margin)
+            .rollover_at(self.settings.rollover_margin)
+            .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
         timers.push(ctx.run_later(until_rollover, |act, ctx| {
             act.channel = None;
@@ -363,8 +378,7 @@ impl ConnectionActor {
 
     fn on_text(&mut self, text: Bytes, ctx: &mut Context<Self>) {
         let Ok(text) = std::str::from_utf8(&text) else {
-            self.telemetry
-                .malformed_frame(self.index, &"text frame is not UTF-8", text.len());
+            self.reject_frame("text frame is not UTF-8", &text);
             return;
         };
         match protocol::classify(text) {
@@ -398,17 +412,13 @@ impl ConnectionActor {
             Ok(Inbound::Heartbeat | Inbound::Pong | Inbound::OtherMetadata) => {
                 self.telemetry.protocol_frame();
             }
-            Err(e) => self.telemetry.malformed_frame(self.index, &e, text.len()),
+            Err(e) => self.reject_frame(&e.to_string(), text.as_bytes()),
         }
     }
 
     fn on_notification(&mut self, text: &str, topic_name: &str, correlation_id: Option<&str>) {
         if !field_fits(topic_name) || !correlation_id.map_or(true, field_fits) {
-            self.telemetry.malformed_frame(
-                self.index,
-                &"topic name or correlation id too long",
-                text.len(),
-            );
+            self.reject_frame("topic name or correlation id too long", text.as_bytes());
             return;
         }
         match self
@@ -417,10 +427,23 @@ impl ConnectionActor {
         {
             Ok(_) => {
                 self.telemetry.event_received();
+                self.telemetry.buffer_write_ok();
                 self.buffer.request_flush();
                 self.producer.do_send(EventsBuffered);
             }
             Err(e) => self.telemetry.buffer_write_failed(&e),
+        }
+    }
+}
+
+impl ConnectionActor {
+    /// A frame that is not a notification: logged, counted, and kept in the
+    /// buffer's quarantine rather than dropped.
+    fn reject_frame(&self, reason: &str, frame: &[u8]) {
+        self.telemetry
+            .malformed_frame(self.index, &reason, frame.len());
+        if let Err(e) = self.buffer.quarantine_frame(reason, frame) {
+            self.telemetry.buffer_write_failed(&e);
         }
     }
 }
@@ -481,10 +504,7 @@ impl StreamHandler<Result<ws::Frame, actix_http::ws::ProtocolError>> for Connect
         };
         match frame {
             ws::Frame::Text(text) => self.on_text(text, ctx),
-            ws::Frame::Binary(bytes) => {
-                self.telemetry
-                    .malformed_frame(self.index, &"binary frame", bytes.len())
-            }
+            ws::Frame::Binary(bytes) => self.reject_frame("binary frame", &bytes),
             ws::Frame::Continuation(item) => self.on_fragment(item, ctx),
             ws::Frame::Ping(payload) => {
                 if let Some(socket) = &mut self.socket {
@@ -539,17 +559,12 @@ impl ConnectionActor {
         let Some(partial) = &mut self.partial else {
             return;
         };
-        let len = partial.len() + part.len();
-        if len > self.settings.max_frame_bytes {
-            self.partial = None;
-            self.telemetry.malformed_frame(
-                self.index,
-                &"fragmented message over genesys.max_frame_bytes",
-                len,
-            );
-            return;
-        }
         partial.extend_from_slice(part);
+        if partial.len() > self.settings.max_frame_bytes {
+            if let Some(whole) = self.partial.take() {
+                self.reject_frame("fragmented message over genesys.max_frame_bytes", &whole);
+            }
+        }
     }
 }
 
