@@ -4,6 +4,7 @@
 //! Nothing here sleeps to "let things happen": tests await the frame or
 //! state they expect, with a deadline.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ struct Socket {
 struct Sim {
     sim: RunningSimulator,
     http: awc::Client,
+    /// Queue ids as the REST API lists them (see `load_directory`).
+    queues: RefCell<Vec<String>>,
 }
 
 /// Starts a simulator on 127.0.0.1:0 with `tweak` applied to the defaults.
@@ -41,7 +44,11 @@ async fn start(tweak: impl FnOnce(&mut SimulatorArgs)) -> Sim {
     let http = awc::Client::builder()
         .timeout(Duration::from_secs(60))
         .finish();
-    Sim { sim, http }
+    Sim {
+        sim,
+        http,
+        queues: RefCell::default(),
+    }
 }
 
 struct Reply {
@@ -181,13 +188,15 @@ impl Sim {
         .body
     }
 
+    /// The observations topic of the n-th listed queue.
     fn queue_topic(&self, n: usize) -> String {
-        // Queue ids are stable; the directory is listed by the REST API too,
-        // but the tests fetch them through it to stay honest.
-        format!(
-            "v2.analytics.queues.{}.observations",
-            QUEUE_IDS.with(|q| q.borrow()[n].clone())
-        )
+        format!("v2.analytics.queues.{}.observations", self.queue_id(n))
+    }
+
+    fn queue_id(&self, n: usize) -> String {
+        let queues = self.queues.borrow();
+        assert!(n < queues.len(), "call load_directory first");
+        queues[n].clone()
     }
 
     async fn load_directory(&self, token: &str) {
@@ -209,12 +218,8 @@ impl Sim {
                 break;
             }
         }
-        QUEUE_IDS.with(|q| *q.borrow_mut() = ids);
+        *self.queues.borrow_mut() = ids;
     }
-}
-
-thread_local! {
-    static QUEUE_IDS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 async fn connect(uri: &str) -> Socket {
@@ -766,10 +771,7 @@ async fn generated_events_arrive_in_seq_order_and_match_the_log() {
     let topics = vec![
         sim.queue_topic(0),
         sim.queue_topic(1),
-        format!(
-            "v2.routing.queues.{}.conversations",
-            QUEUE_IDS.with(|q| q.borrow()[2].clone())
-        ),
+        format!("v2.routing.queues.{}.conversations", sim.queue_id(2)),
         format!("v2.users.{user}.presence"),
         format!("v2.users.{user}.routingStatus"),
         format!("v2.analytics.users.{user}.aggregates"),
@@ -1278,4 +1280,112 @@ async fn rate_flag_generates_in_the_background() {
     let event = next_json(&mut ws, true).await;
     assert!(event["eventBody"]["eventTime"].is_u64());
     sim.sim.stop().await;
+}
+
+#[actix_rt::test]
+async fn concurrent_generators_keep_seq_order_per_channel() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let topics: Vec<String> = (0..7)
+        .map(|_| conversation_topic("customer.start"))
+        .collect();
+    let mut sockets = Vec::new();
+    for _ in 0..2 {
+        let channel = sim.create_channel(&token).await;
+        sim.subscribe(&token, channel["id"].as_str().unwrap(), &topics, "")
+            .await;
+        sockets.push(connect(channel["connectUri"].as_str().unwrap()).await);
+    }
+    wait_state(&sim, "sockets", |s| s["sockets_opened"] == 2).await;
+
+    // A background job and two on-demand batches at the same time.
+    let job = sim
+        .control("/sim/generate", json!({"count": 600, "rate_per_sec": 3000}))
+        .await;
+    assert_eq!(job.status, StatusCode::ACCEPTED);
+    let (a, b) = futures_util::join!(
+        sim.control("/sim/generate", json!({"count": 700})),
+        sim.control("/sim/generate", json!({"count": 700})),
+    );
+    assert_eq!(
+        (a.body["emitted"].as_u64(), b.body["emitted"].as_u64()),
+        (Some(700), Some(700))
+    );
+    wait_state(&sim, "job done", |s| s["events_generated"] == 2000).await;
+
+    let log = reply(sim.http.get(sim.url("/sim/emitted")).send().await.unwrap()).await;
+    let seq_of: HashMap<String, u64> = log.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["correlation_id"].as_str().unwrap().to_owned(),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seq_of.len(), 2000);
+    for ws in &mut sockets {
+        let mut last = 0;
+        for _ in 0..2000 {
+            let event = next_json(ws, true).await;
+            let seq = seq_of[event["metadata"]["CorrelationId"].as_str().unwrap()];
+            assert!(seq > last, "seq {seq} arrived after {last}");
+            last = seq;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn large_client_frames_are_accepted() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    let topics: Vec<String> = (0..900).map(|_| conversation_topic("acd.end")).collect();
+    let message =
+        json!({"message": "subscribe", "topics": topics, "correlationId": "big"}).to_string();
+    assert!(message.len() > 64 * 1024);
+    send_text(&mut ws, &message).await;
+    assert_eq!(next_json(&mut ws, true).await["result"], "200");
+    assert_eq!(sim.state().await["channels"][0]["topics_count"], 900);
+}
+
+#[actix_rt::test]
+async fn generate_replies_even_when_the_client_stops_reading() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[sim.queue_topic(0)],
+        "",
+    )
+    .await;
+    let _unread = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+    // ~100 KB frames: far more than the socket buffers hold.
+    let topic = format!("v2.analytics.queues.{}.observations", uuid::Uuid::new_v4());
+    let body = json!({"count": 400, "topics": [topic], "observation_conversations": 400});
+    let r =
+        actix_web::rt::time::timeout(Duration::from_secs(30), sim.control("/sim/generate", body))
+            .await
+            .expect("/sim/generate must not hang on a client that does not read");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["flushed"], true,
+        "nobody subscribed to that topic: nothing to flush"
+    );
+
+    let r = sim
+        .control(
+            "/sim/generate",
+            json!({"count": 300, "observation_conversations": 400}),
+        )
+        .await;
+    assert_eq!(r.body["delivered"], 300);
+    assert_eq!(r.body["flushed"], false, "{}", r.body);
 }

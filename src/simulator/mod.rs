@@ -89,8 +89,11 @@
 //!   Without `rate_per_sec`: generates N events now, round-robin over the
 //!   subscribed topics of all live channels (or over `topics`), and replies
 //!   once every frame has been handed to its socket:
-//!   `{"emitted":N,"delivered":D,"first_seq":a,"last_seq":b}` (`delivered`
-//!   counts frames written to open sockets). 409 when nothing is subscribed
+//!   `{"emitted":N,"delivered":D,"first_seq":a,"last_seq":b,"flushed":true}`
+//!   (`delivered` counts frames for open sockets). A socket only takes
+//!   frames while its client reads; after 5 s of waiting for a client that
+//!   does not, the reply comes anyway with `"flushed":false` (the frames
+//!   stay queued, in order, and are written when the client reads). 409 when nothing is subscribed
 //!   and no `topics` are given. With `rate_per_sec`: starts a background job
 //!   (N events, or forever without `count`) → 202 `{"started":true,"job_id"}`.
 //!   `observation_conversations` sets how many conversations queue
