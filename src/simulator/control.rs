@@ -14,7 +14,7 @@ use super::events;
 use super::faults::FaultPatch;
 use super::generator::{self, GenerateOptions, NoTopics};
 use super::request::{parse_json, query_bool, query_number, query_params};
-use super::socket::{Deliver, Flush, Shutdown};
+use super::socket::{ClosingNotice, Flush, Shutdown};
 use super::state::SimState;
 use super::topics::Topic;
 
@@ -283,18 +283,10 @@ pub(crate) async fn socket_closing(
             body["reason"] = json!(r);
         }
         let frame = events::envelope("v2.system.socket_closing", &body, &uuid::Uuid::new_v4());
-        socket.addr.do_send(Deliver(frame.into()));
-        if let Some(delay) = close_after {
-            let state = state.clone();
-            let (channel_id, socket) = (channel_id.clone(), socket.clone());
-            actix_web::rt::spawn(async move {
-                actix_web::rt::time::sleep(delay).await;
-                // Only if it is still the channel's socket.
-                if state.take_socket(&channel_id, socket.id) {
-                    socket.addr.do_send(Shutdown::server_stopping());
-                }
-            });
-        }
+        socket.addr.do_send(ClosingNotice {
+            frame: frame.into(),
+            close_after,
+        });
     }
     Ok(HttpResponse::Ok().json(json!({"notified": sockets.len()})))
 }

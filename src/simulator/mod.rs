@@ -107,7 +107,8 @@
 //! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
 //!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,
 //!   `tokens_active`, `channels_created|expired|evicted`, `sockets_opened`,
-//!   `events_generated`, `frames_delivered`, `frames_dropped`, `last_seq`,
+//!   `events_generated`, `events_delivered` / `events_dropped` (per receiving
+//!   channel), `last_seq`,
 //!   `generator_running`, `faults`.
 //! * `POST /sim/stop-generator` → `{"stopped":n}` (background jobs).
 //! * `POST /sim/faults` sets faults; fields left out are unchanged, `null`

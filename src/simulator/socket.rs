@@ -6,6 +6,7 @@
 //! mailbox (in seq order: see `state.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::{Actor, ActorContext, AsyncContext, Handler, Message, StreamHandler};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -71,12 +72,29 @@ impl Shutdown {
         }
     }
 
+    /// After `v2.system.socket_closing`.
+    pub fn maintenance() -> Self {
+        Shutdown {
+            code: Some(CloseCode::Away),
+            reason: "socket closing for maintenance",
+        }
+    }
+
     pub fn server_stopping() -> Self {
         Shutdown {
             code: Some(CloseCode::Away),
             reason: "server shutting down",
         }
     }
+}
+
+/// `v2.system.socket_closing`: writes the notice and, after `close_after`,
+/// closes the socket (1001) if it still is its channel's socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ClosingNotice {
+    pub frame: Arc<str>,
+    pub close_after: Option<Duration>,
 }
 
 /// Resolves once the actor has processed every message queued before it:
@@ -114,6 +132,22 @@ impl Handler<Deliver> for ChannelSocket {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         ctx.text(msg.0.as_ref());
+    }
+}
+
+impl Handler<ClosingNotice> for ChannelSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClosingNotice, ctx: &mut Self::Context) {
+        ctx.text(msg.frame.as_ref());
+        if let Some(delay) = msg.close_after {
+            ctx.run_later(delay, |act, ctx| {
+                // Detached first, so events from now on count as undelivered.
+                if act.state.take_socket(&act.channel_id, act.socket_id) {
+                    ctx.notify(Shutdown::maintenance());
+                }
+            });
+        }
     }
 }
 

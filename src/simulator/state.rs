@@ -26,8 +26,8 @@ use super::ids;
 use super::socket::{ChannelSocket, Shutdown};
 use super::topics::{Rejection, Topic};
 
-/// Validated, immutable settings derived from [`SimulatorArgs`].
-#[derive(Debug)]
+/// Validated, immutable settings derived from [`SimulatorArgs`]. Not
+/// `Debug`: it holds the client secret, which must never reach a log.
 pub(crate) struct Settings {
     pub client_id: String,
     pub client_secret: String,
@@ -230,8 +230,10 @@ pub(crate) struct Counters {
     pub channels_evicted: u64,
     pub sockets_opened: u64,
     pub events_generated: u64,
-    pub frames_delivered: u64,
-    pub frames_dropped: u64,
+    /// Per receiving channel: an event for two channels counts twice.
+    pub events_delivered: u64,
+    /// Events for channels without an open socket (and black-holed ones).
+    pub events_dropped: u64,
 }
 
 /// Everything mutable, behind [`SimState::lock`].
@@ -268,9 +270,9 @@ impl Inner {
     /// Appends to the event log, forgetting the oldest beyond `limit`.
     pub fn record(&mut self, record: EmittedRecord, limit: usize) {
         if record.delivered {
-            self.counters.frames_delivered += 1;
+            self.counters.events_delivered += 1;
         } else {
-            self.counters.frames_dropped += 1;
+            self.counters.events_dropped += 1;
         }
         self.log.push_back(record);
         while self.log.len() > limit {
