@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use clap::ArgAction;
 
+/// Longest accepted duration (ten years): keeps `now + ttl` far from overflow.
+pub(crate) const MAX_SECS: u64 = 10 * 365 * 86_400;
+/// Highest accepted event rate, per second.
+pub(crate) const MAX_RATE: f64 = 1_000_000.0;
+
 /// Options of the Genesys Cloud simulator (`simulate` subcommand).
 ///
 /// Every option has a demo default, so `simulate` alone serves a small
@@ -122,8 +127,8 @@ impl SimulatorArgs {
             ("--token-ttl", self.token_ttl),
             ("--channel-ttl", self.channel_ttl),
         ] {
-            if v == 0 {
-                return invalid(format!("{name} must be at least 1 second"));
+            if v == 0 || v > MAX_SECS {
+                return invalid(format!("{name} must be between 1 and {MAX_SECS} seconds"));
             }
         }
         if self.max_channels == 0 || self.max_topics_per_channel == 0 {
@@ -131,8 +136,11 @@ impl SimulatorArgs {
                 "--max-channels and --max-topics-per-channel must be at least 1".into(),
             );
         }
-        if !self.rate.is_finite() || self.rate < 0.0 {
-            return invalid(format!("--rate must be a number >= 0, got {}", self.rate));
+        if !(0.0..=MAX_RATE).contains(&self.rate) {
+            return invalid(format!(
+                "--rate must be between 0 and {MAX_RATE}, got {}",
+                self.rate
+            ));
         }
         if !matches!(self.bad_credentials_status, 400 | 401) {
             return invalid("--bad-credentials-status must be 400 or 401".into());

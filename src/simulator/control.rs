@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::config::{MAX_RATE, MAX_SECS};
 use super::errors::ApiError;
 use super::events;
 use super::faults::FaultPatch;
@@ -20,6 +21,9 @@ use super::topics::Topic;
 
 /// How long `/sim/generate` waits for sockets to take their frames.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// About 250 bytes each: 10,000 make a 2.5 MB frame.
+const MAX_OBSERVATION_CONVERSATIONS: usize = 10_000;
 
 /// Larger synchronous batches must use `rate_per_sec` (or several calls).
 const MAX_BATCH: u64 = 5_000_000;
@@ -63,11 +67,20 @@ pub(crate) async fn generate(
         observation_conversations: request.observation_conversations,
     };
 
+    if request
+        .observation_conversations
+        .is_some_and(|n| n > MAX_OBSERVATION_CONVERSATIONS)
+    {
+        return Err(ApiError::bad_request(format!(
+            "observation_conversations must be at most {MAX_OBSERVATION_CONVERSATIONS}"
+        )));
+    }
+
     if let Some(rate) = request.rate_per_sec {
-        if !rate.is_finite() || rate <= 0.0 {
-            return Err(ApiError::bad_request(
-                "rate_per_sec must be a positive number",
-            ));
+        if !(rate > 0.0 && rate <= MAX_RATE) {
+            return Err(ApiError::bad_request(format!(
+                "rate_per_sec must be a number above 0 and at most {MAX_RATE}"
+            )));
         }
         let job = generator::start_job(state.clone(), rate, request.count, opts);
         return Ok(HttpResponse::Accepted().json(json!({"started": true, "job_id": job})));
@@ -260,10 +273,10 @@ pub(crate) async fn socket_closing(
     let request: SocketClosingRequest = optional_json(&body)?;
     check_channel(&state, request.channel_id.as_deref())?;
     let close_after = match request.close_after_secs {
-        Some(s) if !s.is_finite() || s < 0.0 => {
-            return Err(ApiError::bad_request(
-                "close_after_secs must be a number >= 0",
-            ))
+        Some(s) if !(0.0..=MAX_SECS as f64).contains(&s) => {
+            return Err(ApiError::bad_request(format!(
+                "close_after_secs must be a number between 0 and {MAX_SECS}"
+            )))
         }
         Some(s) => Some(Duration::from_secs_f64(s)),
         None => None,

@@ -22,6 +22,8 @@ use super::topics::Topic;
 /// Events generated per lock acquisition: keeps REST calls and sockets
 /// responsive while a large batch is generated.
 const CHUNK: u64 = 256;
+/// Most events one tick of a background job generates.
+const MAX_PER_TICK: u64 = 20_000;
 /// Tick of background jobs.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -205,7 +207,8 @@ impl GeneratorJob {
         self.last_tick = now;
         // After a stall, catch up by at most one second's worth of events.
         self.budget = (self.budget + self.rate * elapsed).min(self.rate + 1.0);
-        let mut due = self.budget.floor() as u64;
+        // Bounded per tick, so one tick never holds the arbiter for long.
+        let mut due = (self.budget.floor() as u64).min(MAX_PER_TICK);
         if let Some(remaining) = self.remaining {
             due = due.min(remaining);
         }

@@ -93,11 +93,13 @@
 //!   (`delivered` counts frames for open sockets). A socket only takes
 //!   frames while its client reads; after 5 s of waiting for a client that
 //!   does not, the reply comes anyway with `"flushed":false` (the frames
-//!   stay queued, in order, and are written when the client reads). 409 when nothing is subscribed
-//!   and no `topics` are given. With `rate_per_sec`: starts a background job
-//!   (N events, or forever without `count`) → 202 `{"started":true,"job_id"}`.
-//!   `observation_conversations` sets how many conversations queue
-//!   observations list (large values give frames of tens or hundreds of KB).
+//!   stay queued, in order, and are written when the client reads). 409
+//!   when nothing is subscribed and no `topics` are given; `count` at most
+//!   5,000,000. With `rate_per_sec` (at most 1,000,000): starts a
+//!   background job (N events, or forever without `count`) → 202
+//!   `{"started":true,"job_id"}`. `observation_conversations` (at most
+//!   10,000) sets how many conversations queue observations list: large
+//!   values give frames of tens or hundreds of KB.
 //! * `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
 //!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq"}`:
 //!   events with `seq > K` (default 0: all), one entry per receiving channel
@@ -107,9 +109,8 @@
 //! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
 //!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,
 //!   `tokens_active`, `channels_created|expired|evicted`, `sockets_opened`,
-//!   `events_generated`, `events_delivered` / `events_dropped` (per receiving
-//!   channel), `last_seq`,
-//!   `generator_running`, `faults`.
+//!   `events_generated`, `events_delivered` / `events_dropped` (per
+//!   receiving channel), `last_seq`, `generator_running`, `faults`.
 //! * `POST /sim/stop-generator` → `{"stopped":n}` (background jobs).
 //! * `POST /sim/faults` sets faults; fields left out are unchanged, `null`
 //!   clears a status:
