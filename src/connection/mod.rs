@@ -78,10 +78,30 @@ impl HeldChannel {
 
 /// The socket of the current session.
 struct OpenSocket {
+    /// The session this socket belongs to; its frames carry it.
+    session: u64,
     sink: SinkWrite<ws::Message, WsSink>,
     stream: SpawnHandle,
     timers: Vec<SpawnHandle>,
 }
+
+/// A socket we closed on purpose and still read from: frames the service
+/// sent before it saw our close are still ours to keep.
+struct Draining {
+    _sink: SinkWrite<ws::Message, WsSink>,
+    stream: SpawnHandle,
+    deadline: SpawnHandle,
+}
+
+/// One item of a socket's stream, tagged with the socket's session;
+/// `None` marks the end of the stream.
+type Tagged = (
+    u64,
+    Option<Result<ws::Frame, actix_http::ws::ProtocolError>>,
+);
+
+/// How long a closed socket is read for frames still on their way.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct ConnectionActor {
     index: usize,
@@ -95,6 +115,7 @@ pub struct ConnectionActor {
     backoff: Backoff,
     channel: Option<HeldChannel>,
     socket: Option<OpenSocket>,
+    draining: std::collections::HashMap<u64, Draining>,
     /// Bumped at every teardown, so a late result of an abandoned attempt
     /// is recognised and dropped.
     session: u64,
@@ -152,6 +173,7 @@ impl ConnectionActor {
             backoff,
             channel: None,
             socket: None,
+            draining: std::collections::HashMap::new(),
             session: 0,
             last_frame: Instant::now(),
             partial: None,
@@ -276,8 +298,11 @@ impl ConnectionActor {
             tracing::warn!(connection = self.index, error = %error, "subscribed with refusals (ignore_errors is on)");
         }
         let (sink, stream) = framed.split();
-        let stream = ctx.add_stream(stream);
         let session = self.session;
+        let tagged = stream
+            .map(move |item| (session, Some(item)))
+            .chain(futures_util::stream::once(async move { (session, None) }));
+        let stream = ctx.add_stream(tagged);
         let mut timers = vec![
             ctx.run_interval(self.settings.ping_interval, |act, _| {
                 act.send_text(protocol::PING)
@@ -311,6 +336,7 @@ impl ConnectionActor {
         self.last_frame = Instant::now();
         self.backoff.reset();
         self.socket = Some(OpenSocket {
+            session,
             sink: SinkWrite::new(sink, ctx),
             stream,
             timers,
@@ -329,22 +355,73 @@ impl ConnectionActor {
         }
     }
 
-    /// Drops the current socket (politely when `close_frame`) and forgets
-    /// everything tied to it.
-    fn teardown(&mut self, ctx: &mut Context<Self>, close_frame: bool) {
+    /// Leaves the current socket and forgets everything tied to it. A
+    /// planned move (`polite`) sends a close frame and keeps reading the
+    /// old socket until the service closes it too (at most
+    /// [`DRAIN_TIMEOUT`]), so frames already on their way are not lost; a
+    /// failed socket is simply dropped.
+    fn teardown(&mut self, ctx: &mut Context<Self>, polite: bool) {
         self.session += 1;
         self.partial = None;
-        if let Some(mut socket) = self.socket.take() {
+        let Some(mut socket) = self.socket.take() else {
+            return;
+        };
+        for timer in socket.timers {
+            ctx.cancel_future(timer);
+        }
+        if !polite {
             ctx.cancel_future(socket.stream);
-            for timer in socket.timers {
-                ctx.cancel_future(timer);
-            }
-            if close_frame {
-                let _ = socket
-                    .sink
-                    .write(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
-            }
             socket.sink.close();
+            return;
+        }
+        let _ = socket
+            .sink
+            .write(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
+        socket.sink.close();
+        let old = socket.session;
+        let deadline = ctx.run_later(DRAIN_TIMEOUT, move |act, ctx| act.end_draining(old, ctx));
+        self.draining.insert(
+            old,
+            Draining {
+                _sink: socket.sink,
+                stream: socket.stream,
+                deadline,
+            },
+        );
+    }
+
+    fn end_draining(&mut self, session: u64, ctx: &mut Context<Self>) {
+        if let Some(old) = self.draining.remove(&session) {
+            ctx.cancel_future(old.stream);
+            ctx.cancel_future(old.deadline);
+        }
+    }
+
+    /// A frame from a socket we are leaving: keep its notifications, act on
+    /// nothing else.
+    fn on_draining_frame(
+        &mut self,
+        session: u64,
+        item: Option<Result<ws::Frame, actix_http::ws::ProtocolError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        match item {
+            Some(Ok(ws::Frame::Text(bytes))) => {
+                match std::str::from_utf8(&bytes).map(protocol::classify) {
+                    Ok(Ok(Inbound::Notification {
+                        topic_name,
+                        correlation_id,
+                    })) => {
+                        let text = std::str::from_utf8(&bytes).expect("checked above");
+                        self.on_notification(text, &topic_name, correlation_id.as_deref());
+                    }
+                    Ok(Ok(_)) => self.telemetry.protocol_frame(),
+                    Ok(Err(e)) => self.reject_frame(&e.to_string(), &bytes),
+                    Err(_) => self.reject_frame("text frame is not UTF-8", &bytes),
+                }
+            }
+            Some(Ok(ws::Frame::Close(_)) | Err(_)) | None => self.end_draining(session, ctx),
+            Some(Ok(_)) => {}
         }
     }
 
@@ -479,6 +556,7 @@ impl Actor for ConnectionActor {
 impl Supervised for ConnectionActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.socket = None;
+        self.draining.clear();
         self.channel = None;
         self.session += 1;
         self.partial = None;
@@ -486,16 +564,22 @@ impl Supervised for ConnectionActor {
     }
 }
 
-impl StreamHandler<Result<ws::Frame, actix_http::ws::ProtocolError>> for ConnectionActor {
-    fn handle(
-        &mut self,
-        item: Result<ws::Frame, actix_http::ws::ProtocolError>,
-        ctx: &mut Context<Self>,
-    ) {
+impl StreamHandler<Tagged> for ConnectionActor {
+    fn handle(&mut self, (session, item): Tagged, ctx: &mut Context<Self>) {
+        if self.socket.as_ref().map_or(true, |s| s.session != session) {
+            self.on_draining_frame(session, item, ctx);
+            return;
+        }
         self.last_frame = Instant::now();
         let frame = match item {
-            Ok(frame) => frame,
-            Err(e) => {
+            Some(Ok(frame)) => frame,
+            None => {
+                // The stream ended without a close frame: what a proxy
+                // dropping an idle connection looks like (1006).
+                self.retry(ctx, "socket dropped without a close frame (1006)", None);
+                return;
+            }
+            Some(Err(e)) => {
                 // An oversized frame ends here too: the socket cannot be
                 // resynchronised after one, so it is replaced.
                 self.retry(ctx, &format!("socket protocol error: {e}"), None);
@@ -532,10 +616,9 @@ impl StreamHandler<Result<ws::Frame, actix_http::ws::ProtocolError>> for Connect
         }
     }
 
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The stream ended without a close frame: what a proxy dropping an
-        // idle connection looks like (1006).
-        self.retry(ctx, "socket dropped without a close frame (1006)", None);
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // Ends are signalled in-band (a `None` item), tagged with their
+        // socket; the default would stop the actor.
     }
 }
 

@@ -438,23 +438,27 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(dir: &Path, queues: usize) -> Stack {
+        Self::start_with(dir, queues, &[])
+    }
+
+    /// With extra simulator flags, e.g. short token or channel lifetimes.
+    pub fn start_with(dir: &Path, queues: usize, simulator_flags: &[&str]) -> Stack {
         let broker = Broker::start(dir);
         for topic in TOPICS {
             broker.create_topic(topic, 3);
         }
         let secret = format!("test-secret-{}", std::process::id());
         let queues = queues.to_string();
-        let sim = Simulator::start(
-            dir,
-            &[
-                "--client-id",
-                "e2e-client",
-                "--client-secret",
-                &secret,
-                "--queues",
-                &queues,
-            ],
-        );
+        let mut flags = vec![
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            &secret,
+            "--queues",
+            &queues,
+        ];
+        flags.extend_from_slice(simulator_flags);
+        let sim = Simulator::start(dir, &flags);
         let bridge = Bridge::start(
             dir,
             &bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
