@@ -33,6 +33,18 @@ pub enum Command {
         #[arg(long, short, env = "GKB_CONFIG")]
         config: PathBuf,
     },
+    /// Print what the buffer kept aside, one JSON object a line: events
+    /// Kafka refused for good (dead letters), or with --quarantine the
+    /// frames that were not notifications. The bridge must be stopped (the
+    /// buffer is locked while it runs).
+    DeadLetters {
+        /// The buffer directory (`buffer.path` of the configuration).
+        #[arg(long)]
+        buffer: PathBuf,
+        /// Print the quarantine instead of the dead letters.
+        #[arg(long)]
+        quarantine: bool,
+    },
     /// Run the Genesys Cloud simulator: OAuth, notification API and
     /// WebSocket on one port, plus a control API under /sim/.
     Simulate(crate::simulator::SimulatorArgs),
@@ -47,6 +59,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
+        Command::DeadLetters { buffer, quarantine } => exit(dead_letters(&buffer, quarantine)),
         Command::Simulate(args) => {
             crate::telemetry_init::init_plain("info");
             exit(
@@ -83,6 +96,28 @@ fn run(path: &std::path::Path) -> ExitCode {
             anyhow::Error::from(e).context("cannot start the bridge")
         )),
     }
+}
+
+fn dead_letters(path: &std::path::Path, quarantine: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if !path.is_dir() {
+        anyhow::bail!("{} is not a buffer directory", path.display());
+    }
+    let buffer = crate::buffer::Buffer::open(path)?;
+    let mut out = std::io::stdout().lock();
+    let lines: Vec<String> = if quarantine {
+        buffer.quarantined()?.iter().map(to_json).collect()
+    } else {
+        buffer.dead_letters()?.iter().map(to_json).collect()
+    };
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("buffer entries serialise")
 }
 
 fn config_failure(error: &ConfigError) -> ExitCode {

@@ -29,6 +29,7 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
             "--subscribe-extends-channel",
             "false",
         ],
+        &[],
     );
 
     // 1,500 events over 15 s: several token lifetimes, two channel lifetimes.

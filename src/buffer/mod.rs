@@ -41,6 +41,10 @@ const META_FORMAT_KEY: &[u8] = b"format_version";
 pub enum BufferError {
     #[error("cannot open the buffer at {path}: {source} (if the files are corrupt, move the directory aside and start again; nothing in it is deleted)")]
     Open { path: PathBuf, source: sled::Error },
+    #[error(
+        "the buffer at {path} is in use by another process (is a bridge already running on it?)"
+    )]
+    Locked { path: PathBuf },
     #[error("the buffer at {path} has format version {found}, newer than this build understands ({FORMAT_VERSION}); run a newer bridge or move the directory aside")]
     NewerFormat { path: PathBuf, found: u32 },
     #[error("the buffer at {path} has an unreadable format version marker")]
@@ -106,9 +110,17 @@ impl Buffer {
     /// Opens (creating if needed) the buffer at `path`, migrating an older
     /// format. Blocking: call before the actors start or on the blocking pool.
     pub fn open(path: &Path) -> Result<Buffer, BufferError> {
-        let open_err = |source| BufferError::Open {
-            path: path.to_owned(),
-            source,
+        let open_err = |source: sled::Error| match &source {
+            // sled takes an exclusive file lock; its error says so in words only.
+            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+                BufferError::Locked {
+                    path: path.to_owned(),
+                }
+            }
+            _ => BufferError::Open {
+                path: path.to_owned(),
+                source,
+            },
         };
         let db = sled::Config::new()
             .path(path)

@@ -438,11 +438,17 @@ pub struct Stack {
 
 impl Stack {
     pub fn start(dir: &Path, queues: usize) -> Stack {
-        Self::start_with(dir, queues, &[])
+        Self::start_with(dir, queues, &[], &[])
     }
 
-    /// With extra simulator flags, e.g. short token or channel lifetimes.
-    pub fn start_with(dir: &Path, queues: usize, simulator_flags: &[&str]) -> Stack {
+    /// With extra simulator flags (e.g. short token or channel lifetimes)
+    /// and extra bridge environment (e.g. `GKB_*` overrides).
+    pub fn start_with(
+        dir: &Path,
+        queues: usize,
+        simulator_flags: &[&str],
+        bridge_env: &[(&str, &str)],
+    ) -> Stack {
         let broker = Broker::start(dir);
         for topic in TOPICS {
             broker.create_topic(topic, 3);
@@ -462,7 +468,7 @@ impl Stack {
         let bridge = Bridge::start(
             dir,
             &bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
-            &[("E2E_CLIENT_SECRET", &secret)],
+            &[&[("E2E_CLIENT_SECRET", secret.as_str())], bridge_env].concat(),
         );
         bridge.wait_ready();
         Stack {

@@ -1,0 +1,117 @@
+//! A broker that refuses records: events too large for Kafka's limit go
+//! to the dead-letter area (counted, kept with the reason, listed by
+//! `dead-letters`), the others flow on. Nothing is lost between the two.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{consumer, eventually, ledger, metric, Stack, BRIDGE, TOPICS};
+
+/// librdkafka refuses records above `message.max.bytes` before sending;
+/// the simulator's frames run from about 900 to 3,800 bytes.
+const LIMIT: &str = "2000";
+
+#[test]
+fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let Stack {
+        broker,
+        sim,
+        mut bridge,
+    } = Stack::start_with(
+        dir.path(),
+        10,
+        &[],
+        &[("GKB_KAFKA__PROPERTIES__message.max.bytes", LIMIT)],
+    );
+    sim.generate(1_000);
+    let (forwarded, dead) = eventually(
+        "every event forwarded or dead-lettered",
+        Duration::from_secs(120),
+        || {
+            let m = bridge.metrics()?;
+            let forwarded = metric(&m, "gkb_events_forwarded_total")?;
+            let dead = metric(&m, "gkb_events_dead_lettered_total")?;
+            (forwarded + dead >= 1_000.0 && metric(&m, "gkb_buffer_events")? == 0.0)
+                .then_some((forwarded, dead))
+        },
+    );
+    assert_eq!(
+        metric(&bridge.metrics().unwrap(), "gkb_buffer_dead_letters"),
+        Some(dead)
+    );
+
+    let buffer = dir.path().join("buffer");
+    let locked = Command::new(BRIDGE)
+        .arg("dead-letters")
+        .arg("--buffer")
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    assert!(!locked.status.success());
+    let stderr = String::from_utf8_lossy(&locked.stderr);
+    assert!(stderr.contains("in use"), "{stderr}");
+
+    let status = bridge.proc.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM should end the bridge cleanly: {status}"
+    );
+
+    let listed = Command::new(BRIDGE)
+        .arg("dead-letters")
+        .arg("--buffer")
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let emitted = ledger::emitted(&sim.url);
+    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
+    let report = ledger::reconcile(&emitted, &consumed);
+    println!(
+        "dead letters: 1000 events; in Kafka {}; dead-lettered {dead} (listed {}); lost {}; duplicates {}; reordered {}",
+        consumed.len(),
+        letters.len(),
+        report.lost - letters.len(),
+        report.duplicates,
+        report.reordered
+    );
+    assert!(
+        dead > 0.0 && forwarded > 0.0,
+        "the limit should split the events"
+    );
+    assert_eq!(letters.len() as f64, dead);
+    assert_eq!(consumed.len() as f64, forwarded);
+    // Every event missing from Kafka is a listed dead letter, with its
+    // payload intact and the broker's reason.
+    let by_corr: std::collections::HashMap<&str, &ledger::Emitted> = emitted
+        .iter()
+        .map(|e| (e.correlation_id.as_str(), e))
+        .collect();
+    for letter in &letters {
+        let corr = letter["correlation_id"].as_str().unwrap();
+        let event = by_corr[corr];
+        assert_eq!(letter["payload"].as_str(), event.frame.as_deref());
+        assert!(
+            letter["reason"].as_str().unwrap().contains("too large"),
+            "{letter}"
+        );
+    }
+    assert_eq!(report.lost, letters.len());
+    assert_eq!(
+        (report.duplicates, report.reordered, report.unknown),
+        (0, 0, 0)
+    );
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+}
