@@ -122,12 +122,14 @@ impl Telemetry {
 
     // ---- connection -----------------------------------------------------
 
-    pub fn connection_phase(&self, index: usize, state: ConnectionState) {
+    pub fn connection_phase(&self, index: usize, mut state: ConnectionState) {
+        state.channel_id = state.channel_id.as_deref().map(channel_label);
         tracing::debug!(connection = index, phase = state.phase, channel = ?state.channel_id, "connection phase");
         lock(&self.connections).insert(index, state);
     }
 
     pub fn connection_open(&self, index: usize, channel_id: &str, topics: usize, rejected: usize) {
+        let channel_id = &channel_label(channel_id);
         tracing::info!(
             connection = index,
             channel = channel_id,
@@ -148,6 +150,7 @@ impl Telemetry {
     }
 
     pub fn channel_created(&self, index: usize, channel_id: &str, expires: Option<&str>) {
+        let channel_id = &channel_label(channel_id);
         inc(&self.counters.channels_created);
         tracing::info!(
             connection = index,
@@ -164,6 +167,8 @@ impl Telemetry {
         reason: &str,
         delay: Duration,
     ) {
+        let channel_id = channel_id.map(channel_label);
+        let channel_id = channel_id.as_deref();
         inc(&self.counters.reconnects);
         tracing::warn!(
             connection = index,
@@ -294,6 +299,11 @@ impl Telemetry {
         }
         if let Some(e) = &*lock(&self.buffer_error) {
             reasons.push(format!("buffer: {e}; received events are being lost"));
+        }
+        if let Some(e) = lock(&self.buffer).as_ref().and_then(Buffer::flush_error) {
+            reasons.push(format!(
+                "buffer: {e}; received events are not reaching the disk"
+            ));
         }
         if reasons.is_empty() {
             Ok(())
@@ -430,8 +440,35 @@ impl Telemetry {
     }
 }
 
+/// How a channel is shown in logs and on /status. The channel id is a
+/// credential: its connectUri needs no token, so whoever reads it could
+/// connect and take the bridge's events. The prefix and four characters
+/// are enough to tell channels apart.
+pub fn channel_label(id: &str) -> String {
+    match id.rsplit_once('-') {
+        Some((prefix, random)) => {
+            format!("{prefix}-{}…", random.chars().take(4).collect::<String>())
+        }
+        None => format!("{}…", id.chars().take(4).collect::<String>()),
+    }
+}
+
 /// A poisoned lock only means another thread panicked mid-update of a
 /// report; the data is still the best we have.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ids_are_shortened() {
+        assert_eq!(
+            channel_label("streaming-0-fmtdmf8cdis7jh14udg5p89t6z"),
+            "streaming-0-fmtd…"
+        );
+        assert_eq!(channel_label("abcdefgh"), "abcd…");
+    }
 }

@@ -76,6 +76,8 @@ struct Inner {
     durable_seq: AtomicU64,
     flush_running: AtomicBool,
     flush_wanted: AtomicBool,
+    /// The last flush's failure, until a flush succeeds.
+    flush_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Something kept aside rather than lost: a frame that was not a
@@ -173,6 +175,7 @@ impl Buffer {
                 durable_seq: AtomicU64::new(last),
                 flush_running: AtomicBool::new(false),
                 flush_wanted: AtomicBool::new(false),
+                flush_error: Default::default(),
             }),
         })
     }
@@ -366,12 +369,33 @@ impl Buffer {
     /// Writes everything appended so far to disk. Blocking.
     pub fn flush_blocking(&self) -> Result<(), BufferError> {
         let upto = self.last_seq();
+        let result = self.inner.db.flush();
+        let mut error = self
+            .inner
+            .flush_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => {
+                *error = None;
+                self.inner.durable_seq.fetch_max(upto, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                let e = BufferError::Flush(e.to_string());
+                *error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Why the last flush failed, while no flush has succeeded since.
+    pub fn flush_error(&self) -> Option<String> {
         self.inner
-            .db
-            .flush()
-            .map_err(|e| BufferError::Flush(e.to_string()))?;
-        self.inner.durable_seq.fetch_max(upto, Ordering::SeqCst);
-        Ok(())
+            .flush_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Asks for a flush soon, grouped with others (see the module docs).

@@ -27,6 +27,8 @@ use crate::subscriptions::TopicsConfig;
 pub const EXIT_CONFIG: i32 = 78;
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "GKB_";
+/// The variable naming the configuration file (not an override).
+pub const CONFIG_PATH_VAR: &str = "GKB_CONFIG";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,6 +70,32 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map(drop)
+            .map_err(|e| {
+                ConfigError::invalid(
+                    "log.level",
+                    format!("{:?} is not a level filter ({e})", self.level),
+                )
+            })?;
+        // A bare word that is not a level parses as a target name and turns
+        // logging off: refuse it.
+        let known = ["trace", "debug", "info", "warn", "error", "off"];
+        for directive in self.level.split(',') {
+            let level = directive.rsplit('=').next().unwrap_or_default().trim();
+            if !directive.contains('=') && !known.contains(&level.to_ascii_lowercase().as_str()) {
+                return Err(ConfigError::invalid(
+                    "log.level",
+                    format!("{level:?} is not a level (trace, debug, info, warn, error, off)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
@@ -78,7 +106,7 @@ impl Default for LogConfig {
 }
 
 /// A configuration that was checked, with its secrets resolved.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub config: Config,
     pub api_base_url: String,
@@ -126,7 +154,12 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    // Only GKB_* variables matter; reading them one by one (rather than
+    // std::env::vars) does not panic on an unrelated non-UTF-8 variable.
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     let config = parse(path, &text, &env)?;
     resolve(config, &|name| std::env::var(name).ok())
 }
@@ -142,6 +175,9 @@ pub fn parse(path: &Path, text: &str, env: &[(String, String)]) -> Result<Config
                 .unwrap_or_default(),
     })?;
     for (var, value) in env {
+        if var == CONFIG_PATH_VAR {
+            continue;
+        }
         if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
             apply_override(&mut table, var, rest, value)?;
         }
@@ -173,6 +209,7 @@ pub fn resolve(
     config.kafka.validate()?;
     config.buffer.validate()?;
     config.health.validate()?;
+    config.log.validate()?;
     let (api_base_url, login_base_url) = config.genesys.base_urls()?;
     let client_secret_source = config.genesys.secret_source()?;
     let client_secret = match &client_secret_source {
@@ -210,6 +247,13 @@ pub fn resolve(
         client_secret_source,
         kafka_properties,
     })
+}
+
+/// Shows the masked configuration: `kafka_properties` holds secrets.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display_toml())
+    }
 }
 
 impl Settings {
@@ -361,6 +405,29 @@ default_topic = "genesys.events"
         assert_eq!(s.config.health.listen, "0.0.0.0:1234");
         let err = settings(MINIMAL, &[("GKB_KAFKA__NOPE", "1")]).unwrap_err();
         assert_eq!(err.key(), Some("kafka.nope"), "{err}");
+    }
+
+    #[test]
+    fn config_path_variable_is_not_an_override() {
+        settings(MINIMAL, &[("GKB_CONFIG", "/etc/bridge.toml")]).unwrap();
+    }
+
+    #[test]
+    fn log_level_typos_are_refused() {
+        let text = format!("{MINIMAL}\n[log]\nlevel = \"inf\"\n");
+        assert_eq!(settings(&text, &[]).unwrap_err().key(), Some("log.level"));
+        let text = format!("{MINIMAL}\n[log]\nlevel = \"warn,genesys_kafka_bridge=debug\"\n");
+        settings(&text, &[]).unwrap();
+    }
+
+    #[test]
+    fn debug_output_masks_secrets() {
+        let text = MINIMAL.replace(
+            "default_topic = \"genesys.events\"",
+            "default_topic = \"genesys.events\"\nsecret_properties_env = { \"sasl.password\" = \"GENESYS_CLIENT_SECRET\" }",
+        );
+        let shown = format!("{:?}", settings(&text, &[]).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

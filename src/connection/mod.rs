@@ -31,7 +31,7 @@ use crate::buffer::{field_fits, Buffer};
 use crate::genesys::api::{Channel, GenesysApi, TopicOutcome};
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
 use crate::telemetry::{ConnectionState, Telemetry, LIVENESS_INTERVAL};
-use crate::token::TokenActor;
+use crate::token::{TokenActor, TokenRevoked};
 
 type WsSink = SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Message>;
 
@@ -99,6 +99,11 @@ type Tagged = (
     u64,
     Option<Result<ws::Frame, actix_http::ws::ProtocolError>>,
 );
+
+/// A socket open this long resets the reconnect backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Shortest time a channel is used before rolling over.
+const MIN_CHANNEL_LIFE: Duration = Duration::from_secs(1);
 
 /// How long a closed socket is read for frames still on their way.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -318,10 +323,15 @@ impl ConnectionActor {
                 }
             }),
         ];
-        let until_rollover = channel
+        let mut until_rollover = channel
             .rollover_at(self.settings.rollover_margin)
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
+        if until_rollover < MIN_CHANNEL_LIFE {
+            // A channel that expires (by our clock) as soon as it is made:
+            // back off rather than create channels in a loop.
+            until_rollover = self.backoff.next_delay().max(MIN_CHANNEL_LIFE);
+        }
         timers.push(ctx.run_later(until_rollover, |act, ctx| {
             act.channel = None;
             act.restart_now(ctx, "channel expires soon: rolling over to a new channel");
@@ -334,7 +344,9 @@ impl ConnectionActor {
         );
         self.channel = Some(channel);
         self.last_frame = Instant::now();
-        self.backoff.reset();
+        // Only a connection that stays up counts as a success: one that
+        // fails again at once keeps backing off.
+        timers.push(ctx.run_later(STABLE_AFTER, |act, _| act.backoff.reset()));
         self.socket = Some(OpenSocket {
             session,
             sink: SinkWrite::new(sink, ctx),
@@ -453,6 +465,17 @@ impl ConnectionActor {
         self.establish(ctx);
     }
 
+    /// Moves to a new channel after a backoff delay: the service took this
+    /// one away. The delay keeps two bridges that share an OAuth client from
+    /// taking the topics from each other in a tight loop.
+    fn replace_channel_later(&mut self, ctx: &mut Context<Self>, reason: &str) {
+        self.teardown(ctx, true);
+        self.channel = None;
+        let delay = self.backoff.next_delay();
+        self.telemetry.reconnecting(self.index, None, reason, delay);
+        ctx.run_later(delay, |act, ctx| act.establish(ctx));
+    }
+
     fn on_text(&mut self, text: Bytes, ctx: &mut Context<Self>) {
         let Ok(text) = std::str::from_utf8(&text) else {
             self.reject_frame("text frame is not UTF-8", &text);
@@ -467,14 +490,22 @@ impl ConnectionActor {
                 self.telemetry.protocol_frame();
                 self.restart_now(ctx, "service announced socket_closing");
             }
-            Ok(Inbound::System(SystemEvent::NoLongerSubscribed { reason })) => {
+            Ok(Inbound::System(SystemEvent::ChannelLost { kind, reason })) => {
                 self.telemetry.protocol_frame();
-                self.channel = None;
                 let reason = format!(
-                    "channel no longer subscribed ({})",
+                    "channel {kind} ({})",
                     reason.as_deref().unwrap_or("no reason given")
                 );
-                self.restart_now(ctx, &reason);
+                self.replace_channel_later(ctx, &reason);
+            }
+            Ok(Inbound::System(SystemEvent::TokenRevoked { reason })) => {
+                self.telemetry.protocol_frame();
+                self.tokens.do_send(TokenRevoked);
+                let reason = format!(
+                    "tokens revoked ({})",
+                    reason.as_deref().unwrap_or("no reason given")
+                );
+                self.replace_channel_later(ctx, &reason);
             }
             Ok(Inbound::System(SystemEvent::Other { topic_name, kind })) => {
                 self.telemetry.protocol_frame();

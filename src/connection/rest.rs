@@ -15,8 +15,6 @@ use crate::token::{GetToken, TokenActor, TokenRejected};
 
 /// Most attempts at one call before the caller gets the error.
 const MAX_ATTEMPTS: u32 = 5;
-/// The official SDKs give up on a `Retry-After` above this.
-const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// Why a call gave up.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +53,10 @@ where
                 refused_once = true;
                 tokens.do_send(TokenRejected(token));
             }
+            // A fresh token refused too: no point in retrying now.
+            Err(ApiError::Unauthorized) => return Err(ApiError::Unauthorized.into()),
             Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                let delay = match e.retry_after() {
-                    Some(after) if after > MAX_RETRY_AFTER => return Err(e.into()),
-                    Some(after) => after,
-                    None => backoff.next_delay(),
-                };
+                let delay = e.retry_after().unwrap_or_else(|| backoff.next_delay());
                 telemetry.api_retry(what, &e, delay);
                 actix_rt::time::sleep(delay).await;
             }

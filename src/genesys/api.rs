@@ -15,6 +15,8 @@ use crate::secret::Secret;
 
 /// Largest REST reply we read (queue listings of big orgs are a few MB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Longest `Retry-After` honoured as given.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
 /// Page size for listings: the API's maximum.
 const PAGE_SIZE: u32 = 100;
 /// Never follow more pages than this (100,000 entities): a bound on a loop
@@ -65,10 +67,12 @@ impl ApiError {
         }
     }
 
-    /// The delay the service asked for, if any.
+    /// The delay the service asked for, if any, at most
+    /// [`MAX_RETRY_AFTER`]: the official SDKs give up beyond it; an
+    /// unattended service waits that long and asks again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after } => *retry_after,
+            ApiError::RateLimited { retry_after } => retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
             _ => None,
         }
     }

@@ -172,17 +172,37 @@ impl GenesysConfig {
             ));
         }
         self.secret_source()?;
-        let positive = [
-            ("genesys.ping_interval_secs", self.ping_interval_secs),
+        const DAY: u64 = 86_400;
+        let timings = [
+            ("genesys.ping_interval_secs", self.ping_interval_secs, 1),
             (
                 "genesys.heartbeat_timeout_secs",
                 self.heartbeat_timeout_secs,
+                1,
             ),
-            ("genesys.request_timeout_secs", self.request_timeout_secs),
+            ("genesys.request_timeout_secs", self.request_timeout_secs, 1),
+            (
+                "genesys.channel_rollover_margin_secs",
+                self.channel_rollover_margin_secs,
+                0,
+            ),
+            (
+                "genesys.token_refresh_margin_secs",
+                self.token_refresh_margin_secs,
+                0,
+            ),
+            (
+                "genesys.retry_max_delay_ms",
+                self.retry_max_delay_ms / 1000,
+                0,
+            ),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be above zero"));
+        for (key, value, min) in timings {
+            if value < min || value > DAY {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between {min} and {DAY} seconds"),
+                ));
             }
         }
         if self.heartbeat_timeout_secs <= self.ping_interval_secs {

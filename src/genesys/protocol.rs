@@ -41,9 +41,14 @@ pub enum Inbound {
 pub enum SystemEvent {
     /// About a minute before a deliberate close: connect anew now.
     SocketClosing,
-    /// The channel lost its subscriptions (another channel took them, or
-    /// tokens were revoked): the channel is useless and must be replaced.
-    NoLongerSubscribed { reason: Option<String> },
+    /// The channel lost or changed its subscriptions
+    /// (`no_longer_subscribed`, `subscription_changed`): replace it.
+    ChannelLost {
+        kind: String,
+        reason: Option<String>,
+    },
+    /// `token_revoked`: the tokens behind the channel were revoked.
+    TokenRevoked { reason: Option<String> },
     /// Any other system topic, kept for the log.
     Other {
         topic_name: String,
@@ -73,8 +78,10 @@ struct Envelope<'a> {
 
 #[derive(Deserialize)]
 struct Metadata {
+    /// A string in every known event; anything else is kept as its JSON
+    /// text rather than refusing the event.
     #[serde(rename = "CorrelationId")]
-    correlation_id: Option<String>,
+    correlation_id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -117,8 +124,15 @@ pub fn classify(text: &str) -> Result<Inbound, MalformedFrame> {
         let body: SystemBody = body_as(envelope.event_body);
         let event = if topic_name == "v2.system.socket_closing" {
             SystemEvent::SocketClosing
-        } else if body.system_topic_type.as_deref() == Some("no_longer_subscribed") {
-            SystemEvent::NoLongerSubscribed {
+        } else if let Some(kind @ ("no_longer_subscribed" | "subscription_changed")) =
+            body.system_topic_type.as_deref()
+        {
+            SystemEvent::ChannelLost {
+                kind: kind.to_owned(),
+                reason: body.reason,
+            }
+        } else if body.system_topic_type.as_deref() == Some("token_revoked") {
+            SystemEvent::TokenRevoked {
                 reason: body.reason,
             }
         } else {
@@ -131,7 +145,14 @@ pub fn classify(text: &str) -> Result<Inbound, MalformedFrame> {
     }
     Ok(Inbound::Notification {
         topic_name: topic_name.into_owned(),
-        correlation_id: envelope.metadata.and_then(|m| m.correlation_id),
+        correlation_id: envelope
+            .metadata
+            .and_then(|m| m.correlation_id)
+            .and_then(|id| match id {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            }),
     })
 }
 
@@ -212,7 +233,26 @@ mod tests {
     }
 
     #[test]
+    fn odd_metadata_does_not_cost_the_event() {
+        let frame =
+            r#"{"topicName":"v2.users.x.presence","eventBody":{},"metadata":{"CorrelationId":42}}"#;
+        assert_eq!(
+            classify(frame),
+            Ok(Inbound::Notification {
+                topic_name: "v2.users.x.presence".into(),
+                correlation_id: Some("42".into())
+            })
+        );
+    }
+
+    #[test]
     fn system_events() {
+        assert_eq!(
+            classify(
+                r#"{"topicName":"v2.system.x","eventBody":{"systemTopicType":"token_revoked"}}"#
+            ),
+            Ok(Inbound::System(SystemEvent::TokenRevoked { reason: None }))
+        );
         assert_eq!(
             classify(r#"{"topicName":"v2.system.socket_closing","eventBody":{"message":"bye"}}"#),
             Ok(Inbound::System(SystemEvent::SocketClosing))
@@ -221,7 +261,8 @@ mod tests {
             classify(
                 r#"{"topicName":"v2.system.x","eventBody":{"systemTopicType":"no_longer_subscribed","reason":"another_channel_subscribed"}}"#
             ),
-            Ok(Inbound::System(SystemEvent::NoLongerSubscribed {
+            Ok(Inbound::System(SystemEvent::ChannelLost {
+                kind: "no_longer_subscribed".into(),
                 reason: Some("another_channel_subscribed".into())
             }))
         );

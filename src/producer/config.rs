@@ -60,11 +60,25 @@ mod defaults {
     }
 }
 
-/// Properties the bridge sets itself: the delivery guarantee rests on them.
+/// Properties the bridge sets itself: the delivery guarantee rests on
+/// them. (name, accepted values, value set.) Unlimited retries and no
+/// delivery timeout keep librdkafka from giving up on a record while later
+/// records of the same key get through, which would reorder them.
 const ENFORCED: &[(&str, &[&str], &str)] = &[
     ("enable.idempotence", &["true"], "true"),
     ("acks", &["all", "-1"], "all"),
     ("request.required.acks", &["all", "-1"], "all"),
+    ("message.timeout.ms", &["0"], "0"),
+    ("delivery.timeout.ms", &["0"], "0"),
+    ("retries", &["2147483647"], "2147483647"),
+    ("message.send.max.retries", &["2147483647"], "2147483647"),
+];
+
+/// Aliases of one librdkafka property: only the first name is set.
+const ALIASES: &[&str] = &[
+    "request.required.acks",
+    "delivery.timeout.ms",
+    "message.send.max.retries",
 ];
 
 /// Whether a property's value must be masked when shown.
@@ -161,16 +175,12 @@ impl KafkaConfig {
         }
         props.insert("bootstrap.servers".into(), self.bootstrap_servers.clone());
         for (name, _, value) in ENFORCED {
-            if *name != "request.required.acks" {
+            if ALIASES.contains(name) {
+                props.remove(*name);
+            } else {
                 props.insert((*name).into(), (*value).into());
             }
         }
-        props.remove("request.required.acks");
-        // Never give up on a record inside librdkafka: the buffer holds it
-        // and ordering per key survives only if retries never stop.
-        props
-            .entry("message.timeout.ms".into())
-            .or_insert_with(|| "0".into());
         Ok(props)
     }
 
@@ -219,6 +229,10 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("weaken"), "{err}");
+        let err = config("properties = { \"message.timeout.ms\" = 300000 }")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), Some("kafka.properties.\"message.timeout.ms\""));
         config("properties = { acks = \"all\", \"linger.ms\" = 5 }")
             .validate()
             .unwrap();
@@ -237,6 +251,7 @@ mod tests {
         assert_eq!(props["sasl.password"], "s3cret");
         assert_eq!(props["enable.idempotence"], "true");
         assert_eq!(props["acks"], "all");
+        assert_eq!(props["message.timeout.ms"], "0");
         assert!(!cfg.shown_properties()["sasl.password"].contains("s3cret"));
         let err = cfg.client_properties(&|_| None).unwrap_err();
         assert!(err.to_string().contains("KPW"), "{err}");

@@ -99,6 +99,9 @@ pub struct ProducerActor {
     acked: Vec<u64>,
     /// A delivery failed: stop reading, let in-flight settle, then rewind.
     rewind_pending: bool,
+    /// Kafka topics that do not exist: their records are skipped (they stay
+    /// in the buffer) until the probe sees the topic.
+    blocked: std::collections::HashSet<String>,
     /// Reading is paused until this backoff delay has passed.
     paused: bool,
     draining: bool,
@@ -130,6 +133,7 @@ impl ProducerActor {
             in_flight: 0,
             acked: Vec::new(),
             rewind_pending: false,
+            blocked: Default::default(),
             paused: false,
             draining: false,
             drain_waiters: Vec::new(),
@@ -172,6 +176,11 @@ impl ProducerActor {
     /// buffer and is tried again later, in order).
     fn send(&mut self, producer: &FutureProducer, record: Record, ctx: &mut Context<Self>) -> bool {
         let kafka_topic = self.router.route(&record.topic_name).to_owned();
+        if self.blocked.contains(&kafka_topic) {
+            // Left in the buffer; the rewind after the block lifts sends it.
+            self.cursor = record.seq;
+            return true;
+        }
         let key = topic::parse(&record.topic_name).entity_id.to_owned();
         let received_at = record.received_at_ms.to_string();
         let mut headers = OwnedHeaders::new().insert(Header {
@@ -195,12 +204,9 @@ impl ProducerActor {
         let delivery = match producer.send_result(kafka_record) {
             Ok(delivery) => delivery,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return false,
-            Err((e, _)) => {
-                self.failed(record, kafka_topic, e, ctx);
-                // After a failure that calls for a rewind, sending later
-                // records first would break their order.
-                return !self.rewind_pending && !self.paused;
-            }
+            // After a failure that leaves the record in the buffer, sending
+            // later records first would break their order.
+            Err((e, _)) => return self.failed(record, kafka_topic, e, ctx),
         };
         self.cursor = record.seq;
         self.in_flight += 1;
@@ -213,61 +219,71 @@ impl ProducerActor {
                         act.remove_acked();
                     }
                 }
-                Ok(Err((e, _))) => act.failed(record, kafka_topic, e, ctx),
-                Err(_canceled) => act.failed(record, kafka_topic, KafkaError::Canceled, ctx),
+                Ok(Err((e, _))) => {
+                    act.failed(record, kafka_topic, e, ctx);
+                }
+                Err(_canceled) => {
+                    act.failed(record, kafka_topic, KafkaError::Canceled, ctx);
+                }
             }
             act.settled(ctx);
         }));
         true
     }
 
+    /// Handles a failed send or delivery. Returns true when the record
+    /// left the buffer (dead-lettered) so pumping may go on; false when it
+    /// stays and pumping must pause.
     fn failed(
         &mut self,
         record: Record,
         kafka_topic: String,
         error: KafkaError,
         ctx: &mut Context<Self>,
-    ) {
+    ) -> bool {
         if is_permanent(&error) {
-            match self
-                .buffer
-                .dead_letter(&record, &kafka_topic, &error.to_string())
-            {
+            let reason = error.to_string();
+            match self.buffer.dead_letter(&record, &kafka_topic, &reason) {
                 Ok(()) => {
                     self.telemetry
-                        .dead_lettered(record.seq, &kafka_topic, &error.to_string())
+                        .dead_lettered(record.seq, &kafka_topic, &reason);
+                    return true;
                 }
-                Err(e) => {
-                    tracing::error!(seq = record.seq, error = %e, "cannot move a refused event to the dead-letter area; it stays buffered")
-                }
+                Err(e) => self.telemetry.buffer_write_failed(&e),
             }
-            return;
-        }
-        if self
+        } else if self
             .producer
             .as_ref()
             .and_then(|p| p.client().fatal_error())
             .is_some()
         {
-            tracing::error!(error = %error, "fatal Kafka producer error: restarting the producer");
+            // The supervisor restarts the actor with a new producer; wait
+            // first, so a cause that persists is not hammered.
+            let delay = self.backoff.next_delay();
+            tracing::error!(error = %error, restart_in_ms = delay.as_millis() as u64, "fatal Kafka producer error: restarting the producer");
             self.telemetry
                 .kafka_reachable(Err(format!("fatal producer error: {error}")));
-            ctx.stop();
-            return;
-        }
-        if let KafkaError::MessageProduction(
+            self.paused = true;
+            ctx.run_later(delay, |_, ctx| ctx.stop());
+            return false;
+        } else if let KafkaError::MessageProduction(
             RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
         ) = error
         {
-            self.telemetry.kafka_reachable(Err(format!(
-                "Kafka topic {kafka_topic} does not exist (create it, or set kafka.create_topics)"
-            )));
+            // Only this topic's events wait; the probe lifts the block once
+            // the topic exists.
+            if self.blocked.insert(kafka_topic.clone()) {
+                self.telemetry.kafka_reachable(Err(format!(
+                    "Kafka topic {kafka_topic} does not exist (create it, or set kafka.create_topics); its events wait in the buffer"
+                )));
+            }
         }
         let delay = self.backoff.next_delay();
         self.telemetry
             .delivery_failed(record.seq, &kafka_topic, &error, delay);
         self.rewind_pending = true;
         self.settled(ctx);
+        false
     }
 
     /// Called whenever in-flight work finished: completes a rewind or a
@@ -317,29 +333,44 @@ impl ProducerActor {
         let Some(producer) = self.producer.clone() else {
             return;
         };
-        let wanted = self.router.topics();
+        let mut wanted = self.router.topics();
+        wanted.extend(self.blocked.iter().cloned());
         let probe = actix_rt::task::spawn_blocking(move || {
             let metadata = producer
                 .client()
                 .fetch_metadata(None, PROBE_TIMEOUT)
                 .map_err(|e| format!("metadata request failed: {e}"))?;
             let present: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
-            let missing: Vec<&String> = wanted
-                .iter()
-                .filter(|t| !present.contains(&t.as_str()))
-                .collect();
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "Kafka topics missing: {} (create them, or set kafka.create_topics); their events wait in the buffer",
-                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-                ))
-            }
+            Ok::<_, String>(
+                wanted
+                    .into_iter()
+                    .filter(|t| !present.contains(&t.as_str()))
+                    .collect::<std::collections::HashSet<String>>(),
+            )
         });
-        ctx.spawn(probe.into_actor(self).map(|result, act, _| {
-            let result = result.unwrap_or_else(|e| Err(format!("probe task failed: {e}")));
-            act.telemetry.kafka_reachable(result);
+        ctx.spawn(probe.into_actor(self).map(|result, act, ctx| {
+            let missing = match result {
+                Ok(Ok(missing)) => missing,
+                Ok(Err(e)) => return act.telemetry.kafka_reachable(Err(e)),
+                Err(e) => return act.telemetry.kafka_reachable(Err(format!("probe task failed: {e}"))),
+            };
+            let before = act.blocked.len();
+            act.blocked.retain(|t| missing.contains(t));
+            if act.blocked.len() < before {
+                // Topics came into existence: send what waited for them.
+                act.rewind_pending = true;
+                act.settled(ctx);
+            }
+            if missing.is_empty() {
+                act.telemetry.kafka_reachable(Ok(()));
+            } else {
+                let mut names: Vec<&str> = missing.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                act.telemetry.kafka_reachable(Err(format!(
+                    "Kafka topics missing: {} (create them, or set kafka.create_topics); their events wait in the buffer",
+                    names.join(", ")
+                )));
+            }
         }));
     }
 
@@ -362,7 +393,11 @@ impl ProducerActor {
                 .iter()
                 .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication)))
                 .collect();
-            admin.create_topics(&new, &AdminOptions::new()).await
+            let result = admin.create_topics(&new, &AdminOptions::new()).await;
+            drop(new);
+            // Dropping a client joins its threads: not on the actor thread.
+            actix_rt::task::spawn_blocking(move || drop(admin));
+            result
         };
         ctx.spawn(create.into_actor(self).map(|result, act, ctx| {
             match result {
@@ -444,7 +479,11 @@ impl Actor for ProducerActor {
 impl Supervised for ProducerActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.remove_acked();
-        self.producer = None;
+        if let Some(old) = self.producer.take() {
+            // Dropping a producer flushes and joins its threads.
+            actix_rt::task::spawn_blocking(move || drop(old));
+        }
+        self.blocked.clear();
         self.cursor = 0;
         self.in_flight = 0;
         self.rewind_pending = false;

@@ -28,6 +28,11 @@ pub struct GetToken;
 #[rtype(result = "()")]
 pub struct TokenRejected(pub Secret);
 
+/// The service said our tokens were revoked: get a new one now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TokenRevoked;
+
 /// The token actor restarted or stopped before a token could be had.
 #[derive(Debug, thiserror::Error)]
 #[error("no access token: the token actor restarted or stopped")]
@@ -43,6 +48,8 @@ pub struct TokenActor {
     current: Option<(Secret, Instant)>,
     waiting: Vec<oneshot::Sender<Secret>>,
     requesting: bool,
+    /// The one scheduled request (refresh or retry); replaced, never piled up.
+    next_request: Option<SpawnHandle>,
 }
 
 impl TokenActor {
@@ -64,6 +71,7 @@ impl TokenActor {
             current: None,
             waiting: Vec::new(),
             requesting: false,
+            next_request: None,
         }
     }
 
@@ -74,9 +82,22 @@ impl TokenActor {
             .map(|(token, _)| token.clone())
     }
 
+    fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if let Some(previous) = self.next_request.take() {
+            ctx.cancel_future(previous);
+        }
+        self.next_request = Some(ctx.run_later(delay, |act, ctx| {
+            act.next_request = None;
+            act.request(ctx);
+        }));
+    }
+
     fn request(&mut self, ctx: &mut Context<Self>) {
         if self.requesting {
             return;
+        }
+        if let Some(scheduled) = self.next_request.take() {
+            ctx.cancel_future(scheduled);
         }
         self.requesting = true;
         let api = self.api.clone();
@@ -92,7 +113,7 @@ impl TokenActor {
                         .retry_after()
                         .unwrap_or_else(|| act.backoff.next_delay());
                     act.telemetry.token_failed(&error, delay);
-                    ctx.run_later(delay, |act, ctx| act.request(ctx));
+                    act.schedule(ctx, delay);
                 }
             }
         }));
@@ -108,7 +129,7 @@ impl TokenActor {
         for waiter in self.waiting.drain(..) {
             let _ = waiter.send(grant.access_token.clone());
         }
-        ctx.run_later(refresh_in, |act, ctx| act.request(ctx));
+        self.schedule(ctx, refresh_in);
     }
 }
 
@@ -127,6 +148,7 @@ impl Supervised for TokenActor {
         self.current = None;
         self.waiting.clear();
         self.requesting = false;
+        self.next_request = None;
         self.backoff.reset();
     }
 }
@@ -154,5 +176,15 @@ impl Handler<TokenRejected> for TokenActor {
             self.current = None;
             self.request(ctx);
         }
+    }
+}
+
+impl Handler<TokenRevoked> for TokenActor {
+    type Result = ();
+
+    fn handle(&mut self, _: TokenRevoked, ctx: &mut Context<Self>) {
+        tracing::warn!("the service revoked our tokens; requesting a new one");
+        self.current = None;
+        self.request(ctx);
     }
 }
