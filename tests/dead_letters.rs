@@ -115,3 +115,86 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     );
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
 }
+
+/// A Kafka topic that does not exist holds back only its own events; once
+/// it is created, they follow, in order and exactly once.
+#[test]
+fn a_missing_topic_holds_back_only_its_own_events() {
+    use support::{Bridge, Broker, Simulator};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let (missing, present) = (
+        "genesys.queue-conversations",
+        ["genesys.queue-observations", "genesys.events"],
+    );
+    for topic in present {
+        broker.create_topic(topic, 3);
+    }
+    let secret = "missing-topic-secret";
+    let sim = Simulator::start(
+        dir.path(),
+        &[
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            secret,
+            "--queues",
+            "10",
+        ],
+    );
+    let bridge = Bridge::start(
+        dir.path(),
+        &support::bridge_config(&sim.url, &broker.bootstrap(), &dir.path().join("buffer")),
+        &[("E2E_CLIENT_SECRET", secret)],
+    );
+    eventually(
+        "the bridge to report the missing topic",
+        Duration::from_secs(60),
+        || {
+            let r = support::http::get(&format!("{}/readyz", bridge.health)).ok()?;
+            (r.status == 503 && r.body.contains(missing)).then_some(())
+        },
+    );
+    sim.generate(1_000);
+    let emitted = ledger::emitted(&sim.url);
+    let held_back = emitted
+        .iter()
+        .filter(|e| e.topic.starts_with("v2.routing.queues."))
+        .count();
+    assert!(held_back > 0 && held_back < 1_000);
+    eventually(
+        "the other events forwarded",
+        Duration::from_secs(60),
+        || {
+            let m = bridge.metrics()?;
+            (metric(&m, "gkb_events_forwarded_total")? >= (1_000 - held_back) as f64).then_some(())
+        },
+    );
+    let waiting = metric(&bridge.metrics().unwrap(), "gkb_buffer_events").unwrap();
+    assert_eq!(
+        waiting, held_back as f64,
+        "exactly the missing topic's events wait"
+    );
+
+    broker.create_topic(missing, 3);
+    bridge.wait_ready();
+    eventually(
+        "the held-back events forwarded",
+        Duration::from_secs(120),
+        || {
+            let m = bridge.metrics()?;
+            (metric(&m, "gkb_buffer_events")? == 0.0).then_some(())
+        },
+    );
+    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
+    let report = ledger::reconcile(&emitted, &consumed);
+    println!(
+        "missing topic: {held_back} of 1000 events waited for their topic; in Kafka {}; lost {}; duplicates {}; reordered {}",
+        consumed.len(),
+        report.lost,
+        report.duplicates,
+        report.reordered
+    );
+    assert!(report.is_perfect(), "{report:#?}");
+}
