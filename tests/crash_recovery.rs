@@ -87,6 +87,7 @@ fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
         broker,
         sim,
         bridge,
+        ..
     } = Stack::start(dir.path(), 30);
     sim.generate(1_000);
 

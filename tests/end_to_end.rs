@@ -20,6 +20,7 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
         broker,
         sim,
         bridge,
+        ..
     } = Stack::start(dir.path(), 60);
     let state: serde_json::Value =
         serde_json::from_str(&http::get(&format!("{}/sim/state", sim.url)).unwrap().body).unwrap();

@@ -18,6 +18,7 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
         broker,
         sim,
         bridge,
+        secret,
     } = Stack::start_with(
         dir.path(),
         10,
@@ -87,4 +88,32 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
     assert!(tokens >= 4.0, "tokens were not refreshed: {tokens}");
     assert!(channels >= 2.0, "channels were not rolled over: {channels}");
     assert!(report.is_perfect(), "{report:#?}");
+
+    // Seven logins later, the secret is still nowhere to be seen.
+    let status = http::get(&format!("{}/status", bridge.health))
+        .unwrap()
+        .body;
+    for (what, text) in [
+        ("log", bridge.proc.log_text()),
+        ("/status", status),
+        ("/metrics", m),
+    ] {
+        assert!(
+            !text.contains(&secret),
+            "the client secret appears in the bridge's {what}"
+        );
+    }
+    // A channel id grants access to the channel's events: never whole.
+    let log = bridge.proc.log_text();
+    let channels: HashSet<&str> = emitted
+        .iter()
+        .filter_map(|e| e.channel_id.as_deref())
+        .collect();
+    assert!(channels.len() >= 2);
+    for id in channels {
+        assert!(
+            !log.contains(id),
+            "a whole channel id appears in the bridge's log"
+        );
+    }
 }

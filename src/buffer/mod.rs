@@ -76,6 +76,11 @@ struct Inner {
     durable_seq: AtomicU64,
     flush_running: AtomicBool,
     flush_wanted: AtomicBool,
+    /// Entries per tree, kept as they change: sled's own `len` walks the
+    /// whole tree, too slow for every /metrics scrape of a large backlog.
+    events_len: AtomicU64,
+    dead_letter_len: AtomicU64,
+    quarantine_len: AtomicU64,
     /// The last flush's failure, until a flush succeeds.
     flush_error: std::sync::Mutex<Option<String>>,
 }
@@ -112,6 +117,12 @@ impl Buffer {
     /// Opens (creating if needed) the buffer at `path`, migrating an older
     /// format. Blocking: call before the actors start or on the blocking pool.
     pub fn open(path: &Path) -> Result<Buffer, BufferError> {
+        Self::open_with_cache(path, BufferConfig::default().cache_mib)
+    }
+
+    /// [`Buffer::open`] with a page cache of `cache_mib` MiB (sled's own
+    /// default is 1 GiB, too much for a sidecar-sized service).
+    pub fn open_with_cache(path: &Path, cache_mib: u64) -> Result<Buffer, BufferError> {
         let open_err = |source: sled::Error| match &source {
             // sled takes an exclusive file lock; its error says so in words only.
             sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
@@ -127,6 +138,7 @@ impl Buffer {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(cache_mib * 1024 * 1024)
             .open()
             .map_err(open_err)?;
         let meta = db.open_tree("meta").map_err(open_err)?;
@@ -164,6 +176,12 @@ impl Buffer {
                 last = last.max(seq_of(&key));
             }
         }
+        // Walks each tree once; kept up to date from here on.
+        let (events_len, dead_letter_len, quarantine_len) = (
+            events.len() as u64,
+            dead_letter.len() as u64,
+            quarantine.len() as u64,
+        );
         Ok(Buffer {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -176,6 +194,9 @@ impl Buffer {
                 flush_running: AtomicBool::new(false),
                 flush_wanted: AtomicBool::new(false),
                 flush_error: Default::default(),
+                events_len: AtomicU64::new(events_len),
+                dead_letter_len: AtomicU64::new(dead_letter_len),
+                quarantine_len: AtomicU64::new(quarantine_len),
             }),
         })
     }
@@ -201,10 +222,12 @@ impl Buffer {
             correlation_id: correlation_id.map(str::to_owned),
             payload: payload.to_vec(),
         };
-        self.inner
+        let previous = self
+            .inner
             .events
             .insert(seq.to_be_bytes(), record.encode())
             .map_err(BufferError::Write)?;
+        count_insert(&self.inner.events_len, &previous);
         Ok(seq)
     }
 
@@ -230,7 +253,8 @@ impl Buffer {
                 Err(e) => {
                     tracing::error!(seq, error = %e, "undecodable buffer entry moved to quarantine");
                     self.put_quarantine(seq, "undecodable buffer entry", &e.to_string(), &value)?;
-                    self.inner.events.remove(key).map_err(BufferError::Write)?;
+                    let removed = self.inner.events.remove(key).map_err(BufferError::Write)?;
+                    count_remove(&self.inner.events_len, &removed);
                     quarantined.push(seq);
                 }
             }
@@ -276,23 +300,37 @@ impl Buffer {
             bytes_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
         };
         let json = serde_json::to_vec(&entry).expect("a quarantine entry serialises");
-        self.inner
+        let previous = self
+            .inner
             .quarantine
             .insert(seq.to_be_bytes(), json)
-            .map(drop)
-            .map_err(BufferError::Write)
+            .map_err(BufferError::Write)?;
+        count_insert(&self.inner.quarantine_len, &previous);
+        Ok(())
     }
 
     /// Removes records Kafka acknowledged.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), BufferError> {
         let mut batch = sled::Batch::default();
+        let mut present = 0;
         for seq in seqs {
-            batch.remove(&seq.to_be_bytes());
+            // An ack seen twice must not count twice.
+            if self
+                .inner
+                .events
+                .contains_key(seq.to_be_bytes())
+                .map_err(BufferError::Read)?
+            {
+                present += 1;
+                batch.remove(&seq.to_be_bytes());
+            }
         }
         self.inner
             .events
             .apply_batch(batch)
-            .map_err(BufferError::Write)
+            .map_err(BufferError::Write)?;
+        self.inner.events_len.fetch_sub(present, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Moves a record Kafka refused for good to the dead-letter tree.
@@ -315,14 +353,18 @@ impl Buffer {
         let json = serde_json::to_vec(&letter).expect("a dead letter serialises");
         // Insert first: a crash between the two leaves the record in both
         // trees (sent again later), never in neither.
-        self.inner
+        let previous = self
+            .inner
             .dead_letter
             .insert(record.seq.to_be_bytes(), json)
             .map_err(BufferError::Write)?;
-        self.inner
+        count_insert(&self.inner.dead_letter_len, &previous);
+        let removed = self
+            .inner
             .events
             .remove(record.seq.to_be_bytes())
             .map_err(BufferError::Write)?;
+        count_remove(&self.inner.events_len, &removed);
         Ok(())
     }
 
@@ -341,19 +383,19 @@ impl Buffer {
 
     /// Records waiting for Kafka.
     pub fn len(&self) -> usize {
-        self.inner.events.len()
+        self.inner.events_len.load(Ordering::SeqCst) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.events.is_empty()
+        self.len() == 0
     }
 
     pub fn dead_letter_len(&self) -> usize {
-        self.inner.dead_letter.len()
+        self.inner.dead_letter_len.load(Ordering::SeqCst) as usize
     }
 
     pub fn quarantine_len(&self) -> usize {
-        self.inner.quarantine.len()
+        self.inner.quarantine_len.load(Ordering::SeqCst) as usize
     }
 
     /// Highest sequence handed out so far.
@@ -425,6 +467,18 @@ impl Buffer {
                 buffer.request_flush();
             }
         });
+    }
+}
+
+fn count_insert(len: &AtomicU64, previous: &Option<sled::IVec>) {
+    if previous.is_none() {
+        len.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn count_remove(len: &AtomicU64, removed: &Option<sled::IVec>) {
+    if removed.is_some() {
+        len.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

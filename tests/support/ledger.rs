@@ -15,6 +15,8 @@ pub struct Emitted {
     pub topic: String,
     pub delivered: bool,
     #[serde(default)]
+    pub channel_id: Option<String>,
+    #[serde(default)]
     pub frame: Option<String>,
 }
 

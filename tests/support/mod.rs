@@ -434,6 +434,8 @@ pub struct Stack {
     pub broker: Broker,
     pub sim: Simulator,
     pub bridge: Bridge,
+    /// The OAuth client secret the bridge was given.
+    pub secret: String,
 }
 
 impl Stack {
@@ -475,6 +477,7 @@ impl Stack {
             broker,
             sim,
             bridge,
+            secret,
         }
     }
 }
