@@ -16,6 +16,7 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
         mut broker,
         sim,
         mut bridge,
+        ..
     } = Stack::start(dir.path(), 30);
 
     // 1. Normal traffic.

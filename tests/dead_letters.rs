@@ -20,6 +20,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
         broker,
         sim,
         mut bridge,
+        ..
     } = Stack::start_with(
         dir.path(),
         10,

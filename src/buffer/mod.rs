@@ -313,7 +313,8 @@ impl Buffer {
     pub fn remove(&self, seqs: &[u64]) -> Result<(), BufferError> {
         let mut batch = sled::Batch::default();
         let mut present = 0;
-        for seq in seqs {
+        let unique: std::collections::BTreeSet<&u64> = seqs.iter().collect();
+        for seq in unique {
             // An ack seen twice must not count twice.
             if self
                 .inner
