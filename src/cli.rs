@@ -68,7 +68,12 @@ pub fn main() -> ExitCode {
                     .map_err(anyhow::Error::from),
             )
         }
-        Command::Demo(args) => exit(actix_rt::System::new().block_on(crate::demo::run(args))),
+        Command::Demo(args) => {
+            // The system (and the bridge's Kafka clients) ends with this
+            // statement; the broker it returns is stopped after that.
+            let broker = actix_rt::System::new().block_on(crate::demo::run(args));
+            exit(broker.map(drop))
+        }
     }
 }
 

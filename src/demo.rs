@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,13 +55,16 @@ impl Drop for BrokerProcess {
     }
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// Runs the tour. Returns the broker process, to be stopped by the caller
+/// only after the actor system (and with it the bridge's Kafka clients) is
+/// gone, so the clients do not log the broker's disappearance.
+pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
     crate::telemetry_init::init_plain("info,librdkafka=warn,rdkafka=warn,actix_server=warn");
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     let bootstrap = format!("127.0.0.1:{}", args.kafka_port);
-    let _broker = start_broker(&args.tansu, &dir, &bootstrap)?;
+    let broker = start_broker(&args.tansu, &dir, &bootstrap)?;
     println!(
         "demo: Kafka broker (Tansu) on {bootstrap}, store {}",
         dir.join("tansu.db").display()
@@ -121,10 +124,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("demo: events landing in Kafka (Ctrl-C to stop):");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let target = Arc::new(AtomicU64::new(u64::MAX));
     let consumer = {
-        let stop = stop.clone();
+        let (stop, target) = (stop.clone(), target.clone());
         let bootstrap = bootstrap.clone();
-        std::thread::spawn(move || print_kafka(&bootstrap, &topics, &stop))
+        std::thread::spawn(move || print_kafka(&bootstrap, &topics, &stop, &target))
     };
     match args.duration {
         Some(secs) => {
@@ -135,21 +139,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         None => crate::app::shutdown_signal().await,
     }
-    sim.server.stop(true).await;
     let telemetry = bridge.telemetry.clone();
     bridge.shutdown(crate::app::DRAIN_GRACE).await;
-    stop.store(true, Ordering::SeqCst);
-    let printed = actix_rt::task::spawn_blocking(move || consumer.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the demo consumer panicked"))??;
-    let received = telemetry.counters.events_received.load(Ordering::Relaxed);
+    sim.server.stop(true).await;
+    // Let the consumer print what Kafka acknowledged, for a few seconds at most.
     let forwarded = telemetry.counters.events_forwarded.load(Ordering::Relaxed);
+    target.store(forwarded, Ordering::SeqCst);
+    let mut joined = actix_rt::task::spawn_blocking(move || consumer.join());
+    let finished = match actix_rt::time::timeout(Duration::from_secs(5), &mut joined).await {
+        Ok(finished) => finished,
+        Err(_) => {
+            stop.store(true, Ordering::SeqCst);
+            joined.await
+        }
+    };
+    let printed = finished?.map_err(|_| anyhow::anyhow!("the demo consumer panicked"))??;
+    let received = telemetry.counters.events_received.load(Ordering::Relaxed);
     println!(
-        "demo: the bridge received {received} events and Kafka acknowledged {forwarded}; \
-         the demo consumer printed {printed} (it stops reading at shutdown). Broker store and buffer stay in {}",
+        "demo: the bridge received {received} events, Kafka acknowledged {forwarded}, the demo consumer printed {printed}. \
+         Broker store and buffer stay in {}",
         dir.display()
     );
-    Ok(())
+    Ok(broker)
 }
 
 fn start_broker(tansu: &Path, dir: &Path, bootstrap: &str) -> anyhow::Result<BrokerProcess> {
@@ -191,8 +202,14 @@ fn start_broker(tansu: &Path, dir: &Path, bootstrap: &str) -> anyhow::Result<Bro
     Ok(broker)
 }
 
-/// Prints every record of `topics` until `stop`; returns how many.
-fn print_kafka(bootstrap: &str, topics: &[String], stop: &AtomicBool) -> anyhow::Result<u64> {
+/// Prints every record of `topics` until `stop`, or until `target` records
+/// were printed; returns how many.
+fn print_kafka(
+    bootstrap: &str,
+    topics: &[String],
+    stop: &AtomicBool,
+    target: &AtomicU64,
+) -> anyhow::Result<u64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "genesys-kafka-bridge-demo")
@@ -200,7 +217,7 @@ fn print_kafka(bootstrap: &str, topics: &[String], stop: &AtomicBool) -> anyhow:
         .create()?;
     let mut assigned = false;
     let mut count = 0u64;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) && count < target.load(Ordering::SeqCst) {
         if !assigned {
             // The bridge creates its topics at start-up: wait until they exist.
             let mut list = TopicPartitionList::new();
