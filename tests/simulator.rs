@@ -1386,6 +1386,57 @@ async fn generate_replies_even_when_the_client_stops_reading() {
             json!({"count": 300, "observation_conversations": 400}),
         )
         .await;
-    assert_eq!(r.body["delivered"], 300);
     assert_eq!(r.body["flushed"], false, "{}", r.body);
+    let delivered = r.body["delivered"].as_u64().unwrap();
+    assert!(
+        delivered < 300,
+        "frames still queued for a client that does not read are not delivered yet: {}",
+        r.body
+    );
+}
+
+/// Counts the `/sim/emitted` entries whose frame reached a socket.
+async fn delivered_in_log(sim: &Sim) -> usize {
+    sim.get("", "/sim/emitted").await.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["delivered"] == true)
+        .count()
+}
+
+#[actix_rt::test]
+async fn frames_queued_to_a_socket_that_goes_away_are_not_delivered() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[sim.queue_topic(0)],
+        "",
+    )
+    .await;
+    let unread = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+    // ~100 KB frames: most stay queued behind a client that does not read.
+    let r = sim
+        .control(
+            "/sim/generate",
+            json!({"count": 300, "observation_conversations": 400}),
+        )
+        .await;
+    assert_eq!(r.body["flushed"], false, "{}", r.body);
+    // The client goes away: what was still queued is never written.
+    drop(unread);
+    let state = wait_state(&sim, "the socket to close", |s| {
+        s["channels"][0]["connected"] == false
+            && s["events_delivered"].as_u64().unwrap() + s["events_dropped"].as_u64().unwrap()
+                == 300
+    })
+    .await;
+    let delivered = state["events_delivered"].as_u64().unwrap();
+    assert!(delivered < 300, "{state}");
+    assert_eq!(delivered_in_log(&sim).await as u64, delivered, "{state}");
 }

@@ -116,13 +116,15 @@ pub(crate) async fn generate(
     // actor only runs while its connection accepts writes, so a client that
     // stops reading would hold the reply forever: bounded by FLUSH_WAIT,
     // and `flushed` says whether it was reached.
-    let flushes = outcome.sockets.values().map(|s| s.addr.send(Flush));
+    let flushes = outcome.sockets.values().map(|(s, _)| s.addr.send(Flush));
     let flushed = actix_web::rt::time::timeout(FLUSH_WAIT, futures_util::future::join_all(flushes))
         .await
         .is_ok();
     Ok(HttpResponse::Ok().json(json!({
         "emitted": outcome.emitted,
-        "delivered": outcome.delivered,
+        // Written by now: not the frames still queued for a slow client,
+        // nor those a socket that closed meanwhile never wrote.
+        "delivered": outcome.delivered(),
         "first_seq": outcome.first_seq,
         "last_seq": outcome.last_seq,
         "flushed": flushed,
@@ -162,7 +164,7 @@ pub(crate) async fn emitted(
                 "topic": &*r.topic,
                 "channel_id": r.channel_id.as_deref(),
                 "emitted_at_ms": r.emitted_at_ms,
-                "delivered": r.delivered,
+                "delivered": r.delivered(),
             });
             if frames {
                 event["frame"] = Value::from(&*r.frame);

@@ -5,6 +5,8 @@
 //! subscribed to its topic, with the same CorrelationId (as overlapping
 //! sockets during a rollover see it); it is recorded once per channel, and
 //! as undelivered when the channel has no open socket (Genesys drops it).
+//! A frame queued to an open socket counts as delivered once the socket has
+//! written it (see `socket::Progress`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use actix_web::web;
 
 use super::clock::epoch_ms;
 use super::events::{self, BodyContext};
-use super::socket::Deliver;
+use super::socket::{Deliver, Progress};
 use super::state::{EmittedRecord, SimState, SocketRef};
 use super::topics::Topic;
 
@@ -39,12 +41,21 @@ pub(crate) struct GenerateOptions {
 #[derive(Debug, Default)]
 pub(crate) struct EmitOutcome {
     pub emitted: u64,
-    /// Frames handed to open sockets.
-    pub delivered: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// Sockets that got frames (to await their flush).
-    pub sockets: HashMap<u64, SocketRef>,
+    /// Sockets that got frames (to await their flush), with the seqs of
+    /// the frames queued to each, in order.
+    pub sockets: HashMap<u64, (SocketRef, Vec<u64>)>,
+}
+
+impl EmitOutcome {
+    /// Frames of this outcome handed to open sockets so far.
+    pub fn delivered(&self) -> u64 {
+        self.sockets
+            .values()
+            .map(|(socket, seqs)| seqs.partition_point(|&seq| socket.progress.wrote(seq)) as u64)
+            .sum()
+    }
 }
 
 /// A channel subscribed to a topic, with its open socket if any.
@@ -122,30 +133,36 @@ fn emit_chunk(
         let correlation_id = uuid::Uuid::new_v4();
         let body = events::body(topic, &ctx, &mut inner.rng);
         let frame: Arc<str> = events::envelope(name, &body, &correlation_id).into();
-        let record = |channel_id: Option<Arc<str>>, delivered: bool| EmittedRecord {
+        let record = |channel_id: Option<Arc<str>>, socket: Option<Arc<Progress>>| EmittedRecord {
             seq,
             correlation_id,
             topic: name.clone(),
             channel_id,
             emitted_at_ms: now_ms,
-            delivered,
+            socket,
             frame: frame.clone(),
         };
         match subscribers.get(name) {
-            None => inner.record(record(None, false), limit),
+            None => inner.record(record(None, None), limit),
             Some(list) => {
                 for (channel_id, socket) in list {
                     let socket = socket.as_ref().filter(|_| !blackhole);
                     if let Some(socket) = socket {
                         // Queued under the lock: mailbox order is seq order.
-                        socket.addr.do_send(Deliver(frame.clone()));
-                        outcome.delivered += 1;
+                        socket.progress.queue();
+                        socket.addr.do_send(Deliver {
+                            frame: frame.clone(),
+                            seq,
+                        });
                         outcome
                             .sockets
                             .entry(socket.id)
-                            .or_insert_with(|| socket.clone());
+                            .or_insert_with(|| (socket.clone(), Vec::new()))
+                            .1
+                            .push(seq);
                     }
-                    inner.record(record(Some(channel_id.clone()), socket.is_some()), limit);
+                    let progress = socket.map(|s| s.progress.clone());
+                    inner.record(record(Some(channel_id.clone()), progress), limit);
                 }
             }
         }

@@ -80,6 +80,9 @@
 //!   An event goes to every channel subscribed to its topic with the same
 //!   CorrelationId. Per channel, frames arrive in `seq` order. Events for a
 //!   channel without an open socket are dropped (recorded as undelivered).
+//!   A frame counts as delivered once the socket has handed it to the
+//!   connection: frames still queued for a client that does not read are
+//!   not, and those still queued when the socket closes never are.
 //!
 //! Incoming frames up to `--max-frame-size` are accepted.
 //!
@@ -90,7 +93,8 @@
 //!   subscribed topics of all live channels (or over `topics`), and replies
 //!   once every frame has been handed to its socket:
 //!   `{"emitted":N,"delivered":D,"first_seq":a,"last_seq":b,"flushed":true}`
-//!   (`delivered` counts frames for open sockets). A socket only takes
+//!   (`delivered` counts frames handed to open sockets by the time of the
+//!   reply, one per receiving channel). A socket only takes
 //!   frames while its client reads; after 5 s of waiting for a client that
 //!   does not, the reply comes anyway with `"flushed":false` (the frames
 //!   stay queued, in order, and are written when the client reads). 409
@@ -104,7 +108,9 @@
 //!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq"}`:
 //!   events with `seq > K` (default 0: all), one entry per receiving channel
 //!   (`channel_id` null when nobody subscribed), oldest first; `frame` is the
-//!   exact text frame (only with `frames=true`). Heartbeats, pongs and
+//!   exact text frame (only with `frames=true`); `delivered`: the frame was
+//!   handed to the channel's open socket (false while it is still queued
+//!   for a client that does not read). Heartbeats, pongs and
 //!   system messages are not recorded. Keeps the last `--event-log-limit`.
 //! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
 //!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,

@@ -5,6 +5,7 @@
 //! messages, and writes the notification frames the generator queues in its
 //! mailbox (in seq order: see `state.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +23,48 @@ pub(crate) const HEARTBEAT: &str =
     r#"{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}"#;
 pub(crate) const PONG: &str = r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#;
 
-/// A text frame to write as is (notification or system message).
+/// A notification frame to write as is, with its event's `seq`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Deliver(pub Arc<str>);
+pub(crate) struct Deliver {
+    pub frame: Arc<str>,
+    pub seq: u64,
+}
+
+/// What one socket was given and what it actually wrote, shared between the
+/// socket actor, the channel and the event log. A frame counts as delivered
+/// once the actor has handed it to the connection, not when it is queued in
+/// the actor's mailbox: a client that stops reading, then goes away, never
+/// gets what was still queued.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Frames queued to the socket (under the state lock).
+    queued: AtomicU64,
+    /// Frames handed to the connection.
+    written: AtomicU64,
+    /// `seq` of the last frame handed to the connection. Frames reach a
+    /// socket in seq order, so every queued frame up to it was written.
+    written_seq: AtomicU64,
+}
+
+impl Progress {
+    /// Called under the state lock, right before queueing the frame.
+    pub fn queue(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the frame of event `seq` queued to this socket was written.
+    pub fn wrote(&self, seq: u64) -> bool {
+        self.written_seq.load(Ordering::Acquire) >= seq
+    }
+
+    /// Frames queued but never written (final once the socket is detached).
+    pub fn unwritten(&self) -> u64 {
+        self.queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.written.load(Ordering::Relaxed))
+    }
+}
 
 /// Ends the connection: with a close frame, or (`code: None`) by dropping the
 /// TCP connection without one, as a proxy killing an idle connection does.
@@ -107,6 +146,7 @@ pub(crate) struct ChannelSocket {
     state: web::Data<SimState>,
     channel_id: String,
     socket_id: u64,
+    progress: Arc<Progress>,
 }
 
 impl Actor for ChannelSocket {
@@ -123,7 +163,8 @@ impl Actor for ChannelSocket {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         tracing::debug!(channel = %self.channel_id, socket = self.socket_id, "socket closed");
-        self.state.detach_socket(&self.channel_id, self.socket_id);
+        self.state
+            .detach_socket(&self.channel_id, self.socket_id, &self.progress);
     }
 }
 
@@ -131,7 +172,10 @@ impl Handler<Deliver> for ChannelSocket {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        ctx.text(msg.0.as_ref());
+        ctx.text(msg.frame.as_ref());
+        self.progress.written.fetch_add(1, Ordering::Relaxed);
+        self.progress.written_seq.store(msg.seq, Ordering::Release);
+        self.state.count_delivered();
     }
 }
 
@@ -292,10 +336,12 @@ pub(crate) async fn connect(
         )));
     }
     let socket_id = state.next_socket_id();
+    let progress = Arc::new(Progress::default());
     let actor = ChannelSocket {
         state: state.clone(),
         channel_id: channel_id.clone(),
         socket_id,
+        progress: progress.clone(),
     };
     let (addr, response) = ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(state.settings.max_frame_size)
@@ -307,6 +353,7 @@ pub(crate) async fn connect(
             SocketRef {
                 id: socket_id,
                 addr: addr.clone(),
+                progress,
             },
         )
         .is_err()

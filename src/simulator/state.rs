@@ -7,7 +7,7 @@
 //! order. Nothing slow ever happens under the lock (no I/O, no awaits).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ use super::errors::ApiError;
 use super::faults::Faults;
 use super::generator::GeneratorJob;
 use super::ids;
-use super::socket::{ChannelSocket, Shutdown};
+use super::socket::{ChannelSocket, Progress, Shutdown};
 use super::topics::{Rejection, Topic};
 
 /// Validated, immutable settings derived from [`SimulatorArgs`]. Not
@@ -85,6 +85,8 @@ struct TokenRecord {
 pub(crate) struct SocketRef {
     pub id: u64,
     pub addr: Addr<ChannelSocket>,
+    /// What the socket was given and wrote.
+    pub progress: Arc<Progress>,
 }
 
 #[derive(Debug)]
@@ -218,8 +220,18 @@ pub(crate) struct EmittedRecord {
     /// `None` when no channel was subscribed to the topic.
     pub channel_id: Option<Arc<str>>,
     pub emitted_at_ms: u64,
-    pub delivered: bool,
+    /// The socket the frame was queued to (`None`: dropped at once, no open
+    /// socket or black-holed).
+    pub socket: Option<Arc<Progress>>,
     pub frame: Arc<str>,
+}
+
+impl EmittedRecord {
+    /// Whether the frame was handed to an open socket (so far: a frame
+    /// still queued for a client that does not read is not, yet).
+    pub fn delivered(&self) -> bool {
+        self.socket.as_ref().is_some_and(|p| p.wrote(self.seq))
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -231,8 +243,10 @@ pub(crate) struct Counters {
     pub sockets_opened: u64,
     pub events_generated: u64,
     /// Per receiving channel: an event for two channels counts twice.
+    /// Frames handed to an open socket (see `SimState::count_delivered`).
     pub events_delivered: u64,
-    /// Events for channels without an open socket (and black-holed ones).
+    /// Events for channels without an open socket (and black-holed ones),
+    /// and frames still queued to a socket when it closed.
     pub events_dropped: u64,
 }
 
@@ -269,9 +283,7 @@ impl Inner {
 
     /// Appends to the event log, forgetting the oldest beyond `limit`.
     pub fn record(&mut self, record: EmittedRecord, limit: usize) {
-        if record.delivered {
-            self.counters.events_delivered += 1;
-        } else {
+        if record.socket.is_none() {
             self.counters.events_dropped += 1;
         }
         self.log.push_back(record);
@@ -295,6 +307,8 @@ pub(crate) struct SimState {
     pub directory: Directory,
     pub faults: Faults,
     inner: Mutex<Inner>,
+    /// `events_delivered`, counted by the socket actors as they write.
+    delivered: AtomicU64,
     shutting_down: AtomicBool,
 }
 
@@ -317,6 +331,7 @@ impl SimState {
                 jobs: HashMap::new(),
                 next_job_id: 0,
             }),
+            delivered: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -325,6 +340,11 @@ impl SimState {
         // Every critical section leaves `Inner` consistent between
         // statements that can panic, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A socket handed one notification frame to its connection.
+    pub fn count_delivered(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn begin_shutdown(&self) {
@@ -634,14 +654,17 @@ impl SimState {
         Ok(())
     }
 
-    /// Forgets the channel's socket if it still is `socket_id`.
-    pub fn detach_socket(&self, id: &str, socket_id: u64) {
+    /// The socket `socket_id` has stopped: forgets it if it still is the
+    /// channel's socket, and counts the frames it never wrote as dropped.
+    pub fn detach_socket(&self, id: &str, socket_id: u64, progress: &Progress) {
         let mut inner = self.lock();
         if let Some(channel) = inner.channels.get_mut(id) {
             if channel.socket.as_ref().is_some_and(|s| s.id == socket_id) {
                 channel.socket = None;
             }
         }
+        // Detached (now or before, under this lock): nothing more is queued.
+        inner.counters.events_dropped += progress.unwritten();
     }
 
     /// Detaches the channel's socket if it still is `socket_id`; says so.
@@ -751,7 +774,10 @@ impl SimState {
                 })
                 .collect(),
             tokens_active: inner.tokens.values().filter(|t| t.expires > now).count(),
-            counters: inner.counters.clone(),
+            counters: Counters {
+                events_delivered: self.delivered.load(Ordering::Relaxed),
+                ..inner.counters.clone()
+            },
             last_seq: inner.next_seq - 1,
             generator_running: !inner.jobs.is_empty(),
             generator_jobs: inner.jobs.len(),
