@@ -1440,3 +1440,50 @@ async fn frames_queued_to_a_socket_that_goes_away_are_not_delivered() {
     assert!(delivered < 300, "{state}");
     assert_eq!(delivered_in_log(&sim).await as u64, delivered, "{state}");
 }
+
+#[actix_rt::test]
+async fn a_client_that_does_not_read_has_its_socket_closed_at_the_backlog_bound() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[sim.queue_topic(0)],
+        "",
+    )
+    .await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+    // ~250 KB frames, ~100 MB in all: beyond the 64 MiB a socket may queue.
+    let r = sim
+        .control(
+            "/sim/generate",
+            json!({"count": 400, "observation_conversations": 1000}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let state = sim.state().await;
+    assert_eq!(
+        state["channels"][0]["connected"], false,
+        "the socket was given up on: {state}"
+    );
+    let dropped = state["events_dropped"].as_u64().unwrap();
+    assert!(dropped > 0 && dropped < 400, "{state}");
+
+    // Reading again, the client gets what was queued, then a 1008 close.
+    let mut frames = 0u64;
+    let close = loop {
+        match next_frame(&mut ws, Duration::from_secs(30)).await {
+            Some(Frame::Text(_)) => frames += 1,
+            Some(Frame::Close(reason)) => break reason,
+            Some(_) => {}
+            None => panic!("connection ended without a close frame after {frames} frames"),
+        }
+    };
+    assert_eq!(close.map(|r| r.code), Some(CloseCode::Policy));
+    let state = sim.state().await;
+    assert_eq!(state["events_delivered"].as_u64().unwrap(), 400 - dropped);
+    assert!(frames >= 400 - dropped, "{frames} frames, {state}");
+}

@@ -143,7 +143,7 @@ pub(crate) async fn emitted(
     let channel = params.get("channel_id").map(String::as_str);
 
     // Copy out (cheap Arc clones) and serialize after releasing the lock.
-    let (records, last_seq) = {
+    let (records, last_seq, forgotten) = {
         let inner = state.lock();
         let start = inner.log.partition_point(|r| r.seq <= since);
         let records: Vec<_> = inner
@@ -153,7 +153,7 @@ pub(crate) async fn emitted(
             .take(limit)
             .cloned()
             .collect();
-        (records, inner.next_seq - 1)
+        (records, inner.next_seq - 1, inner.forgotten)
     };
     let events: Vec<Value> = records
         .iter()
@@ -175,7 +175,7 @@ pub(crate) async fn emitted(
     // `Value`'s Display is serde_json's own (optimized) code: tens of MB of
     // frames serialize several times faster than through a generic
     // `to_string` instantiated in this crate's dev build.
-    let body = json!({"events": events, "last_seq": last_seq}).to_string();
+    let body = json!({"events": events, "last_seq": last_seq, "forgotten": forgotten}).to_string();
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))

@@ -18,7 +18,7 @@ use actix_web::web;
 use super::clock::epoch_ms;
 use super::events::{self, BodyContext};
 use super::socket::{Deliver, Progress};
-use super::state::{EmittedRecord, SimState, SocketRef};
+use super::state::{EmittedRecord, SimState, SocketRef, EVENT_LOG_MAX_BYTES};
 use super::topics::Topic;
 
 /// Events generated per lock acquisition: keeps REST calls and sockets
@@ -28,6 +28,13 @@ const CHUNK: u64 = 256;
 const MAX_PER_TICK: u64 = 20_000;
 /// Tick of background jobs.
 const TICK: Duration = Duration::from_millis(20);
+/// Most frame bytes queued to one socket and not written yet. A client that
+/// stops reading would otherwise make its socket's queue grow without end
+/// (a `--rate` job runs forever): beyond this the simulator gives up on the
+/// socket, as a server gives up on a slow consumer: it is detached from its
+/// channel (later events are undelivered) and told to close (1008) once
+/// the frames queued before are written.
+pub(crate) const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GenerateOptions {
@@ -143,13 +150,25 @@ fn emit_chunk(
             frame: frame.clone(),
         };
         match subscribers.get(name) {
-            None => inner.record(record(None, None), limit),
+            None => inner.record(record(None, None), limit, EVENT_LOG_MAX_BYTES),
             Some(list) => {
                 for (channel_id, socket) in list {
-                    let socket = socket.as_ref().filter(|_| !blackhole);
+                    let socket = socket
+                        .as_ref()
+                        .filter(|s| !blackhole && !s.progress.given_up());
+                    let socket = match socket {
+                        Some(s)
+                            if s.progress.backlog_bytes() + frame.len() as u64
+                                > MAX_BACKLOG_BYTES =>
+                        {
+                            inner.give_up_socket(channel_id, s);
+                            None
+                        }
+                        other => other,
+                    };
                     if let Some(socket) = socket {
                         // Queued under the lock: mailbox order is seq order.
-                        socket.progress.queue();
+                        socket.progress.queue(frame.len());
                         socket.addr.do_send(Deliver {
                             frame: frame.clone(),
                             seq,
@@ -162,7 +181,11 @@ fn emit_chunk(
                             .push(seq);
                     }
                     let progress = socket.map(|s| s.progress.clone());
-                    inner.record(record(Some(channel_id.clone()), progress), limit);
+                    inner.record(
+                        record(Some(channel_id.clone()), progress),
+                        limit,
+                        EVENT_LOG_MAX_BYTES,
+                    );
                 }
             }
         }

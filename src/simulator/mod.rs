@@ -82,7 +82,12 @@
 //!   channel without an open socket are dropped (recorded as undelivered).
 //!   A frame counts as delivered once the socket has handed it to the
 //!   connection: frames still queued for a client that does not read are
-//!   not, and those still queued when the socket closes never are.
+//!   not, and those still queued when the socket closes never are. A socket
+//!   queues at most 64 MiB of frames its client has not read: beyond that
+//!   the simulator gives up on it, as a server gives up on a slow consumer:
+//!   the socket is detached from its channel (later events for the channel
+//!   are undelivered) and closed (1008 "client is not reading…") after the
+//!   frames queued before it are written.
 //!
 //! Incoming frames up to `--max-frame-size` are accepted.
 //!
@@ -105,13 +110,17 @@
 //!   10,000) sets how many conversations queue observations list: large
 //!   values give frames of tens or hundreds of KB.
 //! * `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
-//!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq"}`:
+//!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq","forgotten"}`:
 //!   events with `seq > K` (default 0: all), one entry per receiving channel
 //!   (`channel_id` null when nobody subscribed), oldest first; `frame` is the
 //!   exact text frame (only with `frames=true`); `delivered`: the frame was
 //!   handed to the channel's open socket (false while it is still queued
 //!   for a client that does not read). Heartbeats, pongs and
-//!   system messages are not recorded. Keeps the last `--event-log-limit`.
+//!   system messages are not recorded. The log is bounded: it keeps the
+//!   last `--event-log-limit` entries (default 1,000,000) and at most
+//!   256 MiB of frame text (a frame shared by several channels counts
+//!   once), forgetting the oldest entries first; `forgotten` counts the
+//!   entries forgotten so far (non-zero: the oldest events are gone).
 //! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
 //!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,
 //!   `tokens_active`, `channels_created|expired|evicted`, `sockets_opened`,

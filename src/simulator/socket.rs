@@ -5,7 +5,7 @@
 //! messages, and writes the notification frames the generator queues in its
 //! mailbox (in seq order: see `state.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,11 @@ pub(crate) struct Progress {
     queued: AtomicU64,
     /// Frames handed to the connection.
     written: AtomicU64,
+    /// Bytes of the frames queued / handed to the connection.
+    queued_bytes: AtomicU64,
+    written_bytes: AtomicU64,
+    /// Set when the generator gave up on a client that does not read.
+    given_up: AtomicBool,
     /// `seq` of the last frame handed to the connection. Frames reach a
     /// socket in seq order, so every queued frame up to it was written.
     written_seq: AtomicU64,
@@ -49,8 +54,24 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Called under the state lock, right before queueing the frame.
-    pub fn queue(&self) {
+    pub fn queue(&self, bytes: usize) {
         self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes queued to the socket and not written yet.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.queued_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.written_bytes.load(Ordering::Relaxed))
+    }
+
+    pub fn give_up(&self) {
+        self.given_up.store(true, Ordering::Relaxed);
+    }
+
+    pub fn given_up(&self) -> bool {
+        self.given_up.load(Ordering::Relaxed)
     }
 
     /// Whether the frame of event `seq` queued to this socket was written.
@@ -119,6 +140,14 @@ impl Shutdown {
         }
     }
 
+    /// The client stopped reading and its backlog reached the bound.
+    pub fn too_slow() -> Self {
+        Shutdown {
+            code: Some(CloseCode::Policy),
+            reason: "client is not reading: send backlog full",
+        }
+    }
+
     pub fn server_stopping() -> Self {
         Shutdown {
             code: Some(CloseCode::Away),
@@ -174,6 +203,9 @@ impl Handler<Deliver> for ChannelSocket {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         ctx.text(msg.frame.as_ref());
         self.progress.written.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .written_bytes
+            .fetch_add(msg.frame.len() as u64, Ordering::Relaxed);
         self.progress.written_seq.store(msg.seq, Ordering::Release);
         self.state.count_delivered();
     }

@@ -26,6 +26,11 @@ use super::ids;
 use super::socket::{ChannelSocket, Progress, Shutdown};
 use super::topics::{Rejection, Topic};
 
+/// Most bytes of frame text the event log keeps (each event's frame counted
+/// once, however many channels got it): with `observation_conversations`
+/// frames reach megabytes, so an entry count alone does not bound memory.
+pub(crate) const EVENT_LOG_MAX_BYTES: usize = 256 * 1024 * 1024;
+
 /// Validated, immutable settings derived from [`SimulatorArgs`]. Not
 /// `Debug`: it holds the client secret, which must never reach a log.
 pub(crate) struct Settings {
@@ -260,6 +265,10 @@ pub(crate) struct Inner {
     /// Next event sequence number (the first event gets 1).
     pub next_seq: u64,
     pub log: VecDeque<EmittedRecord>,
+    /// Frame bytes held by `log` (each seq once).
+    log_bytes: usize,
+    /// Entries forgotten from the front of `log` so far.
+    pub forgotten: u64,
     /// Round-robin position over the subscribed topics.
     pub cursor: usize,
     /// Seeded generator behind event bodies.
@@ -281,15 +290,46 @@ impl Inner {
         }
     }
 
-    /// Appends to the event log, forgetting the oldest beyond `limit`.
-    pub fn record(&mut self, record: EmittedRecord, limit: usize) {
+    /// Appends to the event log, forgetting the oldest entries beyond
+    /// `limit` entries or `max_bytes` bytes of frames (the newest entry is
+    /// always kept).
+    pub fn record(&mut self, record: EmittedRecord, limit: usize, max_bytes: usize) {
         if record.socket.is_none() {
             self.counters.events_dropped += 1;
         }
-        self.log.push_back(record);
-        while self.log.len() > limit {
-            self.log.pop_front();
+        // Copies of one event (one per channel) are adjacent and share the
+        // frame: its bytes count while any copy is in the log.
+        if self.log.back().map(|r| r.seq) != Some(record.seq) {
+            self.log_bytes += record.frame.len();
         }
+        self.log.push_back(record);
+        while self.log.len() > limit || (self.log_bytes > max_bytes && self.log.len() > 1) {
+            let Some(gone) = self.log.pop_front() else {
+                break;
+            };
+            self.forgotten += 1;
+            if self.log.front().map(|r| r.seq) != Some(gone.seq) {
+                self.log_bytes -= gone.frame.len();
+            }
+        }
+    }
+
+    /// Gives up on a socket whose client does not read: detaches it from
+    /// its channel and tells it to close after what is already queued.
+    pub fn give_up_socket(&mut self, channel_id: &str, socket: &SocketRef) {
+        socket.progress.give_up();
+        if let Some(channel) = self.channels.get_mut(channel_id) {
+            if channel.socket.as_ref().is_some_and(|s| s.id == socket.id) {
+                channel.socket = None;
+            }
+        }
+        tracing::warn!(
+            channel = channel_id,
+            socket = socket.id,
+            backlog_bytes = socket.progress.backlog_bytes(),
+            "client is not reading: closing its socket"
+        );
+        socket.addr.do_send(Shutdown::too_slow());
     }
 
     /// Removes a channel and closes its socket with `reason`.
@@ -326,6 +366,8 @@ impl SimState {
                 counters: Counters::default(),
                 next_seq: 1,
                 log: VecDeque::new(),
+                log_bytes: 0,
+                forgotten: 0,
                 cursor: 0,
                 rng: StdRng::seed_from_u64(args.seed),
                 jobs: HashMap::new(),
@@ -809,4 +851,55 @@ pub(crate) struct StateView {
     pub generator_running: bool,
     pub generator_jobs: usize,
     pub faults: super::faults::FaultsView,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, channel: &str, frame: &Arc<str>) -> EmittedRecord {
+        EmittedRecord {
+            seq,
+            correlation_id: uuid::Uuid::nil(),
+            topic: "v2.users.x.presence".into(),
+            channel_id: Some(channel.into()),
+            emitted_at_ms: 0,
+            socket: None,
+            frame: frame.clone(),
+        }
+    }
+
+    fn state() -> SimState {
+        SimState::new(&SimulatorArgs::default(), "ws://127.0.0.1:1".into()).unwrap()
+    }
+
+    #[test]
+    fn event_log_is_bounded_by_entries() {
+        let state = state();
+        let mut inner = state.lock();
+        let frame: Arc<str> = "x".into();
+        for seq in 1..=10 {
+            inner.record(entry(seq, "a", &frame), 4, usize::MAX);
+        }
+        let seqs: Vec<u64> = inner.log.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [7, 8, 9, 10]);
+        assert_eq!(inner.forgotten, 6);
+        assert_eq!(inner.counters.events_dropped, 10);
+    }
+
+    #[test]
+    fn event_log_is_bounded_by_frame_bytes_counting_shared_frames_once() {
+        let state = state();
+        let mut inner = state.lock();
+        let frame: Arc<str> = "y".repeat(1000).into();
+        for seq in 1..=10 {
+            // Two channels got each event: one frame of 1000 bytes.
+            inner.record(entry(seq, "a", &frame), usize::MAX, 3500);
+            inner.record(entry(seq, "b", &frame), usize::MAX, 3500);
+        }
+        let seqs: Vec<u64> = inner.log.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [8, 8, 9, 9, 10, 10]);
+        assert_eq!(inner.log_bytes, 3000);
+        assert_eq!(inner.forgotten, 14);
+    }
 }
