@@ -1487,3 +1487,27 @@ async fn a_client_that_does_not_read_has_its_socket_closed_at_the_backlog_bound(
     assert_eq!(state["events_delivered"].as_u64().unwrap(), 400 - dropped);
     assert!(frames >= 400 - dropped, "{frames} frames, {state}");
 }
+
+#[actix_rt::test]
+async fn oversized_bodies_get_a_genesys_413() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let path = format!(
+        "/api/v2/notifications/channels/{}/subscriptions",
+        channel["id"].as_str().unwrap()
+    );
+    let body = vec![b' '; 17 * 1024 * 1024];
+    let resp = sim
+        .http
+        .put(sim.url(&path))
+        .bearer_auth(&token)
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .expect("PUT");
+    let r = reply(resp).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.body["status"], 413, "{}", r.body);
+    assert!(r.body["code"].is_string() && r.body["contextId"].is_string());
+}

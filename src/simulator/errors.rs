@@ -139,6 +139,35 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Middleware hook: an error reply that is not JSON (actix's own, e.g. 413
+/// for a body over the size limit, which it answers in plain text) gets the
+/// Genesys shape, so that clients see one error format everywhere.
+pub(crate) fn genesys_shape<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::middleware::ErrorHandlerResponse;
+
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = res.response().error().map_or_else(
+        || format!("HTTP {} {reason}", status.as_u16()),
+        |e| e.to_string(),
+    );
+    let code = reason.to_ascii_lowercase().replace([' ', '-'], ".");
+    let (req, _) = res.into_parts();
+    let res = ApiError::new(status, &code, message).error_response();
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, res).map_into_right_body(),
+    ))
+}
+
 /// An OAuth (login) error: `{"error","description","error_description"}`.
 #[derive(Debug, Clone)]
 pub(crate) struct OAuthError {

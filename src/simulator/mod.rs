@@ -25,7 +25,8 @@
 //! * Every `/api/v2` call needs `Authorization: Bearer <token>`; missing →
 //!   401 `authentication.required`, unknown/expired → 401 `bad.credentials`.
 //!   Errors are `{"message","code","status","contextId","details","errors"}`;
-//!   unknown routes are 404 `not.found`.
+//!   unknown routes are 404 `not.found`; request bodies over 16 MiB are 413
+//!   (every error reply has this shape, except `/oauth/token`'s own).
 //! * `POST /api/v2/notifications/channels` →
 //!   `{"id":"streaming-0-…","connectUri":"ws://host:port/channels/<id>","expires"}`.
 //!   At `--max-channels` per OAuth client, creating one more removes the
@@ -244,6 +245,9 @@ pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
         App::new()
             .app_data(app_state.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY))
+            .wrap(
+                actix_web::middleware::ErrorHandlers::new().default_handler(errors::genesys_shape),
+            )
             .configure(routes)
             .default_service(web::to(not_found))
     })
