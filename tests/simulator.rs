@@ -1393,6 +1393,11 @@ async fn generate_replies_even_when_the_client_stops_reading() {
         "frames still queued for a client that does not read are not delivered yet: {}",
         r.body
     );
+    // The client still does not read: nothing more was written since.
+    assert_eq!(
+        sim.state().await["events_delivered"].as_u64(),
+        Some(delivered)
+    );
 }
 
 /// Counts the `/sim/emitted` entries whose frame reached a socket.

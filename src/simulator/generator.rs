@@ -50,9 +50,10 @@ pub(crate) struct EmitOutcome {
     pub emitted: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// Sockets that got frames (to await their flush), with the seqs of
-    /// the frames queued to each, in order.
-    pub sockets: HashMap<u64, (SocketRef, Vec<u64>)>,
+    /// Sockets that got frames (to await their flush), with the positions
+    /// of those frames in each socket's queue, as runs `(first, len)` (one
+    /// run per chunk at most: other generators interleave only between).
+    pub sockets: HashMap<u64, (SocketRef, Vec<(u64, u64)>)>,
 }
 
 impl EmitOutcome {
@@ -60,7 +61,10 @@ impl EmitOutcome {
     pub fn delivered(&self) -> u64 {
         self.sockets
             .values()
-            .map(|(socket, seqs)| seqs.partition_point(|&seq| socket.progress.wrote(seq)) as u64)
+            .flat_map(|(socket, runs)| {
+                runs.iter()
+                    .map(|&(first, len)| socket.progress.written_of(first, len))
+            })
             .sum()
     }
 }
@@ -168,17 +172,20 @@ fn emit_chunk(
                     };
                     if let Some(socket) = socket {
                         // Queued under the lock: mailbox order is seq order.
-                        socket.progress.queue(frame.len());
+                        let position = socket.progress.queue(frame.len());
                         socket.addr.do_send(Deliver {
                             frame: frame.clone(),
                             seq,
                         });
-                        outcome
+                        let runs = &mut outcome
                             .sockets
                             .entry(socket.id)
                             .or_insert_with(|| (socket.clone(), Vec::new()))
-                            .1
-                            .push(seq);
+                            .1;
+                        match runs.last_mut() {
+                            Some((first, len)) if *first + *len == position => *len += 1,
+                            _ => runs.push((position, 1)),
+                        }
                     }
                     let progress = socket.map(|s| s.progress.clone());
                     inner.record(

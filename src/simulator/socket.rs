@@ -54,9 +54,17 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Called under the state lock, right before queueing the frame.
-    pub fn queue(&self, bytes: usize) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
+    /// Returns the frame's position in the socket's queue (1 for the first).
+    pub fn queue(&self, bytes: usize) -> u64 {
         self.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.queued.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// How many of the `len` frames queued at positions `first..` have
+    /// been written (frames are written in queue order).
+    pub fn written_of(&self, first: u64, len: u64) -> u64 {
+        let written = self.written.load(Ordering::Relaxed);
+        written.saturating_sub(first - 1).min(len)
     }
 
     /// Bytes queued to the socket and not written yet.
