@@ -1516,3 +1516,46 @@ async fn oversized_bodies_get_a_genesys_413() {
     assert_eq!(r.body["status"], 413, "{}", r.body);
     assert!(r.body["code"].is_string() && r.body["contextId"].is_string());
 }
+
+#[actix_rt::test]
+async fn a_blackholed_socket_gets_nothing_not_even_socket_closing() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    sim.subscribe(
+        &token,
+        channel["id"].as_str().unwrap(),
+        &[sim.queue_topic(0)],
+        "",
+    )
+    .await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket", |s| s["sockets_opened"] == 1).await;
+    sim.control("/sim/faults", json!({"blackhole": true})).await;
+
+    let r = sim.control("/sim/generate", json!({"count": 2})).await;
+    assert_eq!(r.body["delivered"], 0, "{}", r.body);
+    send_text(&mut ws, r#"{"message":"ping"}"#).await;
+    let r = sim
+        .control(
+            "/sim/faults/socket-closing",
+            json!({"close_after_secs": 0.2}),
+        )
+        .await;
+    assert_eq!(r.body["notified"], 1);
+    // Nothing reaches the socket until it is closed: no event, no pong, no
+    // socket_closing notice.
+    loop {
+        match next_frame(&mut ws, WAIT).await {
+            Some(Frame::Close(Some(reason))) => {
+                assert_eq!(reason.code, CloseCode::Away);
+                break;
+            }
+            Some(Frame::Ping(_) | Frame::Pong(_)) => {}
+            other => panic!("a black-holed socket got {other:?}"),
+        }
+    }
+    let state = sim.state().await;
+    assert_eq!(state["events_dropped"], 2, "{state}");
+}

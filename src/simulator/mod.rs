@@ -141,7 +141,8 @@
 //!   - `heartbeats: false`: no heartbeats (a half-open connection);
 //!   - `pong: false`: no pong to pings (text or protocol);
 //!   - `blackhole: true`: sockets stay open but nothing reaches them
-//!     (events count as undelivered, no heartbeats, pongs or replies).
+//!     (events count as undelivered, no heartbeats, pongs, replies or
+//!     `v2.system.socket_closing` notices).
 //!
 //!   Replies with all faults, as `GET /sim/faults` does. `DELETE /sim/faults`
 //!   clears them all.

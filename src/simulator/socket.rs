@@ -223,7 +223,10 @@ impl Handler<ClosingNotice> for ChannelSocket {
     type Result = ();
 
     fn handle(&mut self, msg: ClosingNotice, ctx: &mut Self::Context) {
-        ctx.text(msg.frame.as_ref());
+        // A black-holed socket gets nothing, system messages included.
+        if !self.state.faults.blackhole() {
+            ctx.text(msg.frame.as_ref());
+        }
         if let Some(delay) = msg.close_after {
             ctx.run_later(delay, |act, ctx| {
                 // Detached first, so events from now on count as undelivered.
