@@ -15,7 +15,7 @@ pub(crate) const MAX_RATE: f64 = 1_000_000.0;
 /// Every option has a demo default, so `simulate` alone serves a small
 /// contact centre on 127.0.0.1:8089 with the client `demo-client` /
 /// `demo-secret`. `SimulatorArgs::default()` yields exactly those defaults.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Clone)]
 pub struct SimulatorArgs {
     /// Address to listen on. Login (/oauth/token), REST (/api/v2), WebSocket
     /// (/channels) and the control API (/sim) share it. Port 0 picks a free port.
@@ -96,6 +96,51 @@ pub struct SimulatorArgs {
     /// Largest WebSocket frame accepted from clients, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_size: usize,
+}
+
+/// Everything but the client secret, which must never reach a log (the
+/// `simulate` command line is part of `Debug`-printed CLI structures).
+impl std::fmt::Debug for SimulatorArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let SimulatorArgs {
+            listen,
+            client_id,
+            client_secret: _,
+            heartbeat_interval,
+            token_ttl,
+            channel_ttl,
+            queues,
+            users,
+            rate,
+            max_channels,
+            max_topics_per_channel,
+            public_url,
+            bad_credentials_status,
+            subscribe_extends_channel,
+            seed,
+            event_log_limit,
+            max_frame_size,
+        } = self;
+        f.debug_struct("SimulatorArgs")
+            .field("listen", listen)
+            .field("client_id", client_id)
+            .field("client_secret", &"<redacted>")
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("token_ttl", token_ttl)
+            .field("channel_ttl", channel_ttl)
+            .field("queues", queues)
+            .field("users", users)
+            .field("rate", rate)
+            .field("max_channels", max_channels)
+            .field("max_topics_per_channel", max_topics_per_channel)
+            .field("public_url", public_url)
+            .field("bad_credentials_status", bad_credentials_status)
+            .field("subscribe_extends_channel", subscribe_extends_channel)
+            .field("seed", seed)
+            .field("event_log_limit", event_log_limit)
+            .field("max_frame_size", max_frame_size)
+            .finish()
+    }
 }
 
 impl Default for SimulatorArgs {
@@ -198,6 +243,17 @@ mod tests {
         assert_eq!((args.max_channels, args.max_topics_per_channel), (20, 1000));
         assert!(args.subscribe_extends_channel);
         args.validate().unwrap();
+    }
+
+    #[test]
+    fn debug_output_hides_the_client_secret() {
+        let args = SimulatorArgs {
+            client_secret: "s3cr3t-value".into(),
+            ..SimulatorArgs::default()
+        };
+        let printed = format!("{args:?}");
+        assert!(!printed.contains("s3cr3t-value"), "{printed}");
+        assert!(printed.contains("demo-client"), "{printed}");
     }
 
     #[test]
