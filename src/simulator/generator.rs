@@ -84,7 +84,8 @@ pub(crate) fn emit(
 ) -> Result<EmitOutcome, NoTopics> {
     let mut outcome = EmitOutcome::default();
     let mut remaining = count;
-    while remaining > 0 {
+    // A batch of millions takes a while: it ends early when the server stops.
+    while remaining > 0 && !state.shutting_down() {
         let n = remaining.min(CHUNK);
         emit_chunk(state, n, opts, &mut outcome)?;
         remaining -= n;
