@@ -1559,3 +1559,43 @@ async fn a_blackholed_socket_gets_nothing_not_even_socket_closing() {
     let state = sim.state().await;
     assert_eq!(state["events_dropped"], 2, "{state}");
 }
+
+#[actix_rt::test]
+async fn every_topic_family_generates_with_an_empty_directory() {
+    let sim = start(|a| {
+        a.queues = 0;
+        a.users = 0;
+    })
+    .await;
+    let id = uuid::Uuid::new_v4();
+    let mut topics: Vec<String> = [
+        "v2.analytics.queues.{id}.observations",
+        "v2.analytics.users.{id}.aggregates",
+        "v2.routing.queues.{id}.conversations",
+        "v2.users.{id}.presence",
+        "v2.users.{id}.routingStatus",
+        "v2.users.{id}.conversations",
+        "v2.detail.events.agent.{id}.state",
+    ]
+    .iter()
+    .map(|t| t.replace("{id}", &id.to_string()))
+    .collect();
+    for kind in [
+        "customer.start",
+        "customer.end",
+        "user.start",
+        "user.end",
+        "acd.start",
+        "acd.end",
+        "acw",
+        "attributes",
+    ] {
+        topics.push(conversation_topic(kind));
+    }
+    let n = topics.len() * 20;
+    let r = sim
+        .control("/sim/generate", json!({"count": n, "topics": topics}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["emitted"], n);
+}
