@@ -1063,13 +1063,26 @@ async fn socket_subscribe_message_and_socket_closing() {
     let r = sim
         .control(
             "/sim/faults/socket-closing",
-            json!({"close_after_secs": 0.2}),
+            json!({"close_after_secs": 0.2, "system_topic_type": "no_longer_subscribed ", "reason": "maintenance"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["code"], "bad.request");
+    let r = sim
+        .control(
+            "/sim/faults/socket-closing",
+            json!({"close_after_secs": 0.2, "system_topic_type": "no_longer_subscribed", "reason": "another_channel_subscribed"}),
         )
         .await;
     assert_eq!(r.body["notified"], 1);
     let closing = next_json(&mut ws, true).await;
     assert_eq!(closing["topicName"], "v2.system.socket_closing");
     assert_eq!(closing["eventBody"]["channelId"], id);
+    assert_eq!(
+        closing["eventBody"]["systemTopicType"],
+        "no_longer_subscribed"
+    );
+    assert_eq!(closing["eventBody"]["reason"], "another_channel_subscribed");
     assert!(closing["metadata"]["CorrelationId"].is_string());
     match next_frame(&mut ws, WAIT).await {
         Some(Frame::Close(Some(reason))) => assert_eq!(reason.code, CloseCode::Away),

@@ -267,6 +267,15 @@ struct SocketClosingRequest {
     message: Option<String>,
 }
 
+/// `systemTopicType` values of system messages (field reference §5).
+const SYSTEM_TOPIC_TYPES: [&str; 3] = [
+    "no_longer_subscribed",
+    "subscription_changed",
+    "token_revoked",
+];
+/// `reason` values of system messages (field reference §5).
+const SYSTEM_REASONS: [&str; 2] = ["another_channel_subscribed", "user_tokens_revoked"];
+
 /// `POST /sim/faults/socket-closing`: sends `v2.system.socket_closing`.
 pub(crate) async fn socket_closing(
     body: web::Bytes,
@@ -274,6 +283,21 @@ pub(crate) async fn socket_closing(
 ) -> Result<HttpResponse, ApiError> {
     let request: SocketClosingRequest = optional_json(&body)?;
     check_channel(&state, request.channel_id.as_deref())?;
+    for (name, value, allowed) in [
+        (
+            "system_topic_type",
+            &request.system_topic_type,
+            &SYSTEM_TOPIC_TYPES[..],
+        ),
+        ("reason", &request.reason, &SYSTEM_REASONS[..]),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !allowed.contains(v)) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be one of {}, got {v:?}",
+                allowed.join(", ")
+            )));
+        }
+    }
     let close_after = match request.close_after_secs {
         Some(s) if !(0.0..=MAX_SECS as f64).contains(&s) => {
             return Err(ApiError::bad_request(format!(

@@ -152,8 +152,10 @@
 //!   a proxy dropping an idle connection does → `{"dropped":n,"channels":[…]}`.
 //! * `POST /sim/faults/socket-closing` `{"channel_id"?, "close_after_secs"?, "system_topic_type"?, "reason"?, "message"?}`:
 //!   sends `v2.system.socket_closing` (body `channelId`, `message`,
-//!   `organizationId`, `oauthClientId`, plus `systemTopicType`/`reason`
-//!   when given) to the open sockets, and closes them (1001) after
+//!   `organizationId`, `oauthClientId`, plus `systemTopicType`
+//!   (`no_longer_subscribed|subscription_changed|token_revoked`) and
+//!   `reason` (`another_channel_subscribed|user_tokens_revoked`) when given;
+//!   other values are a 400) to the open sockets, and closes them (1001) after
 //!   `close_after_secs` if given → `{"notified":n}`.
 //! * `POST /sim/faults/expire-tokens` → `{"revoked":n}`: all tokens become
 //!   invalid (the next REST call gets 401).
