@@ -1275,6 +1275,20 @@ async fn background_generation_runs_and_stops() {
     let stopped = sim.control("/sim/stop-generator", json!({})).await;
     assert_eq!(stopped.body["stopped"], 1);
     wait_state(&sim, "job stopped", |s| s["generator_running"] == false).await;
+
+    // Jobs that run forever are capped.
+    for _ in 0..64 {
+        let r = sim
+            .control("/sim/generate", json!({"rate_per_sec": 1}))
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+    let r = sim
+        .control("/sim/generate", json!({"rate_per_sec": 1}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let stopped = sim.control("/sim/stop-generator", json!({})).await;
+    assert_eq!(stopped.body["stopped"], 64);
 }
 
 #[actix_rt::test]

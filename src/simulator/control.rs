@@ -25,6 +25,9 @@ const FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// About 250 bytes each: 10,000 make a 2.5 MB frame.
 const MAX_OBSERVATION_CONVERSATIONS: usize = 10_000;
 
+/// Background jobs running at once: each may run forever.
+const MAX_JOBS: usize = 64;
+
 /// Larger synchronous batches must use `rate_per_sec` (or several calls).
 const MAX_BATCH: u64 = 5_000_000;
 
@@ -81,6 +84,13 @@ pub(crate) async fn generate(
             return Err(ApiError::bad_request(format!(
                 "rate_per_sec must be a number above 0 and at most {MAX_RATE}"
             )));
+        }
+        if state.lock().jobs.len() >= MAX_JOBS {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("At most {MAX_JOBS} background jobs run at once: stop some with /sim/stop-generator"),
+            ));
         }
         let job = generator::start_job(state.clone(), rate, request.count, opts);
         return Ok(HttpResponse::Accepted().json(json!({"started": true, "job_id": job})));

@@ -107,7 +107,7 @@
 //!   when nothing is subscribed and no `topics` are given; `count` at most
 //!   5,000,000. With `rate_per_sec` (at most 1,000,000): starts a
 //!   background job (N events, or forever without `count`) → 202
-//!   `{"started":true,"job_id"}`. `observation_conversations` (at most
+//!   `{"started":true,"job_id"}` (409 when 64 jobs already run). `observation_conversations` (at most
 //!   10,000) sets how many conversations queue observations list: large
 //!   values give frames of tens or hundreds of KB.
 //! * `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
