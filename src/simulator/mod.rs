@@ -21,7 +21,8 @@
 //!   `{"access_token","token_type":"bearer","expires_in"}`. Wrong
 //!   credentials → 401 (or 400 with `--bad-credentials-status 400`)
 //!   `{"error":"invalid_client","description","error_description"}`; another
-//!   grant → 400 `unsupported_grant_type`. Tokens expire after `--token-ttl`.
+//!   grant → 400 `unsupported_grant_type`. Tokens expire after `--token-ttl`;
+//!   at most 100,000 are valid at once (beyond, the oldest is revoked).
 //! * Every `/api/v2` call needs `Authorization: Bearer <token>`; missing →
 //!   401 `authentication.required`, unknown/expired → 401 `bad.credentials`.
 //!   Errors are `{"message","code","status","contextId","details","errors"}`;

@@ -31,6 +31,11 @@ use super::topics::{Rejection, Topic};
 /// frames reach megabytes, so an entry count alone does not bound memory.
 pub(crate) const EVENT_LOG_MAX_BYTES: usize = 256 * 1024 * 1024;
 
+/// Most access tokens valid at once. Tokens live `--token-ttl` (a day by
+/// default): a client logging in in a loop would otherwise grow the table
+/// without end. Beyond it the oldest token is revoked (its next call: 401).
+pub(crate) const MAX_TOKENS: usize = 100_000;
+
 /// Validated, immutable settings derived from [`SimulatorArgs`]. Not
 /// `Debug`: it holds the client secret, which must never reach a log.
 pub(crate) struct Settings {
@@ -258,6 +263,8 @@ pub(crate) struct Counters {
 /// Everything mutable, behind [`SimState::lock`].
 pub(crate) struct Inner {
     tokens: HashMap<String, TokenRecord>,
+    /// Issued tokens, oldest first (may still name removed ones).
+    token_order: VecDeque<String>,
     pub channels: HashMap<Arc<str>, Channel>,
     serial: u64,
     next_socket_id: u64,
@@ -360,6 +367,7 @@ impl SimState {
             faults: Faults::default(),
             inner: Mutex::new(Inner {
                 tokens: HashMap::new(),
+                token_order: VecDeque::new(),
                 channels: HashMap::new(),
                 serial: 0,
                 next_socket_id: 0,
@@ -411,6 +419,13 @@ impl SimState {
                 expires: SystemTime::now() + ttl,
             },
         );
+        inner.token_order.push_back(token.clone());
+        while inner.tokens.len() > MAX_TOKENS {
+            let Some(oldest) = inner.token_order.pop_front() else {
+                break;
+            };
+            inner.tokens.remove(&oldest);
+        }
         inner.counters.tokens_issued += 1;
         (token, ttl.as_secs())
     }
@@ -436,6 +451,7 @@ impl SimState {
         let mut inner = self.lock();
         let n = inner.tokens.len();
         inner.tokens.clear();
+        inner.token_order.clear();
         n
     }
 
@@ -784,6 +800,14 @@ impl SimState {
             inner.counters.channels_expired += 1;
         }
         inner.tokens.retain(|_, t| t.expires > now);
+        if inner.token_order.len() > 2 * inner.tokens.len() + 1024 {
+            let Inner {
+                tokens,
+                token_order,
+                ..
+            } = &mut *inner;
+            token_order.retain(|t| tokens.contains_key(t));
+        }
     }
 
     /// Closes every socket (server shutdown).
@@ -871,6 +895,19 @@ mod tests {
 
     fn state() -> SimState {
         SimState::new(&SimulatorArgs::default(), "ws://127.0.0.1:1".into()).unwrap()
+    }
+
+    #[test]
+    fn the_oldest_tokens_are_revoked_beyond_the_limit() {
+        let state = state();
+        let (first, _) = state.issue_token("demo-client");
+        let (second, _) = state.issue_token("demo-client");
+        for _ in 0..MAX_TOKENS - 1 {
+            state.issue_token("demo-client");
+        }
+        assert!(state.authenticate(&first).is_err(), "the oldest is gone");
+        assert!(state.authenticate(&second).is_ok());
+        assert_eq!(state.lock().tokens.len(), MAX_TOKENS);
     }
 
     #[test]
