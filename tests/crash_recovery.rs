@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{consumer, eventually, http, ledger, metric, Stack, TOPICS};
+use support::{consumer, http, ledger, Metrics, Stack, TOPICS};
 
 #[test]
 fn events_survive_a_kafka_outage_and_a_bridge_kill() {
@@ -21,26 +21,20 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
 
     // 1. Normal traffic.
     sim.generate(2_000);
-    eventually("the first batch in Kafka", Duration::from_secs(120), || {
-        let m = bridge.metrics()?;
-        (metric(&m, "gkb_events_forwarded_total")? >= 2_000.0).then_some(())
-    });
+    bridge.wait_forwarded(2_000, Duration::from_secs(120));
 
     // 2. Kafka dies; events keep coming and must wait, durably, in the buffer.
     broker.kill9();
     sim.generate(3_000);
-    eventually(
+    let flushed = bridge.wait_for_metrics(
         "the outage batch received and flushed",
         Duration::from_secs(120),
-        || {
-            let m = bridge.metrics()?;
-            let received = metric(&m, "gkb_events_received_total")?;
-            let last = metric(&m, "gkb_buffer_last_seq")?;
-            let durable = metric(&m, "gkb_buffer_durable_seq")?;
-            (received >= 5_000.0 && durable >= last).then_some(())
+        |m| {
+            m.get("gkb_events_received_total") >= 5_000.0
+                && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
         },
     );
-    let buffered = metric(&bridge.metrics().unwrap(), "gkb_buffer_events").unwrap();
+    let buffered = flushed.get("gkb_buffer_events");
 
     // 3. The bridge dies too, without a chance to clean up.
     bridge.proc.kill9();
@@ -50,15 +44,10 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     bridge.restart();
     bridge.wait_ready();
     sim.generate(2_000);
-    eventually(
+    bridge.wait_for_metrics(
         "the buffer drained after the restart",
         Duration::from_secs(180),
-        || {
-            let m = bridge.metrics()?;
-            let received = metric(&m, "gkb_events_received_total")?;
-            let waiting = metric(&m, "gkb_buffer_events")?;
-            (received >= 2_000.0 && waiting == 0.0).then_some(())
-        },
+        |m| m.get("gkb_events_received_total") >= 2_000.0 && m.get("gkb_buffer_events") == 0.0,
     );
 
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
@@ -95,33 +84,23 @@ fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
     // What a proxy does to an idle connection: the TCP connection vanishes
     // without a close frame (1006), then, once replaced, a polite close.
     for mode in ["abort", "close"] {
-        let before = metric(&bridge.metrics().unwrap(), "gkb_reconnects_total").unwrap();
+        let before = Metrics(bridge.metrics().unwrap()).get("gkb_reconnects_total");
         let reply = http::post_json(
             &format!("{}/sim/faults/drop-sockets", sim.url),
             &serde_json::json!({ "mode": mode }),
         )
         .unwrap();
         assert_eq!(reply.status, 200, "{}", reply.body);
-        eventually(
+        bridge.wait_for_metrics(
             "the bridge to notice and reconnect",
             Duration::from_secs(60),
-            || {
-                let m = bridge.metrics()?;
-                let reconnected = metric(&m, "gkb_reconnects_total")? > before
-                    && metric(&m, "gkb_connections_open")? == 1.0;
-                reconnected.then_some(())
-            },
+            |m| m.get("gkb_reconnects_total") > before && m.get("gkb_connections_open") == 1.0,
         );
         bridge.wait_ready();
         sim.generate(1_000);
     }
 
-    eventually("every event in Kafka", Duration::from_secs(120), || {
-        let m = bridge.metrics()?;
-        (metric(&m, "gkb_events_forwarded_total")? >= 3_000.0
-            && metric(&m, "gkb_buffer_events")? == 0.0)
-            .then_some(())
-    });
+    bridge.wait_forwarded(3_000, Duration::from_secs(120));
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
     let report = ledger::reconcile(&ledger::emitted(&sim.url), &consumed);
     println!(

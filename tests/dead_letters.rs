@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{consumer, eventually, ledger, metric, Stack, BRIDGE, TOPICS};
+use support::{consumer, eventually, ledger, Stack, BRIDGE, TOPICS};
 
 /// librdkafka refuses records above `message.max.bytes` before sending;
 /// the simulator's frames run from about 900 to 3,800 bytes.
@@ -28,21 +28,19 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
         &[("GKB_KAFKA__PROPERTIES__message.max.bytes", LIMIT)],
     );
     sim.generate(1_000);
-    let (forwarded, dead) = eventually(
+    let settled = bridge.wait_for_metrics(
         "every event forwarded or dead-lettered",
         Duration::from_secs(120),
-        || {
-            let m = bridge.metrics()?;
-            let forwarded = metric(&m, "gkb_events_forwarded_total")?;
-            let dead = metric(&m, "gkb_events_dead_lettered_total")?;
-            (forwarded + dead >= 1_000.0 && metric(&m, "gkb_buffer_events")? == 0.0)
-                .then_some((forwarded, dead))
+        |m| {
+            m.get("gkb_events_forwarded_total") + m.get("gkb_events_dead_lettered_total") >= 1_000.0
+                && m.get("gkb_buffer_events") == 0.0
         },
     );
-    assert_eq!(
-        metric(&bridge.metrics().unwrap(), "gkb_buffer_dead_letters"),
-        Some(dead)
+    let (forwarded, dead) = (
+        settled.get("gkb_events_forwarded_total"),
+        settled.get("gkb_events_dead_lettered_total"),
     );
+    assert_eq!(settled.get("gkb_buffer_dead_letters"), dead);
 
     let buffer = dir.path().join("buffer");
     let locked = Command::new(BRIDGE)
@@ -164,15 +162,11 @@ fn a_missing_topic_holds_back_only_its_own_events() {
         .filter(|e| e.topic.starts_with("v2.routing.queues."))
         .count();
     assert!(held_back > 0 && held_back < 1_000);
-    eventually(
-        "the other events forwarded",
-        Duration::from_secs(60),
-        || {
-            let m = bridge.metrics()?;
-            (metric(&m, "gkb_events_forwarded_total")? >= (1_000 - held_back) as f64).then_some(())
-        },
-    );
-    let waiting = metric(&bridge.metrics().unwrap(), "gkb_buffer_events").unwrap();
+    let waiting = bridge
+        .wait_for_metrics("the other events forwarded", Duration::from_secs(60), |m| {
+            m.get("gkb_events_forwarded_total") >= (1_000 - held_back) as f64
+        })
+        .get("gkb_buffer_events");
     assert_eq!(
         waiting, held_back as f64,
         "exactly the missing topic's events wait"
@@ -180,14 +174,7 @@ fn a_missing_topic_holds_back_only_its_own_events() {
 
     broker.create_topic(missing, 3);
     bridge.wait_ready();
-    eventually(
-        "the held-back events forwarded",
-        Duration::from_secs(120),
-        || {
-            let m = bridge.metrics()?;
-            (metric(&m, "gkb_buffer_events")? == 0.0).then_some(())
-        },
-    );
+    bridge.wait_forwarded(1_000, Duration::from_secs(120));
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
     let report = ledger::reconcile(&emitted, &consumed);
     println!(

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{consumer, eventually, http, ledger, metric, Stack, TOPICS};
+use support::{consumer, http, ledger, Stack, TOPICS};
 
 const EVENTS: usize = 10_000;
 
@@ -38,16 +38,7 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
     let started = Instant::now();
     sim.generate(EVENTS);
 
-    eventually(
-        "Kafka to acknowledge every event",
-        Duration::from_secs(300),
-        || {
-            let text = bridge.metrics()?;
-            let forwarded = metric(&text, "gkb_events_forwarded_total")?;
-            let waiting = metric(&text, "gkb_buffer_events")?;
-            (forwarded >= EVENTS as f64 && waiting == 0.0).then_some(())
-        },
-    );
+    bridge.wait_forwarded(EVENTS, Duration::from_secs(300));
     let elapsed = started.elapsed();
     let (rss, peak) = bridge.proc.rss_kib();
 

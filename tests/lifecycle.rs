@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use support::{consumer, eventually, http, ledger, metric, Stack, TOPICS};
+use support::{consumer, eventually, http, ledger, Stack, TOPICS};
 
 #[test]
 fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
@@ -57,19 +57,9 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
         .map(|e| e.correlation_id.as_str())
         .collect();
     let delivered = delivered.len();
-    eventually(
-        "every delivered event in Kafka",
-        Duration::from_secs(120),
-        || {
-            let m = bridge.metrics()?;
-            (metric(&m, "gkb_events_forwarded_total")? >= delivered as f64
-                && metric(&m, "gkb_buffer_events")? == 0.0)
-                .then_some(())
-        },
-    );
-    let m = bridge.metrics().unwrap();
-    let tokens = metric(&m, "gkb_tokens_granted_total").unwrap();
-    let channels = metric(&m, "gkb_channels_created_total").unwrap();
+    let m = bridge.wait_forwarded(delivered, Duration::from_secs(120));
+    let tokens = m.get("gkb_tokens_granted_total");
+    let channels = m.get("gkb_channels_created_total");
 
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
     let report = ledger::reconcile(&emitted, &consumed);
@@ -96,7 +86,7 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
     for (what, text) in [
         ("log", bridge.proc.log_text()),
         ("/status", status),
-        ("/metrics", m),
+        ("/metrics", m.0),
     ] {
         assert!(
             !text.contains(&secret),

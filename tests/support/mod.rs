@@ -512,4 +512,39 @@ impl Bridge {
             .filter(|r| r.status == 200)
             .map(|r| r.body)
     }
+
+    /// Waits until a /metrics scrape satisfies `done`; returns that scrape.
+    pub fn wait_for_metrics(
+        &self,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
+        eventually(what, limit, || {
+            let scrape = Metrics(self.metrics()?);
+            done(&scrape).then_some(scrape)
+        })
+    }
+
+    /// Waits until Kafka acknowledged at least `events` and the buffer is empty.
+    pub fn wait_forwarded(&self, events: usize, limit: Duration) -> Metrics {
+        self.wait_for_metrics(
+            &format!("{events} events forwarded and the buffer empty"),
+            limit,
+            |m| {
+                m.get("gkb_events_forwarded_total") >= events as f64
+                    && m.get("gkb_buffer_events") == 0.0
+            },
+        )
+    }
+}
+
+/// One /metrics scrape.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// A metric's value; NaN when absent, so that every comparison fails.
+    pub fn get(&self, name: &str) -> f64 {
+        metric(&self.0, name).unwrap_or(f64::NAN)
+    }
 }
