@@ -64,7 +64,6 @@ pub struct Buffer {
 }
 
 struct Inner {
-    path: PathBuf,
     db: sled::Db,
     events: sled::Tree,
     dead_letter: sled::Tree,
@@ -184,7 +183,6 @@ impl Buffer {
         );
         Ok(Buffer {
             inner: Arc::new(Inner {
-                path: path.to_owned(),
                 dead_letter,
                 quarantine,
                 db,
@@ -199,10 +197,6 @@ impl Buffer {
                 quarantine_len: AtomicU64::new(quarantine_len),
             }),
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// Stores a received notification and returns its sequence. The record

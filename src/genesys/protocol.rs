@@ -156,16 +156,6 @@ pub fn classify(text: &str) -> Result<Inbound, MalformedFrame> {
     })
 }
 
-/// The socket subscribe request, an alternative to the REST call.
-pub fn subscribe_request(topics: &[String], correlation_id: &str) -> String {
-    serde_json::json!({
-        "message": "subscribe",
-        "topics": topics,
-        "correlationId": correlation_id,
-    })
-    .to_string()
-}
-
 /// A body we only peek into: anything unexpected reads as empty.
 fn body_as<T: for<'de> Deserialize<'de> + Default>(body: Option<&RawValue>) -> T {
     body.and_then(|b| serde_json::from_str(b.get()).ok())
