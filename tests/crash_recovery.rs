@@ -100,7 +100,12 @@ fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
         sim.generate(1_000);
     }
 
-    bridge.wait_forwarded(3_000, Duration::from_secs(120));
+    let settled = bridge.wait_forwarded(3_000, Duration::from_secs(120));
+    assert_eq!(
+        settled.get("gkb_channels_created_total"),
+        1.0,
+        "a dropped socket reconnects to its channel, which is still alive"
+    );
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
     let report = ledger::reconcile(&ledger::emitted(&sim.url), &consumed);
     println!(

@@ -205,10 +205,11 @@ impl ConnectionActor {
         }
         let session = self.session;
         self.phase("connecting", None);
+        let margin = self.settings.rollover_margin;
         let reusable = self
             .channel
             .take()
-            .filter(|held| SystemTime::now() + self.settings.rollover_margin < held.expires_at);
+            .filter(|held| SystemTime::now() < held.rollover_at(margin));
         let index = self.index;
         let api = self.api.clone();
         let tokens = self.tokens.clone();
