@@ -241,15 +241,19 @@ impl Telemetry {
             .fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A failed delivery. Every one is counted; only the first of a burst
+    /// (`first`) is logged, the rest go into the same rewind.
     pub fn delivery_failed(
         &self,
         seq: u64,
         kafka_topic: &str,
         error: &dyn std::fmt::Display,
-        retry_in: Duration,
+        first: bool,
     ) {
         inc(&self.counters.kafka_delivery_errors);
-        tracing::warn!(seq, kafka_topic, error = %error, retry_in_ms = retry_in.as_millis() as u64, "Kafka delivery failed; will retry from the buffer");
+        if first {
+            tracing::warn!(seq, kafka_topic, error = %error, "Kafka delivery failed; it stays in the buffer and is sent again after a backoff");
+        }
     }
 
     pub fn dead_lettered(&self, seq: u64, kafka_topic: &str, reason: &str) {

@@ -278,9 +278,11 @@ impl ProducerActor {
                 )));
             }
         }
-        let delay = self.backoff.next_delay();
+        // Many in-flight records fail together (a topic missing, a broker
+        // gone): one rewind, one backoff step and one log line for all.
+        let first = !self.rewind_pending;
         self.telemetry
-            .delivery_failed(record.seq, &kafka_topic, &error, delay);
+            .delivery_failed(record.seq, &kafka_topic, &error, first);
         self.rewind_pending = true;
         self.settled(ctx);
         false
