@@ -304,10 +304,8 @@ impl Telemetry {
         if let Some(e) = &*lock(&self.buffer_error) {
             reasons.push(format!("buffer: {e}; received events are being lost"));
         }
-        if let Some(e) = lock(&self.buffer).as_ref().and_then(Buffer::flush_error) {
-            reasons.push(format!(
-                "buffer: {e}; received events are not reaching the disk"
-            ));
+        if let Some(buffer) = lock(&self.buffer).as_ref() {
+            reasons.extend(buffer.problems().into_iter().map(|p| format!("buffer: {p}")));
         }
         if reasons.is_empty() {
             Ok(())
@@ -399,34 +397,7 @@ impl Telemetry {
             );
         }
         if let Some(buffer) = &*lock(&self.buffer) {
-            let gauges = [
-                (
-                    "buffer_events",
-                    "Events in the buffer waiting for Kafka.",
-                    buffer.len() as u64,
-                ),
-                (
-                    "buffer_dead_letters",
-                    "Events in the dead-letter area.",
-                    buffer.dead_letter_len() as u64,
-                ),
-                (
-                    "buffer_last_seq",
-                    "Sequence of the last event appended.",
-                    buffer.last_seq(),
-                ),
-                (
-                    "buffer_durable_seq",
-                    "Sequence up to which the buffer is flushed to disk.",
-                    buffer.durable_seq(),
-                ),
-            ];
-            for (name, help, value) in gauges {
-                let _ = writeln!(
-                    out,
-                    "# HELP gkb_{name} {help}\n# TYPE gkb_{name} gauge\ngkb_{name} {value}"
-                );
-            }
+            buffer.write_metrics(&mut out);
         }
         let open = lock(&self.connections)
             .values()

@@ -435,6 +435,50 @@ impl Buffer {
             .clone()
     }
 
+    /// Why the buffer is not fit to take or keep events, for /readyz; empty
+    /// when it is.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(e) = self.flush_error() {
+            problems.push(format!("{e}; received events are not reaching the disk"));
+        }
+        problems
+    }
+
+    /// Appends the buffer's own gauges and counters to a Prometheus text
+    /// exposition (`gkb_buffer_*`).
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let gauges = [
+            (
+                "buffer_events",
+                "Events in the buffer waiting for Kafka.",
+                self.len() as u64,
+            ),
+            (
+                "buffer_dead_letters",
+                "Events in the dead-letter area.",
+                self.dead_letter_len() as u64,
+            ),
+            (
+                "buffer_last_seq",
+                "Sequence of the last event appended.",
+                self.last_seq(),
+            ),
+            (
+                "buffer_durable_seq",
+                "Sequence up to which the buffer is flushed to disk.",
+                self.durable_seq(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} gauge\ngkb_{name} {value}"
+            );
+        }
+    }
+
     /// Asks for a flush soon, grouped with others (see the module docs).
     /// Must be called from within an actix/tokio runtime.
     pub fn request_flush(&self) {

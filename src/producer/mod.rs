@@ -16,6 +16,7 @@
 //! `genesys-correlation-id` (when present) and `genesys-received-at-ms`.
 
 mod config;
+pub mod record;
 pub mod routing;
 
 use std::collections::BTreeMap;
@@ -27,17 +28,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::oneshot;
 
 pub use config::KafkaConfig;
+pub use record::{HEADER_CORRELATION_ID, HEADER_RECEIVED_AT, HEADER_TOPIC};
 use routing::Router;
 
 use crate::backoff::Backoff;
 use crate::buffer::{Buffer, Record};
 use crate::connection::EventsBuffered;
-use crate::genesys::topic;
 use crate::telemetry::{Telemetry, LIVENESS_INTERVAL};
 
 /// Acknowledged records are removed from the buffer in batches this big
@@ -49,9 +49,6 @@ const TICK: Duration = Duration::from_millis(100);
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub const HEADER_TOPIC: &str = "genesys-topic";
-pub const HEADER_CORRELATION_ID: &str = "genesys-correlation-id";
-pub const HEADER_RECEIVED_AT: &str = "genesys-received-at-ms";
 
 /// Stop reading new records; answer once everything in flight settled or
 /// the grace period ran out (then whatever is left stays in the buffer).
@@ -181,22 +178,8 @@ impl ProducerActor {
             self.cursor = record.seq;
             return true;
         }
-        let key = topic::parse(&record.topic_name).entity_id.to_owned();
-        let received_at = record.received_at_ms.to_string();
-        let mut headers = OwnedHeaders::new().insert(Header {
-            key: HEADER_TOPIC,
-            value: Some(record.topic_name.as_bytes()),
-        });
-        if let Some(corr) = &record.correlation_id {
-            headers = headers.insert(Header {
-                key: HEADER_CORRELATION_ID,
-                value: Some(corr.as_bytes()),
-            });
-        }
-        headers = headers.insert(Header {
-            key: HEADER_RECEIVED_AT,
-            value: Some(received_at.as_bytes()),
-        });
+        let key = record::key(&record).to_owned();
+        let headers = record::headers(&record);
         let kafka_record = FutureRecord::to(&kafka_topic)
             .key(&key)
             .payload(&record.payload)
