@@ -1,0 +1,197 @@
+//! The ceiling: a plain librdkafka producer (idempotent, acks=all, the
+//! properties the bridge enforces, default linger) sending the frames the
+//! simulator emitted, as the bridge would send them: same Kafka topic,
+//! key, headers and byte-identical value.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use serde::Deserialize;
+
+use crate::support::{http, ledger};
+
+/// One record as the bridge would produce it.
+pub struct Frame {
+    pub kafka_topic: &'static str,
+    pub genesys_topic: String,
+    pub key: String,
+    pub correlation_id: String,
+    pub value: String,
+}
+
+/// The Kafka topic of a Genesys topic under `support::bridge_config`'s
+/// routes (first match wins, else the default topic).
+fn route(genesys_topic: &str) -> &'static str {
+    let parts: Vec<&str> = genesys_topic.split('.').collect();
+    match parts.as_slice() {
+        ["v2", "analytics", "queues", _, "observations"] => "genesys.queue-observations",
+        ["v2", "routing", "queues", ..] => "genesys.queue-conversations",
+        _ => "genesys.events",
+    }
+}
+
+/// The frames of events `first_seq..=last_seq` the simulator still
+/// remembers (its log keeps at most 256 MiB of frame text), read in pages.
+pub fn frames(sim_url: &str, first_seq: u64, last_seq: u64) -> Vec<Frame> {
+    #[derive(Deserialize)]
+    struct Reply {
+        events: Vec<ledger::Emitted>,
+    }
+    const PAGE: u64 = 10_000;
+    let mut out = Vec::new();
+    let mut since = first_seq.saturating_sub(1);
+    let mut last_pushed = since;
+    while since < last_seq {
+        let reply = http::get(&format!(
+            "{sim_url}/sim/emitted?since_seq={since}&frames=true&limit={PAGE}"
+        ))
+        .expect("/sim/emitted answers");
+        assert_eq!(reply.status, 200, "/sim/emitted: {}", reply.body);
+        let reply: Reply = serde_json::from_str(&reply.body).expect("/sim/emitted parses");
+        let Some(last) = reply.events.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in reply.events {
+            if e.seq > last_seq || !e.delivered {
+                continue;
+            }
+            // One entry per receiving channel: the first is enough.
+            if e.seq <= last_pushed {
+                continue;
+            }
+            let Some(value) = e.frame else { continue };
+            last_pushed = e.seq;
+            out.push(Frame {
+                kafka_topic: route(&e.topic),
+                key: ledger::expected_key(&e.topic).to_owned(),
+                genesys_topic: e.topic,
+                correlation_id: e.correlation_id,
+                value,
+            });
+        }
+        since = last;
+    }
+    out
+}
+
+#[derive(Default)]
+struct Counting {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+struct Context(Arc<Counting>);
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.acked.fetch_add(1, Ordering::Relaxed),
+            Err((e, _)) => {
+                *self.0.last_error.lock().unwrap() = Some(e.to_string());
+                self.0.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+pub struct Run {
+    pub records: u64,
+    pub secs: f64,
+}
+
+impl Run {
+    pub fn rate(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
+/// Sends every frame once; times first send to last acknowledgement (the
+/// connection and metadata are set up before the clock starts).
+pub fn run(bootstrap: &str, partitioner: &str, frames: &[Frame], topics: &[&str]) -> Run {
+    let counting = Arc::new(Counting::default());
+    let producer: ThreadedProducer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // What src/producer/config.rs ENFORCED sets (aliases left out).
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set("retries", "2147483647")
+        // The bridge's default partitioner, so keys land on the same partitions.
+        .set("partitioner", partitioner)
+        .create_with_context(Context(counting.clone()))
+        .expect("the plain producer builds");
+    for topic in topics {
+        producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .expect("topic metadata for the plain producer");
+    }
+
+    let started = Instant::now();
+    for frame in frames {
+        let received_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            .to_string();
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "genesys-topic",
+                value: Some(frame.genesys_topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "genesys-correlation-id",
+                value: Some(frame.correlation_id.as_bytes()),
+            })
+            .insert(Header {
+                key: "genesys-received-at-ms",
+                value: Some(received_at.as_bytes()),
+            });
+        let mut record = BaseRecord::to(frame.kafka_topic)
+            .key(frame.key.as_str())
+            .payload(frame.value.as_str())
+            .headers(headers);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the plain producer's queue stayed full for 120 s"
+                    );
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("the plain producer refused a record: {e}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(600))
+        .expect("the plain producer's records acknowledged within 600 s");
+    let secs = started.elapsed().as_secs_f64();
+    let acked = counting.acked.load(Ordering::Relaxed);
+    let failed = counting.failed.load(Ordering::Relaxed);
+    assert!(
+        failed == 0 && acked == frames.len() as u64,
+        "plain producer: {acked} acknowledged, {failed} failed of {} (last error: {:?})",
+        frames.len(),
+        counting.last_error.lock().unwrap()
+    );
+    Run {
+        records: acked,
+        secs,
+    }
+}
