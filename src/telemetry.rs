@@ -42,6 +42,64 @@ pub struct ConnectionState {
     pub detail: Option<String>,
 }
 
+/// How one Kafka topic is doing, as the forwarding thread last saw it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TopicReport {
+    pub topic: String,
+    /// Events read from the buffer for this topic and not yet acknowledged
+    /// (in flight or held back).
+    pub backlog: u64,
+    pub in_flight: u64,
+    /// Age of the oldest of them.
+    pub oldest_unacknowledged_age_ms: Option<u64>,
+    /// Why the topic takes no events now, if it does not.
+    pub blocked: Option<String>,
+}
+
+/// A per-topic gauge's value.
+type TopicGauge = fn(&TopicReport) -> f64;
+
+/// Upper bounds of the receive → acknowledged latency histogram, seconds.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+    300.0,
+];
+
+/// A Prometheus histogram of fixed buckets, updated without locks.
+#[derive(Default)]
+struct Histogram {
+    /// One count per bucket of `LATENCY_BUCKETS`, plus +Inf.
+    buckets: [AtomicU64; 17],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        let index = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
 /// Shared operational state.
 pub struct Telemetry {
     pub counters: Counters,
@@ -54,6 +112,13 @@ pub struct Telemetry {
     buffer_failing: std::sync::atomic::AtomicBool,
     buffer_error: Mutex<Option<String>>,
     buffer: Mutex<Option<Buffer>>,
+    /// When a failing buffer read was last logged.
+    buffer_read_logged: Mutex<Option<Instant>>,
+    kafka_topics: Mutex<Vec<TopicReport>>,
+    receive_to_ack: Histogram,
+    /// A failure no restart of an actor can mend: /healthz turns red so
+    /// the process supervisor sees it.
+    fatal: Mutex<Option<String>>,
 }
 
 /// An actor that has not reported for this long is taken for stuck.
@@ -77,6 +142,10 @@ impl Default for Telemetry {
             buffer_failing: Default::default(),
             buffer_error: Mutex::default(),
             buffer: Mutex::default(),
+            buffer_read_logged: Mutex::default(),
+            kafka_topics: Mutex::default(),
+            receive_to_ack: Histogram::default(),
+            fatal: Mutex::default(),
         }
     }
 }
@@ -207,11 +276,23 @@ impl Telemetry {
         inc(&self.counters.events_received);
     }
 
+    /// A write to the buffer failed. Every one is counted; one line is
+    /// logged when failures start (a full disk fails every event).
     pub fn buffer_write_failed(&self, error: &dyn std::fmt::Display) {
         inc(&self.counters.buffer_write_errors);
-        self.buffer_failing.store(true, Ordering::SeqCst);
         *lock(&self.buffer_error) = Some(error.to_string());
-        tracing::error!(error = %error, "cannot write a received event to the buffer");
+        if !self.buffer_failing.swap(true, Ordering::SeqCst) {
+            tracing::error!(error = %error, "cannot write to the buffer; failures are counted in gkb_buffer_write_errors_total until writes succeed again");
+        }
+    }
+
+    /// Reading the buffer failed; logged at most once a minute.
+    pub fn buffer_read_failed(&self, error: &dyn std::fmt::Display) {
+        let mut logged = lock(&self.buffer_read_logged);
+        if logged.map_or(true, |at| at.elapsed() >= Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            tracing::error!(error = %error, "cannot read the buffer; retrying");
+        }
     }
 
     /// An append succeeded: clears a write failure shown on /readyz.
@@ -233,6 +314,56 @@ impl Telemetry {
             }
         }
         *state = reachable;
+    }
+
+    /// A record was acknowledged by Kafka: its receive → acknowledged
+    /// time goes into the latency histogram.
+    pub fn acknowledged(&self, received_at_ms: u64) {
+        let ms = crate::now_ms().saturating_sub(received_at_ms);
+        self.receive_to_ack.observe(ms as f64 / 1000.0);
+    }
+
+    /// The forwarding thread's view of every routed Kafka topic.
+    pub fn kafka_topics(&self, reports: Vec<TopicReport>) {
+        *lock(&self.kafka_topics) = reports;
+    }
+
+    pub fn kafka_topic_blocked(&self, topic: &str, reason: &str, retry_in: Duration) {
+        tracing::warn!(
+            kafka_topic = topic,
+            reason,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "Kafka topic blocked; its events wait in the buffer while other topics flow"
+        );
+    }
+
+    pub fn kafka_topic_recovered(&self, topic: &str) {
+        tracing::info!(kafka_topic = topic, "Kafka topic takes events again");
+    }
+
+    /// librdkafka reported a fatal error; the producer is rebuilt.
+    pub fn producer_fatal(&self, reason: &str, restart_in: Duration) {
+        tracing::error!(
+            reason,
+            restart_in_ms = restart_in.as_millis() as u64,
+            "fatal Kafka producer error: restarting the producer"
+        );
+        self.kafka_reachable(Err(format!("fatal producer error: {reason}")));
+    }
+
+    /// Kafka refuses the bridge's settings: forwarding stops and /healthz
+    /// says why.
+    pub fn producer_misconfigured(&self, reason: &str) {
+        tracing::error!(
+            reason,
+            "Kafka producer stopped: fix the [kafka] settings and restart"
+        );
+        *lock(&self.fatal) = Some(format!("kafka producer stopped: {reason}"));
+    }
+
+    /// Failures no actor restart can mend (/healthz).
+    pub fn fatal(&self) -> Option<String> {
+        lock(&self.fatal).clone()
     }
 
     pub fn events_forwarded(&self, n: u64) {
@@ -301,17 +432,34 @@ impl Telemetry {
         if let Err(e) = &*lock(&self.kafka) {
             reasons.push(format!("kafka: {e}"));
         }
+        if let Some(e) = &*lock(&self.fatal) {
+            reasons.push(e.clone());
+        }
+        for topic in lock(&self.kafka_topics).iter() {
+            if let Some(reason) = &topic.blocked {
+                reasons.push(format!("kafka topic {}: {reason}", topic.topic));
+            }
+        }
         if let Some(e) = &*lock(&self.buffer_error) {
             reasons.push(format!("buffer: {e}; received events are being lost"));
         }
         if let Some(buffer) = lock(&self.buffer).as_ref() {
-            reasons.extend(buffer.problems().into_iter().map(|p| format!("buffer: {p}")));
+            reasons.extend(
+                buffer
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("buffer: {p}")),
+            );
         }
         if reasons.is_empty() {
             Ok(())
         } else {
             Err(reasons)
         }
+    }
+
+    pub fn topics(&self) -> Vec<TopicReport> {
+        lock(&self.kafka_topics).clone()
     }
 
     pub fn connections(&self) -> BTreeMap<usize, ConnectionState> {
@@ -398,6 +546,45 @@ impl Telemetry {
         }
         if let Some(buffer) = &*lock(&self.buffer) {
             buffer.write_metrics(&mut out);
+        }
+        self.receive_to_ack.render(
+            &mut out,
+            "gkb_receive_to_ack_seconds",
+            "Time from receiving an event to Kafka acknowledging it.",
+        );
+        let topics = lock(&self.kafka_topics).clone();
+        let per_topic: [(&str, &str, TopicGauge); 4] = [
+            (
+                "kafka_topic_backlog_events",
+                "Events read for this Kafka topic and not yet acknowledged.",
+                |t| t.backlog as f64,
+            ),
+            (
+                "kafka_topic_in_flight_events",
+                "Events handed to the Kafka client for this topic and not yet acknowledged.",
+                |t| t.in_flight as f64,
+            ),
+            (
+                "kafka_topic_oldest_unacknowledged_age_seconds",
+                "Age of the oldest unacknowledged event of this Kafka topic (0 when none).",
+                |t| t.oldest_unacknowledged_age_ms.unwrap_or(0) as f64 / 1000.0,
+            ),
+            (
+                "kafka_topic_blocked",
+                "1 while this Kafka topic takes no events (see /readyz for why).",
+                |t| f64::from(u8::from(t.blocked.is_some())),
+            ),
+        ];
+        for (name, help, value) in per_topic {
+            let _ = writeln!(out, "# HELP gkb_{name} {help}\n# TYPE gkb_{name} gauge");
+            for topic in &topics {
+                let _ = writeln!(
+                    out,
+                    "gkb_{name}{{topic=\"{}\"}} {}",
+                    topic.topic,
+                    value(topic)
+                );
+            }
         }
         let open = lock(&self.connections)
             .values()

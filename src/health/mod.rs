@@ -40,6 +40,10 @@ pub fn start(
 }
 
 async fn healthz(t: web::Data<Telemetry>) -> HttpResponse {
+    if let Some(reason) = t.fatal() {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "failed", "reason": reason}));
+    }
     let stuck = t.stuck_actors();
     if stuck.is_empty() {
         HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
@@ -66,6 +70,7 @@ async fn metrics(t: web::Data<Telemetry>) -> HttpResponse {
 async fn status(t: web::Data<Telemetry>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "connections": t.connections(),
+        "kafka_topics": t.topics(),
         "ready": t.readiness().err().unwrap_or_default(),
     }))
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::partitioner::Partitioner;
 use super::routing::{Route, Router};
 use crate::config::ConfigError;
 use crate::secret::MASK;
@@ -42,10 +43,29 @@ pub struct KafkaConfig {
     /// Replication factor of topics created by `create_topics`.
     #[serde(default = "defaults::replication_factor")]
     pub create_topics_replication_factor: i32,
-    /// Most events handed to the Kafka client and not yet acknowledged.
-    /// More are read from the buffer as acknowledgements come back.
+    /// Most events handed to the Kafka client and not yet acknowledged,
+    /// over all topics. More are read from the buffer as acknowledgements
+    /// come back.
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
+    /// Most bytes (values, keys and headers) handed to the Kafka client
+    /// and not yet acknowledged, over all topics. This bounds the memory
+    /// the Kafka client holds, whatever the backlog in the buffer.
+    #[serde(default = "defaults::max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
+    /// Most events not yet acknowledged on any one partition. A partition
+    /// that stops acknowledging (no leader, a refused topic) holds at most
+    /// this many; the rest of its events wait in the buffer while the
+    /// other partitions keep flowing. Keep it well below `max_in_flight`.
+    #[serde(default = "defaults::max_in_flight_per_partition")]
+    pub max_in_flight_per_partition: usize,
+    /// How record keys map to partitions: `murmur2_random` (the default:
+    /// where Java producers, Kafka Streams and Connect put a key) or
+    /// `consistent_random` (librdkafka's default, CRC32). Changing it on a
+    /// running deployment moves keys to other partitions, so events of one
+    /// key written before and after the change may be read out of order.
+    #[serde(default)]
+    pub partitioner: Partitioner,
 }
 
 mod defaults {
@@ -57,6 +77,12 @@ mod defaults {
     }
     pub fn max_in_flight() -> usize {
         10_000
+    }
+    pub fn max_in_flight_bytes() -> usize {
+        16 * 1024 * 1024
+    }
+    pub fn max_in_flight_per_partition() -> usize {
+        2_000
     }
 }
 
@@ -108,6 +134,9 @@ impl KafkaConfig {
                     "set kafka.bootstrap_servers instead",
                 ));
             }
+            if name == "partitioner" {
+                return Err(ConfigError::invalid(key, "set kafka.partitioner instead"));
+            }
             if let Some((_, allowed, _)) = ENFORCED.iter().find(|(p, _, _)| p == name) {
                 if !allowed.contains(&value.as_str()) {
                     return Err(ConfigError::invalid(
@@ -144,6 +173,23 @@ impl KafkaConfig {
                 "must be above zero",
             ));
         }
+        if self.max_in_flight_bytes < 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "kafka.max_in_flight_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.max_in_flight_per_partition == 0
+            || self.max_in_flight_per_partition > self.max_in_flight
+        {
+            return Err(ConfigError::invalid(
+                "kafka.max_in_flight_per_partition",
+                format!(
+                    "must be between 1 and kafka.max_in_flight ({})",
+                    self.max_in_flight
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -174,6 +220,13 @@ impl KafkaConfig {
             props.insert(name.clone(), value);
         }
         props.insert("bootstrap.servers".into(), self.bootstrap_servers.clone());
+        // The bridge picks partitions itself with the same algorithm; the
+        // property makes any other producer built from these settings (the
+        // dead-letter replay) agree with it.
+        props.insert(
+            "partitioner".into(),
+            self.partitioner.librdkafka_name().into(),
+        );
         for (name, _, value) in ENFORCED {
             if ALIASES.contains(name) {
                 props.remove(*name);

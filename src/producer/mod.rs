@@ -1,25 +1,28 @@
 //! The producer actor: forwards buffered events to Kafka and removes each
 //! from the buffer once Kafka acknowledged it.
 //!
-//! It reads the buffer in sequence order from a cursor, hands up to
-//! `max_in_flight` records to an idempotent librdkafka producer (acks=all,
-//! retries without end), and on each acknowledgement removes the record.
-//! A record Kafka refuses for good (too large, invalid) goes to the
-//! dead-letter area; any other failure leaves it in the buffer, and after
-//! the in-flight records have settled the cursor rewinds to the start of
-//! the buffer, so everything unacknowledged is sent again, in order. A
-//! fatal producer error stops the actor; its supervisor restarts it with a
-//! new producer and a rewound cursor.
+//! The actor itself does little: it builds an idempotent librdkafka
+//! producer (acks=all, retries without end, partitions chosen by the
+//! bridge) and starts the forwarding thread ([`forwarder`]) that does the
+//! work, off the actor threads that read the sockets; it passes wake-ups
+//! on (coalesced), probes Kafka's metadata for the routed topics, creates
+//! topics when asked to, and restarts the producer after a fatal error.
+//! See `forwarder.rs` for how partitions are kept apart and how failures
+//! are handled.
 //!
-//! Kafka record: value = the notification text exactly as received;
-//! key = the entity id from the topic name; headers `genesys-topic`,
-//! `genesys-correlation-id` (when present) and `genesys-received-at-ms`.
+//! Kafka record ([`record`]): value = the notification text exactly as
+//! received; key = the entity id from the topic name; headers
+//! `genesys-topic`, `genesys-correlation-id` (when present) and
+//! `genesys-received-at-ms`.
 
 mod config;
+mod forwarder;
+pub mod partitioner;
 pub mod record;
 pub mod routing;
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,28 +30,24 @@ use actix::prelude::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, Producer};
 use tokio::sync::oneshot;
 
 pub use config::KafkaConfig;
+use forwarder::{DeliveryContext, Event, Exit, Forwarder, KafkaProducer, Limits, Waker};
+pub use partitioner::Partitioner;
 pub use record::{HEADER_CORRELATION_ID, HEADER_RECEIVED_AT, HEADER_TOPIC};
 use routing::Router;
 
 use crate::backoff::Backoff;
-use crate::buffer::{Buffer, Record};
+use crate::buffer::Buffer;
 use crate::connection::EventsBuffered;
-use crate::telemetry::{Telemetry, LIVENESS_INTERVAL};
+use crate::telemetry::Telemetry;
 
-/// Acknowledged records are removed from the buffer in batches this big
-/// (or at the next tick).
-const REMOVE_BATCH: usize = 512;
-/// How often leftovers are removed and a stalled pump retried.
-const TICK: Duration = Duration::from_millis(100);
-/// How often Kafka's metadata is probed for /readyz.
+/// How often Kafka's metadata is probed for the routed topics.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-
 
 /// Stop reading new records; answer once everything in flight settled or
 /// the grace period ran out (then whatever is left stays in the buffer).
@@ -57,6 +56,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Drain {
     pub grace: Duration,
 }
+
+/// The forwarding thread ended (sent by the thread itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ForwarderExited(Exit);
 
 /// Why a producer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +71,7 @@ pub struct ClientSettingsError(String);
 /// `check-config` validates pass-through properties.
 pub fn build_producer(
     properties: &BTreeMap<String, String>,
-) -> Result<FutureProducer, ClientSettingsError> {
+) -> Result<BaseProducer, ClientSettingsError> {
     client_config(properties)
         .create()
         .map_err(|e| ClientSettingsError(e.to_string()))
@@ -84,25 +88,20 @@ fn client_config(properties: &BTreeMap<String, String>) -> ClientConfig {
 pub struct ProducerActor {
     properties: BTreeMap<String, String>,
     router: Router,
+    partitioner: Partitioner,
+    limits: Limits,
     buffer: Buffer,
     telemetry: Arc<Telemetry>,
-    max_in_flight: usize,
     create_topics: Option<(i32, i32)>,
     backoff: Backoff,
-    producer: Option<FutureProducer>,
-    /// Highest sequence handed to Kafka since the last rewind.
-    cursor: u64,
-    in_flight: usize,
-    acked: Vec<u64>,
-    /// A delivery failed: stop reading, let in-flight settle, then rewind.
-    rewind_pending: bool,
-    /// Kafka topics that do not exist: their records are skipped (they stay
-    /// in the buffer) until the probe sees the topic.
-    blocked: std::collections::HashSet<String>,
-    /// Reading is paused until this backoff delay has passed.
-    paused: bool,
-    draining: bool,
-    drain_waiters: Vec<oneshot::Sender<()>>,
+    /// The current forwarding thread's producer and its event channel.
+    running: Option<Running>,
+}
+
+struct Running {
+    producer: Arc<KafkaProducer>,
+    events: Sender<Event>,
+    waker: Waker,
 }
 
 impl ProducerActor {
@@ -117,245 +116,108 @@ impl ProducerActor {
         ProducerActor {
             properties,
             router,
+            partitioner: config.partitioner,
+            limits: Limits {
+                records: config.max_in_flight,
+                bytes: config.max_in_flight_bytes,
+                per_partition: config.max_in_flight_per_partition,
+            },
             buffer,
             telemetry,
-            max_in_flight: config.max_in_flight,
             create_topics: config.create_topics.then_some((
                 config.create_topics_partitions,
                 config.create_topics_replication_factor,
             )),
             backoff,
-            producer: None,
-            cursor: 0,
-            in_flight: 0,
-            acked: Vec::new(),
-            rewind_pending: false,
-            blocked: Default::default(),
-            paused: false,
-            draining: false,
-            drain_waiters: Vec::new(),
+            running: None,
         }
     }
 
-    /// Hands buffered records to Kafka until the window is full.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.rewind_pending || self.draining {
-            return;
-        }
-        let Some(producer) = self.producer.clone() else {
-            return;
-        };
-        while self.in_flight < self.max_in_flight {
-            let want = (self.max_in_flight - self.in_flight).min(1024);
-            let (records, quarantined) = match self.buffer.read_after(self.cursor, want) {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the buffer");
-                    return;
-                }
-            };
-            if !quarantined.is_empty() {
-                self.telemetry.quarantined(quarantined.len());
-            }
-            if records.is_empty() {
-                return;
-            }
-            for record in records {
-                if !self.send(&producer, record, ctx) {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Sends one record; false when pumping must pause: librdkafka's queue
-    /// is full or a failure calls for a rewind (the record stays in the
-    /// buffer and is tried again later, in order).
-    fn send(&mut self, producer: &FutureProducer, record: Record, ctx: &mut Context<Self>) -> bool {
-        let kafka_topic = self.router.route(&record.topic_name).to_owned();
-        if self.blocked.contains(&kafka_topic) {
-            // Left in the buffer; the rewind after the block lifts sends it.
-            self.cursor = record.seq;
-            return true;
-        }
-        let key = record::key(&record).to_owned();
-        let headers = record::headers(&record);
-        let kafka_record = FutureRecord::to(&kafka_topic)
-            .key(&key)
-            .payload(&record.payload)
-            .headers(headers);
-        let delivery = match producer.send_result(kafka_record) {
-            Ok(delivery) => delivery,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => return false,
-            // After a failure that leaves the record in the buffer, sending
-            // later records first would break their order.
-            Err((e, _)) => return self.failed(record, kafka_topic, e, ctx),
-        };
-        self.cursor = record.seq;
-        self.in_flight += 1;
-        ctx.spawn(delivery.into_actor(self).map(move |result, act, ctx| {
-            act.in_flight -= 1;
-            match result {
-                Ok(Ok(_)) => {
-                    act.acked.push(record.seq);
-                    if act.acked.len() >= REMOVE_BATCH {
-                        act.remove_acked();
-                    }
-                }
-                Ok(Err((e, _))) => {
-                    act.failed(record, kafka_topic, e, ctx);
-                }
-                Err(_canceled) => {
-                    act.failed(record, kafka_topic, KafkaError::Canceled, ctx);
-                }
-            }
-            act.settled(ctx);
-        }));
-        true
-    }
-
-    /// Handles a failed send or delivery. Returns true when the record
-    /// left the buffer (dead-lettered) so pumping may go on; false when it
-    /// stays and pumping must pause.
-    fn failed(
-        &mut self,
-        record: Record,
-        kafka_topic: String,
-        error: KafkaError,
-        ctx: &mut Context<Self>,
-    ) -> bool {
-        if is_permanent(&error) {
-            let reason = error.to_string();
-            match self.buffer.dead_letter(&record, &kafka_topic, &reason) {
-                Ok(()) => {
-                    self.telemetry
-                        .dead_lettered(record.seq, &kafka_topic, &reason);
-                    return true;
-                }
-                Err(e) => self.telemetry.buffer_write_failed(&e),
-            }
-        } else if self
-            .producer
-            .as_ref()
-            .and_then(|p| p.client().fatal_error())
-            .is_some()
-        {
-            // The supervisor restarts the actor with a new producer; wait
-            // first, so a cause that persists is not hammered.
-            let delay = self.backoff.next_delay();
-            tracing::error!(error = %error, restart_in_ms = delay.as_millis() as u64, "fatal Kafka producer error: restarting the producer");
-            self.telemetry
-                .kafka_reachable(Err(format!("fatal producer error: {error}")));
-            self.paused = true;
-            ctx.run_later(delay, |_, ctx| ctx.stop());
-            return false;
-        } else if let KafkaError::MessageProduction(
-            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
-        ) = error
-        {
-            // Only this topic's events wait; the probe lifts the block once
-            // the topic exists.
-            if self.blocked.insert(kafka_topic.clone()) {
-                self.telemetry.kafka_reachable(Err(format!(
-                    "Kafka topic {kafka_topic} does not exist (create it, or set kafka.create_topics); its events wait in the buffer"
-                )));
-            }
-        }
-        // Many in-flight records fail together (a topic missing, a broker
-        // gone): one rewind, one backoff step and one log line for all.
-        let first = !self.rewind_pending;
-        self.telemetry
-            .delivery_failed(record.seq, &kafka_topic, &error, first);
-        self.rewind_pending = true;
-        self.settled(ctx);
-        false
-    }
-
-    /// Called whenever in-flight work finished: completes a rewind or a
-    /// drain once nothing is in flight any more.
-    fn settled(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight > 0 {
-            return;
-        }
-        self.remove_acked();
-        if self.draining {
-            for waiter in self.drain_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-            return;
-        }
-        if self.rewind_pending {
-            self.rewind_pending = false;
-            self.cursor = 0;
-            self.paused = true;
-            let delay = self.backoff.next_delay();
-            ctx.run_later(delay, |act, ctx| {
-                act.paused = false;
-                act.pump(ctx);
-            });
-        }
-    }
-
-    fn remove_acked(&mut self) {
-        if self.acked.is_empty() {
-            return;
-        }
-        match self.buffer.remove(&self.acked) {
-            Ok(()) => {
-                self.telemetry.events_forwarded(self.acked.len() as u64);
-                self.backoff.reset();
-                self.acked.clear();
-            }
-            // Kept for the next tick: removal is retried, the records are
-            // never sent twice by this process because the cursor is past them.
-            Err(e) => {
-                tracing::error!(error = %e, "cannot remove acknowledged events from the buffer")
-            }
-        }
+    /// Builds a producer and starts a forwarding thread reading the
+    /// buffer from its start.
+    fn start_forwarder(&mut self, ctx: &mut Context<Self>) -> Result<(), ClientSettingsError> {
+        let (events, receiver) = std::sync::mpsc::channel();
+        let producer: KafkaProducer = client_config(&self.properties)
+            .create_with_context(DeliveryContext::new(events.clone()))
+            .map_err(|e| ClientSettingsError(e.to_string()))?;
+        let producer = Arc::new(producer);
+        let waker = Waker::new(events.clone());
+        let forwarder = Forwarder::new(
+            producer.clone(),
+            receiver,
+            waker.clone(),
+            self.buffer.clone(),
+            self.telemetry.clone(),
+            self.router.clone(),
+            self.partitioner,
+            self.limits,
+            self.backoff.clone(),
+        );
+        let me = ctx.address();
+        std::thread::Builder::new()
+            .name("kafka-forwarder".into())
+            .spawn(move || {
+                let exit = forwarder.run();
+                // The producer goes with the thread (dropping it purges and
+                // joins librdkafka's threads), before a new one may start:
+                // no record of this loop is delivered after the next began.
+                me.do_send(ForwarderExited(exit));
+            })
+            .map_err(|e| ClientSettingsError(format!("cannot start the forwarding thread: {e}")))?;
+        self.running = Some(Running {
+            producer,
+            events,
+            waker,
+        });
+        Ok(())
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
-        let Some(producer) = self.producer.clone() else {
+        let Some(running) = &self.running else {
             return;
         };
-        let mut wanted = self.router.topics();
-        wanted.extend(self.blocked.iter().cloned());
+        let producer = running.producer.clone();
+        let events = running.events.clone();
+        let topics = self.router.topics();
         let probe = actix_rt::task::spawn_blocking(move || {
-            let metadata = producer
-                .client()
-                .fetch_metadata(None, PROBE_TIMEOUT)
-                .map_err(|e| format!("metadata request failed: {e}"))?;
-            let present: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
-            Ok::<_, String>(
-                wanted
-                    .into_iter()
-                    .filter(|t| !present.contains(&t.as_str()))
-                    .collect::<std::collections::HashSet<String>>(),
-            )
+            // One request per routed topic: never the whole cluster's list.
+            let mut view = BTreeMap::new();
+            let mut reached = false;
+            let mut last_error = None;
+            for topic in topics {
+                match producer
+                    .client()
+                    .fetch_metadata(Some(&topic), PROBE_TIMEOUT)
+                {
+                    Ok(metadata) => {
+                        reached = true;
+                        let state = match metadata.topics().iter().find(|t| t.name() == topic) {
+                            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                                Ok(t.partitions().len() as i32)
+                            }
+                            Some(t) => Err(match t.error() {
+                                Some(e) => format!("Kafka topic {topic}: {:?} (create it, or set kafka.create_topics); its events wait in the buffer", RDKafkaErrorCode::from(e)),
+                                None => format!("Kafka topic {topic} has no partitions; its events wait in the buffer"),
+                            }),
+                            None => Err(format!("Kafka topic {topic} does not exist (create it, or set kafka.create_topics); its events wait in the buffer")),
+                        };
+                        view.insert(topic, state);
+                    }
+                    Err(e) => last_error = Some(format!("metadata request failed: {e}")),
+                }
+            }
+            let _ = events.send(Event::Metadata(view));
+            match (reached, last_error) {
+                (false, Some(e)) => Err(e),
+                _ => Ok(()),
+            }
         });
-        ctx.spawn(probe.into_actor(self).map(|result, act, ctx| {
-            let missing = match result {
-                Ok(Ok(missing)) => missing,
-                Ok(Err(e)) => return act.telemetry.kafka_reachable(Err(e)),
-                Err(e) => return act.telemetry.kafka_reachable(Err(format!("probe task failed: {e}"))),
+        ctx.spawn(probe.into_actor(self).map(|result, act, _| {
+            let reachable = match result {
+                Ok(r) => r,
+                Err(e) => Err(format!("probe task failed: {e}")),
             };
-            let before = act.blocked.len();
-            act.blocked.retain(|t| missing.contains(t));
-            if act.blocked.len() < before {
-                // Topics came into existence: send what waited for them.
-                act.rewind_pending = true;
-                act.settled(ctx);
-            }
-            if missing.is_empty() {
-                act.telemetry.kafka_reachable(Ok(()));
-            } else {
-                let mut names: Vec<&str> = missing.iter().map(String::as_str).collect();
-                names.sort_unstable();
-                act.telemetry.kafka_reachable(Err(format!(
-                    "Kafka topics missing: {} (create them, or set kafka.create_topics); their events wait in the buffer",
-                    names.join(", ")
-                )));
-            }
+            act.telemetry.kafka_reachable(reachable);
         }));
     }
 
@@ -404,22 +266,12 @@ impl ProducerActor {
             act.probe(ctx);
         }));
     }
-}
 
-/// Errors about the record itself: sending it again cannot succeed.
-fn is_permanent(error: &KafkaError) -> bool {
-    use RDKafkaErrorCode::*;
-    matches!(
-        error,
-        KafkaError::MessageProduction(
-            MessageSizeTooLarge
-                | InvalidMessageSize
-                | InvalidMessage
-                | InvalidRecord
-                | MessageBatchTooLarge
-                | InvalidArgument
-        )
-    )
+    fn stop_forwarder(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.events.send(Event::Stop);
+        }
+    }
 }
 
 impl Actor for ProducerActor {
@@ -427,80 +279,92 @@ impl Actor for ProducerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.telemetry.alive("producer");
-        ctx.run_interval(LIVENESS_INTERVAL, |act, _| act.telemetry.alive("producer"));
-        match build_producer(&self.properties) {
-            Ok(producer) => self.producer = Some(producer),
-            Err(e) => {
-                // Properties were checked at start-up; this is not expected
-                // to pass with time, but the supervisor's restart is the
-                // only way to try again.
-                self.telemetry.kafka_reachable(Err(e.to_string()));
-                ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
-                return;
-            }
+        if let Err(e) = self.start_forwarder(ctx) {
+            // Properties were checked at start-up; this is not expected
+            // to pass with time, but the supervisor's restart is the
+            // only way to try again.
+            self.telemetry.kafka_reachable(Err(e.to_string()));
+            ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
+            return;
         }
-        self.cursor = 0;
-        ctx.run_interval(TICK, |act, ctx| {
-            if act.in_flight == 0 || act.acked.len() >= REMOVE_BATCH / 4 {
-                act.remove_acked();
-            }
-            act.pump(ctx);
-        });
         ctx.run_interval(PROBE_INTERVAL, |act, ctx| act.probe(ctx));
         if self.create_topics.is_some() {
             self.create_missing_topics(ctx);
         } else {
             self.probe(ctx);
         }
-        self.pump(ctx);
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        // Records acknowledged but not yet removed would be sent again.
-        self.remove_acked();
+        self.stop_forwarder();
     }
 }
 
 impl Supervised for ProducerActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.remove_acked();
-        if let Some(old) = self.producer.take() {
-            // Dropping a producer flushes and joins its threads.
-            actix_rt::task::spawn_blocking(move || drop(old));
-        }
-        self.blocked.clear();
-        self.cursor = 0;
-        self.in_flight = 0;
-        self.rewind_pending = false;
-        self.paused = false;
+        self.stop_forwarder();
     }
 }
 
 impl Handler<EventsBuffered> for ProducerActor {
     type Result = ();
 
-    fn handle(&mut self, _: EventsBuffered, ctx: &mut Context<Self>) {
-        self.pump(ctx);
+    fn handle(&mut self, _: EventsBuffered, _: &mut Context<Self>) {
+        if let Some(running) = &self.running {
+            running.waker.wake();
+        }
+    }
+}
+
+impl Handler<ForwarderExited> for ProducerActor {
+    type Result = ();
+
+    fn handle(&mut self, ForwarderExited(exit): ForwarderExited, ctx: &mut Context<Self>) {
+        match exit {
+            Exit::Stopped => {}
+            Exit::Fatal(reason) => {
+                // Restart once, after one backoff step: the supervisor
+                // builds a new producer that reads the buffer from its
+                // start, so every unacknowledged record goes again in order.
+                let delay = self.backoff.next_delay();
+                self.telemetry.producer_fatal(&reason, delay);
+                self.running = None;
+                ctx.run_later(delay, |_, ctx| ctx.stop());
+            }
+            Exit::Configuration(reason) => {
+                // Restarting cannot fix settings: stop forwarding and say
+                // so on /healthz, so the process supervisor (and whoever
+                // watches it) sees it.
+                self.running = None;
+                self.telemetry.producer_misconfigured(&reason);
+            }
+        }
     }
 }
 
 impl Handler<Drain> for ProducerActor {
     type Result = ResponseFuture<bool>;
 
-    fn handle(&mut self, Drain { grace }: Drain, ctx: &mut Context<Self>) -> Self::Result {
-        self.draining = true;
-        let (tx, rx) = oneshot::channel();
-        self.drain_waiters.push(tx);
-        self.settled(ctx);
-        let producer = self.producer.clone();
+    fn handle(&mut self, Drain { grace }: Drain, _: &mut Context<Self>) -> Self::Result {
+        let (done, settled) = oneshot::channel();
+        let sent = self.running.as_ref().is_some_and(|running| {
+            running
+                .events
+                .send(Event::Drain {
+                    deadline: std::time::Instant::now() + grace,
+                    done,
+                })
+                .is_ok()
+        });
         Box::pin(async move {
-            let settled = actix_rt::time::timeout(grace, rx).await.is_ok();
-            if let Some(producer) = producer {
-                let _ =
-                    actix_rt::task::spawn_blocking(move || producer.flush(Duration::from_secs(1)))
-                        .await;
+            if !sent {
+                return true;
             }
-            settled
+            // The thread answers by the deadline; the margin covers a read
+            // or removal that was under way.
+            actix_rt::time::timeout(grace + Duration::from_secs(2), settled)
+                .await
+                .is_ok_and(|r| r.unwrap_or(false))
         })
     }
 }
