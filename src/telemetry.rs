@@ -30,6 +30,7 @@ pub struct Counters {
     pub tokens_granted: AtomicU64,
     pub token_failures: AtomicU64,
     pub api_retries: AtomicU64,
+    pub producer_restarts: AtomicU64,
 }
 
 /// How one channel's connection is doing.
@@ -343,6 +344,7 @@ impl Telemetry {
 
     /// librdkafka reported a fatal error; the producer is rebuilt.
     pub fn producer_fatal(&self, reason: &str, restart_in: Duration) {
+        inc(&self.counters.producer_restarts);
         tracing::error!(
             reason,
             restart_in_ms = restart_in.as_millis() as u64,
@@ -470,7 +472,7 @@ impl Telemetry {
     pub fn render_metrics(&self) -> String {
         let c = &self.counters;
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "events_received_total",
                 "Notifications received from Genesys and buffered.",
@@ -535,6 +537,11 @@ impl Telemetry {
                 "api_retries_total",
                 "Genesys REST calls retried.",
                 &c.api_retries,
+            ),
+            (
+                "producer_restarts_total",
+                "Kafka producers rebuilt after a fatal error.",
+                &c.producer_restarts,
             ),
         ];
         for (name, help, value) in counters {

@@ -99,7 +99,10 @@ pub struct ProducerActor {
 }
 
 struct Running {
-    producer: Arc<KafkaProducer>,
+    /// Weak: the forwarding thread owns the producer, so that it is gone
+    /// (queues purged, librdkafka's threads joined) when the thread ends,
+    /// and never dropped on the actor thread.
+    producer: std::sync::Weak<KafkaProducer>,
     events: Sender<Event>,
     waker: Waker,
 }
@@ -165,7 +168,7 @@ impl ProducerActor {
             })
             .map_err(|e| ClientSettingsError(format!("cannot start the forwarding thread: {e}")))?;
         self.running = Some(Running {
-            producer,
+            producer: Arc::downgrade(&producer),
             events,
             waker,
         });
@@ -176,7 +179,9 @@ impl ProducerActor {
         let Some(running) = &self.running else {
             return;
         };
-        let producer = running.producer.clone();
+        let Some(producer) = running.producer.upgrade() else {
+            return;
+        };
         let events = running.events.clone();
         let topics = self.router.topics();
         let probe = actix_rt::task::spawn_blocking(move || {
@@ -368,3 +373,34 @@ impl Handler<Drain> for ProducerActor {
         })
     }
 }
+
+/// Test hook: makes librdkafka raise a fatal error, as a broker fencing
+/// the producer would.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "bool")]
+struct InjectFatal;
+
+#[cfg(test)]
+impl Handler<InjectFatal> for ProducerActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: InjectFatal, _: &mut Context<Self>) -> bool {
+        let Some(producer) = self.running.as_ref().and_then(|r| r.producer.upgrade()) else {
+            return false;
+        };
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the client pointer is valid while `producer` is held.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! The producer actor against a real broker (Tansu):
+//! behaviour that cannot be provoked from outside the process.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+
+use super::*;
+use crate::buffer::Buffer;
+
+struct Broker {
+    child: Child,
+    bootstrap: String,
+    url: String,
+    bin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = std::env::var("TANSU_BIN").unwrap_or_else(|_| {
+            format!(
+                "{}/.cargo/bin/tansu",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            // Tansu reads the sqlite path as relative: run it in its directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the Tansu broker {bin} (scripts/install-broker installs it; TANSU_BIN names it): {e}"));
+        let bootstrap = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&bootstrap).is_err() {
+            assert!(Instant::now() < deadline, "Tansu did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker {
+            child,
+            bootstrap,
+            url,
+            bin,
+            _dir: dir,
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(&self.bin)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &self.url])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "creating topic {name} failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kafka_config(bootstrap: &str) -> KafkaConfig {
+    toml::from_str(&format!(
+        "bootstrap_servers = \"{bootstrap}\"\ndefault_topic = \"fatal-test\"\n"
+    ))
+    .unwrap()
+}
+
+/// Waits for `check` while the actix system runs.
+async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
+    const EVENTS: u64 = 6_000;
+    const KEYS: u64 = 12;
+    let broker = Broker::start();
+    broker.create_topic("fatal-test", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(dir.path()).unwrap();
+    let key = |k: u64| format!("00000000-0000-4000-8000-{k:012}");
+    for i in 0..EVENTS {
+        let topic = format!("v2.analytics.queues.{}.observations", key(i % KEYS));
+        let payload = format!("{{\"n\":{i}}}");
+        buffer.append(i, &topic, None, payload.as_bytes()).unwrap();
+    }
+    let config = kafka_config(&broker.bootstrap);
+    let properties = config.client_properties(&|_| None).unwrap();
+    let telemetry = Arc::new(Telemetry::default());
+    let restarts_before = telemetry
+        .counters
+        .producer_restarts
+        .load(std::sync::atomic::Ordering::Relaxed);
+
+    actix_rt::System::new().block_on({
+        let buffer = buffer.clone();
+        let telemetry = telemetry.clone();
+        async move {
+            let router = config.router().unwrap();
+            let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).unwrap();
+            let actor = {
+                let telemetry = telemetry.clone();
+                let buffer = buffer.clone();
+                Supervisor::start(move |_| {
+                    ProducerActor::new(&config, properties, router, buffer, telemetry, backoff)
+                })
+            };
+            let forwarded = || {
+                telemetry
+                    .counters
+                    .events_forwarded
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            until(
+                "the first acknowledgements",
+                Duration::from_secs(60),
+                || forwarded() >= 500,
+            )
+            .await;
+            assert!(
+                actor.send(InjectFatal).await.unwrap(),
+                "no producer to fail"
+            );
+            until(
+                "the buffer to drain after the restart",
+                Duration::from_secs(120),
+                || buffer.is_empty(),
+            )
+            .await;
+            let _ = actor
+                .send(Drain {
+                    grace: Duration::from_secs(1),
+                })
+                .await;
+        }
+    });
+    let restarts = telemetry
+        .counters
+        .producer_restarts
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - restarts_before;
+    assert_eq!(restarts, 1, "one fatal error, one restart");
+
+    // Read everything back: every event at least once, per key in order.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "fatal-test-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["fatal-test"]).unwrap();
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut distinct = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while (distinct.len() as u64) < EVENTS && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+        let n = value["n"].as_u64().unwrap();
+        distinct.insert(n);
+        seen.entry(key).or_default().push(n);
+    }
+    let lost = EVENTS - distinct.len() as u64;
+    let mut reordered = 0;
+    let mut duplicates = 0;
+    for numbers in seen.values() {
+        let mut highest = None;
+        let mut once = std::collections::HashSet::new();
+        for n in numbers {
+            if !once.insert(*n) {
+                duplicates += 1;
+            } else if highest.is_some_and(|h| *n < h) {
+                reordered += 1;
+            }
+            highest = highest.max(Some(*n));
+        }
+    }
+    println!("fatal producer error: {EVENTS} events; restarts {restarts}; lost {lost}; duplicates {duplicates}; reordered {reordered}");
+    assert_eq!(lost, 0);
+    assert_eq!(reordered, 0, "per-key order must hold across the restart");
+}
