@@ -259,8 +259,10 @@ struct Topic {
 }
 
 impl Topic {
+    /// Whether records may be sent: partitions known, not blocked, and
+    /// the last probe found the topic.
     fn ready(&self) -> bool {
-        self.partitions.is_some() && self.blocked.is_none()
+        self.partitions.is_some() && self.blocked.is_none() && self.missing.is_none()
     }
 }
 
@@ -508,11 +510,18 @@ impl Forwarder {
         // Acknowledged records must be gone before they are read again.
         self.remove_acked();
         let mut position = start.saturating_sub(1);
-        let mut stopped_at = None;
+        // Where the scan stopped before reaching the cursor: the first
+        // record not handled, and its receive time.
+        let mut stopped_at: Option<(u64, u64)> = None;
         'scan: while active > 0 && self.exit.is_none() {
             let records = match self.read_after(position, READ_BATCH) {
                 Some(records) if !records.is_empty() => records,
-                _ => break,
+                Some(_) => break,
+                None => {
+                    // A failed read is not "caught up": keep owing from here.
+                    stopped_at = Some((position + 1, crate::now_ms()));
+                    break;
+                }
             };
             for record in records {
                 if record.seq > self.cursor {
@@ -523,10 +532,10 @@ impl Forwarder {
                 let Some(unit) = self.owed_to(topic, &record) else {
                     continue;
                 };
-                let seq = record.seq;
+                let (seq, received_at_ms) = (record.seq, record.received_at_ms);
                 match self.offer(record, topic) {
                     Offer::Full => {
-                        stopped_at = Some(seq);
+                        stopped_at = Some((seq, received_at_ms));
                         break 'scan;
                     }
                     Offer::Taken => {}
@@ -541,7 +550,7 @@ impl Forwarder {
             }
         }
         // Units still catching up either reached the cursor (caught up) or
-        // were stopped by the budget at `stopped_at`.
+        // owe everything from where the scan stopped.
         for t in 0..self.topics.len() {
             let units = std::iter::once(Unit::Topic(t))
                 .chain((0..self.topics[t].lanes.len()).map(|p| Unit::Lane(t, p)));
@@ -550,12 +559,7 @@ impl Forwarder {
                     continue;
                 }
                 self.set_catching(unit, None);
-                if let Some(seq) = stopped_at {
-                    let received_at_ms = self
-                        .record_at(seq)
-                        .ok()
-                        .flatten()
-                        .map_or(0, |r| r.received_at_ms);
+                if let Some((seq, received_at_ms)) = stopped_at {
                     self.hold(unit, seq, received_at_ms);
                 }
             }
@@ -637,7 +641,7 @@ impl Forwarder {
     /// Sends one record, or holds it.
     fn offer(&mut self, record: Record, t: usize) -> Offer {
         let topic = &mut self.topics[t];
-        let Some(partitions) = topic.partitions.filter(|_| topic.blocked.is_none()) else {
+        let Some(partitions) = topic.partitions.filter(|_| topic.ready()) else {
             let seq = record.seq;
             self.count_read(t, &record);
             self.hold(Unit::Topic(t), seq, record.received_at_ms);
