@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -35,15 +36,27 @@ pub enum Command {
     },
     /// Print what the buffer kept aside, one JSON object a line: events
     /// Kafka refused for good (dead letters), or with --quarantine the
-    /// frames that were not notifications. The bridge must be stopped (the
-    /// buffer is locked while it runs).
+    /// frames that were not notifications. With --replay --config FILE,
+    /// send the dead letters to Kafka again (routed by FILE's routes) and
+    /// remove those Kafka acknowledged; exit 0 when none is left, 1 when
+    /// some were refused again (kept, with the new reason). The bridge must
+    /// be stopped (the buffer is locked while it runs).
     DeadLetters {
         /// The buffer directory (`buffer.path` of the configuration).
         #[arg(long)]
         buffer: PathBuf,
         /// Print the quarantine instead of the dead letters.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "replay")]
         quarantine: bool,
+        /// Send the dead letters to Kafka again.
+        #[arg(long, requires = "config")]
+        replay: bool,
+        /// The bridge's configuration: Kafka settings and routes for --replay.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Longest wait for Kafka to answer for every replayed record.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
     },
     /// Run the Genesys Cloud simulator: OAuth, notification API and
     /// WebSocket on one port, plus a control API under /sim/.
@@ -59,7 +72,16 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config } => run(&config),
-        Command::DeadLetters { buffer, quarantine } => exit(dead_letters(&buffer, quarantine)),
+        Command::DeadLetters {
+            buffer,
+            config: Some(config),
+            replay: true,
+            timeout_secs,
+            ..
+        } => replay(&buffer, &config, Duration::from_secs(timeout_secs)),
+        Command::DeadLetters {
+            buffer, quarantine, ..
+        } => exit(dead_letters(&buffer, quarantine)),
         Command::Simulate(args) => {
             crate::telemetry_init::init_plain("info");
             exit(
@@ -119,6 +141,38 @@ fn dead_letters(path: &std::path::Path, quarantine: bool) -> anyhow::Result<()> 
         writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+fn replay(buffer: &std::path::Path, config: &std::path::Path, timeout: Duration) -> ExitCode {
+    let settings = match config::load(config) {
+        Ok(settings) => settings,
+        Err(e) => return config_failure(&e),
+    };
+    if !buffer.is_dir() {
+        return exit(Err(anyhow::anyhow!(
+            "{} is not a buffer directory",
+            buffer.display()
+        )));
+    }
+    crate::telemetry_init::init_plain("warn");
+    match crate::replay::replay(buffer, &settings, timeout) {
+        Ok(outcome) => {
+            for kept in &outcome.kept {
+                println!(
+                    "still refused: seq {} to {}: {}",
+                    kept.seq, kept.kafka_topic, kept.reason
+                );
+            }
+            println!("{}", outcome.summary());
+            if outcome.all_sent() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(crate::replay::ReplayError::Config(e)) => config_failure(&e),
+        Err(e) => exit(Err(anyhow::Error::from(e).context("dead-letter replay"))),
+    }
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

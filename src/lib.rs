@@ -13,6 +13,7 @@
 //!   pings, heartbeat watchdog, reconnects, rollover) and topic planning.
 //! - [`buffer`]: the sled write-ahead buffer and its on-disk format.
 //! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
+//! - [`replay`]: sends dead letters to Kafka again (`dead-letters --replay`).
 //! - [`genesys`]: Genesys facts: regions, topic names, REST API, frames.
 //! - [`subscriptions`]: `[topics]` and how topics spread over channels.
 //! - [`health`]: /healthz, /readyz, /metrics, /status.
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod genesys;
 pub mod health;
 pub mod producer;
+pub mod replay;
 pub mod secret;
 pub mod simulator;
 pub mod subscriptions;
