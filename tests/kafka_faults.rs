@@ -1,0 +1,439 @@
+//! Kafka faults the broker itself causes, with real processes: a broker
+//! refusing a batch that holds one record it will not take, and a topic
+//! the broker refuses while the others flow.
+//!
+//! How Tansu 0.6.0 refuses (read from its source, tansu-storage and
+//! tansu-schema 0.6.0): it has no `max.message.bytes` (no size limit at
+//! all) and no authorisation (its ACL requests are accepted and ignored),
+//! so neither MESSAGE_TOO_LARGE nor TOPIC_AUTHORIZATION_FAILED can come
+//! from it. What it does refuse:
+//! - with `--schema-registry DIR`, a produced batch whose value does not
+//!   validate against `DIR/<topic>.json` fails as a whole, INVALID_RECORD
+//!   for the partition: a real broker-side refusal of a batch because of
+//!   one record in it. The schema file is read again on every produce, so
+//!   "raising the limit" is rewriting it while the broker runs. The limit
+//!   used here is the size of a queue observation: at most N listed
+//!   conversations per metric (the simulator's `observation_conversations`
+//!   makes one frame large);
+//! - a deleted topic: UNKNOWN_TOPIC_OR_PART on produce and in metadata.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{
+    consumer, eventually, free_port, http, ledger, tansu_bin, wait_for_port, Bridge, Proc,
+    Simulator, BRIDGE, TOPICS,
+};
+
+/// A Tansu broker (sqlite store) validating values against the schemas in
+/// `dir/schema`. (support::Broker takes no extra flags.)
+struct SchemaBroker {
+    /// Held for its drop, which stops the broker.
+    _proc: Proc,
+    port: u16,
+    schemas: PathBuf,
+}
+
+impl SchemaBroker {
+    fn start(dir: &Path) -> SchemaBroker {
+        let schemas = dir.join("schema");
+        std::fs::create_dir_all(&schemas).unwrap();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(tansu_bin());
+        cmd.arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            // Both paths are read relative to the working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--schema-registry", "file://./schema"])
+            .current_dir(dir);
+        let proc = Proc::spawn("broker", cmd, dir);
+        wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(30));
+        SchemaBroker {
+            _proc: proc,
+            port,
+            schemas,
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn topic(&self, action: &str, name: &str) {
+        let mut cmd = Command::new(tansu_bin());
+        cmd.args(["topic", action, name]);
+        if action == "create" {
+            cmd.args(["--partitions", "3"]);
+        }
+        let status = cmd
+            .arg("--broker")
+            .arg(format!("tcp://{}", self.bootstrap()))
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic runs");
+        assert!(status.success(), "tansu topic {action} {name} failed");
+    }
+
+    /// Values of `topic` may list at most `max` conversations per metric.
+    fn limit_observations(&self, topic: &str, max: usize) {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": { "value": { "type": "object", "properties": {
+                "eventBody": { "type": "object", "properties": {
+                    "data": { "type": "array", "items": { "type": "object", "properties": {
+                        "metrics": { "type": "array", "items": { "type": "object", "properties": {
+                            "observations": { "type": "array", "maxItems": max }
+                        }}}
+                    }}}
+                }}
+            }}}
+        });
+        // Written aside and renamed: the broker reads the file on every
+        // produce and must never see half of it.
+        let tmp = self.schemas.join(".schema.tmp");
+        std::fs::write(&tmp, schema.to_string()).unwrap();
+        std::fs::rename(&tmp, self.schemas.join(format!("{topic}.json"))).unwrap();
+    }
+}
+
+struct Running {
+    broker: SchemaBroker,
+    sim: Simulator,
+    bridge: Bridge,
+    secret: String,
+}
+
+fn start(dir: &Path, bridge_env: &[(&str, &str)]) -> Running {
+    let broker = SchemaBroker::start(dir);
+    for topic in TOPICS {
+        broker.topic("create", topic);
+    }
+    let secret = format!("faults-secret-{}", std::process::id());
+    let sim = Simulator::start(
+        dir,
+        &[
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            &secret,
+            "--queues",
+            "10",
+        ],
+    );
+    let env = [&[("E2E_CLIENT_SECRET", secret.as_str())], bridge_env].concat();
+    let bridge = Bridge::start(
+        dir,
+        &support::bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
+        &env,
+    );
+    bridge.wait_ready();
+    Running {
+        broker,
+        sim,
+        bridge,
+        secret,
+    }
+}
+
+fn dead_letters(buffer: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BRIDGE)
+        .arg("dead-letters")
+        .arg("--buffer")
+        .arg(buffer)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn replay(buffer: &Path, config: &Path, secret: &str) -> Output {
+    Command::new(BRIDGE)
+        .arg("dead-letters")
+        .arg("--buffer")
+        .arg(buffer)
+        .arg("--replay")
+        .arg("--config")
+        .arg(config)
+        .args(["--timeout-secs", "30"])
+        .env("E2E_CLIENT_SECRET", secret)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The broker refuses a whole batch because one record in it is too large
+/// for its limit: only that record is dead-lettered, the small ones sent
+/// with it reach Kafka; once the limit is raised, `dead-letters --replay`
+/// delivers it and empties the dead-letter tree.
+#[test]
+fn a_refused_batch_costs_only_the_oversized_record_and_replay_delivers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lingering makes librdkafka put the large record into one batch with
+    // the small ones produced around it, as a busy producer does.
+    let Running {
+        broker,
+        sim,
+        mut bridge,
+        secret,
+    } = start(dir.path(), &[("GKB_KAFKA__PROPERTIES__linger.ms", "100")]);
+    let observations = "genesys.queue-observations";
+    broker.limit_observations(observations, 10);
+
+    sim.generate(300);
+    let large_topic = ledger::emitted(&sim.url)
+        .into_iter()
+        .find(|e| e.topic.ends_with(".observations"))
+        .expect("an observation topic")
+        .topic;
+    let reply = http::post_json(
+        &format!("{}/sim/generate", sim.url),
+        &serde_json::json!({"count": 1, "topics": [large_topic], "observation_conversations": 40}),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    sim.generate(300);
+    let total = 601;
+
+    let settled = bridge.wait_for_metrics(
+        "every event forwarded or dead-lettered",
+        Duration::from_secs(90),
+        |m| {
+            m.get("gkb_events_forwarded_total") + m.get("gkb_events_dead_lettered_total")
+                >= total as f64
+                && m.get("gkb_buffer_events") == 0.0
+        },
+    );
+    let (forwarded, dead, failed) = (
+        settled.get("gkb_events_forwarded_total"),
+        settled.get("gkb_events_dead_lettered_total"),
+        settled.get("gkb_kafka_delivery_errors_total"),
+    );
+    assert_eq!(bridge.proc.terminate().code(), Some(0));
+
+    let buffer = dir.path().join("buffer");
+    let letters = dead_letters(&buffer);
+    let emitted = ledger::emitted(&sim.url);
+    let large = emitted
+        .iter()
+        .filter(|e| e.frame.as_ref().is_some_and(|f| f.len() > 8_000))
+        .collect::<Vec<_>>();
+    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(60));
+    let before = ledger::reconcile(&emitted, &consumed);
+    println!(
+        "refused batch: {total} events; failed deliveries {failed} (the oversized record and the small ones refused in its batch); \
+         dead-lettered {dead}; forwarded {forwarded}; in Kafka {}; lost {} (dead letters {}); duplicates {}; reordered {}",
+        consumed.len(),
+        before.lost,
+        letters.len(),
+        before.duplicates,
+        before.reordered
+    );
+    assert_eq!(large.len(), 1, "one large frame emitted");
+    assert!(
+        failed >= 2.0,
+        "the broker should have refused a batch holding small records too ({failed} failed deliveries)"
+    );
+    assert_eq!(dead, 1.0, "only the oversized record is dead-lettered");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0]["correlation_id"].as_str(),
+        Some(large[0].correlation_id.as_str())
+    );
+    assert_eq!(letters[0]["payload"].as_str(), large[0].frame.as_deref());
+    assert_eq!(
+        before.lost, 1,
+        "only the dead letter is missing: {before:#?}"
+    );
+    assert_eq!(
+        (before.duplicates, before.reordered, before.unknown),
+        (0, 0, 0)
+    );
+    assert!(before.mismatches.is_empty(), "{:?}", before.mismatches);
+
+    // Replayed while the limit still holds: refused again, kept, with the
+    // broker's new answer as its reason.
+    let again = replay(&buffer, &bridge.config, &secret);
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("0 sent and removed, 1 still refused"),
+        "{}",
+        text(&again)
+    );
+    let kept = dead_letters(&buffer);
+    assert_eq!(kept.len(), 1);
+    assert!(
+        kept[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidRecord"),
+        "{}",
+        kept[0]
+    );
+
+    // The limit raised: the replay delivers it and the tree is empty.
+    broker.limit_observations(observations, 1_000);
+    let done = replay(&buffer, &bridge.config, &secret);
+    println!("{}", text(&done).trim());
+    assert!(done.status.success(), "{}", text(&done));
+    assert!(
+        text(&done).contains("1 sent and removed, 0 still refused"),
+        "{}",
+        text(&done)
+    );
+    assert!(dead_letters(&buffer).is_empty());
+    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(60));
+    let after = ledger::reconcile(&emitted, &consumed);
+    println!(
+        "after replay: in Kafka {}; lost {}; duplicates {}; reordered {} (a replayed record lands after the newer events of its key)",
+        consumed.len(),
+        after.lost,
+        after.duplicates,
+        after.reordered
+    );
+    assert_eq!((after.lost, after.duplicates, after.unknown), (0, 0, 0));
+    assert!(after.reordered <= 1, "{after:#?}");
+    assert!(after.mismatches.is_empty(), "{:?}", after.mismatches);
+}
+
+/// The events of one routed topic, per Kafka topic, from the simulator's
+/// Genesys topic (the bridge test configuration's routes).
+fn routed(genesys_topic: &str) -> &'static str {
+    if genesys_topic.starts_with("v2.routing.queues.") {
+        "genesys.queue-conversations"
+    } else if genesys_topic.ends_with(".observations") {
+        "genesys.queue-observations"
+    } else {
+        "genesys.events"
+    }
+}
+
+/// Emits `count` events and returns how long until the bridge forwarded
+/// `expect_forwarded` in all.
+fn timed_burst(run: &Running, count: usize, expect_forwarded: usize) -> Duration {
+    let start = Instant::now();
+    run.sim.generate(count);
+    run.bridge.wait_for_metrics(
+        &format!("{expect_forwarded} events forwarded"),
+        Duration::from_secs(60),
+        |m| m.get("gkb_events_forwarded_total") >= expect_forwarded as f64,
+    );
+    start.elapsed()
+}
+
+/// A topic the broker refuses (deleted under the running bridge) holds back
+/// only its own events: the others keep their pace, and the refused
+/// topic's events arrive, in order and exactly once, once it is back.
+#[test]
+fn a_refused_topic_holds_back_only_its_own_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(dir.path(), &[]);
+    let refused = "genesys.queue-conversations";
+    const BURST: usize = 2_000;
+
+    // Control: every topic open.
+    let control = timed_burst(&run, BURST, BURST);
+    run.bridge.wait_forwarded(BURST, Duration::from_secs(60));
+    let control_events = ledger::emitted(&run.sim.url);
+    let control_last = control_events.iter().map(|e| e.seq).max().unwrap();
+    let consumed = consumer::read_all(&run.broker.bootstrap(), &TOPICS, Duration::from_secs(60));
+    let control_report = ledger::reconcile(&control_events, &consumed);
+    assert!(control_report.is_perfect(), "{control_report:#?}");
+
+    // The broker now refuses the topic: UNKNOWN_TOPIC_OR_PART. (Deleting
+    // also drops the records it held: the ledger below counts only the
+    // events emitted from here on.)
+    run.broker.topic("delete", refused);
+    let start = Instant::now();
+    run.sim.generate(BURST);
+    let emitted: Vec<ledger::Emitted> = ledger::emitted(&run.sim.url)
+        .into_iter()
+        .filter(|e| e.seq > control_last)
+        .collect();
+    let held: usize = emitted
+        .iter()
+        .filter(|e| routed(&e.topic) == refused)
+        .count();
+    let others = BURST - held;
+    assert!(held > 0 && others > 0);
+    run.bridge.wait_for_metrics(
+        "the other topics' events forwarded",
+        Duration::from_secs(60),
+        |m| m.get("gkb_events_forwarded_total") >= (BURST + others) as f64,
+    );
+    let blocked = start.elapsed();
+    let readyz = eventually(
+        "/readyz to name the refused topic",
+        Duration::from_secs(30),
+        || {
+            let r = http::get(&format!("{}/readyz", run.bridge.health)).ok()?;
+            (r.status == 503 && r.body.contains(refused)).then_some(r.body)
+        },
+    );
+    let waiting = run.bridge.metrics().map(support::Metrics).unwrap();
+    let control_rate = BURST as f64 / control.as_secs_f64();
+    let others_rate = others as f64 / blocked.as_secs_f64();
+    println!(
+        "refused topic: control {BURST} events in {:.2} s ({control_rate:.0}/s); with {refused} refused, \
+         the other topics' {others} events in {:.2} s ({others_rate:.0}/s); {held} held in the buffer \
+         (gkb_buffer_events {}); /readyz: {}",
+        control.as_secs_f64(),
+        blocked.as_secs_f64(),
+        waiting.get("gkb_buffer_events"),
+        readyz.trim()
+    );
+    assert_eq!(
+        waiting.get("gkb_buffer_events"),
+        held as f64,
+        "exactly the refused topic's events wait"
+    );
+    // The other topics are not stalled behind the refused one: they keep
+    // the pace of the control run (loose bound: two cores shared with the
+    // broker and whatever else runs).
+    assert!(
+        blocked <= control * 3 + Duration::from_secs(3),
+        "the other topics slowed from {control:?} to {blocked:?}"
+    );
+
+    // The cause removed: the topic's events follow.
+    run.broker.topic("create", refused);
+    run.bridge.wait_ready();
+    run.bridge
+        .wait_forwarded(2 * BURST, Duration::from_secs(90));
+    let consumed = consumer::read_all(&run.broker.bootstrap(), &TOPICS, Duration::from_secs(60));
+    let ids: std::collections::HashSet<&str> =
+        emitted.iter().map(|e| e.correlation_id.as_str()).collect();
+    let consumed: Vec<consumer::Consumed> = consumed
+        .into_iter()
+        .filter(|c| {
+            c.header("genesys-correlation-id")
+                .is_some_and(|id| ids.contains(id))
+        })
+        .collect();
+    let report = ledger::reconcile(&emitted, &consumed);
+    println!(
+        "refused topic: {BURST} events while refused; in Kafka {}; lost {}; duplicates {}; reordered {}",
+        consumed.len(),
+        report.lost,
+        report.duplicates,
+        report.reordered
+    );
+    assert!(report.is_perfect(), "{report:#?}");
+}
