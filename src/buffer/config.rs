@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+const MIB: u64 = 1024 * 1024;
+
 /// The on-disk write-ahead buffer.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -18,14 +20,44 @@ pub struct BufferConfig {
     /// on disk; this bounds how much of it is kept in memory.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// Most bytes the buffer may use on disk (the files in `path`). Once it
+    /// is reached, new events are refused — counted in
+    /// `gkb_buffer_refused_events_total` and named on `/readyz` — and every
+    /// event already held is kept until Kafka has it. It is checked every
+    /// `check_interval_ms`, so it can be overshot by what arrives in one
+    /// interval. The buffer's file does not shrink after a drain (the space
+    /// is reused), so events are taken again once the backlog has shrunk,
+    /// not once the file has.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Free space to leave on the buffer's filesystem, in bytes: below it
+    /// new events are refused, as for `max_bytes`. It must leave room for
+    /// the buffer to record removals while it drains (a few MiB at least).
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+    /// How often disk use and free space are measured, in ms.
+    #[serde(default = "default_check_interval_ms")]
+    pub check_interval_ms: u64,
 }
 
 fn default_cache_mib() -> u64 {
-    64
+    16
 }
 
 fn default_path() -> PathBuf {
     PathBuf::from("data/buffer")
+}
+
+fn default_max_bytes() -> u64 {
+    8 * 1024 * MIB
+}
+
+fn default_min_free_bytes() -> u64 {
+    256 * MIB
+}
+
+fn default_check_interval_ms() -> u64 {
+    500
 }
 
 impl Default for BufferConfig {
@@ -33,6 +65,9 @@ impl Default for BufferConfig {
         BufferConfig {
             path: default_path(),
             cache_mib: default_cache_mib(),
+            max_bytes: default_max_bytes(),
+            min_free_bytes: default_min_free_bytes(),
+            check_interval_ms: default_check_interval_ms(),
         }
     }
 }
@@ -42,10 +77,10 @@ impl BufferConfig {
         if self.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("buffer.path", "must not be empty"));
         }
-        if !(8..=65_536).contains(&self.cache_mib) {
+        if !(4..=65_536).contains(&self.cache_mib) {
             return Err(ConfigError::invalid(
                 "buffer.cache_mib",
-                "must be between 8 and 65536",
+                "must be between 4 and 65536",
             ));
         }
         if self.path.is_file() {
@@ -54,6 +89,50 @@ impl BufferConfig {
                 format!("{} is a file; it must be a directory", self.path.display()),
             ));
         }
+        // Below a few sled segments (512 KiB each) the buffer could not
+        // hold even one large frame.
+        if self.max_bytes < 8 * MIB {
+            return Err(ConfigError::invalid(
+                "buffer.max_bytes",
+                "must be at least 8388608 (8 MiB)",
+            ));
+        }
+        // Draining writes too (removals are logged): without headroom a
+        // full disk could not be emptied.
+        if self.min_free_bytes < 4 * MIB {
+            return Err(ConfigError::invalid(
+                "buffer.min_free_bytes",
+                "must be at least 4194304 (4 MiB), room to record removals while draining",
+            ));
+        }
+        if !(50..=60_000).contains(&self.check_interval_ms) {
+            return Err(ConfigError::invalid(
+                "buffer.check_interval_ms",
+                "must be between 50 and 60000",
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_key() {
+        BufferConfig::default().validate().unwrap();
+        let cases: [(&str, fn(&mut BufferConfig)); 4] = [
+            ("buffer.max_bytes", |c| c.max_bytes = MIB),
+            ("buffer.min_free_bytes", |c| c.min_free_bytes = 0),
+            ("buffer.check_interval_ms", |c| c.check_interval_ms = 0),
+            ("buffer.cache_mib", |c| c.cache_mib = 1),
+        ];
+        for (key, spoil) in cases {
+            let mut config = BufferConfig::default();
+            spoil(&mut config);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key(), Some(key), "{err}");
+        }
     }
 }

@@ -9,32 +9,124 @@
 //! - `dead_letter`: u64 BE sequence → JSON of the record and why Kafka
 //!   refused it for good (a record too large, a forbidden topic…);
 //! - `quarantine`: u64 BE sequence → JSON of frames that were not
-//!   notifications and of buffer entries that could not be decoded, kept
-//!   for an operator rather than dropped (see [`Quarantined`]).
+//!   notifications and of buffer entries that could not be read, kept
+//!   for an operator rather than dropped (see [`Quarantined`]);
+//! - `chunks`: the pieces of values above 4,000 bytes (format 2).
 //!
 //! sled writes are cheap and land in its page cache; durability comes from
-//! `flush`, which [`Buffer::request_flush`] groups: while one flush runs,
+//! a flush, which [`Buffer::request_flush`] groups: while one flush runs,
 //! further requests make at most one more, so a burst of events costs a few
 //! fsyncs rather than one each. Flushes run on the blocking pool, never on
 //! an actor thread.
+//!
+//! # What a flush makes durable
+//!
+//! sled 0.34's flush writes its log and ends in `sync_file_range`, which
+//! pushes data pages but not the file's metadata (its size and, on ext4 and
+//! XFS, the allocation of newly written blocks): after a power loss a log
+//! that had grown could be cut back. Each flush is therefore followed by an
+//! `fsync` of the data file through our own descriptor (fsync works per
+//! inode), and the directory is synced after open, when sled creates its
+//! files. Only then does [`Buffer::durable_seq`] move.
+//!
+//! sled moves any log item above a quarter of a segment (128 KiB) into a
+//! separate blob file that it writes and never syncs, and a torn blob makes
+//! recovery stop reading the log at that point. A log item is not one
+//! value: a leaf node (up to ~17 entries, more just after a merge) is
+//! written whole, so sequential 15 KB values already produce blobs while
+//! 14 KB ones do not (measured). Rather than syncing blobs after the fact
+//! (their pointer can be durable before their content), format 2 never
+//! lets a value exceed 4,000 bytes: larger records, dead letters and
+//! quarantine entries are cut into 4,000-byte chunks in the `chunks` tree
+//! (written before their stub, removed after it), so that even a merged
+//! leaf of 30 entries stays under the threshold. A test checks that no
+//! blob file appears.
+//!
+//! # Overflow policy: refuse new events, keep what is held
+//!
+//! The buffer is bounded by `buffer.max_bytes` (its files) and
+//! `buffer.min_free_bytes` (its filesystem's free space). At the bound it
+//! refuses new events — [`Buffer::append`] fails at once, the refusal is
+//! counted exactly (`gkb_buffer_refused_events_total`) and
+//! [`Buffer::problems`] says why — and keeps every event it holds. Held
+//! events were acknowledged to nobody else and Genesys replays nothing, so
+//! each is the only copy; dropping the oldest would throw away events
+//! already accepted, in the middle of the stream the consumer is waiting
+//! for, to make room for others equally valuable. Refusing at the edge
+//! loses the same number of events, at the one place the loss is visible
+//! and counted as it happens. The bound is measured by a sampler thread
+//! every `check_interval_ms` (no statvfs per event); appends read a flag.
+//! Since sled's file does not shrink after a drain, admission reopens when
+//! the backlog has shrunk, not the file (see `admission`).
+//!
+//! # Storage failures: reopen in-process
+//!
+//! After an I/O error (ENOSPC, EIO…) sled 0.34 fails every later
+//! operation until the database is reopened. When a write, flush or
+//! removal fails, the buffer marks itself failing (one ERROR line), refuses
+//! new events at once (counted as refused), and a watcher thread reopens
+//! the database with backoff and jitter, once the filesystem has
+//! `min_free_bytes` free again. It reopens rather than exiting for a
+//! supervisor to restart the process: a restart would drop every socket,
+//! and events Genesys sends meanwhile are gone for good. A successful
+//! reopen bumps [`Buffer::generation`] (the producer rewinds its cursor),
+//! recounts, and logs one line.
+//!
+//! Events appended after the last good flush may be missing from the
+//! reopened database (measured: 63 of 65 such writes, after ENOSPC). The
+//! buffer keeps a copy of each event until a flush covers it (bounded:
+//! 8 MiB of copies; beyond that only the sequence is kept) and writes back
+//! whatever the reopened database lacks. An event whose copy was not kept
+//! and that is missing is counted in `gkb_buffer_lost_events_total` and
+//! named by `problems()` for 15 minutes. Sequences keep growing across a
+//! reopen: the next one is above both the last handed out and every key
+//! the reopened database holds.
+//!
+//! # Unreadable entries
+//!
+//! An entry that does not decode, or whose chunks are missing, moves to
+//! the quarantine with the bytes found. A node sled cannot read (a torn or
+//! damaged page: the iterator fails at the same place forever) is skipped:
+//! the first readable key beyond it is found by galloping and bisecting,
+//! the range is recorded in the quarantine and skipped from then on, so
+//! `read_after` always makes progress.
 
+mod admission;
 mod config;
 mod record;
+mod store;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
+use sled::IVec;
+
+pub use admission::Refusal;
 pub use config::BufferConfig;
 pub use record::{field_fits, DecodeError, Record};
 
+use admission::{Admission, Transition};
+use store::{seq_of, Area, ReadError, Store};
+
 /// On-disk format this build writes. Older formats are migrated at open
 /// (see `migrations/`); newer ones are refused, never rewritten.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const META_FORMAT_KEY: &[u8] = b"format_version";
+const META_PROBE_KEY: &[u8] = b"reopen_probe";
+
+/// Copies of unflushed events kept for a reopen, at most.
+const RETAIN_MAX_BYTES: usize = 8 << 20;
+/// How long a loss stays on /readyz (the counter stays forever).
+const LOSS_REPORT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Reopen attempts: first after ~100 ms, then doubling to 10 s.
+const REOPEN_MIN_DELAY: Duration = Duration::from_millis(100);
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(10);
 
 /// What can go wrong with the buffer.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +147,10 @@ pub enum BufferError {
     Read(sled::Error),
     #[error("buffer flush failed: {0} (is the disk full?)")]
     Flush(String),
+    #[error("the buffer refuses new events: {0}")]
+    Refused(String),
+    #[error("the buffer is failing and reopening: {0}")]
+    Failing(String),
 }
 
 /// A handle to the buffer; clones share it.
@@ -64,36 +160,109 @@ pub struct Buffer {
 }
 
 struct Inner {
-    db: sled::Db,
-    events: sled::Tree,
-    dead_letter: sled::Tree,
-    quarantine: sled::Tree,
-    /// Next sequence to hand out; only grows within a process, so a reader's
-    /// cursor never misses a new record.
+    path: PathBuf,
+    cache_bytes: u64,
+    /// `None` only while a reopen swaps it.
+    store: RwLock<Option<Arc<Store>>>,
+    shared: Arc<Shared>,
+    /// Also serialises appends, so that every sequence at or below the
+    /// last one handed out was written to sled before a flush starts.
+    unflushed: Mutex<Unflushed>,
+    /// Sequence ranges sled could not read, skipped by `read_after`.
+    unreadable: Mutex<Vec<(u64, u64)>>,
+    flush_running: AtomicBool,
+    flush_wanted: AtomicBool,
+}
+
+/// What the watcher thread needs, without keeping the database open.
+struct Shared {
+    admission: Admission,
+    check_interval: Duration,
+    /// Next sequence to hand out; only grows within a process (reopens
+    /// included), so a reader's cursor never misses a new record.
     next_seq: AtomicU64,
     /// Highest sequence known to be on disk.
     durable_seq: AtomicU64,
-    flush_running: AtomicBool,
-    flush_wanted: AtomicBool,
+    generation: AtomicU64,
     /// Entries per tree, kept as they change: sled's own `len` walks the
     /// whole tree, too slow for every /metrics scrape of a large backlog.
     events_len: AtomicU64,
     dead_letter_len: AtomicU64,
     quarantine_len: AtomicU64,
-    /// The last flush's failure, until a flush succeeds.
-    flush_error: std::sync::Mutex<Option<String>>,
+    refused: AtomicU64,
+    lost: AtomicU64,
+    restored: AtomicU64,
+    reopens: AtomicU64,
+    unreadable_ranges: AtomicU64,
+    failing: AtomicBool,
+    failure: Mutex<Option<Failure>>,
+    last_loss: Mutex<Option<Instant>>,
+    watch: Mutex<Watch>,
+    wake: Condvar,
+}
+
+struct Failure {
+    reason: String,
+    since: Instant,
+    attempts: u64,
+    last_attempt_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Watch {
+    closed: bool,
+    poked: bool,
+}
+
+/// Writes not yet covered by a successful flush, with a copy of each
+/// value while the copies stay under [`RETAIN_MAX_BYTES`].
+#[derive(Default)]
+struct Unflushed {
+    entries: BTreeMap<u64, Pending>,
+    bytes: usize,
+}
+
+struct Pending {
+    area: Area,
+    value: Option<IVec>,
+}
+
+impl Unflushed {
+    fn add(&mut self, seq: u64, area: Area, value: &IVec) {
+        let value = (self.bytes + value.len() <= RETAIN_MAX_BYTES).then(|| {
+            self.bytes += value.len();
+            value.clone()
+        });
+        self.entries.insert(seq, Pending { area, value });
+    }
+
+    fn forget(&mut self, seq: u64) {
+        if let Some(p) = self.entries.remove(&seq) {
+            self.bytes -= p.value.map_or(0, |v| v.len());
+        }
+    }
+
+    /// Drops what a flush covered: every sequence up to `upto`.
+    fn flushed(&mut self, upto: u64) {
+        let rest = self.entries.split_off(&upto.saturating_add(1));
+        let gone = std::mem::replace(&mut self.entries, rest);
+        for p in gone.into_values() {
+            self.bytes -= p.value.map_or(0, |v| v.len());
+        }
+    }
 }
 
 /// Something kept aside rather than lost: a frame that was not a
-/// notification, or a buffer entry that could not be decoded.
+/// notification, or a buffer entry that could not be read.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Quarantined {
     pub seq: u64,
-    /// `malformed frame` or `undecodable buffer entry`.
+    /// `malformed frame`, `undecodable buffer entry` or `unreadable buffer
+    /// range`.
     pub kind: String,
     pub reason: String,
     pub at_ms: u64,
-    /// The bytes exactly as they were.
+    /// The bytes exactly as they were (what could be read of them).
     pub bytes_base64: String,
 }
 
@@ -113,94 +282,93 @@ pub struct DeadLetter {
 }
 
 impl Buffer {
-    /// Opens (creating if needed) the buffer at `path`, migrating an older
-    /// format. Blocking: call before the actors start or on the blocking pool.
+    /// Opens (creating if needed) the buffer at `path` with the default
+    /// configuration. Blocking: call before the actors start or on the
+    /// blocking pool.
     pub fn open(path: &Path) -> Result<Buffer, BufferError> {
-        Self::open_with_cache(path, BufferConfig::default().cache_mib)
+        Self::open_with_config(path, &BufferConfig::default())
     }
 
     /// [`Buffer::open`] with a page cache of `cache_mib` MiB (sled's own
     /// default is 1 GiB, too much for a sidecar-sized service).
     pub fn open_with_cache(path: &Path, cache_mib: u64) -> Result<Buffer, BufferError> {
-        let open_err = |source: sled::Error| match &source {
-            // sled takes an exclusive file lock; its error says so in words only.
-            sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-                BufferError::Locked {
-                    path: path.to_owned(),
-                }
-            }
-            _ => BufferError::Open {
-                path: path.to_owned(),
-                source,
+        Self::open_with_config(
+            path,
+            &BufferConfig {
+                cache_mib,
+                ..BufferConfig::default()
             },
-        };
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_mib * 1024 * 1024)
-            .open()
-            .map_err(open_err)?;
-        let meta = db.open_tree("meta").map_err(open_err)?;
-        let events = db.open_tree("events").map_err(open_err)?;
-        match meta.get(META_FORMAT_KEY).map_err(open_err)? {
-            None => {
-                meta.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                    .map_err(open_err)?;
-                db.flush().map_err(open_err)?;
-            }
-            Some(raw) => {
-                let found = u32::from_be_bytes(raw.as_ref().try_into().map_err(|_| {
-                    BufferError::BadFormatMarker {
-                        path: path.to_owned(),
-                    }
-                })?);
-                if found > FORMAT_VERSION {
-                    return Err(BufferError::NewerFormat {
-                        path: path.to_owned(),
-                        found,
-                    });
-                }
-                // Version 1 is the first format: there is nothing older to
-                // migrate yet. A future format adds its step here and a
-                // page in migrations/.
-            }
+        )
+    }
+
+    /// Opens the buffer at `path` (which takes the place of
+    /// `config.path`) with `config`'s cache and bounds, migrating an older
+    /// format, and starts its watcher thread (admission sampling, reopen
+    /// after failures; it ends when the last handle is dropped).
+    pub fn open_with_config(path: &Path, config: &BufferConfig) -> Result<Buffer, BufferError> {
+        let cache_bytes = config.cache_mib * 1024 * 1024;
+        let open_err = |source: sled::Error| open_error(path, source);
+        let store = Store::open(path, cache_bytes).map_err(open_err)?;
+        migrate(&store, path)?;
+        let census = store.census().map_err(open_err)?;
+        if census.orphan_chunks > 0 {
+            tracing::warn!(
+                chunks = census.orphan_chunks,
+                "removed chunks of values whose write was cut short by a crash"
+            );
         }
-        // Sequences key the dead-letter and quarantine trees too: a new
-        // record must not take the key of one still kept there.
-        let dead_letter = db.open_tree("dead_letter").map_err(open_err)?;
-        let quarantine = db.open_tree("quarantine").map_err(open_err)?;
-        let mut last = 0;
-        for tree in [&events, &dead_letter, &quarantine] {
-            if let Some((key, _)) = tree.last().map_err(open_err)? {
-                last = last.max(seq_of(&key));
-            }
-        }
-        // Walks each tree once; kept up to date from here on.
-        let (events_len, dead_letter_len, quarantine_len) = (
-            events.len() as u64,
-            dead_letter.len() as u64,
-            quarantine.len() as u64,
-        );
-        Ok(Buffer {
-            inner: Arc::new(Inner {
-                dead_letter,
-                quarantine,
-                db,
-                events,
-                next_seq: AtomicU64::new(last + 1),
-                durable_seq: AtomicU64::new(last),
-                flush_running: AtomicBool::new(false),
-                flush_wanted: AtomicBool::new(false),
-                flush_error: Default::default(),
-                events_len: AtomicU64::new(events_len),
-                dead_letter_len: AtomicU64::new(dead_letter_len),
-                quarantine_len: AtomicU64::new(quarantine_len),
-            }),
-        })
+        let admission = Admission::new(config.max_bytes, config.min_free_bytes);
+        admission
+            .held_bytes
+            .store(census.held_bytes, Ordering::SeqCst);
+        admission.reset(admission::dir_bytes(path));
+        let shared = Arc::new(Shared {
+            admission,
+            check_interval: Duration::from_millis(config.check_interval_ms),
+            // Sequences key the dead-letter and quarantine trees too: a new
+            // record must not take the key of one still kept there.
+            next_seq: AtomicU64::new(census.last_seq + 1),
+            durable_seq: AtomicU64::new(census.last_seq),
+            generation: AtomicU64::new(0),
+            events_len: AtomicU64::new(census.entries[Area::Events as usize]),
+            dead_letter_len: AtomicU64::new(census.entries[Area::DeadLetter as usize]),
+            quarantine_len: AtomicU64::new(census.entries[Area::Quarantine as usize]),
+            refused: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            restored: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
+            unreadable_ranges: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            failure: Mutex::default(),
+            last_loss: Mutex::default(),
+            watch: Mutex::default(),
+            wake: Condvar::new(),
+        });
+        // A first sample before any event, so a full disk refuses at once.
+        shared.admission.sample(path);
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            cache_bytes,
+            store: RwLock::new(Some(Arc::new(store))),
+            shared: shared.clone(),
+            unflushed: Mutex::default(),
+            unreadable: Mutex::default(),
+            flush_running: AtomicBool::new(false),
+            flush_wanted: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        let dir = path.to_owned();
+        std::thread::Builder::new()
+            .name("gkb-buffer-watch".into())
+            .spawn(move || watch(shared, weak, dir))
+            .map_err(|e| BufferError::Flush(format!("cannot start the buffer watcher: {e}")))?;
+        Ok(Buffer { inner })
     }
 
     /// Stores a received notification and returns its sequence. The record
     /// is visible to readers at once and durable after the next flush.
+    /// Refused at once (and counted) while the buffer is at its bound or
+    /// failing.
     pub fn append(
         &self,
         received_at_ms: u64,
@@ -208,50 +376,116 @@ impl Buffer {
         correlation_id: Option<&str>,
         payload: &[u8],
     ) -> Result<u64, BufferError> {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
-        let record = Record {
+        let shared = &self.inner.shared;
+        if let Some(refusal) = self.refusal() {
+            shared.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(BufferError::Refused(self.refusal_text(refusal)));
+        }
+        let store = match self.store() {
+            Ok(store) => store,
+            Err(e) => {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let mut unflushed = self.lock_unflushed();
+        let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
+        let value: IVec = Record {
             seq,
             received_at_ms,
             topic_name: topic_name.to_owned(),
             correlation_id: correlation_id.map(str::to_owned),
             payload: payload.to_vec(),
-        };
-        let previous = self
-            .inner
-            .events
-            .insert(seq.to_be_bytes(), record.encode())
-            .map_err(BufferError::Write)?;
-        count_insert(&self.inner.events_len, &previous);
-        Ok(seq)
+        }
+        .encode()
+        .into();
+        match store.put(Area::Events, seq, value.clone()) {
+            Ok(bytes) => {
+                unflushed.add(seq, Area::Events, &value);
+                shared.events_len.fetch_add(1, Ordering::SeqCst);
+                shared
+                    .admission
+                    .held_bytes
+                    .fetch_add(bytes, Ordering::SeqCst);
+                Ok(seq)
+            }
+            Err(e) => {
+                drop(unflushed);
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                self.fail("a write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// The record under `seq`, if the buffer holds it. An entry that
+    /// cannot be decoded is moved to the quarantine and reads as `None`.
+    pub fn get(&self, seq: u64) -> Result<Option<Record>, BufferError> {
+        let store = self.store()?;
+        match store.get(Area::Events, seq) {
+            Ok(None) => Ok(None),
+            Ok(Some(value)) => match Record::decode(seq, &value) {
+                Ok(record) => Ok(Some(record)),
+                Err(e) => {
+                    self.quarantine_entry(&store, seq, &e.to_string(), &value)?;
+                    Ok(None)
+                }
+            },
+            Err(ReadError::Incomplete { reason, found }) => {
+                self.quarantine_entry(&store, seq, &reason, &found)?;
+                Ok(None)
+            }
+            Err(ReadError::Sled(e)) => Err(self.read_failed(e)),
+        }
     }
 
     /// Up to `limit` records with a sequence above `after`, in order.
     /// Entries that cannot be decoded are moved to the quarantine tree and
-    /// skipped; their sequences are returned in the second list.
+    /// skipped; their sequences are returned in the second list. Ranges
+    /// sled cannot read are skipped (see the module docs).
     pub fn read_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<(Vec<Record>, Vec<u64>), BufferError> {
+        let store = self.store()?;
         let mut records = Vec::with_capacity(limit.min(1024));
         let mut quarantined = Vec::new();
-        let start = after.saturating_add(1).to_be_bytes();
-        for entry in self.inner.events.range(start..) {
-            if records.len() >= limit {
-                break;
-            }
-            let (key, value) = entry.map_err(BufferError::Read)?;
-            let seq = seq_of(&key);
-            match Record::decode(seq, &value) {
-                Ok(record) => records.push(record),
-                Err(e) => {
-                    tracing::error!(seq, error = %e, "undecodable buffer entry moved to quarantine");
-                    self.put_quarantine(seq, "undecodable buffer entry", &e.to_string(), &value)?;
-                    let removed = self.inner.events.remove(key).map_err(BufferError::Write)?;
-                    count_remove(&self.inner.events_len, &removed);
-                    quarantined.push(seq);
+        let mut pos = after.saturating_add(1);
+        // Each turn either ends the read or moves `pos` past a range sled
+        // cannot read, which only happens below `last_seq`.
+        'scan: while records.len() < limit && pos <= self.last_seq() {
+            pos = self.skip_known_unreadable(pos);
+            for entry in store.events.range(pos.to_be_bytes()..) {
+                if records.len() >= limit {
+                    break 'scan;
                 }
+                let (key, raw) = match entry {
+                    Ok(kv) => kv,
+                    Err(e) if is_local(&e) => {
+                        pos = self.skip_unreadable(&store, pos, &e)?;
+                        continue 'scan;
+                    }
+                    Err(e) => return Err(self.read_failed(e)),
+                };
+                let seq = seq_of(&key);
+                pos = seq.saturating_add(1);
+                let bad = match store.resolve(Area::Events, seq, raw) {
+                    Ok(value) => match Record::decode(seq, &value) {
+                        Ok(record) => {
+                            records.push(record);
+                            continue;
+                        }
+                        Err(e) => (e.to_string(), value.to_vec()),
+                    },
+                    Err(ReadError::Incomplete { reason, found }) => (reason, found),
+                    Err(ReadError::Sled(e)) if is_local(&e) => (e.to_string(), Vec::new()),
+                    Err(ReadError::Sled(e)) => return Err(self.read_failed(e)),
+                };
+                self.quarantine_entry(&store, seq, &bad.0, &bad.1)?;
+                quarantined.push(seq);
             }
+            break;
         }
         Ok((records, quarantined))
     }
@@ -259,73 +493,139 @@ impl Buffer {
     /// Keeps a received frame that is not a notification (not JSON, binary,
     /// no topic…) for an operator, instead of dropping it.
     pub fn quarantine_frame(&self, reason: &str, frame: &[u8]) -> Result<u64, BufferError> {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::SeqCst);
-        self.put_quarantine(seq, "malformed frame", reason, frame)?;
+        let store = self.store()?;
+        let mut unflushed = self.lock_unflushed();
+        let seq = self.inner.shared.next_seq.fetch_add(1, Ordering::SeqCst);
+        let value = quarantine_json(seq, "malformed frame", reason, frame);
+        self.put_counted(&store, Area::Quarantine, seq, value.clone())?;
+        unflushed.add(seq, Area::Quarantine, &value);
         Ok(seq)
     }
 
     /// Every quarantined entry, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>, BufferError> {
-        self.inner
-            .quarantine
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v.map_err(BufferError::Read)?;
-                Ok(serde_json::from_slice(&v)
-                    .expect("quarantine entries are written by this module"))
-            })
-            .collect()
+        self.all_json(Area::Quarantine)
     }
 
-    fn put_quarantine(
+    /// Moves an entry that cannot be read to the quarantine, with what
+    /// could be read of it.
+    fn quarantine_entry(
         &self,
+        store: &Store,
         seq: u64,
-        kind: &str,
         reason: &str,
         bytes: &[u8],
     ) -> Result<(), BufferError> {
-        use base64::Engine;
-        let entry = Quarantined {
-            seq,
-            kind: kind.to_owned(),
-            reason: reason.to_owned(),
-            at_ms: crate::now_ms(),
-            bytes_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        tracing::error!(seq, error = %reason, "undecodable buffer entry moved to quarantine");
+        let value = quarantine_json(seq, "undecodable buffer entry", reason, bytes);
+        self.put_counted(store, Area::Quarantine, seq, value)?;
+        match store.remove(Area::Events, seq) {
+            Ok(freed) => {
+                self.count_removed(Area::Events, freed);
+                Ok(())
+            }
+            // In a node sled cannot read: skip it from now on instead.
+            Err(e) if is_local(&e) => {
+                lock(&self.inner.unreadable).push((seq, seq));
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a removal", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// Finds the first readable key after a read error at `from` and
+    /// records the range in between as unreadable. Returns where to go on.
+    fn skip_unreadable(
+        &self,
+        store: &Store,
+        from: u64,
+        error: &sled::Error,
+    ) -> Result<u64, BufferError> {
+        let end = self.last_seq().saturating_add(1);
+        let readable = |k: u64| {
+            store
+                .events
+                .range(k.to_be_bytes()..)
+                .next()
+                .map_or(true, |r| r.is_ok())
         };
-        let json = serde_json::to_vec(&entry).expect("a quarantine entry serialises");
-        let previous = self
-            .inner
-            .quarantine
-            .insert(seq.to_be_bytes(), json)
-            .map_err(BufferError::Write)?;
-        count_insert(&self.inner.quarantine_len, &previous);
-        Ok(())
+        // Gallop: `bad` reads fail, `good` reads work (or are past the end).
+        let (mut bad, mut good, mut step) = (from, from.saturating_add(1), 1u64);
+        while good < end && !readable(good) {
+            bad = good;
+            step = step.saturating_mul(2);
+            good = from.saturating_add(step).min(end);
+        }
+        if good >= end && !readable(end) {
+            return Err(self.read_failed(error.clone()));
+        }
+        while good - bad > 1 {
+            let mid = bad + (good - bad) / 2;
+            if readable(mid) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        let last_bad = good - 1;
+        lock(&self.inner.unreadable).push((from, last_bad));
+        self.inner
+            .shared
+            .unreadable_ranges
+            .fetch_add(1, Ordering::SeqCst);
+        tracing::error!(from, to = last_bad, error = %error, "buffer range sled cannot read: skipped and recorded in the quarantine");
+        let seq = self.inner.shared.next_seq.fetch_add(1, Ordering::SeqCst);
+        let reason = format!("sequences {from}..={last_bad} cannot be read: {error}");
+        let value = quarantine_json(seq, "unreadable buffer range", &reason, &[]);
+        self.put_counted(store, Area::Quarantine, seq, value)?;
+        Ok(good)
+    }
+
+    fn skip_known_unreadable(&self, mut pos: u64) -> u64 {
+        let ranges = lock(&self.inner.unreadable);
+        // Ranges may touch one another; a few passes settle it.
+        for _ in 0..=ranges.len() {
+            match ranges.iter().find(|(a, b)| (*a..=*b).contains(&pos)) {
+                Some((_, b)) => pos = b.saturating_add(1),
+                None => break,
+            }
+        }
+        pos
     }
 
     /// Removes records Kafka acknowledged.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), BufferError> {
-        let mut batch = sled::Batch::default();
-        let mut present = 0;
-        let unique: std::collections::BTreeSet<&u64> = seqs.iter().collect();
-        for seq in unique {
-            // An ack seen twice must not count twice.
-            if self
-                .inner
-                .events
-                .contains_key(seq.to_be_bytes())
-                .map_err(BufferError::Read)?
-            {
-                present += 1;
-                batch.remove(&seq.to_be_bytes());
+        let store = self.store()?;
+        // An ack seen twice must not count twice.
+        let unique: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        match store.remove_many(Area::Events, &unique) {
+            Ok((present, freed)) => {
+                let shared = &self.inner.shared;
+                shared.events_len.fetch_sub(present, Ordering::SeqCst);
+                shared
+                    .admission
+                    .held_bytes
+                    .fetch_sub(freed, Ordering::SeqCst);
+                // Kafka has them: a reopen must not write them back.
+                let mut unflushed = self.lock_unflushed();
+                for seq in unique {
+                    unflushed.forget(seq);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a removal", &e);
+                Err(BufferError::Write(e))
             }
         }
-        self.inner
-            .events
-            .apply_batch(batch)
-            .map_err(BufferError::Write)?;
-        self.inner.events_len.fetch_sub(present, Ordering::SeqCst);
-        Ok(())
     }
 
     /// Moves a record Kafka refused for good to the dead-letter tree.
@@ -335,6 +635,7 @@ impl Buffer {
         kafka_topic: &str,
         reason: &str,
     ) -> Result<(), BufferError> {
+        let store = self.store()?;
         let letter = DeadLetter {
             seq: record.seq,
             received_at_ms: record.received_at_ms,
@@ -348,37 +649,95 @@ impl Buffer {
         let json = serde_json::to_vec(&letter).expect("a dead letter serialises");
         // Insert first: a crash between the two leaves the record in both
         // trees (sent again later), never in neither.
-        let previous = self
-            .inner
-            .dead_letter
-            .insert(record.seq.to_be_bytes(), json)
-            .map_err(BufferError::Write)?;
-        count_insert(&self.inner.dead_letter_len, &previous);
-        let removed = self
-            .inner
-            .events
-            .remove(record.seq.to_be_bytes())
-            .map_err(BufferError::Write)?;
-        count_remove(&self.inner.events_len, &removed);
-        Ok(())
+        self.put_counted(&store, Area::DeadLetter, record.seq, json.into())?;
+        match store.remove(Area::Events, record.seq) {
+            Ok(freed) => {
+                self.count_removed(Area::Events, freed);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a removal", &e);
+                Err(BufferError::Write(e))
+            }
+        }
     }
 
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, BufferError> {
-        self.inner
-            .dead_letter
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v.map_err(BufferError::Read)?;
-                Ok(serde_json::from_slice(&v).expect("dead letters are written by this module"))
-            })
-            .collect()
+        self.all_json(Area::DeadLetter)
+    }
+
+    fn all_json<T: serde::de::DeserializeOwned>(&self, area: Area) -> Result<Vec<T>, BufferError> {
+        let store = self.store()?;
+        let mut out = Vec::new();
+        for entry in store.tree(area).iter() {
+            let (key, raw) = entry.map_err(BufferError::Read)?;
+            let value = match store.resolve(area, seq_of(&key), raw) {
+                Ok(v) => v,
+                Err(ReadError::Sled(e)) => return Err(BufferError::Read(e)),
+                Err(ReadError::Incomplete { reason, .. }) => {
+                    tracing::warn!(seq = seq_of(&key), error = %reason, "skipping an incomplete entry");
+                    continue;
+                }
+            };
+            out.push(serde_json::from_slice(&value).expect("entries are written by this module"));
+        }
+        Ok(out)
+    }
+
+    /// Stores `value` under `seq` in `area`, replacing (and uncounting) a
+    /// value already there.
+    fn put_counted(
+        &self,
+        store: &Store,
+        area: Area,
+        seq: u64,
+        value: IVec,
+    ) -> Result<(), BufferError> {
+        let result = store
+            .remove(area, seq)
+            .and_then(|old| Ok((old, store.put(area, seq, value)?)));
+        match result {
+            Ok((old, added)) => {
+                self.count_removed(area, old);
+                self.counter(area).fetch_add(1, Ordering::SeqCst);
+                self.inner
+                    .shared
+                    .admission
+                    .held_bytes
+                    .fetch_add(added, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    fn count_removed(&self, area: Area, freed: Option<u64>) {
+        if let Some(freed) = freed {
+            self.counter(area).fetch_sub(1, Ordering::SeqCst);
+            self.inner
+                .shared
+                .admission
+                .held_bytes
+                .fetch_sub(freed, Ordering::SeqCst);
+        }
+    }
+
+    fn counter(&self, area: Area) -> &AtomicU64 {
+        let shared = &self.inner.shared;
+        match area {
+            Area::Events => &shared.events_len,
+            Area::DeadLetter => &shared.dead_letter_len,
+            Area::Quarantine => &shared.quarantine_len,
+        }
     }
 
     /// Records waiting for Kafka.
     pub fn len(&self) -> usize {
-        self.inner.events_len.load(Ordering::SeqCst) as usize
+        self.inner.shared.events_len.load(Ordering::SeqCst) as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -386,61 +745,128 @@ impl Buffer {
     }
 
     pub fn dead_letter_len(&self) -> usize {
-        self.inner.dead_letter_len.load(Ordering::SeqCst) as usize
+        self.inner.shared.dead_letter_len.load(Ordering::SeqCst) as usize
     }
 
     pub fn quarantine_len(&self) -> usize {
-        self.inner.quarantine_len.load(Ordering::SeqCst) as usize
+        self.inner.shared.quarantine_len.load(Ordering::SeqCst) as usize
     }
 
     /// Highest sequence handed out so far.
     pub fn last_seq(&self) -> u64 {
-        self.inner.next_seq.load(Ordering::SeqCst) - 1
+        self.inner.shared.next_seq.load(Ordering::SeqCst) - 1
     }
 
     /// Highest sequence known to be on disk.
     pub fn durable_seq(&self) -> u64 {
-        self.inner.durable_seq.load(Ordering::SeqCst)
+        self.inner.shared.durable_seq.load(Ordering::SeqCst)
+    }
+
+    /// Increases on every reopen after a storage failure: a reader holding
+    /// a cursor must then start again from the beginning (records it had
+    /// removed may be back, records it had not read may have been written
+    /// back below its cursor).
+    pub fn generation(&self) -> u64 {
+        self.inner.shared.generation.load(Ordering::SeqCst)
+    }
+
+    /// Events refused so far (bound reached, or failing).
+    pub fn refused(&self) -> u64 {
+        self.inner.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// Events accepted and then lost by a storage failure, so far.
+    pub fn lost(&self) -> u64 {
+        self.inner.shared.lost.load(Ordering::SeqCst)
+    }
+
+    /// Why new events are refused right now, if they are.
+    pub fn refusal(&self) -> Option<Refusal> {
+        if self.inner.shared.failing.load(Ordering::SeqCst) {
+            return Some(Refusal::Failing);
+        }
+        self.inner.shared.admission.refusal()
+    }
+
+    fn refusal_text(&self, refusal: Refusal) -> String {
+        let a = &self.inner.shared.admission;
+        match refusal {
+            Refusal::Limit => format!(
+                "the buffer is full: {} bytes on disk, {} held, max_bytes {}",
+                a.disk_bytes.load(Ordering::Relaxed),
+                a.held_bytes.load(Ordering::Relaxed),
+                a.max_bytes
+            ),
+            Refusal::FreeSpace => format!(
+                "its filesystem has {} bytes free, below min_free_bytes {}",
+                a.free_bytes.load(Ordering::Relaxed),
+                a.min_free_bytes
+            ),
+            Refusal::Failing => self
+                .flush_error()
+                .unwrap_or_else(|| "a storage operation failed".into()),
+        }
     }
 
     /// Writes everything appended so far to disk. Blocking.
     pub fn flush_blocking(&self) -> Result<(), BufferError> {
-        let upto = self.last_seq();
-        let result = self.inner.db.flush();
-        let mut error = self
-            .inner
-            .flush_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(_) => {
-                *error = None;
-                self.inner.durable_seq.fetch_max(upto, Ordering::SeqCst);
+        let store = self.store()?;
+        // Appends hold this lock from taking a sequence to writing it, so
+        // every sequence up to `upto` is in sled before the flush starts.
+        let upto = {
+            let _appends = self.lock_unflushed();
+            self.last_seq()
+        };
+        match store.sync() {
+            Ok(()) => {
+                self.lock_unflushed().flushed(upto);
+                self.inner
+                    .shared
+                    .durable_seq
+                    .fetch_max(upto, Ordering::SeqCst);
                 Ok(())
             }
             Err(e) => {
-                let e = BufferError::Flush(e.to_string());
-                *error = Some(e.to_string());
-                Err(e)
+                self.fail("a flush", &e);
+                Err(BufferError::Flush(e.to_string()))
             }
         }
     }
 
-    /// Why the last flush failed, while no flush has succeeded since.
+    /// Why the buffer is failing, while it is.
     pub fn flush_error(&self) -> Option<String> {
-        self.inner
-            .flush_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.inner.shared.failure)
+            .as_ref()
+            .map(|f| f.reason.clone())
     }
 
     /// Why the buffer is not fit to take or keep events, for /readyz; empty
     /// when it is.
     pub fn problems(&self) -> Vec<String> {
+        let shared = &self.inner.shared;
         let mut problems = Vec::new();
-        if let Some(e) = self.flush_error() {
-            problems.push(format!("{e}; received events are not reaching the disk"));
+        let refused = shared.refused.load(Ordering::SeqCst);
+        if let Some(f) = lock(&shared.failure).as_ref() {
+            let mut text = format!(
+                "{} {}s ago; refusing new events ({refused} refused so far) and reopening",
+                f.reason,
+                f.since.elapsed().as_secs()
+            );
+            if let Some(e) = &f.last_attempt_error {
+                text.push_str(&format!(" (attempt {} failed: {e})", f.attempts));
+            }
+            problems.push(text);
+        } else if let Some(r) = shared.admission.refusal() {
+            problems.push(format!(
+                "refusing new events ({refused} refused so far), keeping what it holds: {}",
+                self.refusal_text(r)
+            ));
+        }
+        let lost = shared.lost.load(Ordering::SeqCst);
+        if lock(&shared.last_loss).is_some_and(|at| at.elapsed() < LOSS_REPORT_WINDOW) {
+            problems.push(format!(
+                "{lost} received events lost by a storage failure (accepted after the last good flush, missing after the reopen)"
+            ));
         }
         problems
     }
@@ -449,32 +875,117 @@ impl Buffer {
     /// exposition (`gkb_buffer_*`).
     pub fn write_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let gauges = [
+        let s = &self.inner.shared;
+        let a = &s.admission;
+        let load = |v: &AtomicU64| v.load(Ordering::SeqCst);
+        let metrics = [
             (
                 "buffer_events",
+                "gauge",
                 "Events in the buffer waiting for Kafka.",
                 self.len() as u64,
             ),
             (
                 "buffer_dead_letters",
+                "gauge",
                 "Events in the dead-letter area.",
                 self.dead_letter_len() as u64,
             ),
             (
+                "buffer_quarantined",
+                "gauge",
+                "Entries in the quarantine.",
+                self.quarantine_len() as u64,
+            ),
+            (
                 "buffer_last_seq",
+                "gauge",
                 "Sequence of the last event appended.",
                 self.last_seq(),
             ),
             (
                 "buffer_durable_seq",
+                "gauge",
                 "Sequence up to which the buffer is flushed to disk.",
                 self.durable_seq(),
             ),
+            (
+                "buffer_held_bytes",
+                "gauge",
+                "Bytes of keys and values the buffer holds.",
+                load(&a.held_bytes),
+            ),
+            (
+                "buffer_disk_bytes",
+                "gauge",
+                "Bytes of the buffer's files, last measured.",
+                load(&a.disk_bytes),
+            ),
+            (
+                "buffer_max_bytes",
+                "gauge",
+                "buffer.max_bytes.",
+                a.max_bytes,
+            ),
+            (
+                "buffer_fs_free_bytes",
+                "gauge",
+                "Free bytes on the buffer's filesystem, last measured.",
+                load(&a.free_bytes).min(i64::MAX as u64),
+            ),
+            (
+                "buffer_admitting",
+                "gauge",
+                "1 while the buffer takes new events.",
+                u64::from(self.refusal().is_none()),
+            ),
+            (
+                "buffer_failing",
+                "gauge",
+                "1 while a storage failure is being recovered.",
+                u64::from(s.failing.load(Ordering::SeqCst)),
+            ),
+            (
+                "buffer_generation",
+                "gauge",
+                "Reopens since start; readers rewind when it changes.",
+                self.generation(),
+            ),
+            (
+                "buffer_refused_events_total",
+                "counter",
+                "Events refused because the buffer was at its bound or failing.",
+                load(&s.refused),
+            ),
+            (
+                "buffer_lost_events_total",
+                "counter",
+                "Events accepted, then lost by a storage failure.",
+                load(&s.lost),
+            ),
+            (
+                "buffer_restored_events_total",
+                "counter",
+                "Unflushed events written back after a reopen.",
+                load(&s.restored),
+            ),
+            (
+                "buffer_reopens_total",
+                "counter",
+                "Reopens after storage failures.",
+                load(&s.reopens),
+            ),
+            (
+                "buffer_unreadable_ranges_total",
+                "counter",
+                "Ranges sled could not read, skipped.",
+                load(&s.unreadable_ranges),
+            ),
         ];
-        for (name, help, value) in gauges {
+        for (name, kind, help, value) in metrics {
             let _ = writeln!(
                 out,
-                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} gauge\ngkb_{name} {value}"
+                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} {kind}\ngkb_{name} {value}"
             );
         }
     }
@@ -492,11 +1003,9 @@ impl Buffer {
             // turns stop as soon as no request came in during a flush.
             while buffer.inner.flush_wanted.swap(false, Ordering::SeqCst) {
                 let b = buffer.clone();
-                let result = actix_rt::task::spawn_blocking(move || b.flush_blocking()).await;
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "buffer flush failed"),
-                    Err(e) => tracing::error!(error = %e, "buffer flush task failed"),
+                // A failure is logged once, by `fail`, not per flush.
+                if let Err(e) = actix_rt::task::spawn_blocking(move || b.flush_blocking()).await {
+                    tracing::error!(error = %e, "buffer flush task failed");
                 }
             }
             buffer.inner.flush_running.store(false, Ordering::SeqCst);
@@ -507,20 +1016,326 @@ impl Buffer {
             }
         });
     }
-}
 
-fn count_insert(len: &AtomicU64, previous: &Option<sled::IVec>) {
-    if previous.is_none() {
-        len.fetch_add(1, Ordering::SeqCst);
+    /// The open database, or why there is none to use.
+    fn store(&self) -> Result<Arc<Store>, BufferError> {
+        if self.inner.shared.failing.load(Ordering::SeqCst) {
+            return Err(BufferError::Failing(self.flush_error().unwrap_or_default()));
+        }
+        self.inner
+            .store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| BufferError::Failing("reopening".into()))
+    }
+
+    fn lock_unflushed(&self) -> std::sync::MutexGuard<'_, Unflushed> {
+        lock(&self.inner.unflushed)
+    }
+
+    fn read_failed(&self, e: sled::Error) -> BufferError {
+        if !is_local(&e) {
+            self.fail("a read", &e);
+        }
+        BufferError::Read(e)
+    }
+
+    /// Marks the buffer failing: one log line, then the watcher reopens.
+    fn fail(&self, what: &str, error: &dyn std::fmt::Display) {
+        let shared = &self.inner.shared;
+        let mut failure = lock(&shared.failure);
+        if shared.failing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let reason = format!("{what} failed: {error}");
+        tracing::error!(error = %reason, "buffer failing: refusing new events until it is reopened (retrying with backoff)");
+        *failure = Some(Failure {
+            reason,
+            since: Instant::now(),
+            attempts: 0,
+            last_attempt_error: None,
+        });
+        drop(failure);
+        shared.poke();
+    }
+
+    /// Closes and reopens the database after a failure: writes back what
+    /// the reopened database lacks of the unflushed writes, recounts, and
+    /// bumps the generation. Run by the watcher thread.
+    fn reopen(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        let floor = shared.admission.min_free_bytes;
+        if let Some(free) = admission::free_bytes(&inner.path) {
+            // Opening on a full disk is how sled leaves a half-written
+            // snapshot behind (see store.rs): wait for room.
+            if free < floor {
+                return Err(format!(
+                    "{free} bytes free on the buffer's filesystem, waiting for min_free_bytes ({floor})"
+                ));
+            }
+        }
+        // sled locks its files: the failed database must be closed first.
+        drop(
+            inner
+                .store
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let store = Store::open(&inner.path, inner.cache_bytes).map_err(|e| e.to_string())?;
+        store
+            .meta
+            .insert(META_PROBE_KEY, &crate::now_ms().to_be_bytes())
+            .map_err(|e| format!("probe write: {e}"))?;
+        store.sync().map_err(|e| format!("probe: {e}"))?;
+        let mut unflushed = self.lock_unflushed();
+        let (mut restored, mut lost) = (0u64, 0u64);
+        for (&seq, pending) in &unflushed.entries {
+            let key = seq.to_be_bytes();
+            let present = |area: Area| {
+                store
+                    .tree(area)
+                    .contains_key(key)
+                    .map_err(|e| format!("checking what survived: {e}"))
+            };
+            let kept = match pending.area {
+                // A dead-lettered event is kept in the other tree.
+                Area::Events => present(Area::Events)? || present(Area::DeadLetter)?,
+                area => present(area)?,
+            };
+            if kept {
+                continue;
+            }
+            match &pending.value {
+                Some(value) => {
+                    store
+                        .put(pending.area, seq, value.clone())
+                        .map_err(|e| format!("writing back: {e}"))?;
+                    restored += 1;
+                }
+                None => lost += 1,
+            }
+        }
+        store.sync().map_err(|e| e.to_string())?;
+        let census = store.census().map_err(|e| e.to_string())?;
+        // Nothing can fail from here on: commit the new state.
+        *unflushed = Unflushed::default();
+        shared
+            .events_len
+            .store(census.entries[Area::Events as usize], Ordering::SeqCst);
+        shared
+            .dead_letter_len
+            .store(census.entries[Area::DeadLetter as usize], Ordering::SeqCst);
+        shared
+            .quarantine_len
+            .store(census.entries[Area::Quarantine as usize], Ordering::SeqCst);
+        shared
+            .admission
+            .held_bytes
+            .store(census.held_bytes, Ordering::SeqCst);
+        shared.admission.reset(admission::dir_bytes(&inner.path));
+        shared
+            .next_seq
+            .fetch_max(census.last_seq + 1, Ordering::SeqCst);
+        shared
+            .durable_seq
+            .fetch_max(self.last_seq(), Ordering::SeqCst);
+        lock(&inner.unreadable).clear();
+        *inner.store.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(store));
+        drop(unflushed);
+        shared.restored.fetch_add(restored, Ordering::SeqCst);
+        if lost > 0 {
+            shared.lost.fetch_add(lost, Ordering::SeqCst);
+            *lock(&shared.last_loss) = Some(Instant::now());
+        }
+        shared.reopens.fetch_add(1, Ordering::SeqCst);
+        let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let failure = lock(&shared.failure).take();
+        shared.failing.store(false, Ordering::SeqCst);
+        tracing::info!(
+            generation,
+            events = census.entries[Area::Events as usize],
+            restored,
+            lost,
+            failed_for_ms = failure.map_or(0, |f| f.since.elapsed().as_millis() as u64),
+            "buffer reopened; taking new events again"
+        );
+        Ok(())
     }
 }
 
-fn count_remove(len: &AtomicU64, removed: &Option<sled::IVec>) {
-    if removed.is_some() {
-        len.fetch_sub(1, Ordering::SeqCst);
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut watch = lock(&self.shared.watch);
+        watch.closed = true;
+        self.shared.wake.notify_all();
     }
 }
 
-fn seq_of(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key.try_into().unwrap_or([0; 8]))
+impl Shared {
+    fn poke(&self) {
+        lock(&self.watch).poked = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `timeout` or until poked; false once the buffer is gone.
+    fn sleep(&self, timeout: Duration) -> bool {
+        let watch = lock(&self.watch);
+        let (mut watch, _) = self
+            .wake
+            .wait_timeout_while(watch, timeout, |w| !w.closed && !w.poked)
+            .unwrap_or_else(|e| e.into_inner());
+        watch.poked = false;
+        !watch.closed
+    }
+}
+
+/// The watcher thread: samples admission every `check_interval`, and
+/// while the buffer is failing, reopens it with backoff and jitter. Ends
+/// when the last handle is dropped.
+fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
+    let mut backoff = crate::backoff::Backoff::new(REOPEN_MIN_DELAY, REOPEN_MAX_DELAY)
+        .expect("constant bounds are valid");
+    let mut next_attempt: Option<Instant> = None;
+    loop {
+        let wait = match next_attempt {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => shared.check_interval,
+        };
+        if !shared.sleep(wait) {
+            return;
+        }
+        match shared.admission.sample(&dir) {
+            Transition::Closed(reason) => tracing::warn!(
+                reason = ?reason,
+                disk_bytes = shared.admission.disk_bytes.load(Ordering::Relaxed),
+                held_bytes = shared.admission.held_bytes.load(Ordering::Relaxed),
+                free_bytes = shared.admission.free_bytes.load(Ordering::Relaxed),
+                "buffer at its bound: refusing new events, keeping what it holds"
+            ),
+            Transition::Opened => tracing::info!(
+                refused = shared.refused.load(Ordering::SeqCst),
+                "buffer below its bound again: taking new events"
+            ),
+            Transition::None => {}
+        }
+        if !shared.failing.load(Ordering::SeqCst) {
+            next_attempt = None;
+            backoff.reset();
+            continue;
+        }
+        match next_attempt {
+            Some(at) if Instant::now() >= at => {}
+            Some(_) => continue,
+            None => {
+                next_attempt = Some(Instant::now() + backoff.next_delay());
+                continue;
+            }
+        }
+        let Some(inner) = buffer.upgrade() else {
+            return;
+        };
+        let handle = Buffer { inner };
+        match handle.reopen() {
+            Ok(()) => {
+                backoff.reset();
+                next_attempt = None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "buffer reopen attempt failed");
+                if let Some(f) = lock(&shared.failure).as_mut() {
+                    f.attempts += 1;
+                    f.last_attempt_error = Some(e);
+                }
+                next_attempt = Some(Instant::now() + backoff.next_delay());
+            }
+        }
+    }
+}
+
+/// Errors that concern one page (damaged, torn, a missing blob) rather
+/// than the database: skipped, not a reason to reopen.
+fn is_local(e: &sled::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        sled::Error::Corruption { .. } => true,
+        sled::Error::Io(io) => matches!(io.kind(), NotFound | InvalidData | UnexpectedEof),
+        _ => false,
+    }
+}
+
+fn quarantine_json(seq: u64, kind: &str, reason: &str, bytes: &[u8]) -> IVec {
+    use base64::Engine;
+    let entry = Quarantined {
+        seq,
+        kind: kind.to_owned(),
+        reason: reason.to_owned(),
+        at_ms: crate::now_ms(),
+        bytes_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+    };
+    serde_json::to_vec(&entry)
+        .expect("a quarantine entry serialises")
+        .into()
+}
+
+fn open_error(path: &Path, source: sled::Error) -> BufferError {
+    match &source {
+        // sled takes an exclusive file lock; its error says so in words only.
+        sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
+            BufferError::Locked {
+                path: path.to_owned(),
+            }
+        }
+        _ => BufferError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
+/// Checks the format marker; writes it into a new database and moves a
+/// version-1 database to version 2 (nothing to rewrite: v1 records read as
+/// they are; their unsynced blob files are synced once).
+fn migrate(store: &Store, path: &Path) -> Result<(), BufferError> {
+    let open_err = |source: sled::Error| open_error(path, source);
+    let found = match store.meta.get(META_FORMAT_KEY).map_err(open_err)? {
+        None => None,
+        Some(raw) => Some(u32::from_be_bytes(raw.as_ref().try_into().map_err(
+            |_| BufferError::BadFormatMarker {
+                path: path.to_owned(),
+            },
+        )?)),
+    };
+    match found {
+        Some(v) if v > FORMAT_VERSION => {
+            return Err(BufferError::NewerFormat {
+                path: path.to_owned(),
+                found: v,
+            })
+        }
+        Some(FORMAT_VERSION) => return Ok(()),
+        Some(1) => {
+            let synced =
+                store::sync_legacy_blobs(path).map_err(|e| open_err(sled::Error::Io(e)))?;
+            tracing::info!(
+                blobs_synced = synced,
+                "buffer format 1 → 2 (large values are chunked from now on; see migrations/v2.md)"
+            );
+        }
+        Some(_) | None => {}
+    }
+    store
+        .meta
+        .insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+        .map_err(open_err)?;
+    store
+        .sync()
+        .map_err(|e| BufferError::Flush(e.to_string()))?;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -89,7 +89,7 @@ proptest! {
                 }
             }
             prop_assert_eq!(buffer.len(), model.len());
-            prop_assert_eq!(buffer.len(), buffer.inner.events.len(), "the counter matches the tree");
+            prop_assert_eq!(buffer.len(), buffer.store().unwrap().events.len(), "the counter matches the tree");
             prop_assert_eq!(buffer.dead_letter_len(), dead);
         }
         let (all, _) = buffer.read_after(0, usize::MAX).unwrap();
@@ -125,7 +125,8 @@ fn undecodable_entries_are_quarantined_not_lost() {
         let buffer = Buffer::open(dir.path()).unwrap();
         let good = buffer.append(1, "v2.a", None, b"{}").unwrap();
         buffer
-            .inner
+            .store()
+            .unwrap()
             .events
             .insert(99u64.to_be_bytes(), &[42u8, 1, 2][..])
             .unwrap();
