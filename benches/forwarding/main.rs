@@ -24,6 +24,7 @@
 mod support;
 
 mod ceiling;
+mod cpu;
 mod drive;
 mod metrics;
 mod procs;
@@ -184,6 +185,8 @@ struct Drain {
 }
 
 struct Report {
+    /// CPU seconds per phase: bridge, broker, simulator, this process.
+    cpu: Vec<(&'static str, f64, [Option<f64>; 4])>,
     frames: u64,
     frame_bytes: u64,
     ceiling_before: ceiling::Run,
@@ -343,6 +346,11 @@ fn run(opts: &Options, dir: &Path) -> Report {
     say(&format!("(2) end to end: {} events", opts.events));
     let base = scrape(&bridge);
     let target = base.forwarded + opts.events as f64;
+    let meter = cpu::Meter::start(
+        Some(bridge.proc.pid()),
+        Some(broker.proc.pid()),
+        Some(sim.proc.pid()),
+    );
     let (emitted, secs, rss) = emit_and_follow(
         &sim,
         &mut bridge,
@@ -351,6 +359,7 @@ fn run(opts: &Options, dir: &Path) -> Report {
         Duration::from_secs(600),
         |c| c.forwarded >= target && c.buffered == 0.0,
     );
+    let mut cpu_rows = vec![("(2) bridge end to end", secs, meter.stop())];
     check_no_drops(&sim);
     let e2e = Phase {
         events: opts.events,
@@ -377,7 +386,9 @@ fn run(opts: &Options, dir: &Path) -> Report {
         frames.len(),
         frame_bytes / frames.len() as u64
     ));
+    let meter = cpu::Meter::start(None, Some(broker.proc.pid()), None);
     let ceiling_before = ceiling::run(&bootstrap, &opts.partitioner, &frames, &TOPICS);
+    cpu_rows.push(("(1) plain producer", ceiling_before.secs, meter.stop()));
     say(&format!("    {:.0} records/s", ceiling_before.rate()));
 
     // ---- (5) latency at a steady rate ----
@@ -386,6 +397,11 @@ fn run(opts: &Options, dir: &Path) -> Report {
     let before = drive::metrics_text(&bridge.health).and_then(|t| Histogram::parse(&t, HISTOGRAM));
     let base = scrape(&bridge);
     let mut rss = Rss::default();
+    let meter = cpu::Meter::start(
+        Some(bridge.proc.pid()),
+        Some(broker.proc.pid()),
+        Some(sim.proc.pid()),
+    );
     let started = Instant::now();
     drive::start_rate(&sim.url, count, opts.rate);
     let limit = Duration::from_secs(opts.latency_secs * 2 + 120);
@@ -404,6 +420,7 @@ fn run(opts: &Options, dir: &Path) -> Report {
         std::thread::sleep(Duration::from_millis(200));
     }
     let secs = started.elapsed().as_secs_f64();
+    cpu_rows.push(("(5) latency phase", secs, meter.stop()));
     check_no_drops(&sim);
     let after = drive::metrics_text(&bridge.health).and_then(|t| Histogram::parse(&t, HISTOGRAM));
     let latency = Latency {
@@ -429,6 +446,7 @@ fn run(opts: &Options, dir: &Path) -> Report {
     wait_subscribed(&sim, topics);
     let base = scrape(&bridge);
     let backlog = opts.backlog as f64;
+    let meter = cpu::Meter::start(Some(bridge.proc.pid()), None, Some(sim.proc.pid()));
     let (_, fill_secs, fill_rss) = emit_and_follow(
         &sim,
         &mut bridge,
@@ -437,6 +455,7 @@ fn run(opts: &Options, dir: &Path) -> Report {
         Duration::from_secs(1_200),
         |c| c.received >= base.received + backlog && c.buffered >= backlog,
     );
+    cpu_rows.push(("(3) filling, broker down", fill_secs, meter.stop()));
     check_no_drops(&sim);
     let fill = Phase {
         events: opts.backlog,
@@ -462,6 +481,11 @@ fn run(opts: &Options, dir: &Path) -> Report {
     say("    broker started again: draining");
     broker.restart();
     procs::track(broker.proc.pid());
+    let meter = cpu::Meter::start(
+        Some(bridge.proc.pid()),
+        Some(broker.proc.pid()),
+        Some(sim.proc.pid()),
+    );
     let started = Instant::now();
     let mut rss = Rss::default();
     let mut first_ack: Option<Instant> = None;
@@ -487,6 +511,11 @@ fn run(opts: &Options, dir: &Path) -> Report {
         std::thread::sleep(Duration::from_millis(50));
     };
     rss.sample(&bridge);
+    cpu_rows.push((
+        "(3) draining",
+        end.duration_since(started).as_secs_f64(),
+        meter.stop(),
+    ));
     let first_ack = first_ack.expect("an acknowledgement was seen");
     let drain = Drain {
         events: opts.backlog,
@@ -508,11 +537,14 @@ fn run(opts: &Options, dir: &Path) -> Report {
     stop(&mut sim.proc);
 
     say("(1') plain producer again, after the drain");
+    let meter = cpu::Meter::start(None, Some(broker.proc.pid()), None);
     let ceiling_after = ceiling::run(&bootstrap, &opts.partitioner, &frames, &TOPICS);
+    cpu_rows.push(("(1') plain producer", ceiling_after.secs, meter.stop()));
     say(&format!("    {:.0} records/s", ceiling_after.rate()));
     stop(&mut broker.proc);
 
     Report {
+        cpu: cpu_rows,
         frames: frames.len() as u64,
         frame_bytes,
         ceiling_before,
@@ -655,6 +687,27 @@ impl Report {
         rss_row("    draining (3)", &self.drain.rss);
         println!("    (VmRSS sampled every 25-200 ms; VmHWM is the process's peak since it started; phase peak");
         println!("    is VmHWM if it rose during the phase, else the largest sample. The backlog bridge is a fresh process.)");
+        println!();
+        println!(
+            "{:<48} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "CPU seconds (of 2 cores x phase secs)",
+            "secs",
+            cpu::NAMES[0],
+            cpu::NAMES[1],
+            cpu::NAMES[2],
+            cpu::NAMES[3]
+        );
+        for (name, secs, usage) in &self.cpu {
+            let cells: Vec<String> = usage
+                .iter()
+                .map(|u| u.map_or("-".to_owned(), |s| format!("{s:.1}")))
+                .collect();
+            println!(
+                "    {:<44} {:>8.1} {:>9} {:>9} {:>9} {:>9}",
+                name, secs, cells[0], cells[1], cells[2], cells[3]
+            );
+        }
+        println!("    (bench = this process: the plain producer in (1), metric polling and the driver elsewhere)");
         println!();
         println!(
             "(5) receive → Kafka-acknowledged latency at {:.0} events/s for {:.0} s (achieved {:.0}/s):",
