@@ -1,25 +1,30 @@
-//! Kafka faults the broker itself causes, with real processes: a broker
-//! refusing a batch that holds one record it will not take, and a topic
-//! the broker refuses while the others flow.
+//! Kafka faults with real processes: one record too large among small
+//! ones, and a topic the broker refuses while the others flow.
 //!
-//! How Tansu 0.6.0 refuses (read from its source, tansu-storage and
-//! tansu-schema 0.6.0): it has no `max.message.bytes` (no size limit at
-//! all) and no authorisation (its ACL requests are accepted and ignored),
-//! so neither MESSAGE_TOO_LARGE nor TOPIC_AUTHORIZATION_FAILED can come
-//! from it. What it does refuse:
-//! - with `--schema-registry DIR`, a produced batch whose value does not
-//!   validate against `DIR/<topic>.json` fails as a whole, INVALID_RECORD
-//!   for the partition: a real broker-side refusal of a batch because of
-//!   one record in it. The schema file is read again on every produce, so
-//!   "raising the limit" is rewriting it while the broker runs. The limit
-//!   used here is the size of a queue observation: at most N listed
-//!   conversations per metric (the simulator's `observation_conversations`
-//!   makes one frame large);
-//! - a deleted topic: UNKNOWN_TOPIC_OR_PART on produce and in metadata.
+//! What Tansu 0.6.0 (the pinned broker, sqlite store) can refuse, read from
+//! its source (tansu-storage, tansu-schema 0.6.0) and tried here:
+//! - no size limit at all (no `max.message.bytes`, no MESSAGE_TOO_LARGE)
+//!   and no authorisation (its ACL requests are accepted and ignored), so
+//!   neither a broker size refusal nor TOPIC_AUTHORIZATION_FAILED exists;
+//! - `--schema-registry DIR` refuses a whole batch with INVALID_RECORD when
+//!   one value does not validate against `DIR/<topic>.json`: a real
+//!   broker-side batch refusal. But librdkafka's idempotent producer then
+//!   bumps its epoch (a permanent error leaves a sequence gap), and
+//!   Tansu's sqlite store panics on the next produce of the new epoch
+//!   (`idempotent_message_check`, lite.rs:503 "more or less than one
+//!   row"); its storage task is gone and the broker answers nothing
+//!   more. The memory store, which validates safely, is not compiled into
+//!   the pinned install (`--features libsql` only). So the batch case
+//!   cannot be shown against this broker; the first test uses librdkafka's
+//!   own limit (`message.max.bytes`), which refuses the one record before
+//!   it is batched;
+//! - a deleted topic: UNKNOWN_TOPIC_OR_PART on produce and in metadata
+//!   (retried by librdkafka, not permanent: no epoch bump). The second
+//!   test deletes a topic under the running bridge.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,35 +33,27 @@ use support::{
     Simulator, BRIDGE, TOPICS,
 };
 
-/// A Tansu broker (sqlite store) validating values against the schemas in
-/// `dir/schema`. (support::Broker takes no extra flags.)
-struct SchemaBroker {
+/// A Tansu broker (sqlite store, so a deleted topic stays deleted) that
+/// can also delete topics (support::Broker only creates them).
+struct TestBroker {
     /// Held for its drop, which stops the broker.
     _proc: Proc,
     port: u16,
-    schemas: PathBuf,
 }
 
-impl SchemaBroker {
-    fn start(dir: &Path) -> SchemaBroker {
-        let schemas = dir.join("schema");
-        std::fs::create_dir_all(&schemas).unwrap();
+impl TestBroker {
+    fn start(dir: &Path) -> TestBroker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut cmd = Command::new(tansu_bin());
         cmd.arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            // Both paths are read relative to the working directory.
+            // The sqlite path is read relative to the working directory.
             .args(["--storage-engine", "sqlite://tansu.db"])
-            .args(["--schema-registry", "file://./schema"])
             .current_dir(dir);
         let proc = Proc::spawn("broker", cmd, dir);
         wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(30));
-        SchemaBroker {
-            _proc: proc,
-            port,
-            schemas,
-        }
+        TestBroker { _proc: proc, port }
     }
 
     fn bootstrap(&self) -> String {
@@ -77,38 +74,17 @@ impl SchemaBroker {
             .expect("tansu topic runs");
         assert!(status.success(), "tansu topic {action} {name} failed");
     }
-
-    /// Values of `topic` may list at most `max` conversations per metric.
-    fn limit_observations(&self, topic: &str, max: usize) {
-        let schema = serde_json::json!({
-            "type": "object",
-            "properties": { "value": { "type": "object", "properties": {
-                "eventBody": { "type": "object", "properties": {
-                    "data": { "type": "array", "items": { "type": "object", "properties": {
-                        "metrics": { "type": "array", "items": { "type": "object", "properties": {
-                            "observations": { "type": "array", "maxItems": max }
-                        }}}
-                    }}}
-                }}
-            }}}
-        });
-        // Written aside and renamed: the broker reads the file on every
-        // produce and must never see half of it.
-        let tmp = self.schemas.join(".schema.tmp");
-        std::fs::write(&tmp, schema.to_string()).unwrap();
-        std::fs::rename(&tmp, self.schemas.join(format!("{topic}.json"))).unwrap();
-    }
 }
 
 struct Running {
-    broker: SchemaBroker,
+    broker: TestBroker,
     sim: Simulator,
     bridge: Bridge,
     secret: String,
 }
 
 fn start(dir: &Path, bridge_env: &[(&str, &str)]) -> Running {
-    let broker = SchemaBroker::start(dir);
+    let broker = TestBroker::start(dir);
     for topic in TOPICS {
         broker.topic("create", topic);
     }
@@ -157,7 +133,7 @@ fn dead_letters(buffer: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn replay(buffer: &Path, config: &Path, secret: &str) -> Output {
+fn replay(buffer: &Path, config: &Path, secret: &str, env: &[(&str, &str)]) -> Output {
     Command::new(BRIDGE)
         .arg("dead-letters")
         .arg("--buffer")
@@ -167,6 +143,7 @@ fn replay(buffer: &Path, config: &Path, secret: &str) -> Output {
         .arg(config)
         .args(["--timeout-secs", "30"])
         .env("E2E_CLIENT_SECRET", secret)
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
@@ -179,23 +156,31 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The broker refuses a whole batch because one record in it is too large
-/// for its limit: only that record is dead-lettered, the small ones sent
-/// with it reach Kafka; once the limit is raised, `dead-letters --replay`
-/// delivers it and empties the dead-letter tree.
+/// librdkafka's own record limit, above every ordinary simulator frame
+/// (about 900 to 3,800 bytes) and below a queue observation listing 40
+/// conversations (about 15 KB).
+const LIMIT: (&str, &str) = ("GKB_KAFKA__PROPERTIES__message.max.bytes", "8000");
+
+/// One record too large among small ones of the same partition: only it
+/// is dead-lettered, the small ones sent around it reach Kafka; a replay
+/// while the limit holds keeps it with the new reason; once the limit is
+/// raised, `dead-letters --replay` delivers it and empties the
+/// dead-letter tree. (The broker-side batch refusal cannot be shown
+/// against Tansu 0.6.0: see the module docs.)
 #[test]
-fn a_refused_batch_costs_only_the_oversized_record_and_replay_delivers_it() {
+fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it() {
     let dir = tempfile::tempdir().unwrap();
-    // Lingering makes librdkafka put the large record into one batch with
-    // the small ones produced around it, as a busy producer does.
+    // Lingering puts the records produced around the large one into the
+    // same batches, as on a busy producer.
     let Running {
         broker,
         sim,
         mut bridge,
         secret,
-    } = start(dir.path(), &[("GKB_KAFKA__PROPERTIES__linger.ms", "100")]);
-    let observations = "genesys.queue-observations";
-    broker.limit_observations(observations, 10);
+    } = start(
+        dir.path(),
+        &[LIMIT, ("GKB_KAFKA__PROPERTIES__linger.ms", "100")],
+    );
 
     sim.generate(300);
     let large_topic = ledger::emitted(&sim.url)
@@ -231,15 +216,19 @@ fn a_refused_batch_costs_only_the_oversized_record_and_replay_delivers_it() {
     let buffer = dir.path().join("buffer");
     let letters = dead_letters(&buffer);
     let emitted = ledger::emitted(&sim.url);
-    let large = emitted
+    let large: Vec<&ledger::Emitted> = emitted
         .iter()
         .filter(|e| e.frame.as_ref().is_some_and(|f| f.len() > 8_000))
-        .collect::<Vec<_>>();
+        .collect();
+    let same_key = emitted
+        .iter()
+        .filter(|e| ledger::expected_key(&e.topic) == ledger::expected_key(&large_topic))
+        .count();
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(60));
     let before = ledger::reconcile(&emitted, &consumed);
     println!(
-        "refused batch: {total} events; failed deliveries {failed} (the oversized record and the small ones refused in its batch); \
-         dead-lettered {dead}; forwarded {forwarded}; in Kafka {}; lost {} (dead letters {}); duplicates {}; reordered {}",
+        "oversized record: {total} events ({same_key} of its key); dead-lettered {dead}; forwarded {forwarded}; \
+         failed deliveries {failed}; in Kafka {}; lost {} (dead letters {}); duplicates {}; reordered {}",
         consumed.len(),
         before.lost,
         letters.len(),
@@ -247,10 +236,6 @@ fn a_refused_batch_costs_only_the_oversized_record_and_replay_delivers_it() {
         before.reordered
     );
     assert_eq!(large.len(), 1, "one large frame emitted");
-    assert!(
-        failed >= 2.0,
-        "the broker should have refused a batch holding small records too ({failed} failed deliveries)"
-    );
     assert_eq!(dead, 1.0, "only the oversized record is dead-lettered");
     assert_eq!(letters.len(), 1);
     assert_eq!(
@@ -269,8 +254,9 @@ fn a_refused_batch_costs_only_the_oversized_record_and_replay_delivers_it() {
     assert!(before.mismatches.is_empty(), "{:?}", before.mismatches);
 
     // Replayed while the limit still holds: refused again, kept, with the
-    // broker's new answer as its reason.
-    let again = replay(&buffer, &bridge.config, &secret);
+    // new refusal as its reason.
+    let again = replay(&buffer, &bridge.config, &secret, &[LIMIT]);
+    println!("{}", text(&again).trim());
     assert!(!again.status.success(), "{}", text(&again));
     assert!(
         text(&again).contains("0 sent and removed, 1 still refused"),
@@ -280,17 +266,14 @@ fn a_refused_batch_costs_only_the_oversized_record_and_replay_delivers_it() {
     let kept = dead_letters(&buffer);
     assert_eq!(kept.len(), 1);
     assert!(
-        kept[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("InvalidRecord"),
+        kept[0]["reason"].as_str().unwrap().contains("too large"),
         "{}",
         kept[0]
     );
+    assert!(kept[0]["dead_at_ms"].as_u64() > letters[0]["dead_at_ms"].as_u64());
 
-    // The limit raised: the replay delivers it and the tree is empty.
-    broker.limit_observations(observations, 1_000);
-    let done = replay(&buffer, &bridge.config, &secret);
+    // The limit raised (the override gone): delivered, the tree empty.
+    let done = replay(&buffer, &bridge.config, &secret, &[]);
     println!("{}", text(&done).trim());
     assert!(done.status.success(), "{}", text(&done));
     assert!(
