@@ -67,12 +67,12 @@ impl Bridge {
         let config = &settings.config;
         let telemetry = Arc::new(Telemetry::default());
         let path = config.buffer.path.clone();
-        let cache_mib = config.buffer.cache_mib;
+        let buffer_config = config.buffer.clone();
         let buffer = actix_rt::task::spawn_blocking(move || {
             std::fs::create_dir_all(&path).map_err(|e| {
                 BufferError::Flush(format!("cannot create {}: {e}", path.display()))
             })?;
-            Buffer::open_with_cache(&path, cache_mib)
+            Buffer::open_with_config(&path, &buffer_config)
         })
         .await
         .expect("the buffer open task does not panic")?;

@@ -315,6 +315,8 @@ pub struct Forwarder {
     last_report: Instant,
     /// A removal failed: logged once until one succeeds.
     removal_failing: bool,
+    /// The buffer's generation this loop's cursor and holds belong to.
+    generation: u64,
 }
 
 impl Forwarder {
@@ -368,11 +370,13 @@ impl Forwarder {
             lane_backoff: backoff,
             last_report: Instant::now() - REPORT_EVERY,
             removal_failing: false,
+            generation: 0,
         }
     }
 
     /// Runs until stopped, drained, or a failure that needs the actor.
     pub fn run(mut self) -> Exit {
+        self.generation = self.buffer.generation();
         loop {
             match self.events.recv_timeout(self.next_timer()) {
                 Ok(event) => self.handle(event),
@@ -437,6 +441,9 @@ impl Forwarder {
         if self.exit.is_some() {
             return;
         }
+        if self.buffer.generation() != self.generation {
+            self.rewind();
+        }
         for topic in &mut self.topics {
             if topic.blocked.as_ref().is_some_and(|b| now >= b.retry_at) {
                 // Try again; a new failure blocks it again, longer.
@@ -445,6 +452,32 @@ impl Forwarder {
         }
         self.catch_up();
         self.scan();
+    }
+
+    /// The buffer was reopened after a storage failure: records this loop
+    /// removed may be back and unread ones may sit below the cursor, so
+    /// everything is read again from the start. Records still in flight
+    /// stay counted until their reports arrive; one of them read again is
+    /// sent twice (a duplicate, never a gap or a reordering of first
+    /// copies).
+    fn rewind(&mut self) {
+        self.generation = self.buffer.generation();
+        tracing::warn!(
+            generation = self.generation,
+            "buffer reopened: forwarding reads it again from the start"
+        );
+        self.remove_acked();
+        self.cursor = 0;
+        for topic in &mut self.topics {
+            topic.hold = None;
+            topic.catching_from = None;
+            topic.outstanding = 0;
+            for lane in &mut topic.lanes {
+                lane.hold = None;
+                lane.catching_from = None;
+                lane.retry_at = None;
+            }
+        }
     }
 
     /// Reads new records after the cursor and offers each.
@@ -560,6 +593,7 @@ impl Forwarder {
                 }
                 self.set_catching(unit, None);
                 if let Some((seq, received_at_ms)) = stopped_at {
+                    // (A unit owing nothing from there costs one idle scan.)
                     self.hold(unit, seq, received_at_ms);
                 }
             }
@@ -787,7 +821,7 @@ impl Forwarder {
             .delivery_failed(sent.seq, &self.topics[t].name, &error, first);
         match kind {
             Failure::RecordOrBatch if sent.alone => {
-                match self.record_at(sent.seq) {
+                match self.buffer.get(sent.seq) {
                     Ok(Some(record)) => self.dead_letter(t, &record, &error),
                     // Already gone (dead-lettered by an earlier loop).
                     Ok(None) => {}
@@ -916,12 +950,6 @@ impl Forwarder {
                 None
             }
         }
-    }
-
-    /// The record at `seq`, if it is still in the buffer.
-    fn record_at(&self, seq: u64) -> Result<Option<Record>, crate::buffer::BufferError> {
-        let (records, _) = self.buffer.read_after(seq.saturating_sub(1), 1)?;
-        Ok(records.into_iter().next().filter(|r| r.seq == seq))
     }
 
     fn remove_acked(&mut self) {
