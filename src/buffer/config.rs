@@ -122,7 +122,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_name_their_key() {
         BufferConfig::default().validate().unwrap();
-        let cases: [(&str, fn(&mut BufferConfig)); 4] = [
+        type Spoil = fn(&mut BufferConfig);
+        let cases: [(&str, Spoil); 4] = [
             ("buffer.max_bytes", |c| c.max_bytes = MIB),
             ("buffer.min_free_bytes", |c| c.min_free_bytes = 0),
             ("buffer.check_interval_ms", |c| c.check_interval_ms = 0),

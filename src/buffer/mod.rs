@@ -56,8 +56,9 @@
 //! loses the same number of events, at the one place the loss is visible
 //! and counted as it happens. The bound is measured by a sampler thread
 //! every `check_interval_ms` (no statvfs per event); appends read a flag.
-//! Since sled's file does not shrink after a drain, admission reopens when
-//! the backlog has shrunk, not the file (see `admission`).
+//! Since sled's file does not shrink after a drain, "full" means the file
+//! is at the bound *and* at least a third of it is live data (see
+//! `admission`, with the measurements behind it).
 //!
 //! # Storage failures: reopen in-process
 //!
@@ -111,7 +112,7 @@ pub use config::BufferConfig;
 pub use record::{field_fits, DecodeError, Record};
 
 use admission::{Admission, Transition};
-use store::{seq_of, Area, ReadError, Store};
+use store::{is_local, seq_of, Area, ReadError, Store};
 
 /// On-disk format this build writes. Older formats are migrated at open
 /// (see `migrations/`); newer ones are refused, never rewritten.
@@ -170,6 +171,8 @@ struct Inner {
     unflushed: Mutex<Unflushed>,
     /// Sequence ranges sled could not read, skipped by `read_after`.
     unreadable: Mutex<Vec<(u64, u64)>>,
+    /// One reopen at a time (the watcher's, or a test's).
+    reopening: Mutex<()>,
     flush_running: AtomicBool,
     flush_wanted: AtomicBool,
 }
@@ -195,6 +198,8 @@ struct Shared {
     reopens: AtomicU64,
     unreadable_ranges: AtomicU64,
     failing: AtomicBool,
+    /// Off only in tests that reopen by hand.
+    auto_reopen: AtomicBool,
     failure: Mutex<Option<Failure>>,
     last_loss: Mutex<Option<Instant>>,
     watch: Mutex<Watch>,
@@ -317,11 +322,11 @@ impl Buffer {
                 "removed chunks of values whose write was cut short by a crash"
             );
         }
+        let unreadable = known_unreadable(&census);
         let admission = Admission::new(config.max_bytes, config.min_free_bytes);
         admission
             .held_bytes
             .store(census.held_bytes, Ordering::SeqCst);
-        admission.reset(admission::dir_bytes(path));
         let shared = Arc::new(Shared {
             admission,
             check_interval: Duration::from_millis(config.check_interval_ms),
@@ -337,8 +342,9 @@ impl Buffer {
             lost: AtomicU64::new(0),
             restored: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
-            unreadable_ranges: AtomicU64::new(0),
+            unreadable_ranges: AtomicU64::new(census.unreadable.len() as u64),
             failing: AtomicBool::new(false),
+            auto_reopen: AtomicBool::new(true),
             failure: Mutex::default(),
             last_loss: Mutex::default(),
             watch: Mutex::default(),
@@ -352,7 +358,8 @@ impl Buffer {
             store: RwLock::new(Some(Arc::new(store))),
             shared: shared.clone(),
             unflushed: Mutex::default(),
-            unreadable: Mutex::default(),
+            unreadable: Mutex::new(unreadable),
+            reopening: Mutex::new(()),
             flush_running: AtomicBool::new(false),
             flush_wanted: AtomicBool::new(false),
         });
@@ -544,32 +551,9 @@ impl Buffer {
         from: u64,
         error: &sled::Error,
     ) -> Result<u64, BufferError> {
-        let end = self.last_seq().saturating_add(1);
-        let readable = |k: u64| {
-            store
-                .events
-                .range(k.to_be_bytes()..)
-                .next()
-                .map_or(true, |r| r.is_ok())
-        };
-        // Gallop: `bad` reads fail, `good` reads work (or are past the end).
-        let (mut bad, mut good, mut step) = (from, from.saturating_add(1), 1u64);
-        while good < end && !readable(good) {
-            bad = good;
-            step = step.saturating_mul(2);
-            good = from.saturating_add(step).min(end);
-        }
-        if good >= end && !readable(end) {
+        let Some(good) = store::first_readable(&store.events, from) else {
             return Err(self.read_failed(error.clone()));
-        }
-        while good - bad > 1 {
-            let mid = bad + (good - bad) / 2;
-            if readable(mid) {
-                good = mid;
-            } else {
-                bad = mid;
-            }
-        }
+        };
         let last_bad = good - 1;
         lock(&self.inner.unreadable).push((from, last_bad));
         self.inner
@@ -1066,6 +1050,10 @@ impl Buffer {
     fn reopen(&self) -> Result<(), String> {
         let inner = &self.inner;
         let shared = &inner.shared;
+        let _one = lock(&inner.reopening);
+        if !shared.failing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let floor = shared.admission.min_free_bytes;
         if let Some(free) = admission::free_bytes(&inner.path) {
             // Opening on a full disk is how sled leaves a half-written
@@ -1135,14 +1123,17 @@ impl Buffer {
             .admission
             .held_bytes
             .store(census.held_bytes, Ordering::SeqCst);
-        shared.admission.reset(admission::dir_bytes(&inner.path));
+        shared.admission.sample(&inner.path);
         shared
             .next_seq
             .fetch_max(census.last_seq + 1, Ordering::SeqCst);
         shared
             .durable_seq
             .fetch_max(self.last_seq(), Ordering::SeqCst);
-        lock(&inner.unreadable).clear();
+        *lock(&inner.unreadable) = known_unreadable(&census);
+        shared
+            .unreadable_ranges
+            .fetch_add(census.unreadable.len() as u64, Ordering::SeqCst);
         *inner.store.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(store));
         drop(unflushed);
         shared.restored.fetch_add(restored, Ordering::SeqCst);
@@ -1221,7 +1212,7 @@ fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
             ),
             Transition::None => {}
         }
-        if !shared.failing.load(Ordering::SeqCst) {
+        if !shared.failing.load(Ordering::SeqCst) || !shared.auto_reopen.load(Ordering::SeqCst) {
             next_attempt = None;
             backoff.reset();
             continue;
@@ -1255,15 +1246,16 @@ fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
     }
 }
 
-/// Errors that concern one page (damaged, torn, a missing blob) rather
-/// than the database: skipped, not a reason to reopen.
-fn is_local(e: &sled::Error) -> bool {
-    use std::io::ErrorKind::*;
-    match e {
-        sled::Error::Corruption { .. } => true,
-        sled::Error::Io(io) => matches!(io.kind(), NotFound | InvalidData | UnexpectedEof),
-        _ => false,
+/// Event ranges the census could not read: logged, and skipped by reads.
+fn known_unreadable(census: &store::Census) -> Vec<(u64, u64)> {
+    let mut events = Vec::new();
+    for (area, from, to, error) in &census.unreadable {
+        tracing::error!(?area, from, to, error = %error, "buffer range sled cannot read: skipped (its entries are not counted)");
+        if *area == Area::Events {
+            events.push((*from, *to));
+        }
     }
+    events
 }
 
 fn quarantine_json(seq: u64, kind: &str, reason: &str, bytes: &[u8]) -> IVec {

@@ -215,23 +215,42 @@ impl Store {
     }
 
     /// Walks every tree once: entries per area, the bytes they hold, the
-    /// highest sequence kept anywhere, and orphan chunks removed (left by
-    /// a crash between a chunked write's two steps).
+    /// highest sequence kept anywhere, ranges sled cannot read (skipped),
+    /// and orphan chunks removed (left by a crash between a chunked
+    /// write's two steps).
     pub fn census(&self) -> sled::Result<Census> {
         let mut census = Census::default();
         for area in Area::ALL {
             let tree = self.tree(area);
             let mut entries = 0u64;
-            for entry in tree.iter() {
-                let (key, raw) = entry?;
-                entries += 1;
-                census.held_bytes += match parse_stub(&raw) {
-                    None => SEQ_KEY_LEN + raw.len() as u64,
-                    // The chunks are counted here, from the stub, as
-                    // removal will free them.
-                    Some((total, count)) => stored_size(total, count),
-                };
-                census.last_seq = census.last_seq.max(seq_of(&key));
+            let mut pos = 0u64;
+            // Each turn ends the walk or moves past an unreadable range.
+            'walk: loop {
+                for entry in tree.range(pos.to_be_bytes()..) {
+                    let (key, raw) = match entry {
+                        Ok(kv) => kv,
+                        Err(e) if is_local(&e) => {
+                            let Some(good) = first_readable(tree, pos) else {
+                                return Err(e);
+                            };
+                            census.unreadable.push((area, pos, good - 1, e.to_string()));
+                            pos = good;
+                            continue 'walk;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    entries += 1;
+                    census.held_bytes += match parse_stub(&raw) {
+                        None => SEQ_KEY_LEN + raw.len() as u64,
+                        // The chunks are counted here, from the stub, as
+                        // removal will free them.
+                        Some((total, count)) => stored_size(total, count),
+                    };
+                    let seq = seq_of(&key);
+                    census.last_seq = census.last_seq.max(seq);
+                    pos = seq.saturating_add(1);
+                }
+                break;
             }
             census.entries[area as usize] = entries;
         }
@@ -243,11 +262,14 @@ impl Store {
                 census.orphan_chunks += 1;
                 continue;
             };
-            let owned = self
-                .tree(area)
-                .get(seq.to_be_bytes())?
-                .and_then(|raw| parse_stub(&raw))
-                .is_some_and(|(_, count)| index < count);
+            let owned = match self.tree(area).get(seq.to_be_bytes()) {
+                Ok(raw) => raw
+                    .and_then(|raw| parse_stub(&raw))
+                    .is_some_and(|(_, count)| index < count),
+                // Its stub is in a range that cannot be read: keep them.
+                Err(e) if is_local(&e) => true,
+                Err(e) => return Err(e),
+            };
             if !owned {
                 orphans.remove(key);
                 census.orphan_chunks += 1;
@@ -258,6 +280,56 @@ impl Store {
     }
 }
 
+/// After a read of `tree` from `from` failed: the smallest key above
+/// `from` from which reading works (or the tree's end), found by galloping
+/// then bisecting — a damaged node fails every read that enters it, so
+/// reads starting past it work. `None` when nothing past `from` reads.
+pub fn first_readable(tree: &sled::Tree, from: u64) -> Option<u64> {
+    first_readable_by(from, |k| {
+        tree.range(k.to_be_bytes()..)
+            .next()
+            .map_or(true, |r| r.is_ok())
+    })
+}
+
+/// [`first_readable`] over any test of "reads from here work"; at most
+/// 2 × 64 probes.
+pub fn first_readable_by(from: u64, readable: impl Fn(u64) -> bool) -> Option<u64> {
+    // Invariant: reads from `bad` fail; reads from `good` work.
+    let (mut bad, mut step) = (from, 1u64);
+    let mut good = loop {
+        let probe = from.saturating_add(step);
+        if readable(probe) {
+            break probe;
+        }
+        if probe == u64::MAX {
+            return None;
+        }
+        bad = probe;
+        step = step.saturating_mul(2);
+    };
+    while good - bad > 1 {
+        let mid = bad + (good - bad) / 2;
+        if readable(mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Some(good)
+}
+
+/// Errors that concern one page (damaged, torn, a missing blob) rather
+/// than the whole database: skipped, not a reason to reopen.
+pub fn is_local(e: &sled::Error) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        sled::Error::Corruption { .. } => true,
+        sled::Error::Io(io) => matches!(io.kind(), NotFound | InvalidData | UnexpectedEof),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Census {
     /// Indexed by `Area as usize`.
@@ -265,6 +337,8 @@ pub struct Census {
     pub held_bytes: u64,
     pub last_seq: u64,
     pub orphan_chunks: u64,
+    /// Key ranges that could not be read, with the error.
+    pub unreadable: Vec<(Area, u64, u64, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
