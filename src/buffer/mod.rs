@@ -1273,17 +1273,15 @@ fn quarantine_json(seq: u64, kind: &str, reason: &str, bytes: &[u8]) -> IVec {
 }
 
 fn open_error(path: &Path, source: sled::Error) -> BufferError {
-    match &source {
-        // sled takes an exclusive file lock; its error says so in words only.
-        sled::Error::Io(e) if e.to_string().contains("could not acquire lock") => {
-            BufferError::Locked {
-                path: path.to_owned(),
-            }
+    if store::is_lock_error(&source) {
+        BufferError::Locked {
+            path: path.to_owned(),
         }
-        _ => BufferError::Open {
+    } else {
+        BufferError::Open {
             path: path.to_owned(),
             source,
-        },
+        }
     }
 }
 

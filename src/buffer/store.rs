@@ -23,6 +23,13 @@ const STUB_LEN: usize = 13;
 const CHUNK_KEY_LEN: usize = 13;
 const SEQ_KEY_LEN: u64 = 8;
 
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// sled reports its file lock held elsewhere in words only.
+pub fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 /// The trees keyed by sequence; the tag prefixes their chunk keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
@@ -74,11 +81,27 @@ pub struct Store {
 impl Store {
     pub fn open(path: &Path, cache_bytes: u64) -> sled::Result<Store> {
         remove_unfinished_snapshots(path);
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_bytes)
-            .open()?;
+            .cache_capacity(cache_bytes);
+        // A database just dropped in this process keeps its file lock
+        // until sled's background writes of it finish (measured: a few
+        // ms); another process's lock outlasts the wait and is reported.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut backoff = crate::backoff::Backoff::new(
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(200),
+        )
+        .expect("constant bounds are valid");
+        let db = loop {
+            match config.open() {
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(backoff.next_delay());
+                }
+                other => break other?,
+            }
+        };
         let store = Store {
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
