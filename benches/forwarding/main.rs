@@ -112,6 +112,7 @@ fn main() {
         None => tempfile::Builder::new().prefix("gkb-bench-").tempdir(),
     }
     .expect("a temporary directory");
+    procs::set_dir(tmp.path());
     let report = run(&opts, tmp.path());
     report.print(&opts, started.elapsed());
 }

@@ -2,10 +2,17 @@
 //! when a phase hangs past the overall time limit (unwinding after a panic
 //! stops them through `support::Proc`'s `Drop`; `process::exit` would not).
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The run's temporary directory, removed by the watchdog too.
+pub fn set_dir(dir: &Path) {
+    *DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_owned());
+}
 
 pub fn track(pid: u32) {
     PIDS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
@@ -27,7 +34,8 @@ fn kill_all() {
     }
 }
 
-/// After `limit`, stops every tracked process and exits with status 3.
+/// After `limit`, stops every tracked process, removes the directory and
+/// exits with status 3.
 pub fn watchdog(limit: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
@@ -36,6 +44,9 @@ pub fn watchdog(limit: Duration) {
             limit.as_secs()
         );
         kill_all();
+        if let Some(dir) = DIR.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         std::process::exit(3);
     });
 }
