@@ -66,18 +66,20 @@
 //! operation until the database is reopened. When a write, flush or
 //! removal fails, the buffer marks itself failing (one ERROR line), refuses
 //! new events at once (counted as refused), and a watcher thread reopens
-//! the database with backoff and jitter, once the filesystem has
-//! `min_free_bytes` free again. It reopens rather than exiting for a
+//! the database with backoff and jitter, once the filesystem has room for
+//! sled to open (2 MiB; not `min_free_bytes`, which only draining the
+//! reopened buffer may give back). It reopens rather than exiting for a
 //! supervisor to restart the process: a restart would drop every socket,
 //! and events Genesys sends meanwhile are gone for good. A successful
-//! reopen bumps [`Buffer::generation`] (the producer rewinds its cursor),
-//! recounts, and logs one line.
+//! reopen bumps [`Buffer::generation`], recounts, and logs one line.
 //!
-//! Events appended after the last good flush may be missing from the
-//! reopened database (measured: 63 of 65 such writes, after ENOSPC). The
-//! buffer keeps a copy of each event until a flush covers it (bounded:
-//! 8 MiB of copies; beyond that only the sequence is kept) and writes back
-//! whatever the reopened database lacks. An event whose copy was not kept
+//! Changes made after the last good flush may be missing from the
+//! reopened database (measured: 63 of 65 appends that had returned Ok,
+//! after ENOSPC). The buffer journals them in memory until a flush covers
+//! them — each write with a copy of its value (bounded: 8 MiB of copies;
+//! beyond that only the sequence is kept), each removal by sequence — and
+//! replays them onto what the reopened database kept: it then holds what
+//! the failed one held, and readers' cursors stay valid. An event whose copy was not kept
 //! and that is missing is counted in `gkb_buffer_lost_events_total` and
 //! named by `problems()` for 15 minutes. Sequences keep growing across a
 //! reopen: the next one is above both the last handed out and every key
@@ -125,6 +127,8 @@ const META_PROBE_KEY: &[u8] = b"reopen_probe";
 const RETAIN_MAX_BYTES: usize = 8 << 20;
 /// How long a loss stays on /readyz (the counter stays forever).
 const LOSS_REPORT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Free space a reopen waits for: a few sled segments.
+const REOPEN_MIN_FREE: u64 = 2 << 20;
 /// Reopen attempts: first after ~100 ms, then doubling to 10 s.
 const REOPEN_MIN_DELAY: Duration = Duration::from_millis(100);
 const REOPEN_MAX_DELAY: Duration = Duration::from_secs(10);
@@ -219,16 +223,24 @@ struct Watch {
     poked: bool,
 }
 
-/// Writes not yet covered by a successful flush, with a copy of each
-/// value while the copies stay under [`RETAIN_MAX_BYTES`].
+/// Changes not yet covered by a successful flush: writes (with a copy of
+/// each value while the copies stay under [`RETAIN_MAX_BYTES`]) and
+/// removals of events. A reopen replays them onto what the disk kept, so
+/// the reopened buffer holds what the failed one held in memory.
 #[derive(Default)]
 struct Unflushed {
-    entries: BTreeMap<u64, Pending>,
+    /// Bumped when a flush starts; a flush covers what was registered
+    /// before (`epoch` at most the value it read).
+    epoch: u64,
+    writes: BTreeMap<(u64, u8), Pending>,
+    /// Events removed (acknowledged or dead-lettered), with their epoch.
+    removals: BTreeMap<u64, u64>,
     bytes: usize,
 }
 
 struct Pending {
     area: Area,
+    epoch: u64,
     value: Option<IVec>,
 }
 
@@ -238,22 +250,43 @@ impl Unflushed {
             self.bytes += value.len();
             value.clone()
         });
-        self.entries.insert(seq, Pending { area, value });
-    }
-
-    fn forget(&mut self, seq: u64) {
-        if let Some(p) = self.entries.remove(&seq) {
-            self.bytes -= p.value.map_or(0, |v| v.len());
+        let pending = Pending {
+            area,
+            epoch: self.epoch,
+            value,
+        };
+        if let Some(old) = self.writes.insert((seq, area as u8), pending) {
+            self.bytes -= old.value.map_or(0, |v| v.len());
         }
     }
 
-    /// Drops what a flush covered: every sequence up to `upto`.
-    fn flushed(&mut self, upto: u64) {
-        let rest = self.entries.split_off(&upto.saturating_add(1));
-        let gone = std::mem::replace(&mut self.entries, rest);
-        for p in gone.into_values() {
+    /// An event left the events tree: its write need not be replayed, its
+    /// removal must be.
+    fn removed(&mut self, seq: u64) {
+        if let Some(p) = self.writes.remove(&(seq, Area::Events as u8)) {
             self.bytes -= p.value.map_or(0, |v| v.len());
         }
+        self.removals.insert(seq, self.epoch);
+    }
+
+    /// A flush starts: returns the epoch it covers.
+    fn start_flush(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch - 1
+    }
+
+    /// Drops what a successful flush covered.
+    fn flushed(&mut self, covered: u64) {
+        let mut freed = 0;
+        self.writes.retain(|_, p| {
+            let keep = p.epoch > covered;
+            if !keep {
+                freed += p.value.as_ref().map_or(0, |v| v.len());
+            }
+            keep
+        });
+        self.bytes -= freed;
+        self.removals.retain(|_, epoch| *epoch > covered);
     }
 }
 
@@ -601,7 +634,7 @@ impl Buffer {
                 // Kafka has them: a reopen must not write them back.
                 let mut unflushed = self.lock_unflushed();
                 for seq in unique {
-                    unflushed.forget(seq);
+                    unflushed.removed(seq);
                 }
                 Ok(())
             }
@@ -633,10 +666,14 @@ impl Buffer {
         let json = serde_json::to_vec(&letter).expect("a dead letter serialises");
         // Insert first: a crash between the two leaves the record in both
         // trees (sent again later), never in neither.
-        self.put_counted(&store, Area::DeadLetter, record.seq, json.into())?;
+        let json: IVec = json.into();
+        let mut unflushed = self.lock_unflushed();
+        self.put_counted(&store, Area::DeadLetter, record.seq, json.clone())?;
+        unflushed.add(record.seq, Area::DeadLetter, &json);
         match store.remove(Area::Events, record.seq) {
             Ok(freed) => {
                 self.count_removed(Area::Events, freed);
+                unflushed.removed(record.seq);
                 Ok(())
             }
             Err(e) => {
@@ -746,10 +783,12 @@ impl Buffer {
         self.inner.shared.durable_seq.load(Ordering::SeqCst)
     }
 
-    /// Increases on every reopen after a storage failure: a reader holding
-    /// a cursor must then start again from the beginning (records it had
-    /// removed may be back, records it had not read may have been written
-    /// back below its cursor).
+    /// Increases on every reopen after a storage failure. The reopened
+    /// buffer holds what the failed one held (appends, removals and
+    /// dead-letter moves since the last good flush are replayed onto what
+    /// the disk kept), except events counted in `lost`: a reader's cursor
+    /// stays valid, and records it has in flight are still in the buffer,
+    /// so reading again from the start would send them twice.
     pub fn generation(&self) -> u64 {
         self.inner.shared.generation.load(Ordering::SeqCst)
     }
@@ -797,13 +836,13 @@ impl Buffer {
         let store = self.store()?;
         // Appends hold this lock from taking a sequence to writing it, so
         // every sequence up to `upto` is in sled before the flush starts.
-        let upto = {
-            let _appends = self.lock_unflushed();
-            self.last_seq()
+        let (upto, covered) = {
+            let mut unflushed = self.lock_unflushed();
+            (self.last_seq(), unflushed.start_flush())
         };
         match store.sync() {
             Ok(()) => {
-                self.lock_unflushed().flushed(upto);
+                self.lock_unflushed().flushed(covered);
                 self.inner
                     .shared
                     .durable_seq
@@ -965,6 +1004,12 @@ impl Buffer {
                 "Ranges sled could not read, skipped.",
                 load(&s.unreadable_ranges),
             ),
+            (
+                "buffer_samples_total",
+                "counter",
+                "Measurements of disk use and free space taken.",
+                load(&a.samples),
+            ),
         ];
         for (name, kind, help, value) in metrics {
             let _ = writeln!(
@@ -1054,13 +1099,15 @@ impl Buffer {
         if !shared.failing.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let floor = shared.admission.min_free_bytes;
         if let Some(free) = admission::free_bytes(&inner.path) {
-            // Opening on a full disk is how sled leaves a half-written
-            // snapshot behind (see store.rs): wait for room.
-            if free < floor {
+            // sled's open writes (a snapshot, a new segment): on a disk
+            // with no room at all it fails, or leaves a half-written
+            // snapshot (removed at open, see store.rs). Not more than
+            // that is waited for: draining, which frees the buffer's own
+            // space, needs the buffer open.
+            if free < REOPEN_MIN_FREE {
                 return Err(format!(
-                    "{free} bytes free on the buffer's filesystem, waiting for min_free_bytes ({floor})"
+                    "{free} bytes free on the buffer's filesystem, waiting for {REOPEN_MIN_FREE}"
                 ));
             }
         }
@@ -1079,21 +1126,13 @@ impl Buffer {
             .map_err(|e| format!("probe write: {e}"))?;
         store.sync().map_err(|e| format!("probe: {e}"))?;
         let mut unflushed = self.lock_unflushed();
-        let (mut restored, mut lost) = (0u64, 0u64);
-        for (&seq, pending) in &unflushed.entries {
-            let key = seq.to_be_bytes();
-            let present = |area: Area| {
-                store
-                    .tree(area)
-                    .contains_key(key)
-                    .map_err(|e| format!("checking what survived: {e}"))
-            };
-            let kept = match pending.area {
-                // A dead-lettered event is kept in the other tree.
-                Area::Events => present(Area::Events)? || present(Area::DeadLetter)?,
-                area => present(area)?,
-            };
-            if kept {
+        let (mut restored, mut lost, mut removed_again) = (0u64, 0u64, 0u64);
+        for (&(seq, _), pending) in &unflushed.writes {
+            let present = store
+                .tree(pending.area)
+                .contains_key(seq.to_be_bytes())
+                .map_err(|e| format!("checking what survived: {e}"))?;
+            if present {
                 continue;
             }
             match &pending.value {
@@ -1104,6 +1143,17 @@ impl Buffer {
                     restored += 1;
                 }
                 None => lost += 1,
+            }
+        }
+        // Removals after the writes: an event written back and then
+        // dead-lettered ends in the dead-letter tree only.
+        for &seq in unflushed.removals.keys() {
+            if store
+                .remove(Area::Events, seq)
+                .map_err(|e| format!("removing again: {e}"))?
+                .is_some()
+            {
+                removed_again += 1;
             }
         }
         store.sync().map_err(|e| e.to_string())?;
@@ -1149,6 +1199,7 @@ impl Buffer {
             generation,
             events = census.entries[Area::Events as usize],
             restored,
+            removed_again,
             lost,
             failed_for_ms = failure.map_or(0, |f| f.since.elapsed().as_millis() as u64),
             "buffer reopened; taking new events again"

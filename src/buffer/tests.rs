@@ -371,7 +371,13 @@ fn a_reopen_writes_back_unflushed_events_and_counts_what_it_could_not() {
         .auto_reopen
         .store(false, Ordering::SeqCst);
     let durable = append_n(&buffer, 3, 100);
+    let acked = append_n(&buffer, 1, 100)[0];
+    let refused = append_n(&buffer, 1, 100)[0];
     buffer.flush_blocking().unwrap();
+    // Kafka took one and refused one for good, after the last flush…
+    buffer.remove(&[acked]).unwrap();
+    let record = buffer.get(refused).unwrap().unwrap();
+    buffer.dead_letter(&record, "k", "too large").unwrap();
     // Copies are kept up to 8 MiB: the third large event's is not.
     let large = append_n(&buffer, 3, 3 << 20);
     let small = append_n(&buffer, 2, 100);
@@ -380,6 +386,19 @@ fn a_reopen_writes_back_unflushed_events_and_counts_what_it_could_not() {
     for seq in large.iter().chain(&small) {
         store.remove(Area::Events, *seq).unwrap();
     }
+    // …and the disk kept neither change.
+    let value = |seq: u64, r: &Record| {
+        store
+            .put(
+                Area::Events,
+                seq,
+                Record { seq, ..r.clone() }.encode().into(),
+            )
+            .unwrap()
+    };
+    value(acked, &record);
+    value(refused, &record);
+    store.remove(Area::DeadLetter, refused).unwrap();
     drop(store);
     buffer.fail("a flush", &"No space left on device (injected)");
     assert!(matches!(
@@ -399,7 +418,10 @@ fn a_reopen_writes_back_unflushed_events_and_counts_what_it_could_not() {
 
     buffer.reopen().unwrap();
     assert_eq!(buffer.generation(), 1);
-    assert_eq!(metric(&buffer, "gkb_buffer_restored_events_total"), 4);
+    // Four events and one dead letter written back.
+    assert_eq!(metric(&buffer, "gkb_buffer_restored_events_total"), 5);
+    assert_eq!(buffer.dead_letters().unwrap()[0].seq, refused);
+    assert_eq!(buffer.dead_letter_len(), 1);
     assert_eq!(buffer.lost(), 1);
     assert_eq!(metric(&buffer, "gkb_buffer_lost_events_total"), 1);
     assert!(

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod consumer;
 pub mod ledger;
+pub mod tmpfs;
 
 pub const BRIDGE: &str = env!("CARGO_BIN_EXE_genesys-kafka-bridge");
 
@@ -428,6 +429,20 @@ path = "{buffer}"
     )
 }
 
+/// [`bridge_config`] with more `[buffer]` keys (TOML lines, e.g.
+/// `max_bytes = 25165824`): its `[buffer]` section comes last.
+pub fn bridge_config_with_buffer(
+    sim_url: &str,
+    bootstrap: &str,
+    buffer: &std::path::Path,
+    buffer_keys: &str,
+) -> String {
+    format!(
+        "{}{buffer_keys}\n",
+        bridge_config(sim_url, bootstrap, buffer)
+    )
+}
+
 /// Broker (with [`TOPICS`] created), simulator and bridge, started in that
 /// order, the bridge ready.
 pub struct Stack {
@@ -451,6 +466,26 @@ impl Stack {
         simulator_flags: &[&str],
         bridge_env: &[(&str, &str)],
     ) -> Stack {
+        Self::start_with_buffer(
+            dir,
+            queues,
+            simulator_flags,
+            bridge_env,
+            &dir.join("buffer"),
+            "",
+        )
+    }
+
+    /// With the buffer at `buffer` and extra `[buffer]` keys (see
+    /// [`bridge_config_with_buffer`]).
+    pub fn start_with_buffer(
+        dir: &Path,
+        queues: usize,
+        simulator_flags: &[&str],
+        bridge_env: &[(&str, &str)],
+        buffer: &Path,
+        buffer_keys: &str,
+    ) -> Stack {
         let broker = Broker::start(dir);
         for topic in TOPICS {
             broker.create_topic(topic, 3);
@@ -469,7 +504,7 @@ impl Stack {
         let sim = Simulator::start(dir, &flags);
         let bridge = Bridge::start(
             dir,
-            &bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
+            &bridge_config_with_buffer(&sim.url, &broker.bootstrap(), buffer, buffer_keys),
             &[&[("E2E_CLIENT_SECRET", secret.as_str())], bridge_env].concat(),
         );
         bridge.wait_ready();
