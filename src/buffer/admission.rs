@@ -198,10 +198,7 @@ mod tests {
     #[test]
     fn free_space_floor_and_held_bytes_refuse_at_once() {
         let a = Admission::new(100 * MIB, 10 * MIB);
-        assert_eq!(
-            a.decide(0, 9 * MIB),
-            Transition::Closed(Refusal::FreeSpace)
-        );
+        assert_eq!(a.decide(0, 9 * MIB), Transition::Closed(Refusal::FreeSpace));
         assert_eq!(a.refusal(), Some(Refusal::FreeSpace));
         assert_eq!(a.decide(0, 11 * MIB), Transition::Opened);
         // A drained file that filled the disk: its space is reused.
