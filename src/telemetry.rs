@@ -31,6 +31,7 @@ pub struct Counters {
     pub token_failures: AtomicU64,
     pub api_retries: AtomicU64,
     pub producer_restarts: AtomicU64,
+    pub kafka_client_errors: AtomicU64,
 }
 
 /// How one channel's connection is doing.
@@ -115,6 +116,9 @@ pub struct Telemetry {
     buffer: Mutex<Option<Buffer>>,
     /// When a failing buffer read was last logged.
     buffer_read_logged: Mutex<Option<Instant>>,
+    /// librdkafka problems by kind: when last logged, and how many
+    /// repeats were folded since.
+    kafka_client_problems: Mutex<BTreeMap<String, (Instant, u64)>>,
     kafka_topics: Mutex<Vec<TopicReport>>,
     receive_to_ack: Histogram,
     /// A failure no restart of an actor can mend: /healthz turns red so
@@ -144,6 +148,7 @@ impl Default for Telemetry {
             buffer_error: Mutex::default(),
             buffer: Mutex::default(),
             buffer_read_logged: Mutex::default(),
+            kafka_client_problems: Mutex::default(),
             kafka_topics: Mutex::default(),
             receive_to_ack: Histogram::default(),
             fatal: Mutex::default(),
@@ -317,6 +322,26 @@ impl Telemetry {
         *state = reachable;
     }
 
+    /// An error or warning from the Kafka client itself (a broker down, a
+    /// connection refused). One line per kind a minute, with how many
+    /// repeats were folded into it; every one is counted.
+    pub fn kafka_client_problem(&self, kind: &str, message: &str) {
+        inc(&self.counters.kafka_client_errors);
+        let mut problems = lock(&self.kafka_client_problems);
+        // Bounded: kinds are librdkafka's error codes and log facilities.
+        if problems.len() > 256 {
+            problems.clear();
+        }
+        match problems.get_mut(kind) {
+            Some((logged, folded)) if logged.elapsed() < Duration::from_secs(60) => *folded += 1,
+            _ => {
+                let folded = problems.get(kind).map_or(0, |(_, n)| *n);
+                problems.insert(kind.to_owned(), (Instant::now(), 0));
+                tracing::warn!(target: "librdkafka", kind, message, repeats_folded = folded, "Kafka client problem (repeats within a minute are counted in gkb_kafka_client_errors_total, not logged)");
+            }
+        }
+    }
+
     /// A record was acknowledged by Kafka: its receive → acknowledged
     /// time goes into the latency histogram.
     pub fn acknowledged(&self, received_at_ms: u64) {
@@ -472,7 +497,7 @@ impl Telemetry {
     pub fn render_metrics(&self) -> String {
         let c = &self.counters;
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "events_received_total",
                 "Notifications received from Genesys and buffered.",
@@ -542,6 +567,11 @@ impl Telemetry {
                 "producer_restarts_total",
                 "Kafka producers rebuilt after a fatal error.",
                 &c.producer_restarts,
+            ),
+            (
+                "kafka_client_errors_total",
+                "Errors and warnings the Kafka client reported (connection failures, brokers down).",
+                &c.kafka_client_errors,
             ),
         ];
         for (name, help, value) in counters {

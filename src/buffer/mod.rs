@@ -98,6 +98,7 @@ mod admission;
 mod config;
 mod record;
 mod store;
+mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -177,6 +178,8 @@ struct Inner {
     unreadable: Mutex<Vec<(u64, u64)>>,
     /// One reopen at a time (the watcher's, or a test's).
     reopening: Mutex<()>,
+    /// The newest appends, served to readers from memory.
+    tail: Mutex<tail::Tail>,
     flush_running: AtomicBool,
     flush_wanted: AtomicBool,
 }
@@ -393,6 +396,7 @@ impl Buffer {
             unflushed: Mutex::default(),
             unreadable: Mutex::new(unreadable),
             reopening: Mutex::new(()),
+            tail: Mutex::new(tail::Tail::new(shared.next_seq.load(Ordering::SeqCst))),
             flush_running: AtomicBool::new(false),
             flush_wanted: AtomicBool::new(false),
         });
@@ -430,18 +434,19 @@ impl Buffer {
         };
         let mut unflushed = self.lock_unflushed();
         let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
-        let value: IVec = Record {
+        let record = Record {
             seq,
             received_at_ms,
             topic_name: topic_name.to_owned(),
             correlation_id: correlation_id.map(str::to_owned),
             payload: payload.to_vec(),
-        }
-        .encode()
-        .into();
+        };
+        let value: IVec = record.encode().into();
         match store.put(Area::Events, seq, value.clone()) {
             Ok(bytes) => {
                 unflushed.add(seq, Area::Events, &value);
+                // Still under the append lock: the tail gets sequences in order.
+                lock(&self.inner.tail).push(record);
                 shared.events_len.fetch_add(1, Ordering::SeqCst);
                 shared
                     .admission
@@ -479,6 +484,12 @@ impl Buffer {
         }
     }
 
+    /// Test hook: read everything from sled, as after a restart.
+    #[cfg(test)]
+    pub(crate) fn forget_tail(&self) {
+        lock(&self.inner.tail).reset(self.inner.shared.next_seq.load(Ordering::SeqCst));
+    }
+
     /// Up to `limit` records with a sequence above `after`, in order.
     /// Entries that cannot be decoded are moved to the quarantine tree and
     /// skipped; their sequences are returned in the second list. Ranges
@@ -488,6 +499,9 @@ impl Buffer {
         after: u64,
         limit: usize,
     ) -> Result<(Vec<Record>, Vec<u64>), BufferError> {
+        if let Some(records) = lock(&self.inner.tail).read_after(after, limit) {
+            return Ok((records, Vec::new()));
+        }
         let store = self.store()?;
         let mut records = Vec::with_capacity(limit.min(1024));
         let mut quarantined = Vec::new();
@@ -562,6 +576,7 @@ impl Buffer {
         match store.remove(Area::Events, seq) {
             Ok(freed) => {
                 self.count_removed(Area::Events, freed);
+                lock(&self.inner.tail).remove([seq]);
                 Ok(())
             }
             // In a node sled cannot read: skip it from now on instead.
@@ -631,6 +646,7 @@ impl Buffer {
                     .admission
                     .held_bytes
                     .fetch_sub(freed, Ordering::SeqCst);
+                lock(&self.inner.tail).remove(unique.iter().copied());
                 // Kafka has them: a reopen must not write them back.
                 let mut unflushed = self.lock_unflushed();
                 for seq in unique {
@@ -674,6 +690,7 @@ impl Buffer {
             Ok(freed) => {
                 self.count_removed(Area::Events, freed);
                 unflushed.removed(record.seq);
+                lock(&self.inner.tail).remove([record.seq]);
                 Ok(())
             }
             Err(e) => {
@@ -1185,6 +1202,8 @@ impl Buffer {
             .unreadable_ranges
             .fetch_add(census.unreadable.len() as u64, Ordering::SeqCst);
         *inner.store.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(store));
+        // The reopened tree is the truth; the tail fills again from here.
+        lock(&inner.tail).reset(shared.next_seq.load(Ordering::SeqCst));
         drop(unflushed);
         shared.restored.fetch_add(restored, Ordering::SeqCst);
         if lost > 0 {

@@ -103,18 +103,40 @@ pub enum Exit {
 }
 
 /// The librdkafka context: passes delivery reports to the forwarding
-/// thread and nothing else.
+/// thread, and librdkafka's own errors and logs to telemetry, which folds
+/// their repeats (a broker outage otherwise prints several lines a second).
 pub struct DeliveryContext {
     events: Sender<Event>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl DeliveryContext {
-    pub fn new(events: Sender<Event>) -> Self {
-        DeliveryContext { events }
+    pub fn new(events: Sender<Event>, telemetry: Arc<Telemetry>) -> Self {
+        DeliveryContext { events, telemetry }
     }
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error | Warning => {
+                self.telemetry.kafka_client_problem(facility, message)
+            }
+            Notice | Info | Debug => {
+                tracing::debug!(target: "librdkafka", facility, message)
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let kind = match &error {
+            KafkaError::Global(code) => format!("{code:?}"),
+            other => other.to_string(),
+        };
+        self.telemetry.kafka_client_problem(&kind, reason);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<InFlight>;
@@ -317,6 +339,9 @@ pub struct Forwarder {
     removal_failing: bool,
     /// The buffer's generation this loop's cursor and holds belong to.
     generation: u64,
+    /// The budgets ran full: no reading until a quarter of them is free
+    /// again, so each read fills many sends instead of one.
+    starved: bool,
 }
 
 impl Forwarder {
@@ -371,6 +396,7 @@ impl Forwarder {
             last_report: Instant::now() - REPORT_EVERY,
             removal_failing: false,
             generation: 0,
+            starved: false,
         }
     }
 
@@ -442,7 +468,7 @@ impl Forwarder {
             return;
         }
         if self.buffer.generation() != self.generation {
-            self.rewind();
+            self.buffer_reopened();
         }
         for topic in &mut self.topics {
             if topic.blocked.as_ref().is_some_and(|b| now >= b.retry_at) {
@@ -450,34 +476,30 @@ impl Forwarder {
                 topic.blocked = None;
             }
         }
+        if self.starved {
+            if self.in_flight > self.limits.records / 4 * 3
+                || self.in_flight_bytes > self.limits.bytes / 4 * 3
+            {
+                return;
+            }
+            self.starved = false;
+        }
         self.catch_up();
         self.scan();
     }
 
-    /// The buffer was reopened after a storage failure: records this loop
-    /// removed may be back and unread ones may sit below the cursor, so
-    /// everything is read again from the start. Records still in flight
-    /// stay counted until their reports arrive; one of them read again is
-    /// sent twice (a duplicate, never a gap or a reordering of first
-    /// copies).
-    fn rewind(&mut self) {
+    /// The buffer was reopened after a storage failure. It puts back
+    /// everything that changed since its last good flush (appends,
+    /// removals, dead-letter moves), so this loop's cursor and holds stay
+    /// valid; reading again from the start would only send the records in
+    /// flight a second time. What it could not put back is counted by the
+    /// buffer (`gkb_buffer_lost_events_total`).
+    fn buffer_reopened(&mut self) {
         self.generation = self.buffer.generation();
-        tracing::warn!(
+        tracing::info!(
             generation = self.generation,
-            "buffer reopened: forwarding reads it again from the start"
+            "buffer reopened after a storage failure; forwarding goes on from where it was"
         );
-        self.remove_acked();
-        self.cursor = 0;
-        for topic in &mut self.topics {
-            topic.hold = None;
-            topic.catching_from = None;
-            topic.outstanding = 0;
-            for lane in &mut topic.lanes {
-                lane.hold = None;
-                lane.catching_from = None;
-                lane.retry_at = None;
-            }
-        }
     }
 
     /// Reads new records after the cursor and offers each.
@@ -503,6 +525,9 @@ impl Forwarder {
 
     /// Sends what held units owe, oldest first, up to the scan cursor.
     fn catch_up(&mut self) {
+        if !self.has_room() {
+            return;
+        }
         let now = Instant::now();
         let mut start = u64::MAX;
         let mut active = 0usize;
@@ -739,7 +764,10 @@ impl Forwarder {
                 lane.max_sent = lane.max_sent.max(record.seq);
                 Offer::Taken
             }
-            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => Offer::Full,
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                self.starved = true;
+                Offer::Full
+            }
             Err(error) => {
                 // Refused before it left: librdkafka checked this record
                 // alone (size against message.max.bytes, its partition).

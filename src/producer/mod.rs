@@ -141,7 +141,7 @@ impl ProducerActor {
     fn start_forwarder(&mut self, ctx: &mut Context<Self>) -> Result<(), ClientSettingsError> {
         let (events, receiver) = std::sync::mpsc::channel();
         let producer: KafkaProducer = client_config(&self.properties)
-            .create_with_context(DeliveryContext::new(events.clone()))
+            .create_with_context(DeliveryContext::new(events.clone(), self.telemetry.clone()))
             .map_err(|e| ClientSettingsError(e.to_string()))?;
         let producer = Arc::new(producer);
         let waker = Waker::new(events.clone());
@@ -208,7 +208,13 @@ impl ProducerActor {
                         };
                         view.insert(topic, state);
                     }
-                    Err(e) => last_error = Some(format!("metadata request failed: {e}")),
+                    Err(e) => {
+                        // The cluster did not answer: asking for the other
+                        // topics would only wait as long again (and hold
+                        // up a shutdown).
+                        last_error = Some(format!("metadata request failed: {e}"));
+                        break;
+                    }
                 }
             }
             let _ = events.send(Event::Metadata(view));
