@@ -788,6 +788,16 @@ impl Forwarder {
                         self.hold(Unit::Topic(t), record.seq, record.received_at_ms);
                         Offer::Held
                     }
+                    _ if self.producer.client().fatal_error().is_some() => {
+                        let reason = self
+                            .producer
+                            .client()
+                            .fatal_error()
+                            .map_or_else(|| error.to_string(), |(_, reason)| reason);
+                        self.hold(Unit::Lane(t, p), record.seq, record.received_at_ms);
+                        self.exit = Some(Exit::Fatal(reason));
+                        Offer::Held
+                    }
                     other => {
                         self.hold(Unit::Lane(t, p), record.seq, record.received_at_ms);
                         self.exit = Some(Exit::Configuration(format!(

@@ -211,3 +211,155 @@ fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
     assert_eq!(lost, 0);
     assert_eq!(reordered, 0, "per-key order must hold across the restart");
 }
+
+// ---- Faults Tansu cannot produce -------------------------------------
+//
+// Tansu has no size limit and no leader elections, and a batch it refuses
+// kills its store (see tests/kafka_faults.rs). The two tests below inject
+// those faults with librdkafka's own mock broker instead. They prove how
+// the forwarder *reacts* to a broker's answer; that forwarding reaches a
+// real broker is proved by the process tests in tests/.
+
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+/// Appends `events` records spread over `keys` queue ids; returns the
+/// keys.
+fn fill(buffer: &Buffer, events: u64, keys: u64) -> Vec<String> {
+    let key = |k: u64| format!("00000000-0000-4000-8000-{k:012}");
+    for i in 0..events {
+        let topic = format!("v2.analytics.queues.{}.observations", key(i % keys));
+        buffer
+            .append(i, &topic, None, format!("{{\"n\":{i}}}").as_bytes())
+            .unwrap();
+    }
+    (0..keys).map(key).collect()
+}
+
+fn start_producer(
+    bootstrap: &str,
+    topic: &str,
+    extra: &str,
+    buffer: &Buffer,
+    telemetry: &Arc<Telemetry>,
+) -> Addr<ProducerActor> {
+    let config: KafkaConfig = toml::from_str(&format!(
+        "bootstrap_servers = \"{bootstrap}\"\ndefault_topic = \"{topic}\"\n{extra}"
+    ))
+    .unwrap();
+    let properties = config.client_properties(&|_| None).unwrap();
+    let router = config.router().unwrap();
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+    let (buffer, telemetry) = (buffer.clone(), telemetry.clone());
+    Supervisor::start(move |_| {
+        ProducerActor::new(&config, properties, router, buffer, telemetry, backoff)
+    })
+}
+
+fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn a_batch_the_broker_refuses_as_too_large_is_sent_again_record_by_record() {
+    const EVENTS: u64 = 3_000;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("refused-batch", 3, 1).unwrap();
+    // The broker refuses the first produce request as a whole, as a broker
+    // whose message.max.bytes is below the batch (not below its records)
+    // does.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(dir.path()).unwrap();
+    fill(&buffer, EVENTS, 12);
+    let telemetry = Arc::new(Telemetry::default());
+    actix_rt::System::new().block_on(async {
+        let actor = start_producer(
+            &mock.bootstrap_servers(),
+            "refused-batch",
+            "",
+            &buffer,
+            &telemetry,
+        );
+        until("every event acknowledged", Duration::from_secs(60), || {
+            buffer.is_empty()
+        })
+        .await;
+        let _ = actor
+            .send(Drain {
+                grace: Duration::from_secs(1),
+            })
+            .await;
+    });
+    let refused = counter(&telemetry.counters.kafka_delivery_errors);
+    let forwarded = counter(&telemetry.counters.events_forwarded);
+    println!(
+        "refused batch: {refused} deliveries refused with the batch, {} dead-lettered, {forwarded} of {EVENTS} acknowledged",
+        buffer.dead_letter_len()
+    );
+    assert!(refused > 0, "the injected refusal never happened");
+    assert_eq!(
+        buffer.dead_letter_len(),
+        0,
+        "small records were dead-lettered"
+    );
+    assert_eq!(forwarded, EVENTS);
+}
+
+#[test]
+fn a_partition_without_a_leader_holds_back_only_its_own_events() {
+    const EVENTS: u64 = 6_000;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("leaderless", 3, 1).unwrap();
+    mock.partition_leader("leaderless", 0, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(dir.path()).unwrap();
+    let keys = fill(&buffer, EVENTS, 12);
+    let on_partition_0 = |k: &String| Partitioner::Murmur2Random.partition(k.as_bytes(), 3) == 0;
+    let stuck = keys.iter().filter(|k| on_partition_0(k)).count() as u64 * (EVENTS / 12);
+    assert!(
+        stuck > 0 && stuck < EVENTS,
+        "the keys must cover partition 0 and others"
+    );
+    let telemetry = Arc::new(Telemetry::default());
+    actix_rt::System::new().block_on(async {
+        // A window far smaller than partition 0's share, so its holds and
+        // catch-ups are exercised, not only librdkafka's queue.
+        let actor = start_producer(
+            &mock.bootstrap_servers(),
+            "leaderless",
+            "max_in_flight = 1000\nmax_in_flight_per_partition = 100\n",
+            &buffer,
+            &telemetry,
+        );
+        until(
+            "every event of the partitions with a leader",
+            Duration::from_secs(60),
+            || buffer.len() as u64 == stuck,
+        )
+        .await;
+        // The forwarder publishes its per-topic view once a second.
+        until("the topic's backlog on /metrics", Duration::from_secs(5), || {
+            telemetry.topics().first().is_some_and(|t| t.backlog == stuck)
+        })
+        .await;
+        mock.partition_leader("leaderless", 0, Some(1)).unwrap();
+        until(
+            "partition 0's events after its leader is back",
+            Duration::from_secs(60),
+            || buffer.is_empty(),
+        )
+        .await;
+        let _ = actor
+            .send(Drain {
+                grace: Duration::from_secs(1),
+            })
+            .await;
+    });
+    println!("leaderless partition: {stuck} of {EVENTS} events waited for partition 0; the other {} flowed; then all acknowledged", EVENTS - stuck);
+    assert_eq!(counter(&telemetry.counters.events_forwarded), EVENTS);
+    assert_eq!(buffer.dead_letter_len(), 0);
+}
