@@ -17,7 +17,9 @@ pub struct BufferConfig {
     #[serde(default = "default_path")]
     pub path: PathBuf,
     /// Memory for the buffer's page cache, in MiB. The backlog itself lives
-    /// on disk; this bounds how much of it is kept in memory.
+    /// on disk. sled's own bookkeeping comes on top (it grows with the
+    /// number of events held): a larger cache speeds nothing up when the
+    /// bridge keeps up, since the newest events are served from memory.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
     /// Most bytes the buffer may use on disk (the files in `path`). Once it
@@ -41,7 +43,7 @@ pub struct BufferConfig {
 }
 
 fn default_cache_mib() -> u64 {
-    16
+    8
 }
 
 fn default_path() -> PathBuf {

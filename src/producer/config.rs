@@ -79,7 +79,7 @@ mod defaults {
         10_000
     }
     pub fn max_in_flight_bytes() -> usize {
-        16 * 1024 * 1024
+        8 * 1024 * 1024
     }
     pub fn max_in_flight_per_partition() -> usize {
         2_000
