@@ -63,11 +63,6 @@ pub enum ReplayError {
     Config(#[from] ConfigError),
     #[error("kafka client settings refused: {0}")]
     Client(KafkaError),
-    #[error("cannot remove acknowledged dead letters from {path}: {source} (they were delivered; a later replay would send them again)")]
-    Remove {
-        path: std::path::PathBuf,
-        source: sled::Error,
-    },
 }
 
 /// A dead letter Kafka acknowledged: removed from the dead-letter tree.
@@ -216,12 +211,9 @@ pub fn replay(
             &kept.reason,
         )?;
     }
-    buffer.flush_blocking()?;
-    // sled locks the directory: the handle must be gone before the removal
-    // below opens it.
-    drop(buffer);
     let acknowledged: Vec<u64> = outcome.sent.iter().map(|s| s.seq).collect();
-    remove_dead_letters(buffer_path, &acknowledged)?;
+    buffer.remove_dead_letters(&acknowledged)?;
+    buffer.flush_blocking()?;
     outcome.sent.sort_by_key(|s| s.seq);
     outcome.kept.sort_by_key(|k| k.seq);
     Ok(outcome)
@@ -319,41 +311,6 @@ fn collect(
     }
 }
 
-/// Removes the dead letters with these sequences; returns how many were
-/// there.
-///
-/// Stopgap until the buffer offers `Buffer::remove_dead_letters(&[u64]) ->
-/// Result<usize, BufferError>` (asked of the buffer's owner): the public
-/// buffer API can add dead letters but not remove them, so this opens the
-/// buffer's sled database itself, with the tree name and key encoding the
-/// buffer documents (`dead_letter`, u64 big-endian sequence). Only the
-/// dead-letter tree is touched, and only after every buffer handle of
-/// this process is dropped (sled's directory lock).
-fn remove_dead_letters(path: &Path, seqs: &[u64]) -> Result<usize, ReplayError> {
-    if seqs.is_empty() {
-        return Ok(0);
-    }
-    let err = |source| ReplayError::Remove {
-        path: path.to_owned(),
-        source,
-    };
-    let db = sled::Config::new()
-        .path(path)
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(8 * 1024 * 1024)
-        .open()
-        .map_err(err)?;
-    let tree = db.open_tree("dead_letter").map_err(err)?;
-    let mut removed = 0;
-    for seq in seqs {
-        if tree.remove(seq.to_be_bytes()).map_err(err)?.is_some() {
-            removed += 1;
-        }
-    }
-    db.flush().map_err(err)?;
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,9 +385,9 @@ mod tests {
             buffer
                 .append(1, "v2.users.u.presence", None, b"{}")
                 .unwrap();
+            assert_eq!(buffer.remove_dead_letters(&[1, 3, 99]).unwrap(), 2);
             buffer.flush_blocking().unwrap();
         }
-        assert_eq!(remove_dead_letters(dir.path(), &[1, 3, 99]).unwrap(), 2);
         let buffer = Buffer::open(dir.path()).unwrap();
         let left: Vec<u64> = buffer
             .dead_letters()

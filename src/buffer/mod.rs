@@ -700,6 +700,33 @@ impl Buffer {
         }
     }
 
+    /// Removes the dead letters with these sequences (a replay delivered
+    /// them), chunks included; returns how many were there.
+    pub fn remove_dead_letters(&self, seqs: &[u64]) -> Result<usize, BufferError> {
+        let store = self.store()?;
+        let unique: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        match store.remove_many(Area::DeadLetter, &unique) {
+            Ok((present, freed)) => {
+                let shared = &self.inner.shared;
+                shared.dead_letter_len.fetch_sub(present, Ordering::SeqCst);
+                shared
+                    .admission
+                    .held_bytes
+                    .fetch_sub(freed, Ordering::SeqCst);
+                Ok(present as usize)
+            }
+            Err(e) => {
+                self.fail("a removal", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, BufferError> {
         self.all_json(Area::DeadLetter)

@@ -342,9 +342,16 @@ fn a_partition_without_a_leader_holds_back_only_its_own_events() {
         )
         .await;
         // The forwarder publishes its per-topic view once a second.
-        until("the topic's backlog on /metrics", Duration::from_secs(5), || {
-            telemetry.topics().first().is_some_and(|t| t.backlog == stuck)
-        })
+        until(
+            "the topic's backlog on /metrics",
+            Duration::from_secs(5),
+            || {
+                telemetry
+                    .topics()
+                    .first()
+                    .is_some_and(|t| t.backlog == stuck)
+            },
+        )
         .await;
         mock.partition_leader("leaderless", 0, Some(1)).unwrap();
         until(
