@@ -28,59 +28,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{
-    consumer, eventually, free_port, http, ledger, tansu_bin, wait_for_port, Bridge, Proc,
-    Simulator, BRIDGE, TOPICS,
-};
-
-/// A Tansu broker (sqlite store, so a deleted topic stays deleted) that
-/// can also delete topics (support::Broker only creates them).
-struct TestBroker {
-    /// Held for its drop, which stops the broker.
-    _proc: Proc,
-    port: u16,
-}
-
-impl TestBroker {
-    fn start(dir: &Path) -> TestBroker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut cmd = Command::new(tansu_bin());
-        cmd.arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            // The sqlite path is read relative to the working directory.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(dir);
-        let proc = Proc::spawn("broker", cmd, dir);
-        wait_for_port(&format!("127.0.0.1:{port}"), Duration::from_secs(30));
-        TestBroker { _proc: proc, port }
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn topic(&self, action: &str, name: &str) {
-        let mut cmd = Command::new(tansu_bin());
-        cmd.args(["topic", action, name]);
-        if action == "create" {
-            cmd.args(["--partitions", "3"]);
-        }
-        let status = cmd
-            .arg("--broker")
-            .arg(format!("tcp://{}", self.bootstrap()))
-            .stdout(Stdio::null())
-            .status()
-            .expect("tansu topic runs");
-        assert!(status.success(), "tansu topic {action} {name} failed");
-    }
-}
+use support::{consumer, eventually, http, ledger, Bridge, Broker, Simulator, BRIDGE, TOPICS};
 
 struct Running {
-    broker: TestBroker,
+    broker: Broker,
     sim: Simulator,
     bridge: Bridge,
     secret: String,
@@ -90,9 +44,9 @@ struct Running {
 /// created but `missing`, and the bridge ready (or, with a topic
 /// missing, naming it on /readyz).
 fn start(dir: &Path, missing: Option<&str>, bridge_env: &[(&str, &str)]) -> Running {
-    let broker = TestBroker::start(dir);
+    let broker = Broker::start(dir);
     for topic in TOPICS.into_iter().filter(|t| Some(*t) != missing) {
-        broker.topic("create", topic);
+        broker.create_topic(topic, 3);
     }
     let secret = format!("faults-secret-{}", std::process::id());
     let sim = Simulator::start(
@@ -423,7 +377,7 @@ fn a_refused_topic_holds_back_only_its_own_events() {
     );
 
     // The cause removed: the topic's events follow.
-    run.broker.topic("create", refused);
+    run.broker.create_topic(refused, 3);
     run.bridge.wait_ready();
     run.bridge
         .wait_forwarded(BURST / 2 + BURST, Duration::from_secs(90));
