@@ -201,10 +201,11 @@ impl ProducerActor {
                                 Ok(t.partitions().len() as i32)
                             }
                             Some(t) => Err(match t.error() {
-                                Some(e) => format!("Kafka topic {topic}: {:?} (create it, or set kafka.create_topics); its events wait in the buffer", RDKafkaErrorCode::from(e)),
-                                None => format!("Kafka topic {topic} has no partitions; its events wait in the buffer"),
+                                // Reported under the topic's name (/readyz, /status).
+                                Some(e) => format!("{:?} (create it, or set kafka.create_topics); its events wait in the buffer", RDKafkaErrorCode::from(e)),
+                                None => "it has no partitions; its events wait in the buffer".to_owned(),
                             }),
-                            None => Err(format!("Kafka topic {topic} does not exist (create it, or set kafka.create_topics); its events wait in the buffer")),
+                            None => Err("it does not exist (create it, or set kafka.create_topics); its events wait in the buffer".to_owned()),
                         };
                         view.insert(topic, state);
                     }
