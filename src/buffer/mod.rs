@@ -19,6 +19,11 @@
 //! fsyncs rather than one each. Flushes run on the blocking pool, never on
 //! an actor thread.
 //!
+//! The newest appends (4 MiB) are also kept in memory, in the *tail*
+//! (`tail.rs`), which mirrors the `events` tree for every sequence it
+//! covers: [`Buffer::read_after`] serves a reader that keeps up from it and
+//! goes to sled only for older records (a backlog, a restart).
+//!
 //! # What a flush makes durable
 //!
 //! sled 0.34's flush writes its log and ends in `sync_file_range`, which
