@@ -986,14 +986,13 @@ impl Forwarder {
                     if topic.lanes.len() < partitions as usize {
                         topic.lanes.resize_with(partitions as usize, Lane::default);
                     }
-                    if topic.partitions != Some(partitions) {
-                        topic.partitions = Some(partitions);
-                    }
+                    topic.partitions = Some(partitions);
                     if topic.missing.take().is_some() {
-                        // It exists now: what waited for it goes at once.
-                        if topic.blocked.is_some() {
-                            topic.blocked = None;
-                        }
+                        // It exists now: what waited for it goes at once,
+                        // and /readyz turns green even if no event of it
+                        // comes (the missing reason was its last error).
+                        topic.blocked = None;
+                        topic.last_error = None;
                         self.telemetry.kafka_topic_recovered(&topic.name);
                     }
                 }

@@ -82,13 +82,6 @@ impl Drop for Broker {
     }
 }
 
-fn kafka_config(bootstrap: &str) -> KafkaConfig {
-    toml::from_str(&format!(
-        "bootstrap_servers = \"{bootstrap}\"\ndefault_topic = \"fatal-test\"\n"
-    ))
-    .unwrap()
-}
-
 /// Waits for `check` while the actix system runs.
 async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) {
     let deadline = Instant::now() + limit;
@@ -106,67 +99,29 @@ fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
     broker.create_topic("fatal-test", 3);
     let dir = tempfile::tempdir().unwrap();
     let buffer = Buffer::open(dir.path()).unwrap();
-    let key = |k: u64| format!("00000000-0000-4000-8000-{k:012}");
-    for i in 0..EVENTS {
-        let topic = format!("v2.analytics.queues.{}.observations", key(i % KEYS));
-        let payload = format!("{{\"n\":{i}}}");
-        buffer.append(i, &topic, None, payload.as_bytes()).unwrap();
-    }
-    let config = kafka_config(&broker.bootstrap);
-    let properties = config.client_properties(&|_| None).unwrap();
+    fill(&buffer, EVENTS, KEYS);
     let telemetry = Arc::new(Telemetry::default());
-    let restarts_before = telemetry
-        .counters
-        .producer_restarts
-        .load(std::sync::atomic::Ordering::Relaxed);
-
-    actix_rt::System::new().block_on({
-        let buffer = buffer.clone();
-        let telemetry = telemetry.clone();
-        async move {
-            let router = config.router().unwrap();
-            let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).unwrap();
-            let actor = {
-                let telemetry = telemetry.clone();
-                let buffer = buffer.clone();
-                Supervisor::start(move |_| {
-                    ProducerActor::new(&config, properties, router, buffer, telemetry, backoff)
-                })
-            };
-            let forwarded = || {
-                telemetry
-                    .counters
-                    .events_forwarded
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            };
-            until(
-                "the first acknowledgements",
-                Duration::from_secs(60),
-                || forwarded() >= 500,
-            )
-            .await;
-            assert!(
-                actor.send(InjectFatal).await.unwrap(),
-                "no producer to fail"
-            );
-            until(
-                "the buffer to drain after the restart",
-                Duration::from_secs(120),
-                || buffer.is_empty(),
-            )
-            .await;
-            let _ = actor
-                .send(Drain {
-                    grace: Duration::from_secs(1),
-                })
-                .await;
-        }
+    actix_rt::System::new().block_on(async {
+        let actor = start_producer(&broker.bootstrap, "fatal-test", "", &buffer, &telemetry);
+        until(
+            "the first acknowledgements",
+            Duration::from_secs(60),
+            || counter(&telemetry.counters.events_forwarded) >= 500,
+        )
+        .await;
+        assert!(
+            actor.send(InjectFatal).await.unwrap(),
+            "no producer to fail"
+        );
+        until(
+            "the buffer to drain after the restart",
+            Duration::from_secs(120),
+            || buffer.is_empty(),
+        )
+        .await;
+        drain(&actor).await;
     });
-    let restarts = telemetry
-        .counters
-        .producer_restarts
-        .load(std::sync::atomic::Ordering::Relaxed)
-        - restarts_before;
+    let restarts = counter(&telemetry.counters.producer_restarts);
     assert_eq!(restarts, 1, "one fatal error, one restart");
 
     // Read everything back: every event at least once, per key in order.
@@ -256,6 +211,15 @@ fn start_producer(
     })
 }
 
+/// Stops the forwarding thread the way a shutdown does.
+async fn drain(actor: &Addr<ProducerActor>) {
+    let _ = actor
+        .send(Drain {
+            grace: Duration::from_secs(1),
+        })
+        .await;
+}
+
 fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
     c.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -288,11 +252,7 @@ fn a_batch_the_broker_refuses_as_too_large_is_sent_again_record_by_record() {
             buffer.is_empty()
         })
         .await;
-        let _ = actor
-            .send(Drain {
-                grace: Duration::from_secs(1),
-            })
-            .await;
+        drain(&actor).await;
     });
     let refused = counter(&telemetry.counters.kafka_delivery_errors);
     let forwarded = counter(&telemetry.counters.events_forwarded);
@@ -360,11 +320,7 @@ fn a_partition_without_a_leader_holds_back_only_its_own_events() {
             || buffer.is_empty(),
         )
         .await;
-        let _ = actor
-            .send(Drain {
-                grace: Duration::from_secs(1),
-            })
-            .await;
+        drain(&actor).await;
     });
     println!("leaderless partition: {stuck} of {EVENTS} events waited for partition 0; the other {} flowed; then all acknowledged", EVENTS - stuck);
     assert_eq!(counter(&telemetry.counters.events_forwarded), EVENTS);
