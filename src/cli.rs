@@ -60,7 +60,7 @@ pub enum Command {
     },
     /// Run the Genesys Cloud simulator: OAuth, notification API and
     /// WebSocket on one port, plus a control API under /sim/.
-    Simulate(crate::simulator::SimulatorArgs),
+    Simulate(genesys_simulator::SimulatorArgs),
     /// The one-command tour: a Kafka broker, the simulator and the bridge
     /// on embedded defaults, printing the events that land in Kafka.
     Demo(crate::demo::DemoArgs),
@@ -86,7 +86,7 @@ pub fn main() -> ExitCode {
             crate::telemetry_init::init_plain("info");
             exit(
                 actix_rt::System::new()
-                    .block_on(crate::simulator::run(args))
+                    .block_on(genesys_simulator::run(args))
                     .map_err(anyhow::Error::from),
             )
         }

@@ -73,7 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
     #[derive(Parser)]
     struct Sim {
         #[command(flatten)]
-        args: crate::simulator::SimulatorArgs,
+        args: genesys_simulator::SimulatorArgs,
     }
     let rate = args.rate.to_string();
     let sim_args = Sim::parse_from([
@@ -92,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
         "5",
     ])
     .args;
-    let sim = crate::simulator::start(sim_args).await?;
+    let sim = genesys_simulator::start(sim_args).await?;
     println!(
         "demo: Genesys Cloud simulator on {} ({rate} events/s)",
         sim.base_url

@@ -18,8 +18,8 @@
 //! - [`subscriptions`]: `[topics]` and how topics spread over channels.
 //! - [`health`]: /healthz, /readyz, /metrics, /status.
 //! - [`telemetry`]: the one place that logs and counts each event.
-//! - [`simulator`]: the Genesys Cloud simulator (`simulate` subcommand).
-//! - [`demo`]: the one-command tour (broker + simulator + bridge).
+//! - [`demo`]: the one-command tour (broker + simulator + bridge); the
+//!   simulator itself is the `genesys-simulator` crate (crates/).
 //! - [`backoff`], [`secret`]: small shared types.
 
 pub mod app;
@@ -34,7 +34,6 @@ pub mod health;
 pub mod producer;
 pub mod replay;
 pub mod secret;
-pub mod simulator;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod telemetry_init;

@@ -4,7 +4,7 @@
 //! subscriptions back and exchanges ping/pong and notifications on the
 //! channel's WebSocket. The SDK's own models must deserialize every reply.
 //!
-//! Needs Python 3 with `python3 -m pip install -r tests/sdk/requirements.txt`
+//! Needs Python 3 with `python3 -m pip install -r crates/genesys-simulator/tests/sdk/requirements.txt`
 //! (CI installs it). Missing Python or packages fail the test, with that
 //! instruction: it never skips silently. `PYTHON` overrides the interpreter.
 
@@ -12,9 +12,9 @@ use std::io::Read as _;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use genesys_kafka_bridge::simulator::{self, SimulatorArgs};
+use genesys_simulator::{self as simulator, SimulatorArgs};
 
-const INSTALL: &str = "install the SDK with: python3 -m pip install -r tests/sdk/requirements.txt";
+const INSTALL: &str = "install the SDK with: python3 -m pip install -r crates/genesys-simulator/tests/sdk/requirements.txt";
 const DEADLINE: Duration = Duration::from_secs(180);
 
 fn python() -> String {

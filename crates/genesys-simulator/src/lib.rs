@@ -1,4 +1,6 @@
-//! Genesys Cloud simulator: the `simulate` subcommand.
+//! Genesys Cloud simulator: a library crate of its own (the product crate
+//! holds no test double) whose [`run`] the bridge binary serves as its
+//! `simulate` subcommand.
 //!
 //! Genesys Cloud cannot be reached from development machines and CI, so the
 //! bridge ships a stand-in for the parts it talks to: login, the REST calls

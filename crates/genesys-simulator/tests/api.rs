@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use awc::error::WsProtocolError;
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
-use genesys_kafka_bridge::simulator::{self, RunningSimulator, SimulatorArgs};
+use genesys_simulator::{self as simulator, RunningSimulator, SimulatorArgs};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
