@@ -53,11 +53,18 @@ pub struct Bridge {
 }
 
 /// Checks what can be checked without the network: the Kafka client
-/// accepts every pass-through property.
+/// accepts every pass-through property; the proxy environment
+/// (`HTTPS_PROXY`, …) and the proxy password's variable are usable.
 pub fn preflight(settings: &Settings) -> Result<(), ConfigError> {
+    settings.config.genesys.http_client_settings(&process_env)?;
     producer::build_producer(&settings.kafka_properties)
         .map(drop)
         .map_err(|e| ConfigError::invalid("kafka.properties", e.to_string()))
+}
+
+/// A variable of this process's environment (unset or not UTF-8: `None`).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 impl Bridge {
@@ -113,7 +120,7 @@ impl Bridge {
 
         let genesys = &config.genesys;
         let request_timeout = Duration::from_secs(genesys.request_timeout_secs);
-        let http = api::http_client(request_timeout);
+        let http = api::http_client(genesys.http_client_settings(&process_env)?);
         let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url);
         let tokens = {
             let api = genesys_api.clone();
