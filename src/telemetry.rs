@@ -224,6 +224,44 @@ impl Telemetry {
         );
     }
 
+    /// The open channel's topic list changed without a reconnect.
+    pub fn subscriptions_updated(
+        &self,
+        index: usize,
+        topics: usize,
+        refused: usize,
+        refused_example: Option<&str>,
+    ) {
+        if let Some(state) = lock(&self.connections).get_mut(&index) {
+            state.topics = topics;
+            state.rejected_topics = refused;
+        }
+        match refused_example {
+            Some(example) => tracing::warn!(
+                connection = index,
+                topics,
+                refused,
+                example,
+                "subscriptions updated; refused topics are left out, the others stay subscribed"
+            ),
+            None => tracing::info!(connection = index, topics, "subscriptions updated"),
+        }
+    }
+
+    pub fn subscriptions_update_failed(
+        &self,
+        index: usize,
+        error: &dyn std::fmt::Display,
+        retry_in: Duration,
+    ) {
+        tracing::warn!(
+            connection = index,
+            error = %error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "subscription update failed; the channel keeps its previous topics"
+        );
+    }
+
     pub fn channel_created(&self, index: usize, channel_id: &str, expires: Option<&str>) {
         let channel_id = &channel_label(channel_id);
         inc(&self.counters.channels_created);

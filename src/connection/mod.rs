@@ -40,6 +40,13 @@ type WsSink = SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Me
 #[rtype(result = "()")]
 pub struct EventsBuffered;
 
+/// The planner's topic list for this connection's channel. Applied to the
+/// open channel with subscription calls (no reconnect); a channel set up
+/// later uses it from the start.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTopics(pub Arc<Vec<String>>);
+
 /// Closes the socket and stops reconnecting (shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -128,6 +135,11 @@ pub struct ConnectionActor {
     /// A text message arriving in fragments.
     partial: Option<BytesMut>,
     closing: bool,
+    /// The topic list the open channel was last subscribed with (None: no
+    /// open channel); differs from `topics` while an update is pending.
+    subscribed: Option<Arc<Vec<String>>>,
+    /// A subscription update is in flight: later ones wait for it.
+    updating: bool,
 }
 
 /// What a successful `establish` produces.
@@ -135,6 +147,8 @@ struct Established {
     channel: HeldChannel,
     framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
     outcomes: Vec<TopicOutcome>,
+    /// The topic list the channel was subscribed with.
+    topics: Arc<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +197,8 @@ impl ConnectionActor {
             last_frame: Instant::now(),
             partial: None,
             closing: false,
+            subscribed: None,
+            updating: false,
         }
     }
 
@@ -262,6 +278,7 @@ impl ConnectionActor {
                 channel: held,
                 framed,
                 outcomes,
+                topics,
             })
         };
         ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
@@ -286,6 +303,7 @@ impl ConnectionActor {
             channel,
             framed,
             outcomes,
+            topics,
         } = established;
         let rejected: Vec<&TopicOutcome> = outcomes.iter().filter(|o| o.is_rejected()).collect();
         if let Some(first) = rejected.first() {
@@ -354,6 +372,94 @@ impl ConnectionActor {
             stream,
             timers,
         });
+        self.subscribed = Some(topics);
+        self.apply_topics(ctx);
+    }
+
+    /// Brings the open channel's subscriptions to `topics`: additions with
+    /// `POST` (refusals are reported, the rest stay), removals with one
+    /// `PUT` of the whole list. One update at a time; a failed one is tried
+    /// again after a backoff delay, without touching the socket.
+    fn apply_topics(&mut self, ctx: &mut Context<Self>) {
+        let (Some(subscribed), Some(held)) = (&self.subscribed, &self.channel) else {
+            return;
+        };
+        if self.updating || self.closing || Arc::ptr_eq(subscribed, &self.topics) {
+            return;
+        }
+        let wanted = self.topics.clone();
+        let had: std::collections::HashSet<&String> = subscribed.iter().collect();
+        let keep: std::collections::HashSet<&String> = wanted.iter().collect();
+        let added: Vec<String> = wanted
+            .iter()
+            .filter(|t| !had.contains(t))
+            .cloned()
+            .collect();
+        let removed = subscribed.iter().filter(|t| !keep.contains(t)).count();
+        if added.is_empty() && removed == 0 {
+            self.subscribed = Some(wanted);
+            return;
+        }
+        self.updating = true;
+        let session = self.session;
+        let channel_id = held.channel.id.clone();
+        let api = self.api.clone();
+        let tokens = self.tokens.clone();
+        let telemetry = self.telemetry.clone();
+        let backoff = self.backoff.clone();
+        let whole = wanted.clone();
+        let update = async move {
+            rest::call("update subscriptions", &tokens, &telemetry, &backoff, |t| {
+                let api = api.clone();
+                let channel_id = channel_id.clone();
+                let added = added.clone();
+                let whole = whole.clone();
+                async move {
+                    // ignoreErrors: a topic refused now (a queue deleted
+                    // since the listing, a permission withdrawn) must not
+                    // cost the channel its other topics.
+                    if removed > 0 {
+                        api.put_subscriptions(&t, &channel_id, &whole, true).await
+                    } else {
+                        api.post_subscriptions(&t, &channel_id, &added, true).await
+                    }
+                }
+            })
+            .await
+        };
+        ctx.spawn(update.into_actor(self).map(move |result, act, ctx| {
+            act.updating = false;
+            if act.session != session {
+                return;
+            }
+            match result {
+                Ok(outcomes) => {
+                    let refused: Vec<&TopicOutcome> =
+                        outcomes.iter().filter(|o| o.is_rejected()).collect();
+                    let example = refused.first().map(|o| {
+                        format!(
+                            "{} ({})",
+                            o.id,
+                            o.rejection_reason.as_deref().unwrap_or("no reason given")
+                        )
+                    });
+                    act.telemetry.subscriptions_updated(
+                        act.index,
+                        wanted.len(),
+                        refused.len(),
+                        example.as_deref(),
+                    );
+                    act.subscribed = Some(wanted);
+                    act.apply_topics(ctx);
+                }
+                Err(e) => {
+                    let delay = act.backoff.next_delay();
+                    act.telemetry
+                        .subscriptions_update_failed(act.index, &e, delay);
+                    ctx.run_later(delay, |act, ctx| act.apply_topics(ctx));
+                }
+            }
+        }));
     }
 
     fn send_text(&mut self, text: &str) {
@@ -376,6 +482,7 @@ impl ConnectionActor {
     fn teardown(&mut self, ctx: &mut Context<Self>, polite: bool) {
         self.session += 1;
         self.partial = None;
+        self.subscribed = None;
         let Some(mut socket) = self.socket.take() else {
             return;
         };
@@ -691,6 +798,15 @@ impl WriteHandler<actix_http::ws::ProtocolError> for ConnectionActor {
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<SetTopics> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, SetTopics(topics): SetTopics, ctx: &mut Context<Self>) {
+        self.topics = topics;
+        self.apply_topics(ctx);
+    }
 }
 
 impl Handler<Close> for ConnectionActor {
