@@ -72,8 +72,8 @@ pub struct GenesysConfig {
     /// WebSocket, each through a `CONNECT` tunnel), e.g.
     /// `http://proxy.example.com:3128` or `http://user@proxy:3128`.
     /// Overrides the environment (`https_proxy`/`HTTPS_PROXY`,
-    /// `http_proxy`, `ALL_PROXY`, read as curl reads them); `""` connects
-    /// directly whatever the environment says. Only `http://` proxies; the
+    /// `http_proxy`/`HTTP_PROXY`, `all_proxy`/`ALL_PROXY`, read as curl
+    /// reads them); `""` connects directly whatever the environment says. Only `http://` proxies; the
     /// port defaults to 1080 (curl's default). A password does not belong
     /// here: name its environment variable in `proxy_password_env`.
     #[serde(default)]
@@ -381,7 +381,9 @@ mod network_tests {
         config("proxy_url = \"http://proxy:3128\"\nno_proxy = \"localhost,10.0.0.0/8\"")
             .validate()
             .unwrap();
-        let err = config("proxy_url = \"socks5://proxy:1080\"").validate().unwrap_err();
+        let err = config("proxy_url = \"socks5://proxy:1080\"")
+            .validate()
+            .unwrap_err();
         assert_eq!(err.key(), Some("genesys.proxy_url"), "{err}");
         let err = config("no_proxy = \"10.0.0.0/40\"").validate().unwrap_err();
         assert_eq!(err.key(), Some("genesys.no_proxy"), "{err}");
@@ -390,7 +392,9 @@ mod network_tests {
             .unwrap_err();
         assert_eq!(err.key(), Some("genesys.proxy_url"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        let err = config("proxy_password_env = \"PW\"").validate().unwrap_err();
+        let err = config("proxy_password_env = \"PW\"")
+            .validate()
+            .unwrap_err();
         assert_eq!(err.key(), Some("genesys.proxy_password_env"), "{err}");
         let err = config("proxy_url = \"http://proxy:3128\"\nproxy_password_env = \"PW\"")
             .validate()
@@ -404,15 +408,23 @@ mod network_tests {
         cfg.validate().unwrap();
         let err = cfg.http_client_settings(&env(&[])).err().unwrap();
         assert_eq!(err.key(), Some("genesys.proxy_password_env"), "{err}");
-        let settings = cfg.http_client_settings(&env(&[("PW", "hunter2")])).unwrap();
+        let settings = cfg
+            .http_client_settings(&env(&[("PW", "hunter2")]))
+            .unwrap();
         let proxy = settings
             .proxies
             .proxy_for("https", "api.mypurecloud.ie", 443)
             .unwrap();
         let credentials = proxy.credentials.as_ref().unwrap();
-        assert_eq!((credentials.user.as_str(), credentials.password.expose()), ("alice", "hunter2"));
+        assert_eq!(
+            (credentials.user.as_str(), credentials.password.expose()),
+            ("alice", "hunter2")
+        );
         let shown = format!("{:?}", cfg);
-        assert!(!shown.contains("alice") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

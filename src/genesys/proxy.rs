@@ -7,10 +7,12 @@
 //! - the proxy for a target comes from `genesys.proxy_url` when set (`""`
 //!   meaning "no proxy", whatever the environment says), else from the
 //!   environment, lower case first: `https_proxy`, `HTTPS_PROXY` for
-//!   `https://`; only `http_proxy` for `http://` (curl ignores upper-case
-//!   `HTTP_PROXY`: under CGI it is set from a request's `Proxy:` header);
-//!   `wss://` tries `wss_proxy`, `WSS_PROXY`, then the `https://` ones,
-//!   `ws://` tries `ws_proxy`, `WS_PROXY`, then `http_proxy`; every scheme
+//!   `https://`; `http_proxy`, `HTTP_PROXY` for `http://` (curl ignores
+//!   upper-case `HTTP_PROXY` because under CGI it is set from a request's
+//!   `Proxy:` header; the bridge never runs under CGI, and operators set
+//!   all four); `wss://` tries `wss_proxy`, `WSS_PROXY`, then the
+//!   `https://` ones, `ws://` tries `ws_proxy`, `WS_PROXY`, then the
+//!   `http://` ones; every scheme
 //!   falls back to `all_proxy`, `ALL_PROXY`. An empty variable counts as
 //!   unset (as curl's `curl_getenv` does);
 //! - the hosts that skip the proxy come from `genesys.no_proxy` when set,
@@ -111,7 +113,10 @@ impl ParsedProxyUrl {
             None => ("http", text),
         };
         if !scheme.eq_ignore_ascii_case("http") {
-            let shown = if scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') {
+            let shown = if scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+            {
                 scheme.to_ascii_lowercase()
             } else {
                 "?".to_owned()
@@ -416,9 +421,13 @@ fn parse_no_proxy_entry(token: &str) -> Result<Option<NoProxyEntry>, NoProxyErro
         let address: IpAddr = address.parse().map_err(|_| invalid_network())?;
         let port = match after {
             "" => None,
-            after => Some(parse_port(after.strip_prefix(':').ok_or_else(invalid_port)?)?),
+            after => Some(parse_port(
+                after.strip_prefix(':').ok_or_else(invalid_port)?,
+            )?),
         };
-        return Ok(Some(network_entry(address, None, port).ok_or_else(invalid_network)?));
+        return Ok(Some(
+            network_entry(address, None, port).ok_or_else(invalid_network)?,
+        ));
     }
     // `address/prefix`
     if let Some((address, prefix)) = token.split_once('/') {
@@ -452,7 +461,11 @@ fn parse_no_proxy_entry(token: &str) -> Result<Option<NoProxyEntry>, NoProxyErro
     Ok(Some(NoProxyEntry::Domain { name, port }))
 }
 
-fn network_entry(address: IpAddr, prefix_len: Option<u8>, port: Option<u16>) -> Option<NoProxyEntry> {
+fn network_entry(
+    address: IpAddr,
+    prefix_len: Option<u8>,
+    port: Option<u16>,
+) -> Option<NoProxyEntry> {
     let full = match address {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
@@ -468,7 +481,9 @@ fn network_entry(address: IpAddr, prefix_len: Option<u8>, port: Option<u16>) -> 
 fn in_network(address: IpAddr, network: IpAddr, prefix_len: u8) -> bool {
     match (address, network) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
@@ -525,7 +540,7 @@ impl TargetScheme {
     pub fn proxy_variables(self) -> &'static [&'static str] {
         match self {
             TargetScheme::Https => &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"],
-            TargetScheme::Http => &["http_proxy", "all_proxy", "ALL_PROXY"],
+            TargetScheme::Http => &["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"],
             TargetScheme::Wss => &[
                 "wss_proxy",
                 "WSS_PROXY",
@@ -538,6 +553,7 @@ impl TargetScheme {
                 "ws_proxy",
                 "WS_PROXY",
                 "http_proxy",
+                "HTTP_PROXY",
                 "all_proxy",
                 "ALL_PROXY",
             ],
@@ -584,7 +600,10 @@ pub struct ProxyRoutes {
 }
 
 /// The first of `names` set to a non-empty value.
-fn first_set(names: &[&'static str], env: &dyn Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
+fn first_set(
+    names: &[&'static str],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(&'static str, String)> {
     names
         .iter()
         .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (*name, v)))
@@ -704,13 +723,13 @@ impl ProxyRoutes {
 pub enum TunnelError {
     #[error("cannot reach proxy {proxy}: {reason}")]
     Unreachable { proxy: String, reason: String },
-    #[error("proxy {proxy} requires credentials for CONNECT {target} ({status}): give them in the proxy URL (http://user:password@host:port)")]
+    #[error("proxy {proxy} answered CONNECT {target} with {status}: proxy authentication required; give the user in the proxy URL (http://user@host:port) and its password in it or in genesys.proxy_password_env")]
     CredentialsRequired {
         proxy: String,
         target: String,
         status: String,
     },
-    #[error("proxy {proxy} refused the credentials for CONNECT {target} ({status}): check the proxy user and password")]
+    #[error("proxy {proxy} answered CONNECT {target} with {status}: proxy authentication failed, check the proxy user and password")]
     CredentialsRefused {
         proxy: String,
         target: String,
@@ -791,7 +810,8 @@ impl Service<ConnectInfo<Uri>> for TunnelConnector {
         let direct = self.direct.clone();
         let timeout = self.timeout;
         Box::pin(async move {
-            let opened = actix_rt::time::timeout(timeout, open_tunnel(&direct, &proxy, &target)).await;
+            let opened =
+                actix_rt::time::timeout(timeout, open_tunnel(&direct, &proxy, &target)).await;
             match opened {
                 Ok(Ok(stream)) => Ok(Connection::new(uri, stream)),
                 Ok(Err(e)) => Err(e.into()),
@@ -878,7 +898,9 @@ enum ReplyError {
 
 /// The proxy's reply head (status line and headers), without reading a
 /// byte past it: after a 2xx the stream belongs to the tunnel.
-async fn read_connect_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, ReplyError> {
+async fn read_connect_reply<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, ReplyError> {
     let mut reply = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     // One byte at a time: a proxy may send its reply and the origin's
@@ -897,7 +919,11 @@ async fn read_connect_reply<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> 
 }
 
 /// Success for a 2xx, else the error the status calls for.
-fn judge_connect_reply(reply: &[u8], proxy: &ProxyEndpoint, target: &str) -> Result<(), TunnelError> {
+fn judge_connect_reply(
+    reply: &[u8],
+    proxy: &ProxyEndpoint,
+    target: &str,
+) -> Result<(), TunnelError> {
     let head = String::from_utf8_lossy(reply);
     let status_line: String = head
         .lines()
@@ -1008,7 +1034,10 @@ mod tests {
         assert!(list.matches("API.Example.COM.", 443));
         assert!(!list.matches("notexample.com", 443));
         assert!(!list.matches("example.com.evil", 443));
-        assert!(list.matches("corp.local", 80), "a leading dot is ignored, as in curl");
+        assert!(
+            list.matches("corp.local", 80),
+            "a leading dot is ignored, as in curl"
+        );
         assert!(list.matches("login.corp.local", 80));
         assert!(list.matches("internal", 80), "a trailing dot is ignored");
         assert!(!list.matches("xinternal", 80));
@@ -1099,20 +1128,32 @@ mod tests {
     #[test]
     fn unsupported_proxy_urls_are_refused_without_echoing_them() {
         for (text, expected) in [
-            ("https://proxy:3128", ProxyUrlError::UnsupportedScheme("https".into())),
-            ("socks5://proxy:1080", ProxyUrlError::UnsupportedScheme("socks5".into())),
+            (
+                "https://proxy:3128",
+                ProxyUrlError::UnsupportedScheme("https".into()),
+            ),
+            (
+                "socks5://proxy:1080",
+                ProxyUrlError::UnsupportedScheme("socks5".into()),
+            ),
             ("http://", ProxyUrlError::MissingHost),
             ("http://proxy:notaport", ProxyUrlError::InvalidPort),
             ("http://proxy:0", ProxyUrlError::InvalidPort),
             ("http://proxy:3128/path", ProxyUrlError::UnexpectedPath),
             ("http://::1:3128", ProxyUrlError::InvalidHost),
-            ("http://user:pa/ss@proxy:3128", ProxyUrlError::UnexpectedPath),
+            (
+                "http://user:pa/ss@proxy:3128",
+                ProxyUrlError::UnexpectedPath,
+            ),
         ] {
             let err = ParsedProxyUrl::parse(text).unwrap_err();
             assert_eq!(err, expected, "{text}");
             assert!(!err.to_string().contains("pa/ss"));
         }
-        assert_eq!(redact_proxy_url("http://u:hunter2@p:1"), "http://********@p:1");
+        assert_eq!(
+            redact_proxy_url("http://u:hunter2@p:1"),
+            "http://********@p:1"
+        );
         assert!(!redact_proxy_url("http://u:hun ter2@p:x").contains("hun"));
     }
 
@@ -1121,7 +1162,10 @@ mod tests {
         let setting = ProxyUrlSetting::new("http://alice:hunter2@proxy:3128");
         assert_eq!(format!("{setting:?}"), "\"http://********@proxy:3128\"");
         let toml = toml::to_string(&HashMap::from([("proxy_url", setting)])).unwrap();
-        assert!(!toml.contains("hunter2") && !toml.contains("alice"), "{toml}");
+        assert!(
+            !toml.contains("hunter2") && !toml.contains("alice"),
+            "{toml}"
+        );
     }
 
     fn routes(configured: &ConfiguredProxy, pairs: &[(&str, &str)]) -> ProxyRoutes {
@@ -1132,7 +1176,11 @@ mod tests {
         let uri: Uri = url.parse().unwrap();
         let port = uri
             .port_u16()
-            .unwrap_or(if matches!(uri.scheme_str(), Some("https" | "wss")) { 443 } else { 80 });
+            .unwrap_or(if matches!(uri.scheme_str(), Some("https" | "wss")) {
+                443
+            } else {
+                80
+            });
         routes
             .proxy_for(uri.scheme_str().unwrap(), uri.host().unwrap(), port)
             .map(|p| p.authority())
@@ -1149,11 +1197,12 @@ mod tests {
         // An empty variable counts as unset.
         let r = routes(&none, &[("https_proxy", ""), ("HTTPS_PROXY", "up:2")]);
         assert_eq!(via(&r, "https://api.x").as_deref(), Some("up:2"));
-        // Upper-case HTTP_PROXY is ignored; lower-case http_proxy is used.
+        // Unlike curl, upper-case HTTP_PROXY counts too, after http_proxy.
         let r = routes(&none, &[("HTTP_PROXY", "up:2")]);
-        assert_eq!(via(&r, "http://api.x"), None);
-        assert_eq!(via(&r, "ws://api.x"), None);
-        let r = routes(&none, &[("http_proxy", "low:1")]);
+        assert_eq!(via(&r, "http://api.x").as_deref(), Some("up:2"));
+        assert_eq!(via(&r, "ws://api.x").as_deref(), Some("up:2"));
+        assert_eq!(via(&r, "https://api.x"), None, "http's proxy is not https'");
+        let r = routes(&none, &[("http_proxy", "low:1"), ("HTTP_PROXY", "up:2")]);
         assert_eq!(via(&r, "http://api.x").as_deref(), Some("low:1"));
         // WebSockets: their own variables, then their HTTP counterpart's.
         let r = routes(&none, &[("https_proxy", "s:1"), ("http_proxy", "p:2")]);
@@ -1175,7 +1224,11 @@ mod tests {
         let none = ConfiguredProxy::default();
         let r = routes(
             &none,
-            &[("https_proxy", "p:1"), ("no_proxy", "api.x"), ("NO_PROXY", "login.x")],
+            &[
+                ("https_proxy", "p:1"),
+                ("no_proxy", "api.x"),
+                ("NO_PROXY", "login.x"),
+            ],
         );
         assert_eq!(via(&r, "https://api.x"), None);
         assert_eq!(via(&r, "https://login.x").as_deref(), Some("p:1"));
@@ -1193,7 +1246,11 @@ mod tests {
         };
         let r = routes(
             &configured,
-            &[("https_proxy", "env:1"), ("http_proxy", "env:1"), ("NO_PROXY", "*")],
+            &[
+                ("https_proxy", "env:1"),
+                ("http_proxy", "env:1"),
+                ("NO_PROXY", "*"),
+            ],
         );
         for url in ["https://api.x", "wss://s.x", "http://api.x", "ws://s.x"] {
             assert_eq!(via(&r, url).as_deref(), Some("cfg:9"), "{url}");
@@ -1209,7 +1266,9 @@ mod tests {
         // The environment's NO_PROXY still applies to a configured proxy, as
         // curl's NO_PROXY applies to --proxy.
         let configured = ConfiguredProxy {
-            proxy: Some(Some(ParsedProxyUrl::parse("cfg:9").unwrap().into_endpoint(None))),
+            proxy: Some(Some(
+                ParsedProxyUrl::parse("cfg:9").unwrap().into_endpoint(None),
+            )),
             no_proxy: None,
         };
         let r = routes(&configured, &[("NO_PROXY", "api.x")]);
@@ -1219,9 +1278,11 @@ mod tests {
 
     #[test]
     fn bad_environment_values_name_the_variable() {
-        let err =
-            ProxyRoutes::resolve(&ConfiguredProxy::default(), &env(&[("ALL_PROXY", "socks5://u:pw@s:1080")]))
-                .unwrap_err();
+        let err = ProxyRoutes::resolve(
+            &ConfiguredProxy::default(),
+            &env(&[("ALL_PROXY", "socks5://u:pw@s:1080")]),
+        )
+        .unwrap_err();
         assert_eq!(err.origin, "environment variable ALL_PROXY");
         assert!(err.reason.contains("socks5"), "{err}");
         assert!(!err.to_string().contains("pw"), "{err}");
@@ -1268,9 +1329,20 @@ mod tests {
         judged("HTTP/1.0 200 Connection established\r\n\r\n", false).unwrap();
         judged("HTTP/1.1 204 No Content\r\n\r\n", true).unwrap();
         let err = judged("HTTP/1.0 407 Proxy Authentication Required\r\n\r\n", false).unwrap_err();
-        assert!(matches!(err, TunnelError::CredentialsRequired { .. }), "{err}");
+        assert!(
+            matches!(err, TunnelError::CredentialsRequired { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("proxy authentication required"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("http://p:1"), "{err}");
         let err = judged("HTTP/1.0 401 Unauthorized\r\n\r\n", true).unwrap_err();
-        assert!(matches!(err, TunnelError::CredentialsRefused { .. }), "{err}");
+        assert!(
+            matches!(err, TunnelError::CredentialsRefused { .. }),
+            "{err}"
+        );
         assert!(!err.to_string().contains("secretpw"), "{err}");
         assert!(err.to_string().contains("http://********@p:1"), "{err}");
         let err = judged("HTTP/1.1 403 Forbidden\r\n\r\n", false).unwrap_err();
@@ -1305,10 +1377,16 @@ mod tests {
     fn ca_bundles_must_hold_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        assert!(matches!(load_ca_bundle(&missing), Err(CaBundleError::Read { .. })));
+        assert!(matches!(
+            load_ca_bundle(&missing),
+            Err(CaBundleError::Read { .. })
+        ));
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        assert!(matches!(load_ca_bundle(&empty), Err(CaBundleError::Empty { .. })));
+        assert!(matches!(
+            load_ca_bundle(&empty),
+            Err(CaBundleError::Empty { .. })
+        ));
         let broken = dir.path().join("broken.pem");
         std::fs::write(
             &broken,
