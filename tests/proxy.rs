@@ -342,12 +342,14 @@ fn check_config(dir: &Path, keys: &str, env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+type EnvVar = (&'static str, &'static str);
+
 #[test]
 fn bad_proxy_and_ca_settings_exit_78_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_pem = dir.path().join("not-a-ca.pem");
     std::fs::write(&not_a_pem, "hello\n").unwrap();
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(String, Vec<EnvVar>, &str)> = vec![
         (
             "proxy_url = \"socks5://u@proxy:1080\"".into(),
             vec![],
@@ -407,4 +409,213 @@ fn bad_proxy_and_ca_settings_exit_78_naming_the_key() {
     );
     assert_eq!(code, 0, "{output}");
     assert!(!output.contains("hunter2-pw"), "{output}");
+}
+
+/// A TLS origin for the `ca_file` test: answers `POST /oauth/token` with
+/// a token and everything else with 404, and logs each request's line.
+const TLS_ORIGIN: &str = r#"
+import http.server, json, ssl, sys
+cert, key, log = sys.argv[1], sys.argv[2], sys.argv[3]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def record(self):
+        with open(log, "a") as f:
+            f.write(self.command + " " + self.path + "\n")
+    def do_POST(self):
+        self.record()
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path.startswith("/oauth/token"):
+            body = json.dumps({"access_token": "tls-token", "token_type": "bearer", "expires_in": 86400}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+        else:
+            body = b"{}"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.record()
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("listening on https://127.0.0.1:%d" % server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, made with the
+/// `openssl` command: `(ca.pem, server.pem, server.key)`.
+fn private_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gkb test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
+    let Some(tinyproxy) = tinyproxy_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path());
+    let proxy = Tinyproxy::start(tinyproxy, dir.path(), None);
+    let script = dir.path().join("origin.py");
+    std::fs::write(&script, TLS_ORIGIN).unwrap();
+    let requests = dir.path().join("origin-requests.log");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg(&cert).arg(&key).arg(&requests);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut origin = KillOnDrop(cmd.spawn().expect("python3 runs"));
+    let origin_url = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(origin.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the TLS origin: {line:?}"))
+            .to_owned()
+    };
+    let base = bridge_config(&origin_url, "127.0.0.1:9", &dir.path().join("buffer"));
+    let proxy_key = format!("proxy_url = \"http://{}\"", proxy.address());
+
+    // Without the CA, the origin's certificate is refused inside the tunnel.
+    let untrusted_dir = dir.path().join("untrusted");
+    std::fs::create_dir_all(&untrusted_dir).unwrap();
+    let mut bridge = Bridge::start(
+        &untrusted_dir,
+        &config_with_genesys_keys(base.clone(), &proxy_key),
+        &[("E2E_CLIENT_SECRET", "x")],
+    );
+    let refusal = eventually(
+        "the bridge to refuse the origin's certificate",
+        Duration::from_secs(60),
+        || {
+            bridge
+                .proc
+                .log_text()
+                .lines()
+                .find(|l| l.contains("certificate verify failed"))
+                .map(str::to_owned)
+        },
+    );
+    println!("without ca_file: {refusal}");
+    bridge.proc.terminate();
+    assert!(
+        std::fs::read_to_string(&requests)
+            .unwrap_or_default()
+            .is_empty(),
+        "a request reached the origin over an unverified connection"
+    );
+
+    // With it, the login goes through: the origin sees the token request.
+    let trusted_dir = dir.path().join("trusted");
+    std::fs::create_dir_all(&trusted_dir).unwrap();
+    let mut bridge = Bridge::start(
+        &trusted_dir,
+        &config_with_genesys_keys(
+            base,
+            &format!("{proxy_key}\nca_file = \"{}\"", ca.display()),
+        ),
+        &[("E2E_CLIENT_SECRET", "x")],
+    );
+    let seen = eventually(
+        "the token request to reach the TLS origin",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&requests).unwrap_or_default();
+            text.contains("POST /oauth/token").then_some(text)
+        },
+    );
+    bridge.proc.terminate();
+    drop(origin);
+    let target = authority(&origin_url);
+    let (connects, _) = proxy.connects_to(&target);
+    println!(
+        "with ca_file: origin saw {:?}; proxy logged {connects} CONNECT {target}",
+        seen.lines().collect::<Vec<_>>()
+    );
+    assert!(
+        connects >= 2,
+        "both attempts should have tunnelled through the proxy: {connects} CONNECTs"
+    );
+    assert!(
+        !bridge.proc.log_text().contains("certificate verify failed"),
+        "{}",
+        bridge.proc.log_text()
+    );
 }
