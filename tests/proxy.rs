@@ -210,7 +210,18 @@ fn events_flow_through_the_proxy_exactly_once_across_a_proxy_outage() {
 
     // The proxy goes away: the tunnels die with it, which a direct
     // connection would not notice, and reconnecting fails clearly.
+    let open_before = bridge
+        .wait_for_metrics("the socket open", Duration::from_secs(30), |m| {
+            m.get("gkb_connections_open") == 1.0
+        })
+        .get("gkb_connections_open");
     proxy.proc.kill9();
+    // Only a WebSocket that runs through the proxy falls with it.
+    bridge.wait_for_metrics(
+        "the WebSocket to fall with the proxy",
+        Duration::from_secs(60),
+        |m| m.get("gkb_connections_open") < open_before,
+    );
     let shown_proxy = format!("http://********@{}", proxy.address());
     eventually(
         "the bridge to report the proxy unreachable",
@@ -248,8 +259,17 @@ fn events_flow_through_the_proxy_exactly_once_across_a_proxy_outage() {
     assert!(report.is_perfect(), "{report:#?}");
     assert_eq!(consumed.len(), 2 * BATCH);
 
+    let log = bridge.proc.log_text();
+    let routes = log
+        .lines()
+        .find(|l| l.contains("outbound proxy for Genesys connections"))
+        .expect("the routes are logged at start-up");
+    assert!(
+        routes.contains(&format!("{shown_proxy} (from HTTP_PROXY)")),
+        "{routes}"
+    );
     let secrets = password_renderings(PROXY_USER, PROXY_PASSWORD);
-    assert_nothing_shows("the bridge's log", &bridge.proc.log_text(), &secrets);
+    assert_nothing_shows("the bridge's log", &log, &secrets);
     assert_nothing_shows("/metrics", &bridge.metrics().unwrap(), &secrets);
     let ready = http::get(&format!("{}/readyz", bridge.health)).unwrap();
     assert_nothing_shows("/readyz", &ready.body, &secrets);
