@@ -332,8 +332,11 @@ fn events_through_the_proxy(
     let secrets = password_renderings(PROXY_USER, PROXY_PASSWORD);
     assert_nothing_shows("the bridge's log", &log, &secrets);
     assert_nothing_shows("/metrics", &bridge.metrics().unwrap(), &secrets);
-    let ready = http::get(&format!("{}/readyz", bridge.health)).unwrap();
-    assert_nothing_shows("/readyz", &ready.body, &secrets);
+    for endpoint in ["/readyz", "/status"] {
+        let reply = http::get(&format!("{}{endpoint}", bridge.health)).unwrap();
+        assert_eq!(reply.status, 200, "{endpoint}: {}", reply.body);
+        assert_nothing_shows(endpoint, &reply.body, &secrets);
+    }
 }
 
 #[test]
