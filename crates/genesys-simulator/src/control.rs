@@ -322,7 +322,7 @@ pub(crate) async fn socket_closing(
         let mut body = json!({
             "channelId": channel_id.as_ref(),
             "message": request.message.as_deref().unwrap_or("WebSocket is closing for maintenance; connect a new socket"),
-            "organizationId": state.directory.organization_id,
+            "organizationId": state.directory().organization_id,
             "oauthClientId": state.settings.client_id,
         });
         if let Some(t) = &request.system_topic_type {

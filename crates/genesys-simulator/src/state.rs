@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use actix::Addr;
@@ -351,7 +351,9 @@ impl Inner {
 
 pub(crate) struct SimState {
     pub settings: Settings,
-    pub directory: Directory,
+    /// Queues and users; changed at run time by the control API. Lock
+    /// order: `inner` may be held while taking this one, never the reverse.
+    directory: RwLock<Directory>,
     pub faults: Faults,
     inner: Mutex<Inner>,
     /// `events_delivered`, counted by the socket actors as they write.
@@ -363,7 +365,7 @@ impl SimState {
     pub fn new(args: &SimulatorArgs, bound_ws_base: String) -> std::io::Result<Self> {
         Ok(SimState {
             settings: Settings::new(args, bound_ws_base)?,
-            directory: Directory::new(args.queues, args.users),
+            directory: RwLock::new(Directory::new(args.queues, args.users)),
             faults: Faults::default(),
             inner: Mutex::new(Inner {
                 tokens: HashMap::new(),
@@ -390,6 +392,15 @@ impl SimState {
         // Every critical section leaves `Inner` consistent between
         // statements that can panic, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+        // Directory changes cannot panic half-way: a poisoned lock is usable.
+        self.directory.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A socket handed one notification frame to its connection.
@@ -577,9 +588,11 @@ impl SimState {
         mode: SubscribeMode,
         ignore_errors: bool,
     ) -> Result<Vec<TopicStatus>, SubscribeError> {
-        // Topic checks need no lock: the directory is immutable.
+        // Topics are checked before taking `inner`: a directory change
+        // racing with this call is as if it came just after.
         let mut seen = HashSet::new();
         let denied = self.faults.deny_topics();
+        let directory = self.directory();
         let checked: Vec<(&str, Result<Topic, Rejection>)> = requested
             .iter()
             .map(String::as_str)
@@ -590,11 +603,12 @@ impl SimState {
                         reason,
                         missing_permissions: Vec::new(),
                     }),
-                    _ => Topic::check(t, &self.directory, &denied),
+                    _ => Topic::check(t, &directory, &denied),
                 };
                 (t, verdict)
             })
             .collect();
+        drop(directory);
 
         let mut inner = self.lock();
         let channel =
