@@ -285,6 +285,24 @@ impl GenesysApi {
         topics: &[String],
         ignore_errors: bool,
     ) -> Result<Vec<TopicOutcome>, ApiError> {
+        self.change_subscriptions(
+            awc::http::Method::PUT,
+            token,
+            channel_id,
+            topics,
+            ignore_errors,
+        )
+        .await
+    }
+
+    async fn change_subscriptions(
+        &self,
+        method: awc::http::Method,
+        token: &Secret,
+        channel_id: &str,
+        topics: &[String],
+        ignore_errors: bool,
+    ) -> Result<Vec<TopicOutcome>, ApiError> {
         let path = format!(
             "/api/v2/notifications/channels/{channel_id}/subscriptions{}",
             if ignore_errors {
@@ -300,7 +318,7 @@ impl GenesysApi {
         let body = self
             .call(
                 "subscribe",
-                awc::http::Method::PUT,
+                method,
                 &path,
                 token,
                 Some(serde_json::to_vec(&request).expect("a list of strings serialises")),
@@ -308,6 +326,40 @@ impl GenesysApi {
             .await?;
         let reply: Entities<TopicOutcome> = decode("subscribe", &body)?;
         Ok(reply.entities)
+    }
+
+    /// `POST /api/v2/notifications/channels/{id}/subscriptions`: adds
+    /// topics to the channel's list. The reply lists the channel's whole
+    /// resulting list, refused topics included (with `ignore_errors`).
+    pub async fn post_subscriptions(
+        &self,
+        token: &Secret,
+        channel_id: &str,
+        topics: &[String],
+        ignore_errors: bool,
+    ) -> Result<Vec<TopicOutcome>, ApiError> {
+        self.change_subscriptions(
+            awc::http::Method::POST,
+            token,
+            channel_id,
+            topics,
+            ignore_errors,
+        )
+        .await
+    }
+
+    /// `DELETE /api/v2/notifications/channels/{id}/subscriptions`: the
+    /// channel keeps living until it expires but carries no topic, so a
+    /// channel we moved away from stops receiving (and costing) events.
+    pub async fn delete_subscriptions(
+        &self,
+        token: &Secret,
+        channel_id: &str,
+    ) -> Result<(), ApiError> {
+        let path = format!("/api/v2/notifications/channels/{channel_id}/subscriptions");
+        self.call("unsubscribe", awc::http::Method::DELETE, &path, token, None)
+            .await
+            .map(drop)
     }
 
     /// The ids of every routing queue (`GET /api/v2/routing/queues`, all pages).
