@@ -315,7 +315,8 @@ pub(crate) async fn socket_closing(
             )))
         }
         Some(s) => Some(Duration::from_secs_f64(s)),
-        None => None,
+        // The service closes the socket itself about a minute later.
+        None => Some(state.settings.socket_closing_grace),
     };
     let sockets = state.sockets(request.channel_id.as_deref());
     for (channel_id, socket) in &sockets {

@@ -88,10 +88,14 @@ impl Sim {
         format!("{}{path}", self.sim.base_url)
     }
 
+    fn login_url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.login_url)
+    }
+
     async fn login(&self, id: &str, secret: &str) -> Reply {
         let resp = self
             .http
-            .post(self.url("/oauth/token"))
+            .post(self.login_url("/oauth/token"))
             .basic_auth(id, secret)
             .send_form(&[("grant_type", "client_credentials")])
             .await
@@ -315,7 +319,7 @@ async fn token_is_issued_for_the_right_secret_only() {
 
     let resp = sim
         .http
-        .post(sim.url("/oauth/token"))
+        .post(sim.login_url("/oauth/token"))
         .basic_auth("demo-client", "demo-secret")
         .send_form(&[("grant_type", "password")])
         .await
