@@ -740,6 +740,11 @@ impl SimState {
         let mut seen = HashSet::new();
         let denied = self.faults.deny_topics();
         let directory = self.directory();
+        // A combined topic stands for its expanded names.
+        let requested: Vec<String> = requested
+            .iter()
+            .flat_map(|t| super::topics::expand_combined(t))
+            .collect();
         let checked: Vec<(&str, Result<Topic, Rejection>)> = requested
             .iter()
             .map(String::as_str)
