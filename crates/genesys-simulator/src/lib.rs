@@ -480,9 +480,7 @@ fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
     .service(resource("/sim/state").route(web::get().to(control::sim_state)))
     .service(resource("/sim/directory/{kind}").route(web::post().to(control::add_entries)))
-    .service(
-        resource("/sim/directory/{kind}/{id}").route(web::delete().to(control::remove_entry)),
-    )
+    .service(resource("/sim/directory/{kind}/{id}").route(web::delete().to(control::remove_entry)))
     .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
     .service(
         resource("/sim/faults")
