@@ -9,11 +9,22 @@
 //! `genesys-notifications.md` (the field reference); where the real service
 //! is not known, the behaviour is a flag or an injectable fault.
 //!
-//! Everything is served on one port (`--listen`, default `127.0.0.1:8089`):
-//! point both the API base URL and the login base URL of a client at
-//! `http://127.0.0.1:8089`. (The official SDKs derive the login URL by
-//! replacing `//api.` with `//login.` in the API URL; a URL without `api.`
-//! is used unchanged, which is what makes one port work.)
+//! Where the real service is uncertain, the simulator takes the harsher
+//! choice by default (a kinder test double flatters every client tested
+//! against it); each such behaviour has an option to tune or turn it off.
+//!
+//! Two listeners, as login and API are two hosts on Genesys Cloud: the API
+//! host (`--listen`, default `127.0.0.1:8089`: REST, WebSocket, control
+//! API) and the login host (`--login-listen`, default the next port:
+//! `POST /oauth/token` only; on the API host it is a 404).
+//! `--login-on-api-port` serves login on the API host too, for clients
+//! that derive the login URL from the API URL (the official SDKs replace
+//! `//api.` with `//login.`, which leaves a loopback URL unchanged).
+//! `simulate` prints `listening on <API URL>` then `login on <login URL>`.
+//!
+//! With `--tls-cert`/`--tls-key` (PEM) every listener serves https and the
+//! connectUris are `wss://`; [`TestCa`] makes a throwaway CA and a server
+//! certificate for 127.0.0.1/localhost (clients trust the CA certificate).
 //!
 //! # Genesys Cloud API
 //!
@@ -25,6 +36,19 @@
 //!   `{"error":"invalid_client","description","error_description"}`; another
 //!   grant → 400 `unsupported_grant_type`. Tokens expire after `--token-ttl`;
 //!   at most 100,000 are valid at once (beyond, the oldest is revoked).
+//! * Rate limit: at most `--rate-limit-per-minute` (default 300, 0 = off)
+//!   `/api/v2` calls per token in any sliding minute; beyond, 429 in the two
+//!   forms Genesys uses: `too.many.requests` without `Retry-After`, and
+//!   `too.many.requests.retry.after` with one (`--rate-limit-429
+//!   alternate|retry-after|no-retry-after`, default alternate, starting
+//!   without). Counted calls carry `inin-ratelimit-allowed`,
+//!   `inin-ratelimit-count` and `inin-ratelimit-reset` headers.
+//! * A channel belongs to the token that created it
+//!   (`--channels-follow-token`, default true): when that token expires or
+//!   is revoked, its socket gets `v2.system.token_revoked`
+//!   (`{"channelId","systemTopicType":"token_revoked","message",…}`), then
+//!   the channel is gone: socket closed (1000), HEAD 404, socket subscribe
+//!   `{"result":"404"}`, new sockets refused.
 //! * Every `/api/v2` call needs `Authorization: Bearer <token>`; missing →
 //!   401 `authentication.required`, unknown/expired → 401 `bad.credentials`.
 //!   Errors are `{"message","code","status","contextId","details","errors"}`;
@@ -52,9 +76,12 @@
 //!   other topics are `Rejected`. Without `ignoreErrors`, one rejection makes
 //!   the request 403 (`missing.permissions`, rejected topics in `details`)
 //!   and nothing changes. Unknown or expired channel → 404.
-//!   Subscribing (PUT/POST, or the socket `subscribe` message) keeps the
-//!   channel alive: `expires` moves to now + `--channel-ttl` (turn off with
-//!   `--subscribe-extends-channel false`). Channels expire after
+//!   A combined topic, `v2.users.<id>?presence&routingStatus` (at most 200
+//!   characters), stands for its expanded names (`v2.users.<id>.presence`,
+//!   `v2.users.<id>.routingStatus`): the channel lists and gets events under
+//!   those. Subscribing does not move `expires` (unconfirmed for the real
+//!   service; `--subscribe-extends-channel true` moves it to now +
+//!   `--channel-ttl`). Channels expire after
 //!   `--channel-ttl`; their socket is then closed (1000 "channel expired").
 //! * `GET /api/v2/routing/queues?pageSize=&pageNumber=&name=` and
 //!   `GET /api/v2/users?pageSize=&pageNumber=`: paged
@@ -127,7 +154,9 @@
 //!   entries forgotten so far (non-zero: the oldest events are gone).
 //! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
 //!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,
-//!   `tokens_active`, `channels_created|expired|evicted`, `sockets_opened`,
+//!   `tokens_active`, `channels_created|expired|evicted`,
+//!   `channels_ended_with_token`, `rate_limited_with_retry_after`,
+//!   `rate_limited_without_retry_after`, `sockets_opened`,
 //!   `events_generated`, `events_delivered` / `events_dropped` (per
 //!   receiving channel), `last_seq`, `generator_running`, `faults`.
 //! * `POST /sim/stop-generator` → `{"stopped":n}` (background jobs).
@@ -158,10 +187,18 @@
 //!   `organizationId`, `oauthClientId`, plus `systemTopicType`
 //!   (`no_longer_subscribed|subscription_changed|token_revoked`) and
 //!   `reason` (`another_channel_subscribed|user_tokens_revoked`) when given;
-//!   other values are a 400) to the open sockets, and closes them (1001) after
-//!   `close_after_secs` if given → `{"notified":n}`.
+//!   other values are a 400) to the open sockets, and closes them (1001)
+//!   `close_after_secs` later (default `--socket-closing-grace`, 60 s, as
+//!   the service does) → `{"notified":n}`.
 //! * `POST /sim/faults/expire-tokens` → `{"revoked":n}`: all tokens become
-//!   invalid (the next REST call gets 401).
+//!   invalid (the next REST call gets 401), and their channels end (see
+//!   `--channels-follow-token`).
+//! * `POST /sim/directory/queues` (or `/users`) `{"count":N}` (1..=10,000)
+//!   → `{"ids":[…]}`: new entries with fresh stable ids, listed by the REST
+//!   listings at once. `DELETE /sim/directory/queues/{id}` (or
+//!   `/users/{id}`) → `{"removed":id}` (404 when unknown or already
+//!   removed): the entry leaves the listings, new subscriptions to it are
+//!   rejected, and its topics get no more events.
 //! * `POST /sim/faults/expire-channels` `{"channel_id"?}` → `{"expired":n}`:
 //!   channels end now, as on expiry.
 //!
