@@ -188,19 +188,32 @@ fn events_flow_through_the_proxy_exactly_once_across_a_proxy_outage() {
     events_through_the_proxy(tinyproxy, dir.path(), &[], "");
 }
 
-// Over TLS (https and wss inside the tunnels), once the simulator serves
-// TLS (`--tls-cert`/`--tls-key`, `genesys_simulator::TestCa`):
-//
-// #[test]
-// fn events_flow_through_the_proxy_exactly_once_over_tls() {
-//     let Some(tinyproxy) = tinyproxy_bin() else { return };
-//     let dir = tempfile::tempdir().unwrap();
-//     let files = genesys_simulator::TestCa::generate().unwrap().write_to(dir.path()).unwrap();
-//     http::trust_ca(&files.ca_cert);
-//     let (cert, key) = (files.server_cert.to_str().unwrap(), files.server_key.to_str().unwrap());
-//     let ca_key = format!("ca_file = \"{}\"", files.ca_cert.display());
-//     events_through_the_proxy(tinyproxy, dir.path(), &["--tls-cert", cert, "--tls-key", key], &ca_key);
-// }
+/// Over TLS, as the real service is: https and wss inside the tunnels,
+/// the simulator's certificate signed by a private CA that the bridge
+/// trusts only through `genesys.ca_file`.
+#[test]
+fn events_flow_through_the_proxy_exactly_once_over_tls() {
+    let Some(tinyproxy) = tinyproxy_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files = genesys_simulator::TestCa::generate()
+        .unwrap()
+        .write_to(dir.path())
+        .unwrap();
+    http::trust_ca(&files.ca_cert);
+    let (cert, key) = (
+        files.server_cert.to_str().unwrap(),
+        files.server_key.to_str().unwrap(),
+    );
+    let ca_key = format!("ca_file = \"{}\"", files.ca_cert.display());
+    events_through_the_proxy(
+        tinyproxy,
+        dir.path(),
+        &["--tls-cert", cert, "--tls-key", key],
+        &ca_key,
+    );
+}
 
 /// The simulator (started with `simulator_flags`) reached only through
 /// tinyproxy, the proxy given in the environment (`HTTPS_PROXY` or
