@@ -39,6 +39,15 @@ fn wait_generator_done(sim: &Simulator) {
     });
 }
 
+/// Events the service wrote to two sockets at once (an overlap's copies).
+fn written_twice(emitted: &[ledger::Emitted]) -> usize {
+    let mut sockets: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in emitted.iter().filter(|e| e.delivered) {
+        *sockets.entry(e.correlation_id.as_str()).or_default() += 1;
+    }
+    sockets.values().filter(|&&n| n > 1).count()
+}
+
 /// Distinct events emitted, and how many of them reached an open socket.
 fn emitted_and_delivered(emitted: &[ledger::Emitted]) -> (usize, usize) {
     let distinct: HashSet<&str> = emitted.iter().map(|e| e.correlation_id.as_str()).collect();
@@ -154,13 +163,14 @@ fn rollovers_and_socket_closing_lose_nothing_and_duplicate_nothing() {
     let report = ledger::reconcile(&emitted, &consumed);
     println!(
         "rollovers: {distinct} events emitted, {delivered} reached an open socket; in Kafka {}; lost {}; duplicates {}; reordered {}; \
-         moves {}, channels created {}, overlap copies removed {}, gaps {} ({} s)",
+         moves {}, channels created {}, copies written to two sockets {}, overlap copies removed {}, gaps {} ({} s)",
         consumed.len(),
         report.lost,
         report.duplicates,
         report.reordered,
         m.get("gkb_planned_moves_total"),
         m.get("gkb_channels_created_total"),
+        written_twice(&emitted),
         m.get("gkb_overlap_duplicates_total"),
         m.get("gkb_socket_gaps_total"),
         m.get("gkb_socket_gap_seconds_total"),
