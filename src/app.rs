@@ -214,9 +214,15 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
             .collect();
-        for connection in connections {
-            let _ = connection.send(connection::Close).await;
-        }
+        // Each answers once its sockets are closed and read out (bounded
+        // by connection::CLOSE_WAIT): what the service sent before it saw
+        // our close is buffered before the final flush.
+        futures_util::future::join_all(
+            connections
+                .iter()
+                .map(|connection| connection.send(connection::Close)),
+        )
+        .await;
         let drained = self.producer.send(Drain { grace }).await.unwrap_or(false);
         let buffer = self.buffer.clone();
         let flushed = actix_rt::task::spawn_blocking(move || buffer.flush_blocking()).await;
