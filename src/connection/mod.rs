@@ -524,8 +524,18 @@ impl ConnectionActor {
                     async move { api.delete_subscriptions(&t, &id).await }
                 })
                 .await;
-                if let Err(e) = result {
-                    tracing::info!(connection = index, error = %e, "could not empty the channel we left; it expires by itself");
+                match result {
+                    Ok(_) => {}
+                    // Ended with its token, or evicted: nothing to empty.
+                    Err(rest::CallError::Api(crate::genesys::api::ApiError::Status {
+                        status: 404,
+                        ..
+                    })) => {
+                        tracing::debug!(connection = index, "the channel we left is already gone");
+                    }
+                    Err(e) => {
+                        tracing::info!(connection = index, error = %e, "could not empty the channel we left; it expires by itself");
+                    }
                 }
             }
             .into_actor(self),

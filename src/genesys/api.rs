@@ -455,7 +455,8 @@ impl GenesysApi {
                     what,
                     status: s.as_u16(),
                     code: err.code.unwrap_or_default(),
-                    message: err.message.unwrap_or_default(),
+                    // Genesys echoes channel ids, which are credentials.
+                    message: crate::telemetry::mask_channel_ids(&err.message.unwrap_or_default()),
                 })
             }
         }
@@ -465,7 +466,7 @@ impl GenesysApi {
 fn transport(what: &'static str, e: impl std::fmt::Display) -> ApiError {
     ApiError::Transport {
         what,
-        reason: e.to_string(),
+        reason: crate::telemetry::mask_channel_ids(&e.to_string()),
     }
 }
 
