@@ -124,6 +124,8 @@ pub struct Telemetry {
     /// A failure no restart of an actor can mend: /healthz turns red so
     /// the process supervisor sees it.
     fatal: Mutex<Option<String>>,
+    /// Why the topic plan leaves topics out (over the channel limit).
+    topic_plan_problem: Mutex<Option<String>>,
 }
 
 /// An actor that has not reported for this long is taken for stuck.
@@ -152,6 +154,7 @@ impl Default for Telemetry {
             kafka_topics: Mutex::default(),
             receive_to_ack: Histogram::default(),
             fatal: Mutex::default(),
+            topic_plan_problem: Mutex::default(),
         }
     }
 }
@@ -500,6 +503,9 @@ impl Telemetry {
         if let Some(e) = &*lock(&self.fatal) {
             reasons.push(e.clone());
         }
+        if let Some(e) = &*lock(&self.topic_plan_problem) {
+            reasons.push(e.clone());
+        }
         for topic in lock(&self.kafka_topics).iter() {
             if let Some(reason) = &topic.blocked {
                 reasons.push(format!("kafka topic {}: {reason}", topic.topic));
@@ -674,6 +680,109 @@ impl Telemetry {
             self.started.elapsed().as_secs()
         );
         out
+    }
+
+    // ---- topic plan (planner) -------------------------------------------
+
+    /// A listing planned (or re-planned) the topics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn topics_planned(
+        &self,
+        trigger: &str,
+        queues: usize,
+        users: usize,
+        topics: usize,
+        channels: usize,
+        added: usize,
+        removed: usize,
+        took: Duration,
+    ) {
+        let took_ms = took.as_millis() as u64;
+        if added > 0 || removed > 0 || trigger == "start-up" {
+            tracing::info!(
+                trigger,
+                queues,
+                users,
+                topics,
+                channels,
+                added,
+                removed,
+                took_ms,
+                "topic plan updated"
+            );
+        } else {
+            tracing::debug!(trigger, queues, users, topics, took_ms, "topic plan unchanged");
+        }
+    }
+
+    pub fn topic_listing_failed(
+        &self,
+        error: &dyn std::fmt::Display,
+        retry_in: Duration,
+        plan_kept: bool,
+    ) {
+        tracing::warn!(
+            error = %error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            plan_kept,
+            "listing the org's queues and users failed; the current topics stay subscribed"
+        );
+    }
+
+    /// The shrink guard held a listing's removals.
+    pub fn topic_listing_held(
+        &self,
+        kind: &str,
+        planned: usize,
+        listed: usize,
+        removed: usize,
+        why: &str,
+    ) {
+        tracing::warn!(
+            kind,
+            planned,
+            listed,
+            held_removals = removed,
+            why,
+            "listing shrank suddenly: additions applied, removals held"
+        );
+    }
+
+    /// The start-up plan needs more channels than Genesys allows.
+    pub fn topic_plan_refused(&self, error: &dyn std::fmt::Display) {
+        tracing::error!(error = %error, "topic plan refused");
+        *lock(&self.topic_plan_problem) = Some(format!("topics: {error}"));
+    }
+
+    /// A refresh wants more topics than the channels allowed hold: what
+    /// fits is subscribed, the rest left out. Logged when it starts
+    /// (`log`); `/readyz` names it until it fits again.
+    pub fn topics_over_channel_limit(
+        &self,
+        wanted: usize,
+        channels_needed: usize,
+        left_out: usize,
+        log: bool,
+    ) {
+        let reason = format!(
+            "topics: {wanted} topics need {channels_needed} channels, Genesys allows {} per OAuth client: \
+             {left_out} topics are not subscribed (fix [topics] or split them over bridges)",
+            crate::subscriptions::MAX_CHANNELS
+        );
+        if log {
+            tracing::error!(
+                wanted,
+                channels_needed,
+                left_out,
+                "more topics than channels allow: subscribed what fits, the rest is left out"
+            );
+        }
+        *lock(&self.topic_plan_problem) = Some(reason);
+    }
+
+    pub fn topics_fit_again(&self, topics: usize, channels: usize) {
+        tracing::info!(topics, channels, "every planned topic fits again");
+        *lock(&self.topic_plan_problem) = None;
     }
 }
 
