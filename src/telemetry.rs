@@ -32,6 +32,11 @@ pub struct Counters {
     pub api_retries: AtomicU64,
     pub producer_restarts: AtomicU64,
     pub kafka_client_errors: AtomicU64,
+    pub planned_moves: AtomicU64,
+    pub overlap_duplicates: AtomicU64,
+    pub socket_gaps: AtomicU64,
+    pub socket_gap_millis: AtomicU64,
+    pub stalls: AtomicU64,
 }
 
 /// How one channel's connection is doing.
@@ -305,6 +310,74 @@ impl Telemetry {
         entry.detail = Some(reason.to_owned());
     }
 
+    /// A make-before-break move to a new channel begins (after `delay`).
+    pub fn planned_move(&self, index: usize, reason: &str, delay: Duration) {
+        inc(&self.counters.planned_moves);
+        tracing::info!(
+            connection = index,
+            reason,
+            delay_ms = delay.as_millis() as u64,
+            "moving to a new channel; the current socket keeps delivering meanwhile"
+        );
+    }
+
+    /// Setting up the new channel of a move failed; the live socket stays.
+    pub fn move_failed(&self, index: usize, reason: &str, retry_in: Duration) {
+        tracing::warn!(
+            connection = index,
+            reason,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "moving to a new channel failed; the current socket keeps delivering"
+        );
+    }
+
+    /// Two sockets delivered at once and are down to one again.
+    pub fn overlap_ended(&self, index: usize, summary: crate::connection::overlap::OverlapSummary) {
+        self.counters
+            .overlap_duplicates
+            .fetch_add(summary.duplicates, Ordering::Relaxed);
+        tracing::info!(
+            connection = index,
+            duplicates_removed = summary.duplicates,
+            lasted_ms = summary.lasted.as_millis() as u64,
+            "socket overlap ended"
+        );
+    }
+
+    /// A time without any subscribed socket ended: what was sent to the
+    /// channel then is gone for good (Genesys replays nothing).
+    pub fn socket_gap(
+        &self,
+        index: usize,
+        since: std::time::SystemTime,
+        lasted: Duration,
+        reason: &str,
+    ) {
+        inc(&self.counters.socket_gaps);
+        self.counters
+            .socket_gap_millis
+            .fetch_add(lasted.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(
+            connection = index,
+            from = %humantime::format_rfc3339_millis(since),
+            to = %humantime::format_rfc3339_millis(since + lasted),
+            lasted_ms = lasted.as_millis() as u64,
+            reason,
+            "gap: no subscribed socket; events sent meanwhile were missed"
+        );
+    }
+
+    /// The connection's actor could not run for a while (a process pause,
+    /// a starved CPU); its socket is read before it is judged.
+    pub fn stall_detected(&self, index: usize, stalled_for: Duration) {
+        inc(&self.counters.stalls);
+        tracing::warn!(
+            connection = index,
+            stalled_ms = stalled_for.as_millis() as u64,
+            "the bridge was not running (paused or starved); reading the socket before judging it"
+        );
+    }
+
     pub fn api_retry(&self, what: &str, error: &dyn std::fmt::Display, delay: Duration) {
         inc(&self.counters.api_retries);
         tracing::warn!(call = what, error = %error, delay_ms = delay.as_millis() as u64, "Genesys API call failed; retrying");
@@ -541,7 +614,27 @@ impl Telemetry {
     pub fn render_metrics(&self) -> String {
         let c = &self.counters;
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
+            (
+                "planned_moves_total",
+                "Make-before-break moves to a new channel (rollover, socket_closing, lost channel).",
+                &c.planned_moves,
+            ),
+            (
+                "overlap_duplicates_total",
+                "Copies of an event received on both sockets of a move, removed before the buffer.",
+                &c.overlap_duplicates,
+            ),
+            (
+                "socket_gaps_total",
+                "Times without any subscribed socket (events sent then were missed).",
+                &c.socket_gaps,
+            ),
+            (
+                "stalls_total",
+                "Times the bridge found it had not been running (paused, starved).",
+                &c.stalls,
+            ),
             (
                 "events_received_total",
                 "Notifications received from Genesys and buffered.",
@@ -625,6 +718,11 @@ impl Telemetry {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP gkb_socket_gap_seconds_total Time without any subscribed socket.\n# TYPE gkb_socket_gap_seconds_total counter\ngkb_socket_gap_seconds_total {}",
+            c.socket_gap_millis.load(Ordering::Relaxed) as f64 / 1000.0
+        );
         if let Some(buffer) = &*lock(&self.buffer) {
             buffer.write_metrics(&mut out);
         }

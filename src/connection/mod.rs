@@ -1,22 +1,45 @@
-//! The connection actor: one per notification channel. It creates the
-//! channel, connects its WebSocket, subscribes the channel's topics,
-//! answers the protocol, watches for silence, and starts over (with
-//! backoff) whenever any of that fails. Every notification it receives is
-//! appended to the buffer before anything else, then the producer is woken.
+//! The connection actor: one per notification channel's worth of topics.
+//! It creates the channel, connects its WebSocket, subscribes the topics,
+//! answers the protocol, watches for silence, and moves to a new channel
+//! before the old one ends. Every notification it receives is appended to
+//! the buffer before anything else, then the producer is woken.
+//!
+//! Genesys replays nothing: a frame the service wrote to our socket and we
+//! did not keep is gone. So:
+//! - **Planned moves are make-before-break.** A rollover (channel or token
+//!   expiry near), `socket_closing` or a lost channel sets up a new channel,
+//!   socket and subscription *beside* the live socket; only then is the old
+//!   socket closed, and it is still read until the service closes it. The
+//!   copies both sockets receive meanwhile are removed by [`overlap`].
+//! - **A pause is not a death** ([`silence`]): silence counts only over
+//!   time the actor could read, and a socket replaced for silence is still
+//!   drained of what it holds.
+//! - **Channels are reused, not piled up.** A failed attempt keeps its
+//!   channel for the next one unless the service says it is gone (`HEAD`
+//!   404, a lost-channel notice); a channel we moved away from is emptied
+//!   of its topics and left to expire. So a connection holds at most two
+//!   channels: the live one and the one being set up.
+//! - **Every retry backs off**, planned moves included when they repeat
+//!   (a service sending `socket_closing` in a loop).
 //!
 //! Life of a connection:
-//! 1. `establish`: token → channel (reused while alive and not near expiry,
-//!    else created) → socket → `PUT subscriptions`. Connecting before
+//! 1. `establish`: token → channel (reused while alive and not due, else
+//!    created) → socket → `PUT subscriptions`. Connecting before
 //!    subscribing means no event is sent to a channel nobody listens on.
-//! 2. open: pings every `ping_interval`, a watchdog that takes
-//!    `heartbeat_timeout` of silence for a dead (half-open) socket, and a
-//!    rollover timer before the channel's `expires`.
-//! 3. any close, error, silence, `socket_closing` or expiry → `teardown`
-//!    and `establish` again after a backoff delay (none for planned ones).
+//! 2. open: pings every `ping_interval`, a watchdog every quarter of
+//!    `heartbeat_timeout` (silence, stalls, channel and token expiry).
+//! 3. a planned move runs `establish` beside the live socket; a failure
+//!    (close, error, silence) retires the socket and runs it after a
+//!    backoff delay. The time without any subscribed socket is a gap,
+//!    counted and logged with its bounds.
 
+pub mod channel;
+pub mod overlap;
 pub mod plan;
 pub mod rest;
+mod silence;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -28,10 +51,14 @@ use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::backoff::Backoff;
 use crate::buffer::{field_fits, Buffer};
-use crate::genesys::api::{Channel, GenesysApi, TopicOutcome};
+use crate::genesys::api::{GenesysApi, TopicOutcome};
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
+use crate::secret::Secret;
 use crate::telemetry::{ConnectionState, Telemetry, LIVENESS_INTERVAL};
-use crate::token::{TokenActor, TokenRevoked};
+use crate::token::{ExpiryOf, GetToken, TokenActor, TokenRevoked};
+use channel::HeldChannel;
+use overlap::Overlap;
+use silence::{SilenceClock, Verdict};
 
 type WsSink = SplitSink<actix_codec::Framed<awc::BoxedSocket, ws::Codec>, ws::Message>;
 
@@ -63,57 +90,58 @@ pub struct ConnectionSettings {
     pub ignore_errors: bool,
 }
 
-/// A channel the actor holds.
-struct HeldChannel {
-    channel: Channel,
-    created_at: SystemTime,
-    expires_at: SystemTime,
-}
-
-impl HeldChannel {
-    /// When to move to a new channel: `margin` before expiry, but never
-    /// earlier than three quarters into the channel's life, so that a
-    /// short-lived channel (or a large margin) cannot cause a rollover loop.
-    fn rollover_at(&self, margin: Duration) -> SystemTime {
-        let lifetime = self
-            .expires_at
-            .duration_since(self.created_at)
-            .unwrap_or(Duration::ZERO);
-        self.expires_at - margin.min(lifetime / 4)
-    }
-}
-
-/// The socket of the current session.
-struct OpenSocket {
-    /// The session this socket belongs to; its frames carry it.
-    session: u64,
+/// One WebSocket and what belongs to it alone.
+struct Socket {
+    id: u64,
+    /// The channel it is connected to (never logged whole: the id grants
+    /// access to the channel's events).
+    channel_id: String,
     sink: SinkWrite<ws::Message, WsSink>,
     stream: SpawnHandle,
+    /// A text message arriving in fragments on this socket.
+    partial: Option<BytesMut>,
+}
+
+/// The socket whose channel is subscribed and watched.
+struct Current {
+    socket: Socket,
+    channel: HeldChannel,
+    /// The service said the channel is gone: never reuse it.
+    channel_gone: bool,
+    silence: SilenceClock,
     timers: Vec<SpawnHandle>,
 }
 
-/// A socket we closed on purpose and still read from: frames the service
-/// sent before it saw our close are still ours to keep.
-struct Draining {
-    _sink: SinkWrite<ws::Message, WsSink>,
-    stream: SpawnHandle,
-    deadline: SpawnHandle,
+/// A socket we left and still read: frames the service sent before it
+/// saw our close (or before we judged the socket) are still ours to keep.
+struct Retired {
+    socket: Socket,
+    since: Instant,
+    last_frame: Instant,
+    check: SpawnHandle,
 }
 
-/// One item of a socket's stream, tagged with the socket's session;
-/// `None` marks the end of the stream.
+/// One item of a socket's stream, tagged with the socket's id; `None`
+/// marks the end of the stream.
 type Tagged = (
     u64,
     Option<Result<ws::Frame, actix_http::ws::ProtocolError>>,
 );
 
-/// A socket open this long resets the reconnect backoff.
+/// A socket open this long resets the reconnect backoff, and planned moves
+/// further apart than this are not a loop.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
-/// Shortest time a channel is used before rolling over.
-const MIN_CHANNEL_LIFE: Duration = Duration::from_secs(1);
+/// A retired socket is read until the service closes it, it has been idle
+/// this long, or [`RETIRED_MAX`] has passed.
+const RETIRED_IDLE: Duration = Duration::from_secs(5);
+const RETIRED_MAX: Duration = Duration::from_secs(90);
 
-/// How long a closed socket is read for frames still on their way.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The start of a time without any subscribed socket.
+struct Gap {
+    since_wall: SystemTime,
+    since: Instant,
+    reason: String,
+}
 
 pub struct ConnectionActor {
     index: usize,
@@ -125,15 +153,21 @@ pub struct ConnectionActor {
     producer: Recipient<EventsBuffered>,
     telemetry: Arc<Telemetry>,
     backoff: Backoff,
-    channel: Option<HeldChannel>,
-    socket: Option<OpenSocket>,
-    draining: std::collections::HashMap<u64, Draining>,
-    /// Bumped at every teardown, so a late result of an abandoned attempt
-    /// is recognised and dropped.
-    session: u64,
-    last_frame: Instant,
-    /// A text message arriving in fragments.
-    partial: Option<BytesMut>,
+    current: Option<Current>,
+    retired: HashMap<u64, Retired>,
+    /// A channel the next attempt should reuse (created by an attempt that
+    /// failed later, or the channel of a socket that failed).
+    candidate: Option<HeldChannel>,
+    next_socket_id: u64,
+    /// Bumped when an attempt starts and on restart: a late result of an
+    /// abandoned attempt is recognised and dropped.
+    attempt: u64,
+    attempting: bool,
+    /// The next attempt, when one is scheduled.
+    scheduled: Option<SpawnHandle>,
+    last_planned_move: Option<Instant>,
+    overlap: Overlap,
+    gap: Option<Gap>,
     closing: bool,
     /// The topic list the open channel was last subscribed with (None: no
     /// open channel); differs from `topics` while an update is pending.
@@ -159,12 +193,27 @@ enum EstablishError {
     Handshake(String),
     #[error("socket handshake timed out")]
     HandshakeTimeout,
-    #[error("{rejected} of {total} topics refused, e.g. {example}")]
-    Rejected {
-        rejected: usize,
-        total: usize,
-        example: String,
-    },
+    #[error("the token has not been renewed yet; the channel made with it would end as soon")]
+    TokenNotRenewed,
+    #[error("the token actor is gone")]
+    TokenActorGone,
+}
+
+impl EstablishError {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EstablishError::Call(rest::CallError::Api(api)) => api.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// What an attempt needs to know about the move it makes.
+struct AttemptPlan {
+    /// A channel to reuse if the service still has it.
+    reuse: Option<HeldChannel>,
+    /// Only a token expiring later than this may create the channel.
+    token_after: Option<Instant>,
 }
 
 impl ConnectionActor {
@@ -190,12 +239,16 @@ impl ConnectionActor {
             producer,
             telemetry,
             backoff,
-            channel: None,
-            socket: None,
-            draining: std::collections::HashMap::new(),
-            session: 0,
-            last_frame: Instant::now(),
-            partial: None,
+            current: None,
+            retired: HashMap::new(),
+            candidate: None,
+            next_socket_id: 0,
+            attempt: 0,
+            attempting: false,
+            scheduled: None,
+            last_planned_move: None,
+            overlap: Overlap::default(),
+            gap: None,
             closing: false,
             subscribed: None,
             updating: false,
@@ -207,7 +260,7 @@ impl ConnectionActor {
             self.index,
             ConnectionState {
                 phase,
-                channel_id: self.channel.as_ref().map(|c| c.channel.id.clone()),
+                channel_id: self.current.as_ref().map(|c| c.channel.channel.id.clone()),
                 topics: self.topics.len(),
                 rejected_topics: 0,
                 detail,
@@ -215,87 +268,97 @@ impl ConnectionActor {
         );
     }
 
+    /// Runs an attempt after `delay`, replacing any scheduled one.
+    fn schedule_attempt(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if let Some(previous) = self.scheduled.take() {
+            ctx.cancel_future(previous);
+        }
+        if delay.is_zero() {
+            self.establish(ctx);
+        } else {
+            self.scheduled = Some(ctx.run_later(delay, |act, ctx| {
+                act.scheduled = None;
+                act.establish(ctx);
+            }));
+        }
+    }
+
+    /// Sets up a channel, socket and subscription: beside the live socket
+    /// when there is one (a planned move), else to replace a lost one.
     fn establish(&mut self, ctx: &mut Context<Self>) {
-        if self.closing {
+        if self.closing || self.attempting {
             return;
         }
-        let session = self.session;
-        self.phase("connecting", None);
-        let margin = self.settings.rollover_margin;
-        let reusable = self
-            .channel
-            .take()
-            .filter(|held| SystemTime::now() < held.rollover_at(margin));
-        let index = self.index;
-        let api = self.api.clone();
-        let tokens = self.tokens.clone();
-        let telemetry = self.telemetry.clone();
-        let backoff = self.backoff.clone();
-        let topics = self.topics.clone();
-        let settings = self.settings.clone();
-        let attempt = async move {
-            let held = match reusable {
-                Some(held) if channel_alive(&api, &tokens, &telemetry, &backoff, &held).await => {
-                    held
-                }
-                _ => {
-                    let channel =
-                        rest::call("create channel", &tokens, &telemetry, &backoff, |t| {
-                            let api = api.clone();
-                            async move { api.create_channel(&t).await }
-                        })
-                        .await?;
-                    telemetry.channel_created(index, &channel.id, channel.expires.as_deref());
-                    let created_at = SystemTime::now();
-                    HeldChannel {
-                        expires_at: channel.expires_at(created_at),
-                        channel,
-                        created_at,
-                    }
-                }
-            };
-            let connect = api
-                .http()
-                .ws(held.channel.connect_uri.as_str())
-                .max_frame_size(settings.max_frame_bytes)
-                .connect();
-            let (_, framed) = actix_rt::time::timeout(settings.handshake_timeout, connect)
-                .await
-                .map_err(|_| EstablishError::HandshakeTimeout)?
-                .map_err(|e| EstablishError::Handshake(e.to_string()))?;
-            let channel_id = held.channel.id.clone();
-            let outcomes = rest::call("subscribe", &tokens, &telemetry, &backoff, |t| {
-                let api = api.clone();
-                let channel_id = channel_id.clone();
-                let topics = topics.clone();
-                async move {
-                    api.put_subscriptions(&t, &channel_id, &topics, settings.ignore_errors)
-                        .await
-                }
-            })
-            .await?;
-            Ok::<_, EstablishError>(Established {
-                channel: held,
-                framed,
-                outcomes,
-                topics,
-            })
+        if self.current.is_none() {
+            self.phase("connecting", None);
+        }
+        self.attempting = true;
+        self.attempt += 1;
+        let attempt = self.attempt;
+        if self.current.is_some() || !self.retired.is_empty() {
+            self.overlap.begin(Instant::now());
+        }
+        let plan = AttemptPlan {
+            reuse: self.candidate.take().filter(HeldChannel::reusable),
+            token_after: self
+                .current
+                .as_ref()
+                .filter(|c| {
+                    c.channel.due(SystemTime::now(), Instant::now())
+                        == Some(channel::Due::TokenExpiry)
+                })
+                .and_then(|c| c.channel.token_expires),
         };
-        ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-            if act.session != session || act.closing {
-                return;
-            }
-            match result {
-                Ok(established) => act.opened(established, ctx),
-                Err(e) => {
-                    let delay = match &e {
-                        EstablishError::Call(rest::CallError::Api(api)) => api.retry_after(),
-                        _ => None,
-                    };
-                    act.retry(ctx, &format!("setup failed: {e}"), delay);
-                }
-            }
-        }));
+        let run = attempt_setup(
+            self.index,
+            plan,
+            self.api.clone(),
+            self.tokens.clone(),
+            self.telemetry.clone(),
+            self.backoff.clone(),
+            self.topics.clone(),
+            self.settings.clone(),
+        );
+        ctx.spawn(
+            run.into_actor(self)
+                .map(move |(result, leftover), act, ctx| {
+                    if act.attempt != attempt {
+                        return;
+                    }
+                    act.attempting = false;
+                    if act.closing {
+                        act.settle_overlap();
+                        return;
+                    }
+                    match result {
+                        Ok(established) => act.opened(established, ctx),
+                        Err(error) => {
+                            act.candidate = leftover;
+                            act.attempt_failed(ctx, &error);
+                        }
+                    }
+                    act.settle_overlap();
+                }),
+        );
+    }
+
+    fn attempt_failed(&mut self, ctx: &mut Context<Self>, error: &EstablishError) {
+        let delay = error
+            .retry_after()
+            .unwrap_or_else(|| self.backoff.next_delay());
+        let reason = format!("setup failed: {error}");
+        if self.current.is_some() {
+            // The live socket keeps delivering meanwhile.
+            self.telemetry.move_failed(self.index, &reason, delay);
+        } else {
+            self.telemetry.reconnecting(
+                self.index,
+                self.candidate.as_ref().map(|c| c.channel.id.as_str()),
+                &reason,
+                delay,
+            );
+        }
+        self.schedule_attempt(ctx, delay);
     }
 
     fn opened(&mut self, established: Established, ctx: &mut Context<Self>) {
@@ -307,73 +370,276 @@ impl ConnectionActor {
         } = established;
         let rejected: Vec<&TopicOutcome> = outcomes.iter().filter(|o| o.is_rejected()).collect();
         if let Some(first) = rejected.first() {
-            let error = EstablishError::Rejected {
-                rejected: rejected.len(),
-                total: self.topics.len(),
-                example: format!(
-                    "{} ({})",
-                    first.id,
-                    first
-                        .rejection_reason
-                        .as_deref()
-                        .unwrap_or("no reason given")
-                ),
-            };
-            tracing::warn!(connection = self.index, error = %error, "subscribed with refusals (ignore_errors is on)");
+            tracing::warn!(
+                connection = self.index,
+                rejected = rejected.len(),
+                total = topics.len(),
+                example = %first.id,
+                reason = first.rejection_reason.as_deref().unwrap_or("no reason given"),
+                "subscribed with refusals (ignore_errors is on)"
+            );
         }
         let (sink, stream) = framed.split();
-        let session = self.session;
+        self.next_socket_id += 1;
+        let id = self.next_socket_id;
         let tagged = stream
-            .map(move |item| (session, Some(item)))
-            .chain(futures_util::stream::once(async move { (session, None) }));
+            .map(move |item| (id, Some(item)))
+            .chain(futures_util::stream::once(async move { (id, None) }));
         let stream = ctx.add_stream(tagged);
+        let tick = self.settings.heartbeat_timeout / 4;
         let mut timers = vec![
             ctx.run_interval(self.settings.ping_interval, |act, _| {
                 act.send_text(protocol::PING)
             }),
-            ctx.run_interval(self.settings.heartbeat_timeout / 4, move |act, ctx| {
-                let silent = act.last_frame.elapsed();
-                if act.session == session && silent > act.settings.heartbeat_timeout {
-                    act.retry(
-                        ctx,
-                        &format!("no heartbeat for {}s (half-open socket)", silent.as_secs()),
-                        None,
-                    );
-                }
-            }),
+            ctx.run_interval(tick, move |act, ctx| act.watchdog(id, ctx)),
+            // Only a connection that stays up counts as a success: one that
+            // fails again at once keeps backing off.
+            ctx.run_later(STABLE_AFTER, |act, _| act.backoff.reset()),
         ];
-        let mut until_rollover = channel
-            .rollover_at(self.settings.rollover_margin)
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        if until_rollover < MIN_CHANNEL_LIFE {
-            // A channel that expires (by our clock) as soon as it is made:
-            // back off rather than create channels in a loop.
-            until_rollover = self.backoff.next_delay().max(MIN_CHANNEL_LIFE);
-        }
-        timers.push(ctx.run_later(until_rollover, |act, ctx| {
-            act.channel = None;
-            act.restart_now(ctx, "channel expires soon: rolling over to a new channel");
-        }));
+        // The watchdog checks expiry too; this catches it on time.
+        timers.push(
+            ctx.run_later(channel.until_due(Instant::now()), move |act, ctx| {
+                act.check_due(id, ctx)
+            }),
+        );
         self.telemetry.connection_open(
             self.index,
             &channel.channel.id,
-            self.topics.len(),
+            topics.len(),
             rejected.len(),
         );
-        self.channel = Some(channel);
-        self.last_frame = Instant::now();
-        // Only a connection that stays up counts as a success: one that
-        // fails again at once keeps backing off.
-        timers.push(ctx.run_later(STABLE_AFTER, |act, _| act.backoff.reset()));
-        self.socket = Some(OpenSocket {
-            session,
+        let socket = Socket {
+            id,
+            channel_id: channel.channel.id.clone(),
             sink: SinkWrite::new(sink, ctx),
             stream,
+            partial: None,
+        };
+        let replaced = self.current.replace(Current {
+            socket,
+            channel,
+            channel_gone: false,
+            silence: SilenceClock::new(tick, Instant::now()),
             timers,
         });
+        if let Some(old) = replaced {
+            // Make-before-break: the new socket is subscribed, so the old
+            // one may go. Its channel is emptied and left to expire.
+            for timer in old.timers {
+                ctx.cancel_future(timer);
+            }
+            let old_channel = old.socket.channel_id.clone();
+            self.retire(old.socket, ctx);
+            if !old.channel_gone && Some(&old_channel) != self.current_channel_id() {
+                self.empty_channel(old_channel, ctx);
+            }
+        }
+        if let Some(gap) = self.gap.take() {
+            self.telemetry
+                .socket_gap(self.index, gap.since_wall, gap.since.elapsed(), &gap.reason);
+        }
         self.subscribed = Some(topics);
         self.apply_topics(ctx);
+    }
+
+    fn current_channel_id(&self) -> Option<&String> {
+        self.current.as_ref().map(|c| &c.channel.channel.id)
+    }
+
+    /// Best effort: a channel we left keeps living until it expires (there
+    /// is no delete); without topics it costs the service nothing and
+    /// sends us nothing.
+    fn empty_channel(&self, channel_id: String, ctx: &mut Context<Self>) {
+        let api = self.api.clone();
+        let tokens = self.tokens.clone();
+        let telemetry = self.telemetry.clone();
+        let backoff = self.backoff.clone();
+        let index = self.index;
+        ctx.spawn(
+            async move {
+                let result = rest::call("unsubscribe old channel", &tokens, &telemetry, &backoff, |t| {
+                    let api = api.clone();
+                    let id = channel_id.clone();
+                    async move { api.delete_subscriptions(&t, &id).await }
+                })
+                .await;
+                if let Err(e) = result {
+                    tracing::info!(connection = index, error = %e, "could not empty the channel we left; it expires by itself");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// The watchdog's periodic check of the socket `id`.
+    fn watchdog(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Some(current) = self.current.as_mut().filter(|c| c.socket.id == id) else {
+            return;
+        };
+        match current
+            .silence
+            .check(Instant::now(), self.settings.heartbeat_timeout)
+        {
+            Verdict::Alive => {}
+            Verdict::Resumed { stalled_for } => {
+                self.telemetry.stall_detected(self.index, stalled_for);
+                // A ping answered proves the socket alive sooner than the
+                // next heartbeat would.
+                self.send_text(protocol::PING);
+            }
+            Verdict::Silent(silent) => {
+                self.current_lost(
+                    ctx,
+                    &format!("no heartbeat for {}s (half-open socket)", silent.as_secs()),
+                    true,
+                );
+                return;
+            }
+        }
+        self.check_due(id, ctx);
+    }
+
+    /// Moves to a new channel when the current one is due (its own or its
+    /// token's expiry is near).
+    fn check_due(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Some(current) = self.current.as_ref().filter(|c| c.socket.id == id) else {
+            return;
+        };
+        if self.attempting || self.scheduled.is_some() {
+            return;
+        }
+        if let Some(due) = current.channel.due(SystemTime::now(), Instant::now()) {
+            self.plan_move(ctx, due.reason(), false);
+        }
+    }
+
+    /// A move to a new channel while the current socket keeps delivering.
+    /// At once, unless moves repeat (then with backoff) or `backoff` is set
+    /// (the service took the channel away: two bridges sharing an OAuth
+    /// client must not take the topics from each other in a tight loop).
+    fn plan_move(&mut self, ctx: &mut Context<Self>, reason: &str, backoff: bool) {
+        if self.closing {
+            return;
+        }
+        let repeated = self
+            .last_planned_move
+            .is_some_and(|at| at.elapsed() < STABLE_AFTER);
+        self.last_planned_move = Some(Instant::now());
+        let delay = if backoff || repeated {
+            self.backoff.next_delay()
+        } else {
+            Duration::ZERO
+        };
+        self.telemetry.planned_move(self.index, reason, delay);
+        // Whatever channel was kept for reuse belongs to the old plan.
+        self.candidate = None;
+        if self.attempting {
+            // The attempt under way already makes a new channel or socket.
+            return;
+        }
+        self.schedule_attempt(ctx, delay);
+    }
+
+    /// The current socket failed: keep reading it if it may still hold
+    /// frames (`drain`), and set up another after a backoff delay.
+    fn current_lost(&mut self, ctx: &mut Context<Self>, reason: &str, drain: bool) {
+        let Some(current) = self.current.take() else {
+            return;
+        };
+        for timer in current.timers {
+            ctx.cancel_future(timer);
+        }
+        self.subscribed = None;
+        if !current.channel_gone && current.channel.reusable() && self.candidate.is_none() {
+            self.candidate = Some(current.channel);
+        }
+        if drain {
+            self.retire(current.socket, ctx);
+        } else {
+            let mut socket = current.socket;
+            ctx.cancel_future(socket.stream);
+            socket.sink.close();
+        }
+        self.gap.get_or_insert_with(|| Gap {
+            since_wall: SystemTime::now(),
+            since: Instant::now(),
+            reason: reason.to_owned(),
+        });
+        if self.closing {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        self.telemetry.reconnecting(
+            self.index,
+            self.candidate.as_ref().map(|c| c.channel.id.as_str()),
+            reason,
+            delay,
+        );
+        if !self.attempting {
+            self.schedule_attempt(ctx, delay);
+        }
+    }
+
+    /// Closes `socket` politely and keeps reading it until the service
+    /// closes it too, it stays idle for [`RETIRED_IDLE`], or
+    /// [`RETIRED_MAX`] has passed.
+    fn retire(&mut self, mut socket: Socket, ctx: &mut Context<Self>) {
+        let _ = socket
+            .sink
+            .write(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
+        let id = socket.id;
+        let check = ctx.run_interval(Duration::from_secs(1), move |act, ctx| {
+            let Some(retired) = act.retired.get(&id) else {
+                return;
+            };
+            if retired.last_frame.elapsed() > RETIRED_IDLE || retired.since.elapsed() > RETIRED_MAX
+            {
+                act.end_retired(id, ctx);
+            }
+        });
+        let now = Instant::now();
+        self.overlap.begin(now);
+        self.retired.insert(
+            id,
+            Retired {
+                socket,
+                since: now,
+                last_frame: now,
+                check,
+            },
+        );
+    }
+
+    fn end_retired(&mut self, id: u64, ctx: &mut Context<Self>) {
+        if let Some(mut old) = self.retired.remove(&id) {
+            ctx.cancel_future(old.socket.stream);
+            ctx.cancel_future(old.check);
+            old.socket.sink.close();
+        }
+        self.settle_overlap();
+    }
+
+    /// Ends the duplicate window once only one socket can deliver.
+    fn settle_overlap(&mut self) {
+        if self.attempting || !self.retired.is_empty() {
+            return;
+        }
+        if let Some(summary) = self.overlap.end(Instant::now()) {
+            self.telemetry.overlap_ended(self.index, summary);
+        }
+    }
+
+    fn send_text(&mut self, text: &str) {
+        if let Some(current) = &mut self.current {
+            if current
+                .socket
+                .sink
+                .write(ws::Message::Text(text.to_owned().into()))
+                .is_err()
+            {
+                tracing::debug!(connection = self.index, "socket sink closed; write dropped");
+            }
+        }
     }
 
     /// Brings the open channel's subscriptions to `topics`: additions with
@@ -381,7 +647,7 @@ impl ConnectionActor {
     /// `PUT` of the whole list. One update at a time; a failed one is tried
     /// again after a backoff delay, without touching the socket.
     fn apply_topics(&mut self, ctx: &mut Context<Self>) {
-        let (Some(subscribed), Some(held)) = (&self.subscribed, &self.channel) else {
+        let (Some(subscribed), Some(current)) = (&self.subscribed, &self.current) else {
             return;
         };
         if self.updating || self.closing || Arc::ptr_eq(subscribed, &self.topics) {
@@ -401,8 +667,8 @@ impl ConnectionActor {
             return;
         }
         self.updating = true;
-        let session = self.session;
-        let channel_id = held.channel.id.clone();
+        let socket = current.socket.id;
+        let channel_id = current.channel.channel.id.clone();
         let api = self.api.clone();
         let tokens = self.tokens.clone();
         let telemetry = self.telemetry.clone();
@@ -429,7 +695,10 @@ impl ConnectionActor {
         };
         ctx.spawn(update.into_actor(self).map(move |result, act, ctx| {
             act.updating = false;
-            if act.session != session {
+            if act.current.as_ref().map(|c| c.socket.id) != Some(socket) {
+                // Another channel took over; it was subscribed with the
+                // topics of its own time and is updated on its own.
+                act.apply_topics(ctx);
                 return;
             }
             match result {
@@ -462,179 +731,196 @@ impl ConnectionActor {
         }));
     }
 
-    fn send_text(&mut self, text: &str) {
-        if let Some(socket) = &mut self.socket {
-            if socket
-                .sink
-                .write(ws::Message::Text(text.to_owned().into()))
-                .is_err()
-            {
-                tracing::debug!(connection = self.index, "socket sink closed; write dropped");
-            }
-        }
-    }
-
-    /// Leaves the current socket and forgets everything tied to it. A
-    /// planned move (`polite`) sends a close frame and keeps reading the
-    /// old socket until the service closes it too (at most
-    /// [`DRAIN_TIMEOUT`]), so frames already on their way are not lost; a
-    /// failed socket is simply dropped.
-    fn teardown(&mut self, ctx: &mut Context<Self>, polite: bool) {
-        self.session += 1;
-        self.partial = None;
-        self.subscribed = None;
-        let Some(mut socket) = self.socket.take() else {
-            return;
-        };
-        for timer in socket.timers {
-            ctx.cancel_future(timer);
-        }
-        if !polite {
-            ctx.cancel_future(socket.stream);
-            socket.sink.close();
-            return;
-        }
-        let _ = socket
-            .sink
-            .write(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
-        socket.sink.close();
-        let old = socket.session;
-        let deadline = ctx.run_later(DRAIN_TIMEOUT, move |act, ctx| act.end_draining(old, ctx));
-        self.draining.insert(
-            old,
-            Draining {
-                _sink: socket.sink,
-                stream: socket.stream,
-                deadline,
-            },
-        );
-    }
-
-    fn end_draining(&mut self, session: u64, ctx: &mut Context<Self>) {
-        if let Some(old) = self.draining.remove(&session) {
-            ctx.cancel_future(old.stream);
-            ctx.cancel_future(old.deadline);
-        }
-    }
-
-    /// A frame from a socket we are leaving: keep its notifications, act on
-    /// nothing else.
-    fn on_draining_frame(
+    /// A frame from socket `id`, current or retired.
+    fn on_frame(
         &mut self,
-        session: u64,
+        id: u64,
         item: Option<Result<ws::Frame, actix_http::ws::ProtocolError>>,
         ctx: &mut Context<Self>,
     ) {
-        match item {
-            Some(Ok(ws::Frame::Text(bytes))) => {
-                match std::str::from_utf8(&bytes).map(protocol::classify) {
-                    Ok(Ok(Inbound::Notification {
-                        topic_name,
-                        correlation_id,
-                    })) => {
-                        let text = std::str::from_utf8(&bytes).expect("checked above");
-                        self.on_notification(text, &topic_name, correlation_id.as_deref());
-                    }
-                    Ok(Ok(_)) => self.telemetry.protocol_frame(),
-                    Ok(Err(e)) => self.reject_frame(&e.to_string(), &bytes),
-                    Err(_) => self.reject_frame("text frame is not UTF-8", &bytes),
+        let now = Instant::now();
+        let is_current = match &mut self.current {
+            Some(current) if current.socket.id == id => {
+                current.silence.frame(now);
+                true
+            }
+            _ => match self.retired.get_mut(&id) {
+                Some(retired) => {
+                    retired.last_frame = now;
+                    false
+                }
+                // A frame of a socket already given up: its stream was
+                // cancelled, this was in flight.
+                None => return,
+            },
+        };
+        let frame = match item {
+            Some(Ok(frame)) => frame,
+            None if is_current => {
+                // The stream ended without a close frame: what a proxy
+                // dropping an idle connection looks like (1006).
+                self.current_lost(ctx, "socket dropped without a close frame (1006)", false);
+                return;
+            }
+            Some(Err(e)) if is_current => {
+                // An oversized frame ends here too: the socket cannot be
+                // resynchronised after one, so it is replaced.
+                self.current_lost(ctx, &format!("socket protocol error: {e}"), false);
+                return;
+            }
+            None | Some(Err(_)) => {
+                self.end_retired(id, ctx);
+                return;
+            }
+        };
+        match frame {
+            ws::Frame::Text(text) => self.on_text(id, is_current, text, ctx),
+            ws::Frame::Binary(bytes) => self.reject_frame("binary frame", &bytes),
+            ws::Frame::Continuation(item) => {
+                if let Some(whole) = self.on_fragment(id, item) {
+                    self.on_text(id, is_current, whole, ctx);
                 }
             }
-            Some(Ok(ws::Frame::Close(_)) | Err(_)) | None => self.end_draining(session, ctx),
-            Some(Ok(_)) => {}
+            ws::Frame::Ping(payload) => {
+                if let Some(socket) = self.socket_mut(id) {
+                    let _ = socket.sink.write(ws::Message::Pong(payload));
+                }
+            }
+            ws::Frame::Pong(_) => {}
+            ws::Frame::Close(_) if !is_current => self.end_retired(id, ctx),
+            ws::Frame::Close(reason) => {
+                let reason = reason.map_or_else(
+                    || "no code".to_owned(),
+                    |r| {
+                        format!(
+                            "code {}{}",
+                            u16::from(r.code),
+                            r.description.map(|d| format!(" {d:?}")).unwrap_or_default()
+                        )
+                    },
+                );
+                self.current_lost(
+                    ctx,
+                    &format!("socket closed by the service ({reason})"),
+                    false,
+                );
+            }
         }
     }
 
-    /// Starts over after a failure, after a backoff delay.
-    fn retry(&mut self, ctx: &mut Context<Self>, reason: &str, delay: Option<Duration>) {
-        self.teardown(ctx, false);
-        if self.closing {
-            return;
+    fn socket_mut(&mut self, id: u64) -> Option<&mut Socket> {
+        match &mut self.current {
+            Some(current) if current.socket.id == id => Some(&mut current.socket),
+            _ => self.retired.get_mut(&id).map(|r| &mut r.socket),
         }
-        let delay = delay.unwrap_or_else(|| self.backoff.next_delay());
-        self.telemetry.reconnecting(
-            self.index,
-            self.channel.as_ref().map(|c| c.channel.id.as_str()),
-            reason,
-            delay,
-        );
-        ctx.run_later(delay, |act, ctx| act.establish(ctx));
     }
 
-    /// Starts over at once: a planned move, not a failure.
-    fn restart_now(&mut self, ctx: &mut Context<Self>, reason: &str) {
-        self.teardown(ctx, true);
-        self.telemetry.reconnecting(
-            self.index,
-            self.channel.as_ref().map(|c| c.channel.id.as_str()),
-            reason,
-            Duration::ZERO,
-        );
-        self.establish(ctx);
+    /// Collects a fragmented text message of socket `id`; returns it whole
+    /// once its last fragment arrived.
+    fn on_fragment(&mut self, id: u64, item: actix_http::ws::Item) -> Option<Bytes> {
+        use actix_http::ws::Item;
+        let max = self.settings.max_frame_bytes;
+        let socket = self.socket_mut(id)?;
+        let last = match item {
+            Item::FirstText(part) => {
+                socket.partial = Some(BytesMut::from(&part[..]));
+                return None;
+            }
+            Item::FirstBinary(_) => {
+                socket.partial = None;
+                return None;
+            }
+            Item::Continue(part) => {
+                socket.partial.as_mut()?.extend_from_slice(&part);
+                false
+            }
+            Item::Last(part) => {
+                socket.partial.as_mut()?.extend_from_slice(&part);
+                true
+            }
+        };
+        if socket.partial.as_ref().is_some_and(|p| p.len() > max) {
+            let whole = socket.partial.take().expect("checked above");
+            self.reject_frame("fragmented message over genesys.max_frame_bytes", &whole);
+            return None;
+        }
+        if last {
+            socket.partial.take().map(BytesMut::freeze)
+        } else {
+            None
+        }
     }
 
-    /// Moves to a new channel after a backoff delay: the service took this
-    /// one away. The delay keeps two bridges that share an OAuth client from
-    /// taking the topics from each other in a tight loop.
-    fn replace_channel_later(&mut self, ctx: &mut Context<Self>, reason: &str) {
-        self.teardown(ctx, true);
-        self.channel = None;
-        let delay = self.backoff.next_delay();
-        self.telemetry.reconnecting(self.index, None, reason, delay);
-        ctx.run_later(delay, |act, ctx| act.establish(ctx));
-    }
-
-    fn on_text(&mut self, text: Bytes, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, id: u64, is_current: bool, text: Bytes, ctx: &mut Context<Self>) {
         let Ok(text) = std::str::from_utf8(&text) else {
             self.reject_frame("text frame is not UTF-8", &text);
             return;
         };
-        match protocol::classify(text) {
+        let inbound = match protocol::classify(text) {
             Ok(Inbound::Notification {
                 topic_name,
                 correlation_id,
-            }) => self.on_notification(text, &topic_name, correlation_id.as_deref()),
-            Ok(Inbound::System(SystemEvent::SocketClosing)) => {
-                self.telemetry.protocol_frame();
-                self.restart_now(ctx, "service announced socket_closing");
+            }) => {
+                self.on_notification(text, &topic_name, correlation_id.as_deref());
+                return;
             }
-            Ok(Inbound::System(SystemEvent::ChannelLost { kind, reason })) => {
-                self.telemetry.protocol_frame();
+            Ok(inbound) => inbound,
+            Err(e) => {
+                self.reject_frame(&e.to_string(), text.as_bytes());
+                return;
+            }
+        };
+        self.telemetry.protocol_frame();
+        if !is_current {
+            // A socket we left: only its notifications still matter.
+            return;
+        }
+        match inbound {
+            Inbound::System(SystemEvent::SocketClosing) => {
+                self.plan_move(ctx, "service announced socket_closing", false);
+            }
+            Inbound::System(SystemEvent::ChannelLost { kind, reason }) => {
+                self.current_channel_gone();
                 let reason = format!(
                     "channel {kind} ({})",
                     reason.as_deref().unwrap_or("no reason given")
                 );
-                self.replace_channel_later(ctx, &reason);
+                self.plan_move(ctx, &reason, true);
             }
-            Ok(Inbound::System(SystemEvent::TokenRevoked { reason })) => {
-                self.telemetry.protocol_frame();
+            Inbound::System(SystemEvent::TokenRevoked { reason }) => {
+                self.current_channel_gone();
                 self.tokens.do_send(TokenRevoked);
                 let reason = format!(
                     "tokens revoked ({})",
                     reason.as_deref().unwrap_or("no reason given")
                 );
-                self.replace_channel_later(ctx, &reason);
+                self.plan_move(ctx, &reason, false);
             }
-            Ok(Inbound::System(SystemEvent::Other { topic_name, kind })) => {
-                self.telemetry.protocol_frame();
-                tracing::info!(connection = self.index, topic = %topic_name, kind = ?kind, "system event");
+            Inbound::System(SystemEvent::Other { topic_name, kind }) => {
+                tracing::info!(connection = self.index, socket = id, topic = %topic_name, kind = ?kind, "system event");
             }
-            Ok(Inbound::SubscribeReply { result, message }) => {
-                self.telemetry.protocol_frame();
+            Inbound::SubscribeReply { result, message } => {
                 if result != "200" {
                     tracing::warn!(connection = self.index, result = %result, message = ?message, "socket subscribe refused");
                 }
             }
-            Ok(Inbound::Heartbeat | Inbound::Pong | Inbound::OtherMetadata) => {
-                self.telemetry.protocol_frame();
-            }
-            Err(e) => self.reject_frame(&e.to_string(), text.as_bytes()),
+            Inbound::Heartbeat | Inbound::Pong | Inbound::OtherMetadata => {}
+            Inbound::Notification { .. } => unreachable!("handled above"),
+        }
+    }
+
+    fn current_channel_gone(&mut self) {
+        if let Some(current) = &mut self.current {
+            current.channel_gone = true;
         }
     }
 
     fn on_notification(&mut self, text: &str, topic_name: &str, correlation_id: Option<&str>) {
         if !field_fits(topic_name) || !correlation_id.map_or(true, field_fits) {
             self.reject_frame("topic name or correlation id too long", text.as_bytes());
+            return;
+        }
+        if !self.overlap.first_copy(text.as_bytes(), Instant::now()) {
             return;
         }
         match self
@@ -650,9 +936,7 @@ impl ConnectionActor {
             Err(e) => self.telemetry.buffer_write_failed(&e),
         }
     }
-}
 
-impl ConnectionActor {
     /// A frame that is not a notification: logged, counted, and kept in the
     /// buffer's quarantine rather than dropped.
     fn reject_frame(&self, reason: &str, frame: &[u8]) {
@@ -664,13 +948,134 @@ impl ConnectionActor {
     }
 }
 
+/// One attempt: channel (reused if the service still has it, else
+/// created), socket, subscription. Returns, on failure, the channel the
+/// next attempt may reuse.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_setup(
+    index: usize,
+    plan: AttemptPlan,
+    api: GenesysApi,
+    tokens: Addr<TokenActor>,
+    telemetry: Arc<Telemetry>,
+    backoff: Backoff,
+    topics: Arc<Vec<String>>,
+    settings: ConnectionSettings,
+) -> (Result<Established, EstablishError>, Option<HeldChannel>) {
+    let reused = match plan.reuse {
+        Some(held) => match channel_alive(&api, &tokens, &telemetry, &backoff, &held).await {
+            // Gone for sure: only then is another channel made.
+            Some(false) => None,
+            // Alive, or unknown (a timeout is not "dead"): try it.
+            Some(true) | None => Some(held),
+        },
+        None => None,
+    };
+    let held = match reused {
+        Some(held) => held,
+        None => match create_channel(
+            index,
+            plan.token_after,
+            &api,
+            &tokens,
+            &telemetry,
+            &backoff,
+            &settings,
+        )
+        .await
+        {
+            Ok(held) => held,
+            Err(e) => return (Err(e), None),
+        },
+    };
+    let connect = api
+        .http()
+        .ws(held.channel.connect_uri.as_str())
+        .max_frame_size(settings.max_frame_bytes)
+        .connect();
+    let framed = match actix_rt::time::timeout(settings.handshake_timeout, connect).await {
+        Err(_) => return (Err(EstablishError::HandshakeTimeout), Some(held)),
+        Ok(Err(e)) => return (Err(EstablishError::Handshake(e.to_string())), Some(held)),
+        Ok(Ok((_, framed))) => framed,
+    };
+    let channel_id = held.channel.id.clone();
+    let subscribed = rest::call("subscribe", &tokens, &telemetry, &backoff, |t| {
+        let api = api.clone();
+        let channel_id = channel_id.clone();
+        let topics = topics.clone();
+        async move {
+            api.put_subscriptions(&t, &channel_id, &topics, settings.ignore_errors)
+                .await
+        }
+    })
+    .await;
+    match subscribed {
+        Ok(outcomes) => (
+            Ok(Established {
+                channel: held,
+                framed,
+                outcomes,
+                topics,
+            }),
+            None,
+        ),
+        Err(e) => (Err(e.into()), Some(held)),
+    }
+}
+
+async fn create_channel(
+    index: usize,
+    token_after: Option<Instant>,
+    api: &GenesysApi,
+    tokens: &Addr<TokenActor>,
+    telemetry: &Arc<Telemetry>,
+    backoff: &Backoff,
+    settings: &ConnectionSettings,
+) -> Result<HeldChannel, EstablishError> {
+    if let Some(after) = token_after {
+        let token = tokens
+            .send(GetToken)
+            .await
+            .map_err(|_| EstablishError::TokenActorGone)?
+            .map_err(rest::CallError::from)?;
+        let expires = tokens
+            .send(ExpiryOf(token))
+            .await
+            .map_err(|_| EstablishError::TokenActorGone)?;
+        if expires.map_or(true, |e| e <= after) {
+            return Err(EstablishError::TokenNotRenewed);
+        }
+    }
+    // The token that creates the channel bounds its life.
+    let used: std::rc::Rc<std::cell::RefCell<Option<Secret>>> = Default::default();
+    let channel = rest::call("create channel", tokens, telemetry, backoff, |t| {
+        let api = api.clone();
+        *used.borrow_mut() = Some(t.clone());
+        async move { api.create_channel(&t).await }
+    })
+    .await?;
+    telemetry.channel_created(index, &channel.id, channel.expires.as_deref());
+    let token = used.borrow_mut().take();
+    let token_expires = match token {
+        Some(token) => tokens.send(ExpiryOf(token)).await.ok().flatten(),
+        None => None,
+    };
+    Ok(HeldChannel::new(
+        channel,
+        settings.rollover_margin,
+        token_expires,
+    ))
+}
+
+/// Whether the service still has the channel: `Some(false)` only for a
+/// definite "gone" (404); `None` when the check itself failed.
 async fn channel_alive(
     api: &GenesysApi,
     tokens: &Addr<TokenActor>,
     telemetry: &Arc<Telemetry>,
     backoff: &Backoff,
     held: &HeldChannel,
-) -> bool {
+) -> Option<bool> {
     let id = held.channel.id.clone();
     rest::call("check channel", tokens, telemetry, backoff, |t| {
         let api = api.clone();
@@ -678,7 +1083,7 @@ async fn channel_alive(
         async move { api.channel_alive(&t, &id).await }
     })
     .await
-    .unwrap_or(false)
+    .ok()
 }
 
 impl Actor for ConnectionActor {
@@ -694,99 +1099,28 @@ impl Actor for ConnectionActor {
 
 impl Supervised for ConnectionActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.socket = None;
-        self.draining.clear();
-        self.channel = None;
-        self.session += 1;
-        self.partial = None;
+        // The context's futures (streams, timers, attempts) are gone.
+        self.current = None;
+        self.retired.clear();
+        self.candidate = None;
+        self.attempt += 1;
+        self.attempting = false;
+        self.scheduled = None;
+        self.subscribed = None;
+        self.updating = false;
+        self.overlap = Overlap::default();
         self.backoff.reset();
     }
 }
 
 impl StreamHandler<Tagged> for ConnectionActor {
-    fn handle(&mut self, (session, item): Tagged, ctx: &mut Context<Self>) {
-        if self.socket.as_ref().map_or(true, |s| s.session != session) {
-            self.on_draining_frame(session, item, ctx);
-            return;
-        }
-        self.last_frame = Instant::now();
-        let frame = match item {
-            Some(Ok(frame)) => frame,
-            None => {
-                // The stream ended without a close frame: what a proxy
-                // dropping an idle connection looks like (1006).
-                self.retry(ctx, "socket dropped without a close frame (1006)", None);
-                return;
-            }
-            Some(Err(e)) => {
-                // An oversized frame ends here too: the socket cannot be
-                // resynchronised after one, so it is replaced.
-                self.retry(ctx, &format!("socket protocol error: {e}"), None);
-                return;
-            }
-        };
-        match frame {
-            ws::Frame::Text(text) => self.on_text(text, ctx),
-            ws::Frame::Binary(bytes) => self.reject_frame("binary frame", &bytes),
-            ws::Frame::Continuation(item) => self.on_fragment(item, ctx),
-            ws::Frame::Ping(payload) => {
-                if let Some(socket) = &mut self.socket {
-                    let _ = socket.sink.write(ws::Message::Pong(payload));
-                }
-            }
-            ws::Frame::Pong(_) => {}
-            ws::Frame::Close(reason) => {
-                let reason = reason.map_or_else(
-                    || "no code".to_owned(),
-                    |r| {
-                        format!(
-                            "code {}{}",
-                            u16::from(r.code),
-                            r.description.map(|d| format!(" {d:?}")).unwrap_or_default()
-                        )
-                    },
-                );
-                self.retry(
-                    ctx,
-                    &format!("socket closed by the service ({reason})"),
-                    None,
-                );
-            }
-        }
+    fn handle(&mut self, (id, item): Tagged, ctx: &mut Context<Self>) {
+        self.on_frame(id, item, ctx);
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {
         // Ends are signalled in-band (a `None` item), tagged with their
         // socket; the default would stop the actor.
-    }
-}
-
-impl ConnectionActor {
-    fn on_fragment(&mut self, item: actix_http::ws::Item, ctx: &mut Context<Self>) {
-        use actix_http::ws::Item;
-        match item {
-            Item::FirstText(part) => self.partial = Some(BytesMut::from(&part[..])),
-            Item::FirstBinary(_) => self.partial = None,
-            Item::Continue(part) => self.append_fragment(&part),
-            Item::Last(part) => {
-                self.append_fragment(&part);
-                if let Some(whole) = self.partial.take() {
-                    self.on_text(whole.freeze(), ctx);
-                }
-            }
-        }
-    }
-
-    fn append_fragment(&mut self, part: &[u8]) {
-        let Some(partial) = &mut self.partial else {
-            return;
-        };
-        partial.extend_from_slice(part);
-        if partial.len() > self.settings.max_frame_bytes {
-            if let Some(whole) = self.partial.take() {
-                self.reject_frame("fragmented message over genesys.max_frame_bytes", &whole);
-            }
-        }
     }
 }
 
@@ -814,7 +1148,15 @@ impl Handler<Close> for ConnectionActor {
 
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         self.closing = true;
-        self.teardown(ctx, true);
+        if let Some(scheduled) = self.scheduled.take() {
+            ctx.cancel_future(scheduled);
+        }
+        if let Some(current) = self.current.take() {
+            for timer in current.timers {
+                ctx.cancel_future(timer);
+            }
+            self.retire(current.socket, ctx);
+        }
         self.phase("closed", Some("shutting down".into()));
     }
 }
@@ -822,7 +1164,6 @@ impl Handler<Close> for ConnectionActor {
 fn liveness_name(index: usize) -> &'static str {
     // Liveness names are &'static: there are at most a few dozen channels,
     // and each name is leaked once per actor index, not per restart.
-    use std::collections::HashMap;
     use std::sync::Mutex;
     static NAMES: Mutex<Option<HashMap<usize, &'static str>>> = Mutex::new(None);
     let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());

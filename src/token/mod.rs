@@ -33,6 +33,14 @@ pub struct TokenRejected(pub Secret);
 #[rtype(result = "()")]
 pub struct TokenRevoked;
 
+/// When the token given expires, if the actor still knows it (the current
+/// token, or the one it replaced). A notification channel lives at most as
+/// long as the token that created it, so its connection rolls over to a
+/// channel made with the next token before then.
+#[derive(Message)]
+#[rtype(result = "Option<Instant>")]
+pub struct ExpiryOf(pub Secret);
+
 /// The token actor restarted or stopped before a token could be had.
 #[derive(Debug, thiserror::Error)]
 #[error("no access token: the token actor restarted or stopped")]
@@ -46,6 +54,9 @@ pub struct TokenActor {
     backoff: Backoff,
     telemetry: Arc<Telemetry>,
     current: Option<(Secret, Instant)>,
+    /// The token `current` replaced: still valid until it expires, and
+    /// channels created with it still need its expiry.
+    previous: Option<(Secret, Instant)>,
     waiting: Vec<oneshot::Sender<Secret>>,
     requesting: bool,
     /// The one scheduled request (refresh or retry); replaced, never piled up.
@@ -69,6 +80,7 @@ impl TokenActor {
             backoff,
             telemetry,
             current: None,
+            previous: None,
             waiting: Vec::new(),
             requesting: false,
             next_request: None,
@@ -125,7 +137,12 @@ impl TokenActor {
         // Never wait past four fifths of a lifetime, however short it is.
         let refresh_in = lifetime.saturating_sub(self.refresh_margin.min(lifetime / 5));
         self.telemetry.token_granted(lifetime, refresh_in);
-        self.current = Some((grant.access_token.clone(), Instant::now() + lifetime));
+        let replaced = self
+            .current
+            .replace((grant.access_token.clone(), Instant::now() + lifetime));
+        if replaced.is_some() {
+            self.previous = replaced;
+        }
         for waiter in self.waiting.drain(..) {
             let _ = waiter.send(grant.access_token.clone());
         }
@@ -164,6 +181,18 @@ impl Handler<GetToken> for TokenActor {
         self.waiting.push(tx);
         self.request(ctx);
         Box::pin(async move { rx.await.map_err(|_| TokenUnavailable) })
+    }
+}
+
+impl Handler<ExpiryOf> for TokenActor {
+    type Result = Option<Instant>;
+
+    fn handle(&mut self, ExpiryOf(token): ExpiryOf, _: &mut Context<Self>) -> Option<Instant> {
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .find(|(held, _)| *held == token)
+            .map(|(_, expires)| *expires)
     }
 }
 
