@@ -20,6 +20,7 @@ use crate::buffer::{Buffer, BufferError};
 use crate::config::{ConfigError, Settings};
 use crate::connection::{self, ConnectionActor, ConnectionSettings};
 use crate::genesys::api::{self, GenesysApi};
+use crate::genesys::rate_limit::RateLimiter;
 use crate::planner::{self, Planner};
 use crate::producer::{self, Drain, ProducerActor};
 use crate::subscriptions::TooManyChannels;
@@ -119,7 +120,10 @@ impl Bridge {
         let genesys = &config.genesys;
         let request_timeout = Duration::from_secs(genesys.request_timeout_secs);
         let http = api::http_client(request_timeout);
-        let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url);
+        let api_limiter = Arc::new(RateLimiter::per_minute(genesys.api_requests_per_minute));
+        telemetry.watch_api_limiter(api_limiter.clone());
+        let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url)
+            .with_rate_limiter(api_limiter);
         let tokens = {
             let api = genesys_api.clone();
             let client_id = genesys.client_id.clone();

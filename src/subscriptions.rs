@@ -57,14 +57,14 @@ pub struct TopicsConfig {
     /// Subscribe the `per_user` templates of the form `v2.users.{id}.<x>`
     /// as one combined topic per user, e.g.
     /// `v2.users.<id>?presence&routingStatus&conversations` (split when
-    /// longer than 200 characters). On by default: the service documents
-    /// the combined form for user topics and delivers each event under its
-    /// expanded name (`v2.users.<id>.presence`), so routes and keys are
-    /// unchanged, while three user templates then cost one topic per user
-    /// instead of three (a third of the channels and of the subscription
-    /// calls). Turn it off when a sub-topic may be refused (a refused
-    /// combined topic loses all its sub-topics for that user) or when a
-    /// test double does not know the form.
+    /// longer than 200 characters). The service documents the combined
+    /// form for user topics and delivers each event under its expanded
+    /// name (`v2.users.<id>.presence`), so routes and keys are unchanged,
+    /// while three user templates then cost one topic per user instead of
+    /// three (a third of the channels and of the subscription calls). Off
+    /// by default: a refused combined topic loses all its sub-topics for
+    /// that user, and the form is not known to every test double (the
+    /// bundled simulator's included).
     #[serde(default = "default_combine_user_topics")]
     pub combine_user_topics: bool,
 }
@@ -74,7 +74,7 @@ fn default_refresh_interval_secs() -> u64 {
 }
 
 fn default_combine_user_topics() -> bool {
-    true
+    false
 }
 
 impl Default for TopicsConfig {
@@ -392,6 +392,7 @@ mod tests {
     fn user_templates(templates: &[&str]) -> TopicsConfig {
         TopicsConfig {
             per_user: templates.iter().map(|t| (*t).to_owned()).collect(),
+            combine_user_topics: true,
             ..TopicsConfig::default()
         }
     }
@@ -468,7 +469,8 @@ mod tests {
             .map(|s| router.route(&format!("{head}.{s}")))
             .collect();
         assert_eq!(routed, ["presence", "other"]);
-        let parsed = crate::genesys::topic::parse(&format!("{head}.presence"));
+        let expanded = format!("{head}.presence");
+        let parsed = crate::genesys::topic::parse(&expanded);
         assert_eq!(parsed.entity_id, "u1");
     }
 

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod config;
 pub mod protocol;
+pub mod rate_limit;
 pub mod region;
 pub mod topic;
