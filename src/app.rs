@@ -162,8 +162,7 @@ impl Bridge {
                 let settings = connection_settings.clone();
                 Supervisor::start(move |_| {
                     ConnectionActor::new(
-                        index, topics, settings, api, tokens, buffer, recipient, telemetry,
-                        backoff,
+                        index, topics, settings, api, tokens, buffer, recipient, telemetry, backoff,
                     )
                 })
             })
@@ -253,9 +252,8 @@ impl Bridge {
 /// bridge with a configuration error.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
     // Installed before anything starts: SIGHUP's default action ends the process.
-    let mut hangups =
-        actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup())
-            .expect("installing a SIGHUP handler works on unix");
+    let mut hangups = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup())
+        .expect("installing a SIGHUP handler works on unix");
     let mut bridge = Bridge::start(settings).await?;
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

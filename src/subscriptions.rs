@@ -180,10 +180,10 @@ impl TopicsConfig {
     /// `v2.users.{id}.<x>` combined when `combine_user_topics` is on and
     /// there are at least two of them.
     pub fn user_topics(&self, id: &str) -> Vec<String> {
-        let (combinable, separate): (Vec<&String>, Vec<&String>) =
-            self.per_user.iter().partition(|t| {
-                self.combine_user_topics && combinable_suffix(t).is_some()
-            });
+        let (combinable, separate): (Vec<&String>, Vec<&String>) = self
+            .per_user
+            .iter()
+            .partition(|t| self.combine_user_topics && combinable_suffix(t).is_some());
         let mut topics = Vec::new();
         if combinable.len() >= 2 {
             let head = format!("v2.users.{id}?");
@@ -272,7 +272,10 @@ impl TopicsConfig {
                     "{} topics per user from topics.per_user × {users} users",
                     self.topics_per_user()
                 ),
-                None => format!("{} topics per user from topics.per_user", self.topics_per_user()),
+                None => format!(
+                    "{} topics per user from topics.per_user",
+                    self.topics_per_user()
+                ),
             });
         }
         parts.join(", ")
@@ -484,7 +487,11 @@ mod tests {
         };
         let err = cfg.validate().unwrap_err();
         assert_eq!(err.key(), Some("topics"));
-        assert!(err.to_string().contains("needs 21 channels for 20001 topics"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("needs 21 channels for 20001 topics"),
+            "{err}"
+        );
         cfg.names.truncate(2_500);
         cfg.per_queue = vec!["v2.analytics.queues.{id}.observations".into()];
         let plan = cfg.check_offline().unwrap();
@@ -507,6 +514,9 @@ mod tests {
         assert_eq!(err.channels, 21);
         let text = ConfigError::from(err).to_string();
         assert!(text.contains("config key `topics`"), "{text}");
-        assert!(text.contains("2 topics.per_queue templates × 10001 queues"), "{text}");
+        assert!(
+            text.contains("2 topics.per_queue templates × 10001 queues"),
+            "{text}"
+        );
     }
 }

@@ -811,17 +811,72 @@ impl Telemetry {
         };
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let metrics: [(&str, &str, &str, String); 11] = [
-            ("topics_planned", "gauge", "Topics the plan assigns to channels.", load(&p.topics).to_string()),
-            ("topic_channels", "gauge", "Channels (connections) the plan uses.", load(&p.channels).to_string()),
-            ("topics_left_out", "gauge", "Wanted topics not subscribed for want of channels (see /readyz).", load(&p.left_out).to_string()),
-            ("topics_refused", "gauge", "Topics the service refused on the open channels (the others stay subscribed).", refused.to_string()),
-            ("topic_refreshes_total", "counter", "Listings of the org's queues and users that succeeded.", load(&p.refreshes).to_string()),
-            ("topic_refresh_failures_total", "counter", "Listings that failed (the plan was kept).", load(&p.refresh_failures).to_string()),
-            ("topics_added_total", "counter", "Topics added to the plan by refreshes.", load(&p.added).to_string()),
-            ("topics_removed_total", "counter", "Topics removed from the plan by refreshes.", load(&p.removed).to_string()),
-            ("topic_removals_held_total", "counter", "Removals held back because a listing shrank suddenly.", load(&p.held_removals).to_string()),
-            ("api_rate_limited_total", "counter", "REST calls Genesys answered with 429.", rate_limited.to_string()),
-            ("api_rate_limit_wait_seconds_total", "counter", "Time REST calls waited for the client-side rate limit.", waited.as_secs_f64().to_string()),
+            (
+                "topics_planned",
+                "gauge",
+                "Topics the plan assigns to channels.",
+                load(&p.topics).to_string(),
+            ),
+            (
+                "topic_channels",
+                "gauge",
+                "Channels (connections) the plan uses.",
+                load(&p.channels).to_string(),
+            ),
+            (
+                "topics_left_out",
+                "gauge",
+                "Wanted topics not subscribed for want of channels (see /readyz).",
+                load(&p.left_out).to_string(),
+            ),
+            (
+                "topics_refused",
+                "gauge",
+                "Topics the service refused on the open channels (the others stay subscribed).",
+                refused.to_string(),
+            ),
+            (
+                "topic_refreshes_total",
+                "counter",
+                "Listings of the org's queues and users that succeeded.",
+                load(&p.refreshes).to_string(),
+            ),
+            (
+                "topic_refresh_failures_total",
+                "counter",
+                "Listings that failed (the plan was kept).",
+                load(&p.refresh_failures).to_string(),
+            ),
+            (
+                "topics_added_total",
+                "counter",
+                "Topics added to the plan by refreshes.",
+                load(&p.added).to_string(),
+            ),
+            (
+                "topics_removed_total",
+                "counter",
+                "Topics removed from the plan by refreshes.",
+                load(&p.removed).to_string(),
+            ),
+            (
+                "topic_removals_held_total",
+                "counter",
+                "Removals held back because a listing shrank suddenly.",
+                load(&p.held_removals).to_string(),
+            ),
+            (
+                "api_rate_limited_total",
+                "counter",
+                "REST calls Genesys answered with 429.",
+                rate_limited.to_string(),
+            ),
+            (
+                "api_rate_limit_wait_seconds_total",
+                "counter",
+                "Time REST calls waited for the client-side rate limit.",
+                waited.as_secs_f64().to_string(),
+            ),
         ];
         for (name, kind, help, value) in metrics {
             let _ = writeln!(
@@ -832,7 +887,10 @@ impl Telemetry {
     }
 
     /// The REST rate limiter whose counters `/metrics` shows.
-    pub fn watch_api_limiter(&self, limiter: std::sync::Arc<crate::genesys::rate_limit::RateLimiter>) {
+    pub fn watch_api_limiter(
+        &self,
+        limiter: std::sync::Arc<crate::genesys::rate_limit::RateLimiter>,
+    ) {
         *lock(&self.api_limiter) = Some(limiter);
     }
 
@@ -873,7 +931,14 @@ impl Telemetry {
                 "topic plan updated"
             );
         } else {
-            tracing::debug!(trigger, queues, users, topics, took_ms, "topic plan unchanged");
+            tracing::debug!(
+                trigger,
+                queues,
+                users,
+                topics,
+                took_ms,
+                "topic plan unchanged"
+            );
         }
     }
 
@@ -930,9 +995,7 @@ impl Telemetry {
         left_out: usize,
         log: bool,
     ) {
-        self.plan
-            .left_out
-            .store(left_out as u64, Ordering::Relaxed);
+        self.plan.left_out.store(left_out as u64, Ordering::Relaxed);
         let reason = format!(
             "topics: {wanted} topics need {channels_needed} channels, Genesys allows {} per OAuth client: \
              {left_out} topics are not subscribed (fix [topics] or split them over bridges)",

@@ -211,7 +211,10 @@ mod tests {
         let first = unlimited.rate_limited(None);
         let second = unlimited.rate_limited(None);
         let third = unlimited.rate_limited(None);
-        assert!((Duration::from_millis(500)..=FIRST_PAUSE).contains(&first), "{first:?}");
+        assert!(
+            (Duration::from_millis(500)..=FIRST_PAUSE).contains(&first),
+            "{first:?}"
+        );
         assert!((Duration::from_secs(1)..=Duration::from_secs(2)).contains(&second));
         assert!((Duration::from_secs(2)..=Duration::from_secs(4)).contains(&third));
         unlimited.succeeded();

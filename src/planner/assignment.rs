@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(sizes(&a), [1000, 1000, 345]);
         assert_eq!(change.opened, [0, 1, 2]);
         assert!(change.changed.is_empty());
-        assert_eq!((change.added, change.removed, change.left_out), (2_345, 0, 0));
+        assert_eq!(
+            (change.added, change.removed, change.left_out),
+            (2_345, 0, 0)
+        );
         assert_eq!(a.channels()[1][0], "t1000");
     }
 
@@ -178,7 +181,10 @@ mod tests {
         assert_eq!((change.added, change.left_out), (500, 700));
         // Room made later is taken by the topics left out before.
         let change = a.apply(&topics(600..20_700), MAX_CHANNELS);
-        assert_eq!((change.removed, change.added, change.left_out), (600, 600, 100));
+        assert_eq!(
+            (change.removed, change.added, change.left_out),
+            (600, 600, 100)
+        );
         assert_eq!(a.topics(), 20_000);
         assert_eq!(a.channels()[0].last().unwrap(), "t20599");
     }

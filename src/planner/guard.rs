@@ -72,7 +72,10 @@ pub fn effective(planned: &[String], listed: Vec<String>, verdict: &Verdict) -> 
         Verdict::Apply => listed,
         Verdict::Hold { .. } => {
             let known: HashSet<&String> = planned.iter().collect();
-            let added: Vec<String> = listed.into_iter().filter(|id| !known.contains(id)).collect();
+            let added: Vec<String> = listed
+                .into_iter()
+                .filter(|id| !known.contains(id))
+                .collect();
             planned.iter().cloned().chain(added).collect()
         }
     }
@@ -123,8 +126,14 @@ mod tests {
         assert_eq!(guard.judge(&kept, &listed), Verdict::Apply);
         // A glitch that recovers resets the guard.
         let mut guard = ShrinkGuard::default();
-        assert!(matches!(guard.judge(&planned, &ids(0..10)), Verdict::Hold { .. }));
+        assert!(matches!(
+            guard.judge(&planned, &ids(0..10)),
+            Verdict::Hold { .. }
+        ));
         assert_eq!(guard.judge(&planned, &planned), Verdict::Apply);
-        assert!(matches!(guard.judge(&planned, &ids(0..10)), Verdict::Hold { .. }));
+        assert!(matches!(
+            guard.judge(&planned, &ids(0..10)),
+            Verdict::Hold { .. }
+        ));
     }
 }

@@ -226,7 +226,10 @@ impl Planner {
         let users = self.judged("users", &planned.users, listing.users, first);
         let topics = self.config.expand(&queues, &users);
         if first {
-            if let Err(refused) = self.config.check_fits(topics.len(), queues.len(), users.len()) {
+            if let Err(refused) = self
+                .config
+                .check_fits(topics.len(), queues.len(), users.len())
+            {
                 self.telemetry.topic_plan_refused(&refused);
                 if let Some(report) = self.start_refused.take() {
                     let _ = report.send(refused);
@@ -254,7 +257,8 @@ impl Planner {
             );
             self.over_limit = true;
         } else if std::mem::take(&mut self.over_limit) {
-            self.telemetry.topics_fit_again(topics.len(), self.connections.len());
+            self.telemetry
+                .topics_fit_again(topics.len(), self.connections.len());
         }
         self.telemetry.topics_planned(
             trigger.as_str(),
