@@ -21,16 +21,18 @@ const QUEUES: usize = 2_500;
 /// the limiter lets through in a minute.
 const REFRESHES: f64 = 10.0;
 
-/// The simulator's count of 429s answered so far.
+/// The simulator's count of 429s answered so far (both forms).
 fn sim_429s(sim_url: &str) -> u64 {
     let state: serde_json::Value =
         serde_json::from_str(&http::get(&format!("{sim_url}/sim/state")).unwrap().body).unwrap();
-    for key in ["rate_limited", "rate_limited_total", "responses_429"] {
-        if let Some(n) = state[key].as_u64() {
-            return n;
-        }
-    }
-    panic!("/sim/state reports no 429 count (rate_limited): {state}");
+    ["rate_limited_with_retry_after", "rate_limited_without_retry_after"]
+        .iter()
+        .map(|key| {
+            state[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("/sim/state reports no {key}: {state}"))
+        })
+        .sum()
 }
 
 #[test]
