@@ -197,7 +197,12 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 fn sighup_lists_the_org_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // 0: no interval; only SIGHUP lists the org again.
-    let Stack { sim, bridge, .. } = Stack::start_with(
+    let Stack {
+        broker: _broker,
+        sim,
+        bridge,
+        ..
+    } = Stack::start_with(
         dir.path(),
         4,
         &[],

@@ -25,14 +25,17 @@ const REFRESHES: f64 = 10.0;
 fn sim_429s(sim_url: &str) -> u64 {
     let state: serde_json::Value =
         serde_json::from_str(&http::get(&format!("{sim_url}/sim/state")).unwrap().body).unwrap();
-    ["rate_limited_with_retry_after", "rate_limited_without_retry_after"]
-        .iter()
-        .map(|key| {
-            state[key]
-                .as_u64()
-                .unwrap_or_else(|| panic!("/sim/state reports no {key}: {state}"))
-        })
-        .sum()
+    [
+        "rate_limited_with_retry_after",
+        "rate_limited_without_retry_after",
+    ]
+    .iter()
+    .map(|key| {
+        state[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/sim/state reports no {key}: {state}"))
+    })
+    .sum()
 }
 
 #[test]
@@ -40,10 +43,10 @@ fn five_thousand_topics_start_and_run_without_a_429() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let Stack {
+        broker: _broker,
         sim,
         bridge,
         secret,
-        ..
     } = Stack::start_with(
         dir.path(),
         QUEUES,
