@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{eventually, http, Stack};
+use support::{http, Stack};
 
 const QUEUES: usize = 2_500;
 /// Listings to watch after start-up: 14 × 25 pages = 350 calls, more than
@@ -104,9 +104,7 @@ fn five_thousand_topics_start_and_run_without_a_429() {
     let refused_at = refused_at.expect("the simulator never answered 429");
     println!("rate limit: an unpaced client was refused at call {refused_at}");
     assert!(sim_429s(&sim.url) > during_start_up + after_start_up);
-    let _ = eventually("the bridge to stay ready", Duration::from_secs(10), || {
-        (http::get(&format!("{}/readyz", bridge.health)).ok()?.status == 200).then_some(())
-    });
+    bridge.wait_ready();
 }
 
 fn own_token(sim_url: &str, secret: &str) -> String {
