@@ -874,7 +874,7 @@ impl Telemetry {
             (
                 "api_rate_limit_wait_seconds_total",
                 "counter",
-                "Time REST calls waited for the client-side rate limit.",
+                "Time REST calls waited before being sent: the client-side pace and the pauses after a 429.",
                 waited.as_secs_f64().to_string(),
             ),
         ];

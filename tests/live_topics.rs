@@ -235,6 +235,113 @@ fn sighup_lists_the_org_at_once() {
     // The process is still the same one: SIGHUP does not end it.
     bridge.wait_ready();
     assert!(bridge.proc.log_text().contains("SIGHUP"));
+
+    // A topic the service refuses later is reported; the rest stay.
+    let queue = add_queue(&sim.url);
+    let refused = format!("v2.analytics.queues.{queue}.observations");
+    let reply = http::post_json(
+        &format!("{}/sim/faults", sim.url),
+        &serde_json::json!({ "deny_topics": [refused] }),
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    sighup(&bridge);
+    let metrics = bridge.wait_for_metrics(
+        "the refused topic to be reported",
+        Duration::from_secs(30),
+        |m| m.get("gkb_topics_refused") == 1.0,
+    );
+    let topics = subscribed_naming(&sim.url, &queue).unwrap();
+    assert_eq!(
+        topics,
+        [format!("v2.routing.queues.{queue}.conversations")],
+        "the queue's other topic is subscribed"
+    );
+    let all = subscribed_naming(&sim.url, "v2.").unwrap().len();
+    assert_eq!(all, 4 * 2 + 1, "the other queues' topics stay subscribed");
+    let status: serde_json::Value = serde_json::from_str(
+        &http::get(&format!("{}/status", bridge.health))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let rejected: u64 = status["connections"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["rejected_topics"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(rejected, 1, "{status}");
+    assert!(bridge.proc.log_text().contains("refused"));
+    println!(
+        "refused later: gkb_topics_refused {}, /status rejected_topics {rejected}, topics still subscribed {all}",
+        metrics.get("gkb_topics_refused")
+    );
+}
+
+#[test]
+fn check_config_refuses_names_over_twenty_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..20_001)
+        .map(|i| {
+            format!(
+                "\"v2.detail.events.conversation.{:08x}-0000-4000-8000-000000000000.acw\"",
+                i
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"
+[genesys]
+region = "eu-west-1"
+client_id = "abc"
+
+[topics]
+names = [{}]
+
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+default_topic = "genesys.events"
+"#,
+        names.join(",")
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &config).unwrap();
+    let check = |path: &std::path::Path| {
+        let out = Command::new(support::BRIDGE)
+            .arg("check-config")
+            .arg("--config")
+            .arg(path)
+            .env("GENESYS_CLIENT_SECRET", "s")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = check(&path);
+    println!(
+        "check-config over the limit: exit {code:?}: {}",
+        stderr.trim()
+    );
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("topics"), "names the key: {stderr}");
+    assert!(
+        stderr.contains("needs 21 channels for 20001 topics"),
+        "{stderr}"
+    );
+
+    // Within the limit: valid, and the offline plan says what is left.
+    let fits = config.replace(&format!(",{}", names[20_000]), "");
+    std::fs::write(&path, fits).unwrap();
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("# topic plan: 20000 fixed topic names need 20 of 20 channels"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -275,4 +382,57 @@ fn a_start_up_plan_over_twenty_channels_is_refused() {
     // Nothing was subscribed on the way out.
     let state = sim_state(&sim.url).unwrap();
     assert_eq!(state["channels_created"], 0, "{state}");
+}
+
+#[test]
+fn combined_user_topics_arrive_under_their_expanded_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let Stack {
+        broker,
+        sim,
+        bridge,
+        ..
+    } = Stack::start_with(
+        dir.path(),
+        2,
+        &["--users", "3"],
+        &[
+            (
+                "GKB_TOPICS__PER_USER",
+                r#"["v2.users.{id}.presence", "v2.users.{id}.routingStatus"]"#,
+            ),
+            ("GKB_TOPICS__COMBINE_USER_TOPICS", "true"),
+        ],
+    );
+    // 2 queues × 2 templates + 3 users × 1 combined topic.
+    let metrics = bridge.metrics().unwrap();
+    assert_eq!(support::metric(&metrics, "gkb_topics_planned"), Some(7.0));
+    // The service subscribes each combined topic's sub-topics.
+    let user_topics = eventually("the users' sub-topics", Duration::from_secs(30), || {
+        subscribed_naming(&sim.url, "v2.users.").filter(|t| t.len() == 6)
+    });
+    let presence = user_topics
+        .iter()
+        .find(|t| t.ends_with(".presence"))
+        .unwrap()
+        .clone();
+    let user = presence.split('.').nth(2).unwrap().to_owned();
+    emit_on(&sim.url, &presence);
+    let record = eventually("the user's event in Kafka", Duration::from_secs(60), || {
+        consumer::read_all(
+            &broker.bootstrap(),
+            &["genesys.events"],
+            Duration::from_secs(10),
+        )
+        .into_iter()
+        .find(|r| r.key.as_deref() == Some(user.as_bytes()))
+    });
+    let value: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+    println!(
+        "combined user topics: 7 planned topics for 10 sub-topics; event on {presence} in Kafka topic {} keyed by the user",
+        record.topic
+    );
+    assert_eq!(value["topicName"], presence.as_str());
+    let metrics = bridge.metrics().unwrap();
+    assert_eq!(support::metric(&metrics, "gkb_topics_refused"), Some(0.0));
 }
