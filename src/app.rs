@@ -59,11 +59,18 @@ pub struct Bridge {
 }
 
 /// Checks what can be checked without the network: the Kafka client
-/// accepts every pass-through property.
+/// accepts every pass-through property; the proxy environment
+/// (`HTTPS_PROXY`, …) and the proxy password's variable are usable.
 pub fn preflight(settings: &Settings) -> Result<(), ConfigError> {
+    settings.config.genesys.http_client_settings(&process_env)?;
     producer::build_producer(&settings.kafka_properties)
         .map(drop)
         .map_err(|e| ConfigError::invalid("kafka.properties", e.to_string()))
+}
+
+/// A variable of this process's environment (unset or not UTF-8: `None`).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 impl Bridge {
@@ -119,7 +126,7 @@ impl Bridge {
 
         let genesys = &config.genesys;
         let request_timeout = Duration::from_secs(genesys.request_timeout_secs);
-        let http = api::http_client(request_timeout);
+        let http = api::http_client(genesys.http_client_settings(&process_env)?);
         let api_limiter = Arc::new(RateLimiter::per_minute(genesys.api_requests_per_minute));
         telemetry.watch_api_limiter(api_limiter.clone());
         let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url)
@@ -233,9 +240,15 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
             .collect();
-        for connection in connections {
-            let _ = connection.send(connection::Close).await;
-        }
+        // Each answers once its sockets are closed and read out (bounded
+        // by connection::CLOSE_WAIT): what the service sent before it saw
+        // our close is buffered before the final flush.
+        futures_util::future::join_all(
+            connections
+                .iter()
+                .map(|connection| connection.send(connection::Close)),
+        )
+        .await;
         let drained = self.producer.send(Drain { grace }).await.unwrap_or(false);
         let buffer = self.buffer.clone();
         let flushed = actix_rt::task::spawn_blocking(move || buffer.flush_blocking()).await;

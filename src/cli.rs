@@ -58,9 +58,10 @@ pub enum Command {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout_secs: u64,
     },
-    /// Run the Genesys Cloud simulator: OAuth, notification API and
-    /// WebSocket on one port, plus a control API under /sim/.
-    Simulate(genesys_simulator::SimulatorArgs),
+    /// Run the Genesys Cloud simulator: the notification API and
+    /// WebSocket with a control API under /sim/, and OAuth login on a
+    /// listener of its own (as the real service's separate login host).
+    Simulate(Box<genesys_simulator::SimulatorArgs>),
     /// The one-command tour: a Kafka broker, the simulator and the bridge
     /// on embedded defaults, printing the events that land in Kafka.
     Demo(crate::demo::DemoArgs),
@@ -84,11 +85,14 @@ pub fn main() -> ExitCode {
         } => exit(dead_letters(&buffer, quarantine)),
         Command::Simulate(args) => {
             crate::telemetry_init::init_plain("info");
-            exit(
-                actix_rt::System::new()
-                    .block_on(genesys_simulator::run(args))
-                    .map_err(anyhow::Error::from),
-            )
+            match actix_rt::System::new().block_on(genesys_simulator::run(*args)) {
+                // The simulator names the flag (`--tls-cert` and the like).
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_CONFIG as u8)
+                }
+                result => exit(result.map_err(anyhow::Error::from)),
+            }
         }
         Command::Demo(args) => {
             // The system (and the bridge's Kafka clients) ends with this

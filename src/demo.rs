@@ -100,7 +100,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
 
     let env: Vec<(String, String)> = [
         ("GKB_GENESYS__API_BASE_URL", sim.base_url.clone()),
-        ("GKB_GENESYS__LOGIN_BASE_URL", sim.base_url.clone()),
+        ("GKB_GENESYS__LOGIN_BASE_URL", sim.login_url.clone()),
         ("GKB_KAFKA__BOOTSTRAP_SERVERS", bootstrap.clone()),
         ("GKB_BUFFER__PATH", dir.join("buffer").display().to_string()),
         (

@@ -124,3 +124,42 @@ fn unreadable_file_and_bad_toml_exit_78() {
     assert_eq!(code, 78);
     assert!(stderr.contains("line 1"), "{stderr}");
 }
+
+/// The shipped examples are what operators copy: each must pass as it is
+/// (with its commented keys uncommented too, for the example).
+#[test]
+fn the_shipped_configurations_are_valid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/config/example.toml")).unwrap();
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let secret = [("GENESYS_CLIENT_SECRET", "example-secret")];
+    let (code, _, stderr) = check(&demo, &secret);
+    assert_eq!(code, 0, "config/demo.toml: {stderr}");
+    let (code, _, stderr) = check(&example, &secret);
+    assert_eq!(code, 0, "config/example.toml: {stderr}");
+    // The proxy keys, uncommented, as an operator would.
+    let uncommented: String = example
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest)
+                if ["proxy_url", "proxy_password_env", "no_proxy"]
+                    .iter()
+                    .any(|key| rest.starts_with(key)) =>
+            {
+                rest.to_owned()
+            }
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(uncommented.contains("\nproxy_url ="), "{uncommented}");
+    let (code, _, stderr) = check(
+        &uncommented,
+        &[
+            ("GENESYS_CLIENT_SECRET", "example-secret"),
+            ("GENESYS_PROXY_PASSWORD", "proxy-password"),
+        ],
+    );
+    assert_eq!(code, 0, "config/example.toml with its proxy keys: {stderr}");
+    assert!(!stderr.contains("proxy-password"));
+}

@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::genesys::api::Channel;
+use crate::secret::Secret;
 
 /// Why a held channel should be left now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +42,18 @@ pub struct HeldChannel {
     token_rollover: Option<Instant>,
     /// When the token that created the channel expires.
     pub token_expires: Option<Instant>,
+    /// The token that created it: a `token_revoked` notice on its socket
+    /// is about this token, not necessarily about the newest one.
+    pub created_with: Option<Secret>,
 }
 
 /// Shortest time a channel is used before rolling over: a channel that
 /// expires (by our clock) as soon as it is made must not cause a loop.
 const MIN_CHANNEL_LIFE: Duration = Duration::from_secs(1);
+/// The documented longest life of a channel. `expires` is the service's
+/// wall clock read against ours: with our clock behind, it would seem to
+/// live longer than it does and the rollover would come after its end.
+const MAX_CHANNEL_LIFE: Duration = Duration::from_secs(24 * 3600);
 
 impl HeldChannel {
     /// `margin` before expiry, but never earlier than three quarters into
@@ -60,7 +68,8 @@ impl HeldChannel {
         let expires_wall = channel.expires_at(created_wall);
         let lifetime = expires_wall
             .duration_since(created_wall)
-            .unwrap_or(Duration::ZERO);
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_CHANNEL_LIFE);
         let lead = margin.min(lifetime / 4);
         let use_for = lifetime.saturating_sub(lead).max(MIN_CHANNEL_LIFE);
         let token_rollover = token_expires.map(|expires| {
@@ -74,6 +83,7 @@ impl HeldChannel {
             rollover_mono: created_mono + use_for,
             token_rollover,
             token_expires,
+            created_with: None,
         }
     }
 
@@ -178,5 +188,22 @@ mod tests {
     fn a_channel_already_expired_by_our_clock_is_still_used_for_a_moment() {
         let held = HeldChannel::new(channel(Duration::ZERO), Duration::from_secs(3_600), None);
         assert!(held.until_due(Instant::now()) > Duration::from_millis(900));
+    }
+
+    #[test]
+    fn an_expiry_beyond_a_day_is_read_as_a_day() {
+        // Our clock is two days behind the service's.
+        let held = HeldChannel::new(
+            channel(Duration::from_secs(72 * 3600)),
+            Duration::from_secs(3600),
+            None,
+        );
+        let now = Instant::now();
+        assert_eq!(held.due(SystemTime::now(), now), None);
+        let rollover = now + Duration::from_secs(23 * 3600);
+        assert_eq!(
+            held.due(SystemTime::now(), rollover + Duration::from_secs(1)),
+            Some(Due::ChannelExpiry)
+        );
     }
 }

@@ -55,7 +55,7 @@ use crate::genesys::api::{GenesysApi, TopicOutcome};
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
 use crate::secret::Secret;
 use crate::telemetry::{ConnectionState, Telemetry, LIVENESS_INTERVAL};
-use crate::token::{ExpiryOf, GetToken, TokenActor, TokenRevoked};
+use crate::token::{ExpiryOf, GetToken, RenewToken, TokenActor, TokenRevoked};
 use channel::HeldChannel;
 use overlap::Overlap;
 use silence::{SilenceClock, Verdict};
@@ -74,7 +74,8 @@ pub struct EventsBuffered;
 #[rtype(result = "()")]
 pub struct SetTopics(pub Arc<Vec<String>>);
 
-/// Closes the socket and stops reconnecting (shutdown).
+/// Closes the sockets and stops reconnecting (shutdown); answered once
+/// they are read out.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Close;
@@ -118,7 +119,37 @@ struct Retired {
     socket: Socket,
     since: Instant,
     last_frame: Instant,
+    /// Idle this long (while the actor could read) ends it.
+    idle_limit: Duration,
+    /// The last run of its check: a late one means the actor was stalled,
+    /// and idleness restarts.
+    last_check: Instant,
     check: SpawnHandle,
+}
+
+/// Why a socket is retired, which decides how long it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retirement {
+    /// Replaced by a subscribed socket (make-before-break). It stays
+    /// subscribed for [`MOVE_SETTLE`] more, as the new subscription may take
+    /// effect on the service a little after the REST reply; then its
+    /// channel is emptied and it is sent a close frame.
+    Moved,
+    /// Taken for dead (silence): whatever it still yields is read.
+    Failed,
+    /// Shutdown: closed at once, read until the service closes it.
+    Shutdown,
+}
+
+impl Retirement {
+    fn idle_limit(self) -> Duration {
+        match self {
+            // A healthy socket we closed: the service answers the close;
+            // idleness is only the fallback for one that never does.
+            Retirement::Moved => RETIRED_IDLE_MOVED,
+            Retirement::Failed | Retirement::Shutdown => RETIRED_IDLE,
+        }
+    }
 }
 
 /// One item of a socket's stream, tagged with the socket's id; `None`
@@ -132,9 +163,18 @@ type Tagged = (
 /// further apart than this are not a loop.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// A retired socket is read until the service closes it, it has been idle
-/// this long, or [`RETIRED_MAX`] has passed.
+/// this long (30 s for a socket left by a planned move), or
+/// [`RETIRED_MAX`] has passed.
 const RETIRED_IDLE: Duration = Duration::from_secs(5);
+const RETIRED_IDLE_MOVED: Duration = Duration::from_secs(30);
 const RETIRED_MAX: Duration = Duration::from_secs(90);
+/// How long a replaced socket stays subscribed beside its successor.
+const MOVE_SETTLE: Duration = Duration::from_secs(2);
+/// Longest wait on shutdown for the sockets to be closed and read out.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// `subscription_changed` notices re-apply the topic list at most this
+/// often (our own updates may cause them).
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(60);
 
 /// The start of a time without any subscribed socket.
 struct Gap {
@@ -174,6 +214,11 @@ pub struct ConnectionActor {
     subscribed: Option<Arc<Vec<String>>>,
     /// A subscription update is in flight: later ones wait for it.
     updating: bool,
+    /// The next update replaces the whole list (`PUT`), whatever changed.
+    resubscribe: bool,
+    last_resubscribe: Option<Instant>,
+    /// Answered once, on shutdown, when no socket is left to read.
+    closed: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// What a successful `establish` produces.
@@ -252,6 +297,9 @@ impl ConnectionActor {
             closing: false,
             subscribed: None,
             updating: false,
+            resubscribe: false,
+            last_resubscribe: None,
+            closed: Vec::new(),
         }
     }
 
@@ -327,7 +375,14 @@ impl ConnectionActor {
                     }
                     act.attempting = false;
                     if act.closing {
+                        // A socket subscribed meanwhile may already hold
+                        // frames: read it out like the others.
+                        if let Ok(established) = result {
+                            act.opened(established, ctx);
+                            act.shut_current(ctx);
+                        }
                         act.settle_overlap();
+                        act.answer_closed();
                         return;
                     }
                     match result {
@@ -424,14 +479,20 @@ impl ConnectionActor {
         });
         if let Some(old) = replaced {
             // Make-before-break: the new socket is subscribed, so the old
-            // one may go. Its channel is emptied and left to expire.
+            // one may go (after a settling moment). Its channel is emptied
+            // and left to expire.
             for timer in old.timers {
                 ctx.cancel_future(timer);
             }
-            let old_channel = old.socket.channel_id.clone();
-            self.retire(old.socket, ctx);
-            if !old.channel_gone && Some(&old_channel) != self.current_channel_id() {
-                self.empty_channel(old_channel, ctx);
+            let empty =
+                !old.channel_gone && Some(&old.socket.channel_id) != self.current_channel_id();
+            self.retire(old.socket, Retirement::Moved, empty, ctx);
+        }
+        // A channel kept for reuse that this attempt did not use would
+        // stay subscribed, sending us nothing and costing a channel.
+        if let Some(unused) = self.candidate.take() {
+            if Some(&unused.channel.id) != self.current_channel_id() {
+                self.empty_channel(unused.channel.id, ctx);
             }
         }
         if let Some(gap) = self.gap.take() {
@@ -532,7 +593,11 @@ impl ConnectionActor {
         };
         self.telemetry.planned_move(self.index, reason, delay);
         // Whatever channel was kept for reuse belongs to the old plan.
-        self.candidate = None;
+        if let Some(unused) = self.candidate.take() {
+            if Some(&unused.channel.id) != self.current_channel_id() {
+                self.empty_channel(unused.channel.id, ctx);
+            }
+        }
         if self.attempting {
             // The attempt under way already makes a new channel or socket.
             return;
@@ -550,11 +615,21 @@ impl ConnectionActor {
             ctx.cancel_future(timer);
         }
         self.subscribed = None;
-        if !current.channel_gone && current.channel.reusable() && self.candidate.is_none() {
-            self.candidate = Some(current.channel);
+        if !current.channel_gone {
+            if current.channel.reusable() && self.candidate.is_none() {
+                self.candidate = Some(current.channel);
+            } else if self
+                .candidate
+                .as_ref()
+                .is_some_and(|c| c.channel.id != current.channel.channel.id)
+            {
+                // One channel is kept for the next attempt; this one is
+                // left, so it is emptied.
+                self.empty_channel(current.channel.channel.id.clone(), ctx);
+            }
         }
         if drain {
-            self.retire(current.socket, ctx);
+            self.retire(current.socket, Retirement::Failed, false, ctx);
         } else {
             let mut socket = current.socket;
             ctx.cancel_future(socket.stream);
@@ -580,19 +655,50 @@ impl ConnectionActor {
         }
     }
 
-    /// Closes `socket` politely and keeps reading it until the service
-    /// closes it too, it stays idle for [`RETIRED_IDLE`], or
+    /// Closes `socket` politely (at once, or after [`MOVE_SETTLE`] for a
+    /// move, emptying its channel first when `empty_channel`) and keeps
+    /// reading it until the service closes it too, it stays idle (time
+    /// the actor could read) for its retirement's limit, or
     /// [`RETIRED_MAX`] has passed.
-    fn retire(&mut self, mut socket: Socket, ctx: &mut Context<Self>) {
-        let _ = socket
-            .sink
-            .write(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
+    fn retire(
+        &mut self,
+        socket: Socket,
+        why: Retirement,
+        empty_channel: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        // A message arriving in fragments keeps being assembled: its rest
+        // still comes on this socket.
         let id = socket.id;
-        let check = ctx.run_interval(Duration::from_secs(1), move |act, ctx| {
-            let Some(retired) = act.retired.get(&id) else {
+        let channel_id = socket.channel_id.clone();
+        let close = move |act: &mut Self, ctx: &mut Context<Self>| {
+            if empty_channel {
+                act.empty_channel(channel_id, ctx);
+            }
+            if let Some(retired) = act.retired.get_mut(&id) {
+                let _ = retired
+                    .socket
+                    .sink
+                    .write(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
+                retired.last_frame = Instant::now();
+            }
+        };
+        const CHECK_EVERY: Duration = Duration::from_secs(1);
+        let check = ctx.run_interval(CHECK_EVERY, move |act, ctx| {
+            let Some(retired) = act.retired.get_mut(&id) else {
                 return;
             };
-            if retired.last_frame.elapsed() > RETIRED_IDLE || retired.since.elapsed() > RETIRED_MAX
+            let now = Instant::now();
+            let since_check = now.saturating_duration_since(retired.last_check);
+            retired.last_check = now;
+            if since_check > CHECK_EVERY * 2 {
+                // The actor was stalled: what the socket queued meanwhile
+                // has not been read yet.
+                retired.last_frame = now;
+                return;
+            }
+            if now.saturating_duration_since(retired.last_frame) > retired.idle_limit
+                || now.saturating_duration_since(retired.since) > RETIRED_MAX
             {
                 act.end_retired(id, ctx);
             }
@@ -605,9 +711,36 @@ impl ConnectionActor {
                 socket,
                 since: now,
                 last_frame: now,
+                idle_limit: why.idle_limit(),
+                last_check: now,
                 check,
             },
         );
+        if why == Retirement::Moved {
+            ctx.run_later(MOVE_SETTLE, close);
+        } else {
+            close(self, ctx);
+        }
+    }
+
+    /// Shutdown: the current socket is closed and read out like a
+    /// retired one.
+    fn shut_current(&mut self, ctx: &mut Context<Self>) {
+        if let Some(current) = self.current.take() {
+            for timer in current.timers {
+                ctx.cancel_future(timer);
+            }
+            self.retire(current.socket, Retirement::Shutdown, false, ctx);
+        }
+    }
+
+    /// Answers the shutdown's wait once nothing is left to read.
+    fn answer_closed(&mut self) {
+        if self.closing && !self.attempting && self.current.is_none() && self.retired.is_empty() {
+            for waiter in self.closed.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
     }
 
     fn end_retired(&mut self, id: u64, ctx: &mut Context<Self>) {
@@ -617,6 +750,7 @@ impl ConnectionActor {
             old.socket.sink.close();
         }
         self.settle_overlap();
+        self.answer_closed();
     }
 
     /// Ends the duplicate window once only one socket can deliver.
@@ -642,6 +776,20 @@ impl ConnectionActor {
         }
     }
 
+    /// Replaces the open channel's whole topic list once more (at most every
+    /// [`RESUBSCRIBE_EVERY`]).
+    fn resubscribe(&mut self, ctx: &mut Context<Self>) {
+        if self
+            .last_resubscribe
+            .is_some_and(|at| at.elapsed() < RESUBSCRIBE_EVERY)
+        {
+            return;
+        }
+        self.last_resubscribe = Some(Instant::now());
+        self.resubscribe = true;
+        self.apply_topics(ctx);
+    }
+
     /// Brings the open channel's subscriptions to `topics`: additions with
     /// `POST` (refusals are reported, the rest stay), removals with one
     /// `PUT` of the whole list. One update at a time; a failed one is tried
@@ -650,9 +798,13 @@ impl ConnectionActor {
         let (Some(subscribed), Some(current)) = (&self.subscribed, &self.current) else {
             return;
         };
-        if self.updating || self.closing || Arc::ptr_eq(subscribed, &self.topics) {
+        if self.updating
+            || self.closing
+            || (Arc::ptr_eq(subscribed, &self.topics) && !self.resubscribe)
+        {
             return;
         }
+        let whole_list = std::mem::take(&mut self.resubscribe);
         let wanted = self.topics.clone();
         let had: std::collections::HashSet<&String> = subscribed.iter().collect();
         let keep: std::collections::HashSet<&String> = wanted.iter().collect();
@@ -662,7 +814,7 @@ impl ConnectionActor {
             .cloned()
             .collect();
         let removed = subscribed.iter().filter(|t| !keep.contains(t)).count();
-        if added.is_empty() && removed == 0 {
+        if added.is_empty() && removed == 0 && !whole_list {
             self.subscribed = Some(wanted);
             return;
         }
@@ -684,7 +836,7 @@ impl ConnectionActor {
                     // ignoreErrors: a topic refused now (a queue deleted
                     // since the listing, a permission withdrawn) must not
                     // cost the channel its other topics.
-                    if removed > 0 {
+                    if removed > 0 || whole_list {
                         api.put_subscriptions(&t, &channel_id, &whole, true).await
                     } else {
                         api.post_subscriptions(&t, &channel_id, &added, true).await
@@ -861,7 +1013,7 @@ impl ConnectionActor {
                 topic_name,
                 correlation_id,
             }) => {
-                self.on_notification(text, &topic_name, correlation_id.as_deref());
+                self.on_notification(id, text, &topic_name, correlation_id.as_deref());
                 return;
             }
             Ok(inbound) => inbound,
@@ -879,6 +1031,14 @@ impl ConnectionActor {
             Inbound::System(SystemEvent::SocketClosing) => {
                 self.plan_move(ctx, "service announced socket_closing", false);
             }
+            Inbound::System(SystemEvent::ChannelLost { kind, reason })
+                if kind == "subscription_changed" =>
+            {
+                // Unconfirmed what changes it (our own updates may): the
+                // channel is still ours, so make sure it has our list.
+                tracing::info!(connection = self.index, reason = ?reason, "service says the channel's subscriptions changed; re-applying the topic list");
+                self.resubscribe(ctx);
+            }
             Inbound::System(SystemEvent::ChannelLost { kind, reason }) => {
                 self.current_channel_gone();
                 let reason = format!(
@@ -888,8 +1048,12 @@ impl ConnectionActor {
                 self.plan_move(ctx, &reason, true);
             }
             Inbound::System(SystemEvent::TokenRevoked { reason }) => {
+                let token = self
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.channel.created_with.clone());
                 self.current_channel_gone();
-                self.tokens.do_send(TokenRevoked);
+                self.tokens.do_send(TokenRevoked(token));
                 let reason = format!(
                     "tokens revoked ({})",
                     reason.as_deref().unwrap_or("no reason given")
@@ -915,12 +1079,22 @@ impl ConnectionActor {
         }
     }
 
-    fn on_notification(&mut self, text: &str, topic_name: &str, correlation_id: Option<&str>) {
+    fn on_notification(
+        &mut self,
+        socket: u64,
+        text: &str,
+        topic_name: &str,
+        correlation_id: Option<&str>,
+    ) {
         if !field_fits(topic_name) || !correlation_id.map_or(true, field_fits) {
             self.reject_frame("topic name or correlation id too long", text.as_bytes());
             return;
         }
-        if !self.overlap.first_copy(text.as_bytes(), Instant::now()) {
+        let key = self
+            .overlap
+            .active()
+            .then(|| overlap::FrameKey::of(text.as_bytes()));
+        if key.is_some_and(|key| self.overlap.is_copy(key, socket)) {
             return;
         }
         match self
@@ -928,6 +1102,9 @@ impl ConnectionActor {
             .append(crate::now_ms(), topic_name, correlation_id, text.as_bytes())
         {
             Ok(_) => {
+                if let Some(key) = key {
+                    self.overlap.kept(key, socket, Instant::now());
+                }
                 self.telemetry.event_received();
                 self.telemetry.buffer_write_ok();
                 self.buffer.request_flush();
@@ -995,6 +1172,19 @@ async fn attempt_setup(
         .connect();
     let framed = match actix_rt::time::timeout(settings.handshake_timeout, connect).await {
         Err(_) => return (Err(EstablishError::HandshakeTimeout), Some(held)),
+        Ok(Err(awc::error::WsClientError::InvalidResponseStatus(status)))
+            if status.is_client_error() && status != awc::http::StatusCode::TOO_MANY_REQUESTS =>
+        {
+            // The service's answer for a dead channel is not documented
+            // (401, 403, 404 and 410 are all plausible): a refused upgrade
+            // is "gone", or the next attempt would try it again for hours.
+            return (
+                Err(EstablishError::Handshake(format!(
+                    "upgrade refused with {status}; the channel is not reused"
+                ))),
+                None,
+            );
+        }
         Ok(Err(e)) => return (Err(EstablishError::Handshake(e.to_string())), Some(held)),
         Ok(Ok((_, framed))) => framed,
     };
@@ -1039,10 +1229,13 @@ async fn create_channel(
             .map_err(|_| EstablishError::TokenActorGone)?
             .map_err(rest::CallError::from)?;
         let expires = tokens
-            .send(ExpiryOf(token))
+            .send(ExpiryOf(token.clone()))
             .await
             .map_err(|_| EstablishError::TokenActorGone)?;
         if expires.map_or(true, |e| e <= after) {
+            // Not renewed yet (a refresh margin shorter than the rollover
+            // lead): ask for the next token now; the retry uses it.
+            tokens.do_send(RenewToken(token));
             return Err(EstablishError::TokenNotRenewed);
         }
     }
@@ -1056,15 +1249,13 @@ async fn create_channel(
     .await?;
     telemetry.channel_created(index, &channel.id, channel.expires.as_deref());
     let token = used.borrow_mut().take();
-    let token_expires = match token {
-        Some(token) => tokens.send(ExpiryOf(token)).await.ok().flatten(),
+    let token_expires = match &token {
+        Some(token) => tokens.send(ExpiryOf(token.clone())).await.ok().flatten(),
         None => None,
     };
-    Ok(HeldChannel::new(
-        channel,
-        settings.rollover_margin,
-        token_expires,
-    ))
+    let mut held = HeldChannel::new(channel, settings.rollover_margin, token_expires);
+    held.created_with = token;
+    Ok(held)
 }
 
 /// Whether the service still has the channel: `Some(false)` only for a
@@ -1144,20 +1335,24 @@ impl Handler<SetTopics> for ConnectionActor {
 }
 
 impl Handler<Close> for ConnectionActor {
-    type Result = ();
+    /// Resolves once every socket was closed and read out (frames the
+    /// service sent before it saw our close are ours to keep), or after
+    /// [`CLOSE_WAIT`].
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) -> Self::Result {
         self.closing = true;
         if let Some(scheduled) = self.scheduled.take() {
             ctx.cancel_future(scheduled);
         }
-        if let Some(current) = self.current.take() {
-            for timer in current.timers {
-                ctx.cancel_future(timer);
-            }
-            self.retire(current.socket, ctx);
-        }
+        self.shut_current(ctx);
         self.phase("closed", Some("shutting down".into()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.closed.push(tx);
+        self.answer_closed();
+        Box::pin(async move {
+            let _ = actix_rt::time::timeout(CLOSE_WAIT, rx).await;
+        })
     }
 }
 

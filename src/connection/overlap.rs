@@ -13,7 +13,7 @@
 //! overlap: outside one, no per-event work is done.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -34,9 +34,22 @@ pub struct OverlapSummary {
 pub struct Overlap {
     /// When the current overlap began (None: no overlap, nothing kept).
     since: Option<Instant>,
-    seen: HashSet<u64>,
+    /// Frame hash → the socket that delivered the copy we kept.
+    seen: HashMap<u64, u64>,
     order: VecDeque<(u64, Instant)>,
     duplicates: u64,
+}
+
+/// A frame's identity in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameKey(u64);
+
+impl FrameKey {
+    pub fn of(frame: &[u8]) -> FrameKey {
+        let mut hasher = DefaultHasher::new();
+        frame.hash(&mut hasher);
+        FrameKey(hasher.finish())
+    }
 }
 
 impl Overlap {
@@ -60,18 +73,29 @@ impl Overlap {
         })
     }
 
-    /// Whether `frame` is new (keep it) or a copy already kept. Always new
-    /// outside an overlap.
-    pub fn first_copy(&mut self, frame: &[u8], now: Instant) -> bool {
+    /// Whether the frame is a copy of one another socket delivered and we
+    /// kept (then it is counted and must be dropped). Never outside an
+    /// overlap; never for a repeat on the same socket: that is the
+    /// service's own repeat, not an overlap's copy, and is kept as it
+    /// would be outside one.
+    pub fn is_copy(&mut self, key: FrameKey, socket: u64) -> bool {
         if self.since.is_none() {
-            return true;
-        }
-        let mut hasher = DefaultHasher::new();
-        frame.hash(&mut hasher);
-        let key = hasher.finish();
-        if self.seen.contains(&key) {
-            self.duplicates += 1;
             return false;
+        }
+        match self.seen.get(&key.0) {
+            Some(&kept_from) if kept_from != socket => {
+                self.duplicates += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Remembers a frame that was kept (appended to the buffer): only a
+    /// kept frame may make a later copy redundant.
+    pub fn kept(&mut self, key: FrameKey, socket: u64, now: Instant) {
+        if self.since.is_none() {
+            return;
         }
         while let Some(&(old, at)) = self.order.front() {
             if self.order.len() < MAX_REMEMBERED && now.saturating_duration_since(at) < MAX_AGE {
@@ -80,9 +104,9 @@ impl Overlap {
             self.seen.remove(&old);
             self.order.pop_front();
         }
-        self.seen.insert(key);
-        self.order.push_back((key, now));
-        true
+        if self.seen.insert(key.0, socket).is_none() {
+            self.order.push_back((key.0, now));
+        }
     }
 }
 
@@ -90,20 +114,31 @@ impl Overlap {
 mod tests {
     use super::*;
 
+    /// Offers `frame` from `socket` as the actor does: dropped if a copy,
+    /// else kept (appended) and remembered. Returns whether it was kept.
+    fn offer(overlap: &mut Overlap, frame: &[u8], socket: u64, now: Instant) -> bool {
+        let key = FrameKey::of(frame);
+        if overlap.is_copy(key, socket) {
+            return false;
+        }
+        overlap.kept(key, socket, now);
+        true
+    }
+
     #[test]
-    fn copies_are_dropped_only_during_an_overlap() {
+    fn copies_from_another_socket_are_dropped_only_during_an_overlap() {
         let mut overlap = Overlap::default();
         let now = Instant::now();
-        assert!(overlap.first_copy(b"a", now));
+        assert!(offer(&mut overlap, b"a", 1, now));
         assert!(
-            overlap.first_copy(b"a", now),
+            offer(&mut overlap, b"a", 2, now),
             "no overlap: nothing is dropped"
         );
         overlap.begin(now);
-        assert!(overlap.first_copy(b"a", now));
-        assert!(overlap.first_copy(b"b", now));
-        assert!(!overlap.first_copy(b"a", now));
-        assert!(!overlap.first_copy(b"b", now));
+        assert!(offer(&mut overlap, b"a", 1, now));
+        assert!(offer(&mut overlap, b"b", 2, now));
+        assert!(!offer(&mut overlap, b"a", 2, now));
+        assert!(!offer(&mut overlap, b"b", 1, now));
         let summary = overlap.end(now + Duration::from_secs(2)).unwrap();
         assert_eq!(
             summary,
@@ -112,8 +147,34 @@ mod tests {
                 lasted: Duration::from_secs(2)
             }
         );
-        assert!(overlap.first_copy(b"a", now));
+        assert!(offer(&mut overlap, b"a", 2, now));
         assert_eq!(overlap.end(now), None);
+    }
+
+    #[test]
+    fn a_repeat_on_the_same_socket_is_kept() {
+        let mut overlap = Overlap::default();
+        let now = Instant::now();
+        overlap.begin(now);
+        assert!(offer(&mut overlap, b"a", 1, now));
+        assert!(
+            offer(&mut overlap, b"a", 1, now),
+            "the service's own repeat"
+        );
+        assert!(!offer(&mut overlap, b"a", 2, now));
+    }
+
+    #[test]
+    fn a_copy_whose_first_was_not_kept_is_kept() {
+        // The buffer refused the first copy (full): the second is the
+        // only chance to keep the event.
+        let mut overlap = Overlap::default();
+        let now = Instant::now();
+        overlap.begin(now);
+        let key = FrameKey::of(b"a");
+        assert!(!overlap.is_copy(key, 1));
+        // ...append failed, so `kept` is not called...
+        assert!(offer(&mut overlap, b"a", 2, now));
     }
 
     #[test]
@@ -121,11 +182,14 @@ mod tests {
         let mut overlap = Overlap::default();
         let start = Instant::now();
         overlap.begin(start);
-        assert!(overlap.first_copy(b"old", start));
+        assert!(offer(&mut overlap, b"old", 1, start));
         let later = start + MAX_AGE + Duration::from_secs(1);
-        assert!(overlap.first_copy(b"new", later));
-        assert!(overlap.first_copy(b"old", later), "forgotten after MAX_AGE");
-        assert!(!overlap.first_copy(b"new", later));
+        assert!(offer(&mut overlap, b"new", 1, later));
+        assert!(
+            offer(&mut overlap, b"old", 2, later),
+            "forgotten after MAX_AGE"
+        );
+        assert!(!offer(&mut overlap, b"new", 2, later));
         assert!(overlap.order.len() <= MAX_REMEMBERED);
     }
 }

@@ -49,8 +49,11 @@ impl SilenceClock {
     pub fn check(&mut self, now: Instant, timeout: Duration) -> Verdict {
         let since_tick = now.saturating_duration_since(self.last_tick);
         self.last_tick = now;
-        // A tick more than one period late: the actor was stalled.
-        if since_tick > self.tick * 2 {
+        // A tick more than half a period late: the actor was stalled. A
+        // lower bar than "a whole period" so that a pause shorter than a
+        // tick, added to the silence before it, cannot reach the timeout
+        // unnoticed; later ticks than this are not timer jitter.
+        if since_tick > self.tick + self.tick / 2 {
             self.resumed_at = Some(now);
             return Verdict::Resumed {
                 stalled_for: since_tick - self.tick,
@@ -102,6 +105,21 @@ mod tests {
         // Queued frames are read after the resume.
         clock.frame(t0 + s(41));
         assert_eq!(clock.check(t0 + s(45), TIMEOUT), Verdict::Alive);
+    }
+
+    #[test]
+    fn a_pause_shorter_than_a_tick_is_noticed() {
+        let t0 = Instant::now();
+        let mut clock = SilenceClock::new(TICK, t0);
+        for n in 1..=3 {
+            assert_eq!(clock.check(t0 + s(5 * n), TIMEOUT), Verdict::Alive);
+        }
+        // 15 s of silence, then a 4 s pause: the tick comes at 24 s.
+        assert_eq!(
+            clock.check(t0 + s(24), TIMEOUT),
+            Verdict::Resumed { stalled_for: s(4) }
+        );
+        assert_eq!(clock.check(t0 + s(29), TIMEOUT), Verdict::Alive);
     }
 
     #[test]

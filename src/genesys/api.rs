@@ -167,14 +167,34 @@ pub struct GenesysApi {
     limiter: Arc<RateLimiter>,
 }
 
-/// An HTTP client for Genesys: TLS through the system's OpenSSL, a bound on
-/// every request.
-pub fn http_client(timeout: Duration) -> awc::Client {
-    let connector = awc::Connector::new().timeout(timeout);
+/// An HTTP client for Genesys: TLS through the system's OpenSSL (plus the
+/// CAs of `genesys.ca_file`), every connection through the proxy its
+/// target calls for (a CONNECT tunnel, see [`crate::genesys::proxy`]), a
+/// bound on every request.
+pub fn http_client(settings: HttpClientSettings) -> awc::Client {
+    let HttpClientSettings {
+        timeout,
+        proxies,
+        extra_roots,
+    } = settings;
+    proxies.log();
+    let connector = awc::Connector::new()
+        .connector(crate::genesys::proxy::TunnelConnector::new(
+            proxies, timeout,
+        ))
+        .timeout(timeout);
     let connector = match openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) {
         Ok(mut builder) => {
             // WebSocket upgrades need HTTP/1.1; offering only it keeps ALPN honest.
             let _ = builder.set_alpn_protos(b"\x08http/1.1");
+            for root in extra_roots {
+                let subject = format!("{:?}", root.subject_name());
+                // A CA the system already trusts is refused as a duplicate
+                // by some OpenSSL versions: harmless.
+                if let Err(e) = builder.cert_store_mut().add_cert(root) {
+                    tracing::warn!(ca = %subject, error = %e, "extra CA not added");
+                }
+            }
             connector.openssl(builder.build())
         }
         Err(e) => {
@@ -522,6 +542,16 @@ fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+/// What [`http_client`] is built from (see `GenesysConfig::http_client_settings`).
+pub struct HttpClientSettings {
+    /// Bound on each request, the proxy's CONNECT included.
+    pub timeout: Duration,
+    /// Which connections go through which proxy.
+    pub proxies: crate::genesys::proxy::ProxyRoutes,
+    /// CAs trusted in addition to the system's (`genesys.ca_file`).
+    pub extra_roots: Vec<openssl::x509::X509>,
 }
 
 #[cfg(test)]

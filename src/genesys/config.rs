@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
 use crate::config::ConfigError;
+use crate::genesys::api::HttpClientSettings;
+use crate::genesys::proxy;
+use crate::genesys::proxy::ProxyUrlSetting;
 use crate::genesys::region;
+use crate::secret::Secret;
 
 /// How to reach Genesys Cloud.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -73,6 +77,32 @@ pub struct GenesysConfig {
     /// (`gkb_api_rate_limited_total`).
     #[serde(default = "defaults::api_requests_per_minute")]
     pub api_requests_per_minute: u32,
+    /// HTTP proxy for every connection to Genesys (login, REST and
+    /// WebSocket, each through a `CONNECT` tunnel), e.g.
+    /// `http://proxy.example.com:3128` or `http://user@proxy:3128`.
+    /// Overrides the environment (`https_proxy`/`HTTPS_PROXY`,
+    /// `http_proxy`/`HTTP_PROXY`, `all_proxy`/`ALL_PROXY`, read as curl
+    /// reads them); `""` connects directly whatever the environment says. Only `http://` proxies; the
+    /// port defaults to 1080 (curl's default). A password does not belong
+    /// here: name its environment variable in `proxy_password_env`.
+    #[serde(default)]
+    pub proxy_url: Option<ProxyUrlSetting>,
+    /// Environment variable holding the password of the user named in
+    /// `proxy_url` (sent as `Proxy-Authorization: Basic`, never logged).
+    #[serde(default)]
+    pub proxy_password_env: Option<String>,
+    /// Hosts reached without the proxy, as curl reads `NO_PROXY`: names
+    /// (matching themselves and every host under them; a leading `.` is
+    /// ignored), IP addresses or CIDR networks, each optionally with
+    /// `:port`, separated by commas; `*` alone for every host. Overrides
+    /// the environment's `no_proxy`/`NO_PROXY`; `""` for none.
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    /// PEM file of one or more CA certificates trusted in addition to the
+    /// system's, e.g. the CA of a TLS-inspecting proxy or a private
+    /// gateway. Origins' certificates are still checked.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 mod defaults {
@@ -231,6 +261,7 @@ impl GenesysConfig {
         }
         self.retry_backoff()
             .map_err(|e| ConfigError::invalid("genesys.retry_min_delay_ms", e.to_string()))?;
+        self.validate_network()?;
         if !(1..=3_000).contains(&self.api_requests_per_minute) {
             return Err(ConfigError::invalid(
                 "genesys.api_requests_per_minute",
@@ -245,5 +276,201 @@ impl GenesysConfig {
             Duration::from_millis(self.retry_min_delay_ms),
             Duration::from_millis(self.retry_max_delay_ms),
         )
+    }
+}
+
+/// Proxies and CAs: the keys at the end of [`GenesysConfig`].
+impl GenesysConfig {
+    /// The proxy keys parse and the CA file holds certificates. The
+    /// environment (proxy variables, the proxy password) is checked by
+    /// [`GenesysConfig::http_client_settings`].
+    fn validate_network(&self) -> Result<(), ConfigError> {
+        self.configured_proxy(None)?;
+        if let Some(path) = &self.ca_file {
+            proxy::load_ca_bundle(path)
+                .map_err(|e| ConfigError::invalid("genesys.ca_file", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// `proxy_url` and `no_proxy` as given; with `password` once known.
+    fn configured_proxy(
+        &self,
+        password: Option<Secret>,
+    ) -> Result<proxy::ConfiguredProxy, ConfigError> {
+        const URL_KEY: &str = "genesys.proxy_url";
+        const PASSWORD_KEY: &str = "genesys.proxy_password_env";
+        let proxy = match self.proxy_url.as_ref().map(ProxyUrlSetting::expose) {
+            None => None,
+            Some(text) if text.trim().is_empty() => Some(None),
+            Some(text) => {
+                let parsed = proxy::ParsedProxyUrl::parse(text)
+                    .map_err(|e| ConfigError::invalid(URL_KEY, e.to_string()))?;
+                if parsed.password.is_some() {
+                    return Err(ConfigError::invalid(
+                        URL_KEY,
+                        "a password does not belong in the configuration: give the user in the URL and name the environment variable holding the password in genesys.proxy_password_env (or set HTTPS_PROXY in the environment instead)",
+                    ));
+                }
+                if parsed.user.is_none() && self.proxy_password_env.is_some() {
+                    return Err(ConfigError::invalid(
+                        PASSWORD_KEY,
+                        "set, but genesys.proxy_url names no user (http://user@host:port)",
+                    ));
+                }
+                Some(Some(parsed.into_endpoint(password)))
+            }
+        };
+        if self.proxy_password_env.is_some() && !matches!(proxy, Some(Some(_))) {
+            return Err(ConfigError::invalid(
+                PASSWORD_KEY,
+                "set, but genesys.proxy_url is not",
+            ));
+        }
+        let no_proxy = self
+            .no_proxy
+            .as_deref()
+            .map(proxy::NoProxy::parse)
+            .transpose()
+            .map_err(|e| ConfigError::invalid("genesys.no_proxy", e.to_string()))?;
+        Ok(proxy::ConfiguredProxy { proxy, no_proxy })
+    }
+
+    /// Everything the HTTP client is built from: the configuration with
+    /// the environment (`env`: the process's in production) where it says
+    /// nothing. Errors name the key that would override a bad variable.
+    pub fn http_client_settings(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<HttpClientSettings, ConfigError> {
+        let password = match &self.proxy_password_env {
+            None => None,
+            Some(name) => Some(Secret::new(env(name).ok_or_else(|| {
+                ConfigError::invalid(
+                    "genesys.proxy_password_env",
+                    format!("environment variable {name} is not set"),
+                )
+            })?)),
+        };
+        let configured = self.configured_proxy(password)?;
+        let proxies = proxy::ProxyRoutes::resolve(&configured, env).map_err(|e| {
+            let key = if e.origin.contains("no_proxy") || e.origin.contains("NO_PROXY") {
+                "genesys.no_proxy"
+            } else {
+                "genesys.proxy_url"
+            };
+            ConfigError::invalid(key, format!("{e} (unset, or overridden by {key})"))
+        })?;
+        let extra_roots = match &self.ca_file {
+            Some(path) => proxy::load_ca_bundle(path)
+                .map_err(|e| ConfigError::invalid("genesys.ca_file", e.to_string()))?,
+            None => Vec::new(),
+        };
+        Ok(HttpClientSettings {
+            timeout: Duration::from_secs(self.request_timeout_secs),
+            proxies,
+            extra_roots,
+        })
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    fn config(extra: &str) -> GenesysConfig {
+        toml::from_str(&format!(
+            "region = \"eu-west-1\"\nclient_id = \"abc\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn proxy_keys_are_checked_and_named() {
+        config("proxy_url = \"http://proxy:3128\"\nno_proxy = \"localhost,10.0.0.0/8\"")
+            .validate()
+            .unwrap();
+        let err = config("proxy_url = \"socks5://proxy:1080\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), Some("genesys.proxy_url"), "{err}");
+        let err = config("no_proxy = \"10.0.0.0/40\"").validate().unwrap_err();
+        assert_eq!(err.key(), Some("genesys.no_proxy"), "{err}");
+        let err = config("proxy_url = \"http://u:hunter2@proxy:3128\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), Some("genesys.proxy_url"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = config("proxy_password_env = \"PW\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), Some("genesys.proxy_password_env"), "{err}");
+        let err = config("proxy_url = \"http://proxy:3128\"\nproxy_password_env = \"PW\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), Some("genesys.proxy_password_env"), "{err}");
+    }
+
+    #[test]
+    fn the_proxy_password_comes_from_its_variable() {
+        let cfg = config("proxy_url = \"http://alice@proxy:3128\"\nproxy_password_env = \"PW\"");
+        cfg.validate().unwrap();
+        let err = cfg.http_client_settings(&env(&[])).err().unwrap();
+        assert_eq!(err.key(), Some("genesys.proxy_password_env"), "{err}");
+        let settings = cfg
+            .http_client_settings(&env(&[("PW", "hunter2")]))
+            .unwrap();
+        let proxy = settings
+            .proxies
+            .proxy_for("https", "api.mypurecloud.ie", 443)
+            .unwrap();
+        let credentials = proxy.credentials.as_ref().unwrap();
+        assert_eq!(
+            (credentials.user.as_str(), credentials.password.expose()),
+            ("alice", "hunter2")
+        );
+        let shown = format!("{:?}", cfg);
+        assert!(
+            !shown.contains("alice") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_environment_proxies_name_the_overriding_key() {
+        let cfg = config("");
+        let err = cfg
+            .http_client_settings(&env(&[("HTTPS_PROXY", "https://proxy:443")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.key(), Some("genesys.proxy_url"), "{err}");
+        assert!(err.to_string().contains("HTTPS_PROXY"), "{err}");
+        let err = cfg
+            .http_client_settings(&env(&[("NO_PROXY", "x:y")]))
+            .err()
+            .unwrap();
+        assert_eq!(err.key(), Some("genesys.no_proxy"), "{err}");
+        // The configuration overrides a bad variable.
+        config("proxy_url = \"\"")
+            .http_client_settings(&env(&[("HTTPS_PROXY", "https://proxy:443")]))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let err = config("ca_file = \"/nonexistent/ca.pem\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key(), Some("genesys.ca_file"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }

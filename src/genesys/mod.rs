@@ -1,9 +1,11 @@
 //! Everything about Genesys Cloud itself: regions, topic names, the REST
-//! API and the frames of the notification WebSocket.
+//! API, the frames of the notification WebSocket, and the proxies and CAs
+//! connections to it go through.
 
 pub mod api;
 pub mod config;
 pub mod protocol;
+pub mod proxy;
 pub mod rate_limit;
 pub mod region;
 pub mod topic;

@@ -28,10 +28,21 @@ pub struct GetToken;
 #[rtype(result = "()")]
 pub struct TokenRejected(pub Secret);
 
-/// The service said our tokens were revoked: get a new one now.
+/// The service said a token was revoked (a `token_revoked` notice on a
+/// socket whose channel this token created; `None`: not known): get a new
+/// one now. Every socket of the token gets the notice: those after the
+/// first must not throw away the token granted meanwhile.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TokenRevoked;
+pub struct TokenRevoked(pub Option<Secret>);
+
+/// A channel must be made with a token that outlives this one, which is
+/// still current: grant the next one now instead of at the refresh point
+/// (a refresh margin shorter than the channel's rollover lead). The
+/// current token stays in use until then.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RenewToken(pub Secret);
 
 /// When the token given expires, if the actor still knows it (the current
 /// token, or the one it replaced). A notification channel lives at most as
@@ -196,24 +207,46 @@ impl Handler<ExpiryOf> for TokenActor {
     }
 }
 
+impl TokenActor {
+    /// Stops handing out the current token if it is `token` (any token
+    /// when `None`) and asks for a new one. The dropped token stays known
+    /// to [`ExpiryOf`]: channels made with it still roll over on time.
+    fn drop_current(&mut self, token: Option<&Secret>, ctx: &mut Context<Self>, why: &str) {
+        let matches = self
+            .current
+            .as_ref()
+            .is_some_and(|(t, _)| token.map_or(true, |given| t == given));
+        if matches {
+            tracing::warn!("{why}; requesting a new access token");
+            self.previous = self.current.take();
+            self.request(ctx);
+        }
+    }
+}
+
 impl Handler<TokenRejected> for TokenActor {
     type Result = ();
 
     fn handle(&mut self, TokenRejected(token): TokenRejected, ctx: &mut Context<Self>) {
-        if self.current.as_ref().is_some_and(|(t, _)| *t == token) {
-            tracing::warn!("access token refused by the API; requesting a new one");
-            self.current = None;
-            self.request(ctx);
-        }
+        self.drop_current(Some(&token), ctx, "access token refused by the API");
     }
 }
 
 impl Handler<TokenRevoked> for TokenActor {
     type Result = ();
 
-    fn handle(&mut self, _: TokenRevoked, ctx: &mut Context<Self>) {
-        tracing::warn!("the service revoked our tokens; requesting a new one");
-        self.current = None;
-        self.request(ctx);
+    fn handle(&mut self, TokenRevoked(token): TokenRevoked, ctx: &mut Context<Self>) {
+        self.drop_current(token.as_ref(), ctx, "the service revoked an access token");
+    }
+}
+
+impl Handler<RenewToken> for TokenActor {
+    type Result = ();
+
+    fn handle(&mut self, RenewToken(token): RenewToken, ctx: &mut Context<Self>) {
+        if self.current.as_ref().is_some_and(|(t, _)| *t == token) {
+            tracing::info!("renewing the access token early: a channel must outlive it");
+            self.request(ctx);
+        }
     }
 }

@@ -210,10 +210,32 @@ impl Broker {
     }
 }
 
+/// The simulator's base URLs. Derefs to (and prints as) the API base URL,
+/// which REST, WebSocket and the control API (`/sim/…`) share; login is a
+/// host of its own, as on Genesys Cloud.
+#[derive(Debug, Clone)]
+pub struct SimUrls {
+    pub api: String,
+    pub login: String,
+}
+
+impl std::ops::Deref for SimUrls {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.api
+    }
+}
+
+impl std::fmt::Display for SimUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.api)
+    }
+}
+
 /// The simulator, run as `genesys-kafka-bridge simulate`.
 pub struct Simulator {
     pub proc: Proc,
-    pub url: String,
+    pub url: SimUrls,
 }
 
 impl Simulator {
@@ -230,15 +252,19 @@ impl Simulator {
         let mut child = cmd.spawn().expect("the simulator starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines
-            .next()
-            .expect("the simulator prints its URL")
-            .expect("readable stdout");
-        let url = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the simulator: {first:?}"))
-            .trim()
-            .to_owned();
+        let mut line = |prefix: &str| {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the simulator prints {prefix:?}"))
+                .expect("readable stdout");
+            line.strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected {prefix:?} from the simulator, got {line:?}"))
+                .trim()
+                .to_owned()
+        };
+        let api = line("listening on ");
+        let login = line("login on ");
+        let url = SimUrls { api, login };
         // Keep draining stdout so the simulator never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Simulator {
@@ -317,12 +343,45 @@ pub mod http {
         request("POST", url, Some(body.to_string()))
     }
 
+    /// The CA that `https://` URLs must chain to (set once, by TLS tests).
+    static TRUSTED_CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+    /// Trust `ca_file` (PEM) for `https://` calls from now on.
+    pub fn trust_ca(ca_file: &std::path::Path) {
+        let _ = TRUSTED_CA.set(ca_file.to_owned());
+    }
+
+    trait Stream: Read + Write {}
+    impl<T: Read + Write> Stream for T {}
+
+    fn connect(tls: bool, host: &str) -> std::io::Result<Box<dyn Stream>> {
+        let tcp = TcpStream::connect(host)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(300)))?;
+        if !tls {
+            return Ok(Box::new(tcp));
+        }
+        let ca = TRUSTED_CA
+            .get()
+            .expect("https:// URL: call support::http::trust_ca first");
+        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+            .map_err(std::io::Error::other)?;
+        builder.set_ca_file(ca).map_err(std::io::Error::other)?;
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let stream = builder
+            .build()
+            .connect(name, tcp)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Box::new(stream))
+    }
+
     fn request(method: &str, url: &str, body: Option<String>) -> std::io::Result<Response> {
-        let rest = url.strip_prefix("http://").expect("http:// URL");
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.strip_prefix("http://").expect("http(s):// URL")),
+        };
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
-        let mut stream = TcpStream::connect(host)?;
-        stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+        let mut stream = connect(tls, host)?;
         let body = body.unwrap_or_default();
         write!(
             stream,
@@ -330,7 +389,12 @@ pub mod http {
             body.len()
         )?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
+        if let Err(e) = stream.read_to_end(&mut raw) {
+            // A TLS peer may close without close_notify after a full reply.
+            if raw.is_empty() {
+                return Err(e);
+            }
+        }
         let text = String::from_utf8_lossy(&raw).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = head
@@ -396,14 +460,14 @@ pub const TOPICS: [&str; 3] = [
     "genesys.events",
 ];
 
-/// The bridge configuration the process tests share: both base URLs on
-/// the simulator, queue templates routed to [`TOPICS`], fast retries.
-pub fn bridge_config(sim_url: &str, bootstrap: &str, buffer: &std::path::Path) -> String {
+/// The bridge configuration the process tests share: the simulator's API
+/// and login base URLs, queue templates routed to [`TOPICS`], fast retries.
+pub fn bridge_config(sim: &SimUrls, bootstrap: &str, buffer: &std::path::Path) -> String {
     format!(
         r#"
 [genesys]
-api_base_url = "{sim_url}"
-login_base_url = "{sim_url}"
+api_base_url = "{api}"
+login_base_url = "{login}"
 client_id = "e2e-client"
 client_secret_env = "E2E_CLIENT_SECRET"
 ping_interval_secs = 5
@@ -425,6 +489,8 @@ routes = [
 [buffer]
 path = "{buffer}"
 "#,
+        api = sim.api,
+        login = sim.login,
         buffer = buffer.display()
     )
 }
@@ -432,7 +498,7 @@ path = "{buffer}"
 /// [`bridge_config`] with more `[buffer]` keys (TOML lines, e.g.
 /// `max_bytes = 25165824`): its `[buffer]` section comes last.
 pub fn bridge_config_with_buffer(
-    sim_url: &str,
+    sim_url: &SimUrls,
     bootstrap: &str,
     buffer: &std::path::Path,
     buffer_keys: &str,

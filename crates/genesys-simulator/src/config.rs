@@ -17,10 +17,31 @@ pub(crate) const MAX_RATE: f64 = 1_000_000.0;
 /// `demo-secret`. `SimulatorArgs::default()` yields exactly those defaults.
 #[derive(clap::Args, Clone)]
 pub struct SimulatorArgs {
-    /// Address to listen on. Login (/oauth/token), REST (/api/v2), WebSocket
-    /// (/channels) and the control API (/sim) share it. Port 0 picks a free port.
+    /// Address of the API host: REST (/api/v2), WebSocket (/channels) and
+    /// the control API (/sim). Port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8089")]
     pub listen: String,
+
+    /// Address of the login host (POST /oauth/token), a listener of its own
+    /// as login.<region> is a host of its own: a token request sent to the
+    /// API host gets 404. Default: the --listen host on the next port
+    /// (any free port when --listen has port 0).
+    #[arg(long, value_name = "ADDR")]
+    pub login_listen: Option<String>,
+
+    /// Serve login on the API host too (one port for everything), for
+    /// clients that cannot be given a separate login URL.
+    #[arg(long, conflicts_with = "login_listen")]
+    pub login_on_api_port: bool,
+
+    /// PEM certificate (chain) to serve https:// and wss:// on every
+    /// listener; needs --tls-key. Without it everything is plain http/ws.
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 
     /// OAuth client id accepted by POST /oauth/token.
     #[arg(long, value_name = "ID", default_value = "demo-client")]
@@ -81,9 +102,34 @@ pub struct SimulatorArgs {
 
     /// Whether subscribing (PUT/POST subscriptions, socket "subscribe") moves
     /// the channel's `expires` to now + channel TTL. Unconfirmed for the real
-    /// service; `false` makes channels die at their original expiry.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    /// service, so off: channels die at their original expiry.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
     pub subscribe_extends_channel: bool,
+
+    /// Whether a channel belongs to the token that created it: when that
+    /// token expires or is revoked, the channel's socket gets a
+    /// `v2.system.socket_closing` notice of type `token_revoked`, then the
+    /// channel is gone (socket closed, HEAD 404, subscribe 404).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub channels_follow_token: bool,
+
+    /// REST requests per minute allowed per access token (a sliding
+    /// minute); beyond, 429 with `inin-ratelimit-*` headers. 0 turns the
+    /// limit off.
+    #[arg(long, value_name = "N", default_value_t = 300)]
+    pub rate_limit_per_minute: u32,
+
+    /// Form of the rate limit's 429: `retry-after` (code
+    /// `too.many.requests.retry.after` with a Retry-After header),
+    /// `no-retry-after` (code `too.many.requests`, no header), or
+    /// `alternate` (the two in turn, starting with the one without).
+    #[arg(long, value_name = "FORM", default_value = "alternate", value_parser = ["alternate", "retry-after", "no-retry-after"])]
+    pub rate_limit_429: String,
+
+    /// Seconds between a `v2.system.socket_closing` notice and the service
+    /// closing the socket itself (when the control API does not say).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub socket_closing_grace: f64,
 
     /// Seed of the random generator behind event bodies (ids stay unique).
     #[arg(long, value_name = "N", default_value_t = 42)]
@@ -104,6 +150,10 @@ impl std::fmt::Debug for SimulatorArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let SimulatorArgs {
             listen,
+            login_listen,
+            login_on_api_port,
+            tls_cert,
+            tls_key,
             client_id,
             client_secret: _,
             heartbeat_interval,
@@ -117,12 +167,20 @@ impl std::fmt::Debug for SimulatorArgs {
             public_url,
             bad_credentials_status,
             subscribe_extends_channel,
+            channels_follow_token,
+            rate_limit_per_minute,
+            rate_limit_429,
+            socket_closing_grace,
             seed,
             event_log_limit,
             max_frame_size,
         } = self;
         f.debug_struct("SimulatorArgs")
             .field("listen", listen)
+            .field("login_listen", login_listen)
+            .field("login_on_api_port", login_on_api_port)
+            .field("tls_cert", tls_cert)
+            .field("tls_key", tls_key)
             .field("client_id", client_id)
             .field("client_secret", &"<redacted>")
             .field("heartbeat_interval", heartbeat_interval)
@@ -136,6 +194,10 @@ impl std::fmt::Debug for SimulatorArgs {
             .field("public_url", public_url)
             .field("bad_credentials_status", bad_credentials_status)
             .field("subscribe_extends_channel", subscribe_extends_channel)
+            .field("channels_follow_token", channels_follow_token)
+            .field("rate_limit_per_minute", rate_limit_per_minute)
+            .field("rate_limit_429", rate_limit_429)
+            .field("socket_closing_grace", socket_closing_grace)
             .field("seed", seed)
             .field("event_log_limit", event_log_limit)
             .field("max_frame_size", max_frame_size)
@@ -196,7 +258,43 @@ impl SimulatorArgs {
         if let Some(url) = &self.public_url {
             public_ws_base(url)?;
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("--tls-cert and --tls-key go together".into());
+        }
+        if self.login_on_api_port && self.login_listen.is_some() {
+            return invalid("--login-listen and --login-on-api-port exclude each other".into());
+        }
+        if !matches!(
+            self.rate_limit_429.as_str(),
+            "alternate" | "retry-after" | "no-retry-after"
+        ) {
+            return invalid(
+                "--rate-limit-429 must be alternate, retry-after or no-retry-after".into(),
+            );
+        }
+        if !(0.0..=MAX_SECS as f64).contains(&self.socket_closing_grace) {
+            return invalid(format!(
+                "--socket-closing-grace must be between 0 and {MAX_SECS} seconds"
+            ));
+        }
         Ok(())
+    }
+
+    /// Where login listens, `None` with --login-on-api-port.
+    pub(crate) fn login_address(&self) -> Option<String> {
+        if self.login_on_api_port {
+            return None;
+        }
+        if let Some(addr) = &self.login_listen {
+            return Some(addr.clone());
+        }
+        // `host:port`, `[v6]:port`: the port follows the last colon.
+        let (host, port) = self.listen.rsplit_once(':')?;
+        let port = match port.parse::<u16>() {
+            Ok(0) | Err(_) => 0,
+            Ok(p) => p.checked_add(1).unwrap_or(0),
+        };
+        Some(format!("{host}:{port}"))
     }
 
     pub(crate) fn heartbeat(&self) -> Duration {
@@ -241,7 +339,11 @@ mod tests {
         assert_eq!(args.channel_ttl, 86400);
         assert_eq!((args.queues, args.users), (60, 20));
         assert_eq!((args.max_channels, args.max_topics_per_channel), (20, 1000));
-        assert!(args.subscribe_extends_channel);
+        assert!(!args.subscribe_extends_channel);
+        assert!(args.channels_follow_token);
+        assert_eq!(args.rate_limit_per_minute, 300);
+        assert_eq!(args.socket_closing_grace, 60.0);
+        assert!(!args.login_on_api_port && args.tls_cert.is_none());
         args.validate().unwrap();
     }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::{MAX_RATE, MAX_SECS};
+use super::directory::{DirectoryError, MAX_ENTRIES};
 use super::errors::ApiError;
 use super::events;
 use super::faults::FaultPatch;
@@ -315,14 +316,15 @@ pub(crate) async fn socket_closing(
             )))
         }
         Some(s) => Some(Duration::from_secs_f64(s)),
-        None => None,
+        // The service closes the socket itself about a minute later.
+        None => Some(state.settings.socket_closing_grace),
     };
     let sockets = state.sockets(request.channel_id.as_deref());
     for (channel_id, socket) in &sockets {
         let mut body = json!({
             "channelId": channel_id.as_ref(),
             "message": request.message.as_deref().unwrap_or("WebSocket is closing for maintenance; connect a new socket"),
-            "organizationId": state.directory.organization_id,
+            "organizationId": state.directory().organization_id,
             "oauthClientId": state.settings.client_id,
         });
         if let Some(t) = &request.system_topic_type {
@@ -368,4 +370,63 @@ pub(crate) async fn expire_channels(
 pub(crate) async fn stop_generator(state: web::Data<SimState>) -> HttpResponse {
     let n = generator::stop_jobs(&state);
     HttpResponse::Ok().json(json!({"stopped": n}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddEntriesRequest {
+    count: usize,
+}
+
+/// Most entries one `POST /sim/directory/…` call adds.
+const MAX_ADD: usize = 10_000;
+
+fn directory_error(kind: &str, id: &str, e: DirectoryError) -> ApiError {
+    match e {
+        DirectoryError::Full => ApiError::bad_request(format!(
+            "At most {MAX_ENTRIES} {kind} can ever be created in one run"
+        )),
+        DirectoryError::NotFound => ApiError::not_found(format!("No {kind} with id {id}")),
+    }
+}
+
+/// `POST /sim/directory/queues|users` `{"count":N}` → `{"ids":[…]}`.
+pub(crate) async fn add_entries(
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let request: AddEntriesRequest = parse_json(&body)?;
+    if !(1..=MAX_ADD).contains(&request.count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be between 1 and {MAX_ADD}"
+        )));
+    }
+    let mut directory = state.directory_mut();
+    let ids = match path.as_str() {
+        "queues" => directory.add_queues(request.count),
+        "users" => directory.add_users(request.count),
+        other => return Err(ApiError::not_found(format!("No directory of {other}"))),
+    }
+    .map_err(|e| directory_error(&path, "", e))?;
+    tracing::info!(kind = %path, added = ids.len(), "directory entries added");
+    Ok(HttpResponse::Ok().json(json!({ "ids": ids })))
+}
+
+/// `DELETE /sim/directory/queues|users/{id}` → `{"removed":id}`. The
+/// entry's topics get no more events; subscriptions to them stay.
+pub(crate) async fn remove_entry(
+    path: web::Path<(String, String)>,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let (kind, id) = path.into_inner();
+    let mut directory = state.directory_mut();
+    match kind.as_str() {
+        "queues" => directory.remove_queue(&id),
+        "users" => directory.remove_user(&id),
+        other => return Err(ApiError::not_found(format!("No directory of {other}"))),
+    }
+    .map_err(|e| directory_error(&kind, &id, e))?;
+    tracing::info!(kind, id, "directory entry removed");
+    Ok(HttpResponse::Ok().json(json!({ "removed": id })))
 }

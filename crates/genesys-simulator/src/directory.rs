@@ -1,6 +1,11 @@
 //! The simulated organisation: routing queues, users (agents) and presence
 //! definitions, with stable ids and realistic names, plus the paged REST
 //! listings clients use to expand "all queues" / "all users" into topics.
+//!
+//! Queues and users can be added and removed at run time (control API).
+//! A removed entry stays in its vector as a tombstone: indexes held
+//! elsewhere (queue members) stay valid, and the n-th entry ever created
+//! keeps its stable id, so two runs making the same calls see the same ids.
 
 use std::collections::HashMap;
 
@@ -19,6 +24,10 @@ const NS_QUEUE: u64 = 0x51;
 const NS_USER: u64 = 0x52;
 const NS_PRESENCE: u64 = 0x53;
 const NS_ORG: u64 = 0x54;
+
+/// Most queues (and, separately, users) ever created in one run, removed
+/// ones included: bounds the memory the control API can make us use.
+pub(crate) const MAX_ENTRIES: usize = 200_000;
 
 /// Genesys' maximum `pageSize` for these listings.
 const MAX_PAGE_SIZE: usize = 500;
@@ -69,9 +78,11 @@ pub(crate) struct Queue {
     pub id: String,
     pub name: String,
     pub media: Media,
-    /// Indexes into `Directory::users`.
+    /// Indexes into `Directory::users` (removed users are skipped by readers).
     pub members: Vec<usize>,
     pub created_ms: u64,
+    /// Removed through the control API: not listed, not subscribable, no events.
+    pub removed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +92,8 @@ pub(crate) struct User {
     pub email: String,
     pub department: &'static str,
     pub title: &'static str,
+    /// Removed through the control API: not listed, not subscribable, no events.
+    pub removed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -182,57 +195,76 @@ const SYSTEM_PRESENCES: &[&str] = &[
     "Idle",
 ];
 
+/// The n-th user ever created (stable id and name).
+fn make_user(i: usize) -> User {
+    let first = FIRST_NAMES[i % FIRST_NAMES.len()];
+    // (row + column) walks every first/last pair once per 300 users.
+    let last = LAST_NAMES[(i / FIRST_NAMES.len() + i % FIRST_NAMES.len()) % LAST_NAMES.len()];
+    // Beyond 300 users names repeat; a number keeps them unique.
+    let round = i / (FIRST_NAMES.len() * LAST_NAMES.len());
+    let name = if round == 0 {
+        format!("{first} {last}")
+    } else {
+        format!("{first} {last} {}", round + 1)
+    };
+    let email = format!("{}@example.com", email_local_part(&name));
+    User {
+        id: stable_uuid(NS_USER, i as u64).to_string(),
+        name,
+        email,
+        department: DEPARTMENTS[i % DEPARTMENTS.len()],
+        title: TITLES[if i % 10 == 9 { 2 } else { i % 2 }],
+        removed: false,
+    }
+}
+
+/// The n-th queue ever created (stable id and name); `members` chosen by
+/// the caller.
+fn make_queue(i: usize, members: Vec<usize>) -> Queue {
+    let combos = QUEUE_BASES.len() * QUEUE_MEDIA.len();
+    let base = QUEUE_BASES[(i / QUEUE_MEDIA.len()) % QUEUE_BASES.len()];
+    let (media, suffix) = QUEUE_MEDIA[i % QUEUE_MEDIA.len()];
+    let round = i / combos;
+    let name = if round == 0 {
+        format!("{base}{suffix}")
+    } else {
+        format!("{base}{suffix} {}", round + 1)
+    };
+    Queue {
+        id: stable_uuid(NS_QUEUE, i as u64).to_string(),
+        name,
+        media,
+        members,
+        // 2024-01-15T09:30:00Z plus a day per queue.
+        created_ms: 1_705_311_000_000 + i as u64 * 86_400_000,
+        removed: false,
+    }
+}
+
+/// Up to five agents for queue `i`, spread over `candidates` (user indexes).
+fn pick_members(i: usize, candidates: &[usize]) -> Vec<usize> {
+    let n = candidates.len();
+    let mut members: Vec<usize> = (0..n.min(5)).map(|j| candidates[(i * 3 + j) % n]).collect();
+    members.sort_unstable();
+    members.dedup();
+    members
+}
+
+/// A directory change the control API asked for and that cannot be made.
+#[derive(Debug)]
+pub(crate) enum DirectoryError {
+    /// The kind's [`MAX_ENTRIES`] would be exceeded.
+    Full,
+    /// No live entry with that id.
+    NotFound,
+}
+
 impl Directory {
     pub fn new(queue_count: usize, user_count: usize) -> Self {
-        let users: Vec<User> = (0..user_count)
-            .map(|i| {
-                let first = FIRST_NAMES[i % FIRST_NAMES.len()];
-                // (row + column) walks every first/last pair once per 300 users.
-                let last =
-                    LAST_NAMES[(i / FIRST_NAMES.len() + i % FIRST_NAMES.len()) % LAST_NAMES.len()];
-                // Beyond 300 users names repeat; a number keeps them unique.
-                let round = i / (FIRST_NAMES.len() * LAST_NAMES.len());
-                let name = if round == 0 {
-                    format!("{first} {last}")
-                } else {
-                    format!("{first} {last} {}", round + 1)
-                };
-                let email = format!("{}@example.com", email_local_part(&name));
-                User {
-                    id: stable_uuid(NS_USER, i as u64).to_string(),
-                    name,
-                    email,
-                    department: DEPARTMENTS[i % DEPARTMENTS.len()],
-                    title: TITLES[if i % 10 == 9 { 2 } else { i % 2 }],
-                }
-            })
-            .collect();
-
+        let users: Vec<User> = (0..user_count).map(make_user).collect();
+        let everyone: Vec<usize> = (0..user_count).collect();
         let queues: Vec<Queue> = (0..queue_count)
-            .map(|i| {
-                let combos = QUEUE_BASES.len() * QUEUE_MEDIA.len();
-                let base = QUEUE_BASES[(i / QUEUE_MEDIA.len()) % QUEUE_BASES.len()];
-                let (media, suffix) = QUEUE_MEDIA[i % QUEUE_MEDIA.len()];
-                let round = i / combos;
-                let name = if round == 0 {
-                    format!("{base}{suffix}")
-                } else {
-                    format!("{base}{suffix} {}", round + 1)
-                };
-                // Up to five agents per queue, spread over the users.
-                let mut members: Vec<usize> = (0..user_count.min(5))
-                    .map(|j| (i * 3 + j) % user_count)
-                    .collect();
-                members.dedup();
-                Queue {
-                    id: stable_uuid(NS_QUEUE, i as u64).to_string(),
-                    name,
-                    media,
-                    members,
-                    // 2024-01-15T09:30:00Z plus a day per queue.
-                    created_ms: 1_705_311_000_000 + i as u64 * 86_400_000,
-                }
-            })
+            .map(|i| make_queue(i, pick_members(i, &everyone)))
             .collect();
 
         let presences = SYSTEM_PRESENCES
@@ -263,12 +295,129 @@ impl Directory {
         }
     }
 
+    /// A queue that exists (not removed).
     pub fn queue(&self, id: &str) -> Option<&Queue> {
-        self.queue_index.get(id).map(|&i| &self.queues[i])
+        self.queue_index
+            .get(id)
+            .map(|&i| &self.queues[i])
+            .filter(|q| !q.removed)
     }
 
+    /// A user that exists (not removed).
     pub fn user(&self, id: &str) -> Option<&User> {
-        self.user_index.get(id).map(|&i| &self.users[i])
+        self.user_index
+            .get(id)
+            .map(|&i| &self.users[i])
+            .filter(|u| !u.removed)
+    }
+
+    /// Whether `id` names a queue or user that was removed: its topics get
+    /// no more events (an unknown id, e.g. in a `/sim/generate` topic, does).
+    pub fn is_removed(&self, id: &str) -> bool {
+        let queue = self.queue_index.get(id).map(|&i| self.queues[i].removed);
+        let user = self.user_index.get(id).map(|&i| self.users[i].removed);
+        queue.or(user).unwrap_or(false)
+    }
+
+    pub fn live_queues(&self) -> impl Iterator<Item = &Queue> {
+        self.queues.iter().filter(|q| !q.removed)
+    }
+
+    pub fn live_users(&self) -> impl Iterator<Item = &User> {
+        self.users.iter().filter(|u| !u.removed)
+    }
+
+    /// The queue's members that still exist.
+    pub fn members<'a>(&'a self, queue: &'a Queue) -> impl Iterator<Item = &'a User> + 'a {
+        queue
+            .members
+            .iter()
+            .map(|&i| &self.users[i])
+            .filter(|u| !u.removed)
+    }
+
+    /// A random live queue (`None` when there is none). Bounded: a few
+    /// random draws, then the first live queue after the last draw.
+    pub fn random_queue(&self, rng: &mut impl rand::Rng) -> Option<&Queue> {
+        if self.queues.is_empty() {
+            return None;
+        }
+        let mut start = 0;
+        for _ in 0..8 {
+            start = rng.gen_range(0..self.queues.len());
+            if !self.queues[start].removed {
+                return Some(&self.queues[start]);
+            }
+        }
+        self.live_from(start)
+    }
+
+    /// The first live queue at or after index `start` (wrapping around).
+    pub fn live_from(&self, start: usize) -> Option<&Queue> {
+        let n = self.queues.len();
+        (0..n)
+            .map(|k| &self.queues[(start + k) % n])
+            .find(|q| !q.removed)
+    }
+
+    /// Creates `count` queues with fresh stable ids, each with up to five
+    /// existing users as members; returns their ids.
+    pub fn add_queues(&mut self, count: usize) -> Result<Vec<String>, DirectoryError> {
+        if self.queues.len() + count > MAX_ENTRIES {
+            return Err(DirectoryError::Full);
+        }
+        let live_users: Vec<usize> = (0..self.users.len())
+            .filter(|&i| !self.users[i].removed)
+            .collect();
+        let first = self.queues.len();
+        let ids = (first..first + count)
+            .map(|i| {
+                let queue = make_queue(i, pick_members(i, &live_users));
+                let id = queue.id.clone();
+                self.queue_index.insert(id.clone(), i);
+                self.queues.push(queue);
+                id
+            })
+            .collect();
+        Ok(ids)
+    }
+
+    /// Creates `count` users with fresh stable ids; returns their ids.
+    pub fn add_users(&mut self, count: usize) -> Result<Vec<String>, DirectoryError> {
+        if self.users.len() + count > MAX_ENTRIES {
+            return Err(DirectoryError::Full);
+        }
+        let first = self.users.len();
+        let ids = (first..first + count)
+            .map(|i| {
+                let user = make_user(i);
+                let id = user.id.clone();
+                self.user_index.insert(id.clone(), i);
+                self.users.push(user);
+                id
+            })
+            .collect();
+        Ok(ids)
+    }
+
+    pub fn remove_queue(&mut self, id: &str) -> Result<(), DirectoryError> {
+        match self.queue_index.get(id).map(|&i| &mut self.queues[i]) {
+            Some(q) if !q.removed => {
+                q.removed = true;
+                Ok(())
+            }
+            _ => Err(DirectoryError::NotFound),
+        }
+    }
+
+    pub fn remove_user(&mut self, id: &str) -> Result<(), DirectoryError> {
+        match self.user_index.get(id).map(|&i| &mut self.users[i]) {
+            Some(u) if !u.removed => {
+                u.removed = true;
+                Ok(())
+            }
+            _ => Err(DirectoryError::NotFound),
+        }
     }
 
     fn division_ref(&self) -> Value {
@@ -283,6 +432,7 @@ impl Directory {
     /// SDK's `Queue` model knows; enum values from its allowed lists).
     pub fn queue_json(&self, q: &Queue) -> Value {
         let created = rfc3339_ms(q.created_ms);
+        let members = self.members(q).count();
         json!({
             "id": q.id,
             "name": q.name,
@@ -292,9 +442,9 @@ impl Directory {
             "dateModified": created,
             "modifiedBy": self.users.first().map_or("", |u| u.id.as_str()),
             "createdBy": self.users.first().map_or("", |u| u.id.as_str()),
-            "memberCount": q.members.len(),
-            "userMemberCount": q.members.len(),
-            "joinedMemberCount": q.members.len(),
+            "memberCount": members,
+            "userMemberCount": members,
+            "joinedMemberCount": members,
             "acwSettings": {"wrapupPrompt": "MANDATORY_TIMEOUT", "timeoutMs": 30000},
             "skillEvaluationMethod": "BEST",
             "scoringMethod": "TimestampAndPriority",
@@ -402,11 +552,10 @@ pub(crate) async fn list_queues(
     state: web::Data<SimState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let dir = &state.directory;
+    let dir = state.directory();
     let params = query_params(req.query_string());
     let items = dir
-        .queues
-        .iter()
+        .live_queues()
         .filter(|q| name_matches(params.get("name"), &q.name))
         .map(|q| dir.queue_json(q))
         .collect();
@@ -420,11 +569,11 @@ pub(crate) async fn get_queue(
     state: web::Data<SimState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let q = state
-        .directory
+    let dir = state.directory();
+    let q = dir
         .queue(&path)
         .ok_or_else(|| ApiError::not_found(format!("Queue {} not found", path.as_str())))?;
-    Ok(HttpResponse::Ok().json(state.directory.queue_json(q)))
+    Ok(HttpResponse::Ok().json(dir.queue_json(q)))
 }
 
 /// `GET /api/v2/users?pageSize=&pageNumber=`
@@ -433,8 +582,8 @@ pub(crate) async fn list_users(
     state: web::Data<SimState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let dir = &state.directory;
-    let items = dir.users.iter().map(|u| dir.user_json(u)).collect();
+    let dir = state.directory();
+    let items = dir.live_users().map(|u| dir.user_json(u)).collect();
     Ok(HttpResponse::Ok().json(page(&req, "/api/v2/users", items)?))
 }
 
@@ -445,11 +594,11 @@ pub(crate) async fn get_user(
     state: web::Data<SimState>,
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
-    let u = state
-        .directory
+    let dir = state.directory();
+    let u = dir
         .user(&path)
         .ok_or_else(|| ApiError::not_found(format!("User {} not found", path.as_str())))?;
-    Ok(HttpResponse::Ok().json(state.directory.user_json(u)))
+    Ok(HttpResponse::Ok().json(dir.user_json(u)))
 }
 
 #[cfg(test)]
@@ -486,6 +635,35 @@ mod tests {
         assert!(a.queue(&a.queues[3].id).is_some());
         assert!(a.user(&a.users[3].id).is_some());
         assert!(a.queues.iter().all(|q| !q.members.is_empty()));
+    }
+
+    #[test]
+    fn entries_are_added_with_fresh_stable_ids_and_removed_as_tombstones() {
+        let mut a = Directory::new(2, 3);
+        let added = a.add_queues(2).unwrap();
+        assert_eq!(added, [a.queues[2].id.clone(), a.queues[3].id.clone()]);
+        assert_eq!(added[0], Directory::new(3, 3).queues[2].id, "stable ids");
+        assert!(a.members(&a.queues[3]).count() > 0);
+        let users = a.add_users(1).unwrap();
+        assert!(a.user(&users[0]).is_some());
+
+        let gone = a.queues[0].id.clone();
+        a.remove_queue(&gone).unwrap();
+        assert!(a.queue(&gone).is_none() && a.is_removed(&gone));
+        assert!(matches!(
+            a.remove_queue(&gone),
+            Err(DirectoryError::NotFound)
+        ));
+        assert_eq!(a.live_queues().count(), 3);
+        let member = a.queues[1].members[0];
+        let member_id = a.users[member].id.clone();
+        a.remove_user(&member_id).unwrap();
+        assert!(a.members(&a.queues[1]).all(|u| u.id != member_id));
+        assert!(!a.is_removed("3b2f6a52-8c3e-4d0e-9a55-2b7c1e0d4f11"));
+        assert!(matches!(
+            a.add_users(MAX_ENTRIES),
+            Err(DirectoryError::Full)
+        ));
     }
 
     #[test]

@@ -68,6 +68,29 @@ impl ApiError {
         )
     }
 
+    /// The per-token rate limit's 429: with `Retry-After` (code
+    /// `too.many.requests.retry.after`) or without (`too.many.requests`).
+    pub fn rate_limited(retry_after: Option<u64>, limit: u32) -> Self {
+        match retry_after {
+            Some(secs) => {
+                let mut err = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too.many.requests.retry.after",
+                    format!(
+                        "Rate limit exceeded the maximum. Retry the request in [{secs}] seconds"
+                    ),
+                );
+                err.retry_after = Some(secs);
+                err
+            }
+            None => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too.many.requests",
+                format!("Rate limit exceeded the maximum [{limit}] requests within [60] seconds"),
+            ),
+        }
+    }
+
     /// The error an injected fault status produces, with the code Genesys
     /// uses for it. `retry_after` only matters for 429 and 503.
     pub fn injected(status: u16, retry_after: u64) -> Self {

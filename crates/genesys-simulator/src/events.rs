@@ -52,14 +52,14 @@ pub(crate) fn body(topic: &Topic, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> 
         Topic::UserAggregates { user_id } => user_aggregates(user_id, ctx, rng),
         Topic::QueueConversations { queue_id } => {
             let queue = ctx.directory.queue(queue_id);
-            let agent = queue
-                .and_then(|q| q.members.choose(rng))
-                .map(|&i| &ctx.directory.users[i]);
+            let members: Vec<&User> =
+                queue.map_or_else(Vec::new, |q| ctx.directory.members(q).collect());
+            let agent = members.choose(rng).copied();
             conversation(queue_id, queue, agent, ctx, rng)
         }
         Topic::UserConversations { user_id } => {
             let agent = ctx.directory.user(user_id);
-            let queue = ctx.directory.queues.choose(rng);
+            let queue = ctx.directory.random_queue(rng);
             let queue_id = queue.map_or_else(|| uuid_from(rng).to_string(), |q| q.id.clone());
             conversation(&queue_id, queue, agent, ctx, rng)
         }
@@ -240,7 +240,7 @@ fn presence(ctx: &BodyContext<'_>, rng: &mut impl Rng) -> Value {
 }
 
 fn agent_state(user_id: &str, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> Value {
-    let queue = ctx.directory.queues.choose(rng);
+    let queue = ctx.directory.random_queue(rng);
     let state = ["ALERT", "INTERACT", "HOLD", "WRAPUP", "TERMINATED"].choose(rng);
     let session_start = ctx.now_ms - rng.gen_range(0..1_800_000);
     let mut body = json!({
@@ -416,10 +416,14 @@ impl<'a> ConversationFacts<'a> {
     fn of(conversation_id: &str, directory: &'a Directory) -> Self {
         let seed = hash_str(conversation_id);
         let queue = (!directory.queues.is_empty())
-            .then(|| &directory.queues[(seed % directory.queues.len() as u64) as usize]);
-        let agent = queue
-            .and_then(|q| q.members.get((seed / 7) as usize % q.members.len().max(1)))
-            .map(|&i| &directory.users[i]);
+            .then(|| directory.live_from((seed % directory.queues.len() as u64) as usize))
+            .flatten();
+        let agent = queue.and_then(|q| {
+            let members: Vec<&User> = directory.members(q).collect();
+            members
+                .get((seed / 7) as usize % members.len().max(1))
+                .copied()
+        });
         ConversationFacts {
             queue,
             agent,

@@ -105,6 +105,7 @@ fn emit_chunk(
     let limit = state.settings.event_log_limit;
     let mut guard = state.lock();
     let inner = &mut *guard;
+    let directory = state.directory();
 
     // topic → its subscribers (and their sockets), for live channels.
     let mut subscribers: BTreeMap<Arc<str>, Vec<Subscriber>> = BTreeMap::new();
@@ -126,13 +127,15 @@ fn emit_chunk(
     .into_iter()
     // Subscribed topics passed the same check; given ones were validated.
     .filter_map(|name| Topic::parse(&name).ok().map(|t| (name, t)))
+    // A removed queue or user gets no more events (its subscriptions stay).
+    .filter(|(_, topic)| !directory.is_removed(topic.id()))
     .collect();
     if topics.is_empty() {
         return Err(NoTopics);
     }
 
     let ctx = BodyContext {
-        directory: &state.directory,
+        directory: &directory,
         now_ms,
         observation_conversations: opts.observation_conversations,
     };

@@ -9,11 +9,22 @@
 //! `genesys-notifications.md` (the field reference); where the real service
 //! is not known, the behaviour is a flag or an injectable fault.
 //!
-//! Everything is served on one port (`--listen`, default `127.0.0.1:8089`):
-//! point both the API base URL and the login base URL of a client at
-//! `http://127.0.0.1:8089`. (The official SDKs derive the login URL by
-//! replacing `//api.` with `//login.` in the API URL; a URL without `api.`
-//! is used unchanged, which is what makes one port work.)
+//! Where the real service is uncertain, the simulator takes the harsher
+//! choice by default (a kinder test double flatters every client tested
+//! against it); each such behaviour has an option to tune or turn it off.
+//!
+//! Two listeners, as login and API are two hosts on Genesys Cloud: the API
+//! host (`--listen`, default `127.0.0.1:8089`: REST, WebSocket, control
+//! API) and the login host (`--login-listen`, default the next port:
+//! `POST /oauth/token` only; on the API host it is a 404).
+//! `--login-on-api-port` serves login on the API host too, for clients
+//! that derive the login URL from the API URL (the official SDKs replace
+//! `//api.` with `//login.`, which leaves a loopback URL unchanged).
+//! `simulate` prints `listening on <API URL>` then `login on <login URL>`.
+//!
+//! With `--tls-cert`/`--tls-key` (PEM) every listener serves https and the
+//! connectUris are `wss://`; [`TestCa`] makes a throwaway CA and a server
+//! certificate for 127.0.0.1/localhost (clients trust the CA certificate).
 //!
 //! # Genesys Cloud API
 //!
@@ -25,6 +36,19 @@
 //!   `{"error":"invalid_client","description","error_description"}`; another
 //!   grant → 400 `unsupported_grant_type`. Tokens expire after `--token-ttl`;
 //!   at most 100,000 are valid at once (beyond, the oldest is revoked).
+//! * Rate limit: at most `--rate-limit-per-minute` (default 300, 0 = off)
+//!   `/api/v2` calls per token in any sliding minute; beyond, 429 in the two
+//!   forms Genesys uses: `too.many.requests` without `Retry-After`, and
+//!   `too.many.requests.retry.after` with one (`--rate-limit-429
+//!   alternate|retry-after|no-retry-after`, default alternate, starting
+//!   without). Counted calls carry `inin-ratelimit-allowed`,
+//!   `inin-ratelimit-count` and `inin-ratelimit-reset` headers.
+//! * A channel belongs to the token that created it
+//!   (`--channels-follow-token`, default true): when that token expires or
+//!   is revoked, its socket gets `v2.system.token_revoked`
+//!   (`{"channelId","systemTopicType":"token_revoked","message",…}`), then
+//!   the channel is gone: socket closed (1000), HEAD 404, socket subscribe
+//!   `{"result":"404"}`, new sockets refused.
 //! * Every `/api/v2` call needs `Authorization: Bearer <token>`; missing →
 //!   401 `authentication.required`, unknown/expired → 401 `bad.credentials`.
 //!   Errors are `{"message","code","status","contextId","details","errors"}`;
@@ -52,9 +76,12 @@
 //!   other topics are `Rejected`. Without `ignoreErrors`, one rejection makes
 //!   the request 403 (`missing.permissions`, rejected topics in `details`)
 //!   and nothing changes. Unknown or expired channel → 404.
-//!   Subscribing (PUT/POST, or the socket `subscribe` message) keeps the
-//!   channel alive: `expires` moves to now + `--channel-ttl` (turn off with
-//!   `--subscribe-extends-channel false`). Channels expire after
+//!   A combined topic, `v2.users.<id>?presence&routingStatus` (at most 200
+//!   characters), stands for its expanded names (`v2.users.<id>.presence`,
+//!   `v2.users.<id>.routingStatus`): the channel lists and gets events under
+//!   those. Subscribing does not move `expires` (unconfirmed for the real
+//!   service; `--subscribe-extends-channel true` moves it to now +
+//!   `--channel-ttl`). Channels expire after
 //!   `--channel-ttl`; their socket is then closed (1000 "channel expired").
 //! * `GET /api/v2/routing/queues?pageSize=&pageNumber=&name=` and
 //!   `GET /api/v2/users?pageSize=&pageNumber=`: paged
@@ -127,7 +154,9 @@
 //!   entries forgotten so far (non-zero: the oldest events are gone).
 //! * `GET /sim/state` → channels (`id`, `client_id`, `expires`, `topics_count`,
 //!   `topics`, `connected`, `sockets_opened`), `tokens_issued`,
-//!   `tokens_active`, `channels_created|expired|evicted`, `sockets_opened`,
+//!   `tokens_active`, `channels_created|expired|evicted`,
+//!   `channels_ended_with_token`, `rate_limited_with_retry_after`,
+//!   `rate_limited_without_retry_after`, `sockets_opened`,
 //!   `events_generated`, `events_delivered` / `events_dropped` (per
 //!   receiving channel), `last_seq`, `generator_running`, `faults`.
 //! * `POST /sim/stop-generator` → `{"stopped":n}` (background jobs).
@@ -158,10 +187,18 @@
 //!   `organizationId`, `oauthClientId`, plus `systemTopicType`
 //!   (`no_longer_subscribed|subscription_changed|token_revoked`) and
 //!   `reason` (`another_channel_subscribed|user_tokens_revoked`) when given;
-//!   other values are a 400) to the open sockets, and closes them (1001) after
-//!   `close_after_secs` if given → `{"notified":n}`.
+//!   other values are a 400) to the open sockets, and closes them (1001)
+//!   `close_after_secs` later (default `--socket-closing-grace`, 60 s, as
+//!   the service does) → `{"notified":n}`.
 //! * `POST /sim/faults/expire-tokens` → `{"revoked":n}`: all tokens become
-//!   invalid (the next REST call gets 401).
+//!   invalid (the next REST call gets 401), and their channels end (see
+//!   `--channels-follow-token`).
+//! * `POST /sim/directory/queues` (or `/users`) `{"count":N}` (1..=10,000)
+//!   → `{"ids":[…]}`: new entries with fresh stable ids, listed by the REST
+//!   listings at once. `DELETE /sim/directory/queues/{id}` (or
+//!   `/users/{id}`) → `{"removed":id}` (404 when unknown or already
+//!   removed): the entry leaves the listings, new subscriptions to it are
+//!   rejected, and its topics get no more events.
 //! * `POST /sim/faults/expire-channels` `{"channel_id"?}` → `{"expired":n}`:
 //!   channels end now, as on expiry.
 //!
@@ -182,6 +219,7 @@ mod oauth;
 mod request;
 mod socket;
 mod state;
+mod tls;
 mod topics;
 
 use std::io::{self, Write as _};
@@ -192,6 +230,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 pub use config::SimulatorArgs;
+pub use tls::{TestCa, TestCaFiles};
 
 use errors::ApiError;
 use state::SimState;
@@ -201,10 +240,15 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// A simulator serving in the current actix system.
 pub struct RunningSimulator {
-    /// `http://127.0.0.1:43123`: API and login base URL, no trailing slash.
+    /// `http://127.0.0.1:43123` (`https://` with TLS): the API base URL
+    /// (REST, WebSocket, control API), no trailing slash.
     pub base_url: String,
+    /// The login base URL (`POST {login_url}/oauth/token`): a listener of
+    /// its own, or `base_url` with `--login-on-api-port`.
+    pub login_url: String,
     pub server: ServerHandle,
-    /// The bound address (port 0 resolved).
+    login_server: Option<ServerHandle>,
+    /// The bound address of the API listener (port 0 resolved).
     pub local_addr: SocketAddr,
     state: web::Data<SimState>,
     task: actix_web::rt::task::JoinHandle<io::Result<()>>,
@@ -217,24 +261,32 @@ impl RunningSimulator {
     }
 
     /// Stops generators, closes every socket (1001 "server shutting down")
-    /// and stops the server gracefully.
+    /// and stops the servers gracefully.
     pub async fn stop(self) {
         self.state.begin_shutdown();
         generator::stop_jobs(&self.state);
         self.state.close_all_sockets();
+        if let Some(login) = &self.login_server {
+            login.stop(true).await;
+        }
         self.server.stop(true).await;
         let _ = self.task.await;
     }
 }
 
-/// Binds and starts serving; must be called inside an actix System
-/// (actix_rt). Returns once bound.
-pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
-    args.validate()?;
-    let listener = std::net::TcpListener::bind(&args.listen)?;
-    let local_addr = listener.local_addr()?;
-    // 0.0.0.0 / :: cannot be connected to: advertise loopback instead.
-    let advertised = match local_addr.ip() {
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// REST, WebSocket and control API; login too when `with_login`.
+    Api { with_login: bool },
+    /// `POST /oauth/token` only.
+    Login,
+}
+
+/// The address clients connect to: 0.0.0.0 / :: cannot be connected to,
+/// so loopback is advertised instead.
+fn advertised(local_addr: SocketAddr) -> SocketAddr {
+    match local_addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local_addr.port())
         }
@@ -242,30 +294,96 @@ pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
             SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local_addr.port())
         }
         _ => local_addr,
-    };
-    let base_url = format!("http://{advertised}");
-    let state = web::Data::new(SimState::new(&args, format!("ws://{advertised}"))?);
+    }
+}
 
-    let app_state = state.clone();
+fn serve(
+    state: web::Data<SimState>,
+    role: Role,
+    listener: std::net::TcpListener,
+    args: &SimulatorArgs,
+) -> io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(app_state.clone())
+            .app_data(state.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY))
             .wrap(
                 actix_web::middleware::ErrorHandlers::new().default_handler(errors::genesys_shape),
             )
-            .configure(routes)
+            .wrap_fn(|req, srv| {
+                use actix_web::dev::Service as _;
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    oauth::add_rate_limit_headers(&mut response);
+                    Ok(response)
+                }
+            })
+            .configure(|cfg| routes(cfg, role))
             .default_service(web::to(not_found))
     })
-    .workers(2)
+    .workers(if role == Role::Login { 1 } else { 2 })
     // `run` handles signals itself; tests must not have the server react
     // to the test runner's signals.
     .disable_signals()
-    .shutdown_timeout(2)
-    .listen(listener)?
-    .run();
-    let handle = server.handle();
-    let task = actix_web::rt::spawn(server);
+    .shutdown_timeout(2);
+    let server = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => server.listen_openssl(listener, tls::acceptor(cert, key)?)?,
+        _ => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+/// Binds and starts serving; must be called inside an actix System
+/// (actix_rt). Returns once bound.
+pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
+    args.validate()?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        // Fail before binding anything, naming the file at fault.
+        tls::acceptor(cert, key)?;
+    }
+    let (http, ws) = if args.tls_cert.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    let listener = std::net::TcpListener::bind(&args.listen)?;
+    let local_addr = listener.local_addr()?;
+    let api_addr = advertised(local_addr);
+    let base_url = format!("{http}://{api_addr}");
+    let login_listener = match args.login_address() {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(&addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("login listener on {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    let login_url = match &login_listener {
+        Some(l) => format!("{http}://{}", advertised(l.local_addr()?)),
+        None => base_url.clone(),
+    };
+    let state = web::Data::new(SimState::new(&args, format!("{ws}://{api_addr}"))?);
+
+    let api = serve(
+        state.clone(),
+        Role::Api {
+            with_login: login_listener.is_none(),
+        },
+        listener,
+        &args,
+    )?;
+    let handle = api.handle();
+    let login = match login_listener {
+        Some(l) => Some(serve(state.clone(), Role::Login, l, &args)?),
+        None => None,
+    };
+    let login_handle = login.as_ref().map(|s| s.handle());
+    let task = actix_web::rt::spawn(async move {
+        match login {
+            Some(login) => futures_util::future::try_join(api, login).await.map(|_| ()),
+            None => api.await,
+        }
+    });
 
     janitor::Janitor {
         state: state.clone(),
@@ -281,6 +399,7 @@ pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
     }
     tracing::info!(
         %base_url,
+        %login_url,
         client_id = %args.client_id,
         queues = args.queues,
         users = args.users,
@@ -289,21 +408,24 @@ pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
     );
     Ok(RunningSimulator {
         base_url,
+        login_url,
         server: handle,
+        login_server: login_handle,
         local_addr,
         state,
         task,
     })
 }
 
-/// The `simulate` subcommand: start(), print exactly one line
-/// `listening on <base_url>` to stdout (flushed) first, then serve until
+/// The `simulate` subcommand: start(), print `listening on <base_url>` and
+/// `login on <login_url>` to stdout (flushed) first, then serve until
 /// SIGINT/SIGTERM.
 pub async fn run(args: SimulatorArgs) -> io::Result<()> {
     let mut sim = start(args).await?;
     {
         let mut out = io::stdout().lock();
         writeln!(out, "listening on {}", sim.base_url)?;
+        writeln!(out, "login on {}", sim.login_url)?;
         out.flush()?;
     }
     let stopped_by_itself = {
@@ -362,52 +484,56 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/oauth/token").route(web::post().to(oauth::token)))
-        .service(
-            resource("/api/v2/notifications/channels")
-                .route(web::post().to(channels::create))
-                .route(web::get().to(channels::list)),
-        )
-        .service(
-            resource("/api/v2/notifications/channels/{id}").route(web::head().to(channels::head)),
-        )
-        .service(
-            resource("/api/v2/notifications/channels/{id}/subscriptions")
-                .route(web::get().to(channels::get_subscriptions))
-                .route(web::put().to(channels::put_subscriptions))
-                .route(web::post().to(channels::post_subscriptions))
-                .route(web::delete().to(channels::delete_subscriptions)),
-        )
-        .service(resource("/api/v2/routing/queues").route(web::get().to(directory::list_queues)))
-        .service(resource("/api/v2/routing/queues/{id}").route(web::get().to(directory::get_queue)))
-        .service(resource("/api/v2/users").route(web::get().to(directory::list_users)))
-        .service(resource("/api/v2/users/{id}").route(web::get().to(directory::get_user)))
-        .service(resource("/channels/{id}").route(web::get().to(socket::connect)))
-        .service(resource("/sim/generate").route(web::post().to(control::generate)))
-        .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
-        .service(resource("/sim/state").route(web::get().to(control::sim_state)))
-        .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
-        .service(
-            resource("/sim/faults")
-                .route(web::get().to(control::get_faults))
-                .route(web::post().to(control::set_faults))
-                .route(web::delete().to(control::clear_faults)),
-        )
-        .service(resource("/sim/faults/drop-sockets").route(web::post().to(control::drop_sockets)))
-        .service(
-            resource("/sim/faults/socket-closing").route(web::post().to(control::socket_closing)),
-        )
-        .service(
-            resource("/sim/faults/expire-tokens").route(web::post().to(control::expire_tokens)),
-        )
-        .service(
-            resource("/sim/faults/expire-channels").route(web::post().to(control::expire_channels)),
-        )
-        .route(
-            "/",
-            web::get().to(|| async {
-                HttpResponse::Ok().body("Genesys Cloud simulator: see /sim/state\n")
-            }),
-        );
+fn routes(cfg: &mut web::ServiceConfig, role: Role) {
+    match role {
+        Role::Login => {
+            cfg.service(resource("/oauth/token").route(web::post().to(oauth::token)));
+            return;
+        }
+        Role::Api { with_login: true } => {
+            cfg.service(resource("/oauth/token").route(web::post().to(oauth::token)));
+        }
+        Role::Api { with_login: false } => {}
+    }
+    cfg.service(
+        resource("/api/v2/notifications/channels")
+            .route(web::post().to(channels::create))
+            .route(web::get().to(channels::list)),
+    )
+    .service(resource("/api/v2/notifications/channels/{id}").route(web::head().to(channels::head)))
+    .service(
+        resource("/api/v2/notifications/channels/{id}/subscriptions")
+            .route(web::get().to(channels::get_subscriptions))
+            .route(web::put().to(channels::put_subscriptions))
+            .route(web::post().to(channels::post_subscriptions))
+            .route(web::delete().to(channels::delete_subscriptions)),
+    )
+    .service(resource("/api/v2/routing/queues").route(web::get().to(directory::list_queues)))
+    .service(resource("/api/v2/routing/queues/{id}").route(web::get().to(directory::get_queue)))
+    .service(resource("/api/v2/users").route(web::get().to(directory::list_users)))
+    .service(resource("/api/v2/users/{id}").route(web::get().to(directory::get_user)))
+    .service(resource("/channels/{id}").route(web::get().to(socket::connect)))
+    .service(resource("/sim/generate").route(web::post().to(control::generate)))
+    .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
+    .service(resource("/sim/state").route(web::get().to(control::sim_state)))
+    .service(resource("/sim/directory/{kind}").route(web::post().to(control::add_entries)))
+    .service(resource("/sim/directory/{kind}/{id}").route(web::delete().to(control::remove_entry)))
+    .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
+    .service(
+        resource("/sim/faults")
+            .route(web::get().to(control::get_faults))
+            .route(web::post().to(control::set_faults))
+            .route(web::delete().to(control::clear_faults)),
+    )
+    .service(resource("/sim/faults/drop-sockets").route(web::post().to(control::drop_sockets)))
+    .service(resource("/sim/faults/socket-closing").route(web::post().to(control::socket_closing)))
+    .service(resource("/sim/faults/expire-tokens").route(web::post().to(control::expire_tokens)))
+    .service(
+        resource("/sim/faults/expire-channels").route(web::post().to(control::expire_channels)),
+    )
+    .route(
+        "/",
+        web::get()
+            .to(|| async { HttpResponse::Ok().body("Genesys Cloud simulator: see /sim/state\n") }),
+    );
 }

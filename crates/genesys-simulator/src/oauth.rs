@@ -2,13 +2,13 @@
 //! check every `/api/v2` call goes through.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
 use super::errors::{ApiError, OAuthError};
 use super::faults::Target;
 use super::ids::token_prefix;
-use super::state::{Auth, SimState};
+use super::state::{Auth, RateLimitInfo, SimState};
 
 /// Client id and secret from `Authorization: Basic …`, or failing that from
 /// the form (`client_id` / `client_secret`, which RFC 6749 also allows).
@@ -135,11 +135,37 @@ pub(crate) fn authorize(req: &HttpRequest, state: &SimState) -> Result<Auth, Api
         })
         .filter(|t| !t.is_empty())
         .ok_or_else(ApiError::missing_bearer)?;
-    state.authenticate(token).inspect_err(|_| {
+    let (auth, rate) = state.authenticate(token).inspect_err(|e| {
         tracing::info!(
             path = req.path(),
             token_prefix = token_prefix(token),
-            "REST call with an unknown or expired token"
+            status = e.status.as_u16(),
+            code = %e.code,
+            "REST call refused"
         );
-    })
+    })?;
+    if let Some(rate) = rate {
+        req.extensions_mut().insert(rate);
+    }
+    Ok(auth)
+}
+
+/// Adds the `inin-ratelimit-*` headers to the response of a REST call that
+/// was counted against its token's rate limit (see [`authorize`]).
+pub(crate) fn add_rate_limit_headers(
+    res: &mut actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+) {
+    let Some(rate) = res.request().extensions().get::<RateLimitInfo>().copied() else {
+        return;
+    };
+    let headers = res.headers_mut();
+    for (name, value) in [
+        ("inin-ratelimit-allowed", rate.allowed.to_string()),
+        ("inin-ratelimit-count", rate.count.to_string()),
+        ("inin-ratelimit-reset", rate.reset_secs.to_string()),
+    ] {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            headers.insert(header::HeaderName::from_static(name), value);
+        }
+    }
 }

@@ -140,6 +140,14 @@ impl Shutdown {
         }
     }
 
+    /// After the `token_revoked` notice: the channel is gone.
+    pub fn token_revoked() -> Self {
+        Shutdown {
+            code: Some(CloseCode::Normal),
+            reason: "token revoked: channel removed",
+        }
+    }
+
     /// After `v2.system.socket_closing`.
     pub fn maintenance() -> Self {
         Shutdown {

@@ -8,8 +8,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::Addr;
 use rand::rngs::StdRng;
@@ -23,7 +23,7 @@ use super::errors::ApiError;
 use super::faults::Faults;
 use super::generator::GeneratorJob;
 use super::ids;
-use super::socket::{ChannelSocket, Progress, Shutdown};
+use super::socket::{ChannelSocket, ClosingNotice, Progress, Shutdown};
 use super::topics::{Rejection, Topic};
 
 /// Most bytes of frame text the event log keeps (each event's frame counted
@@ -50,6 +50,12 @@ pub(crate) struct Settings {
     pub ws_base: String,
     pub bad_credentials_status: u16,
     pub subscribe_extends_channel: bool,
+    pub channels_follow_token: bool,
+    /// REST requests per sliding minute per token; 0: no limit.
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_form: RateLimitForm,
+    /// Between `v2.system.socket_closing` and the socket's close.
+    pub socket_closing_grace: Duration,
     pub event_log_limit: usize,
     pub max_frame_size: usize,
 }
@@ -71,11 +77,43 @@ impl Settings {
             ws_base,
             bad_credentials_status: args.bad_credentials_status,
             subscribe_extends_channel: args.subscribe_extends_channel,
+            channels_follow_token: args.channels_follow_token,
+            rate_limit_per_minute: args.rate_limit_per_minute,
+            rate_limit_form: match args.rate_limit_429.as_str() {
+                "retry-after" => RateLimitForm::RetryAfter,
+                "no-retry-after" => RateLimitForm::NoRetryAfter,
+                _ => RateLimitForm::Alternate,
+            },
+            socket_closing_grace: Duration::from_secs_f64(args.socket_closing_grace),
             event_log_limit: args.event_log_limit,
             max_frame_size: args.max_frame_size,
         })
     }
 }
+
+/// Which 429 the per-token rate limit answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateLimitForm {
+    /// `too.many.requests.retry.after` with `Retry-After`.
+    RetryAfter,
+    /// `too.many.requests`, no `Retry-After`: the client must pick a delay.
+    NoRetryAfter,
+    /// The two in turn, the one without `Retry-After` first.
+    Alternate,
+}
+
+/// The rate limit window one REST call was counted in, for the
+/// `inin-ratelimit-*` headers of its response.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateLimitInfo {
+    pub allowed: u32,
+    pub count: u32,
+    /// Seconds until the oldest counted request leaves the window.
+    pub reset_secs: u64,
+}
+
+/// The sliding window of the per-token rate limit.
+const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Who is calling: the OAuth client and the token it used.
 #[derive(Debug, Clone)]
@@ -88,6 +126,9 @@ pub(crate) struct Auth {
 struct TokenRecord {
     client_id: String,
     expires: SystemTime,
+    /// When its REST calls within the last minute came (at most the rate
+    /// limit's worth: the bound of this queue).
+    recent_requests: VecDeque<Instant>,
 }
 
 /// The open WebSocket of a channel.
@@ -258,6 +299,11 @@ pub(crate) struct Counters {
     /// Events for channels without an open socket (and black-holed ones),
     /// and frames still queued to a socket when it closed.
     pub events_dropped: u64,
+    /// 429s of the per-token rate limit, with and without `Retry-After`.
+    pub rate_limited_with_retry_after: u64,
+    pub rate_limited_without_retry_after: u64,
+    /// Channels that ended with the token that created them.
+    pub channels_ended_with_token: u64,
 }
 
 /// Everything mutable, behind [`SimState::lock`].
@@ -282,6 +328,8 @@ pub(crate) struct Inner {
     pub rng: StdRng,
     pub jobs: HashMap<u64, Addr<GeneratorJob>>,
     pub next_job_id: u64,
+    /// 429s answered so far (chooses the form when alternating).
+    rate_limited: u64,
 }
 
 impl Inner {
@@ -339,6 +387,47 @@ impl Inner {
         socket.addr.do_send(Shutdown::too_slow());
     }
 
+    /// With `--channels-follow-token`: every channel whose token is no
+    /// longer valid gets a `token_revoked` notice on its socket, then is
+    /// removed (socket closed). Called after tokens were removed.
+    fn end_channels_of_gone_tokens(&mut self, settings: &Settings, organization_id: &str) {
+        if !settings.channels_follow_token {
+            return;
+        }
+        let orphans: Vec<Arc<str>> = self
+            .channels
+            .values()
+            .filter(|c| !self.tokens.contains_key(&c.token))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in orphans {
+            let Some(channel) = self.channels.remove(&id) else {
+                continue;
+            };
+            tracing::info!(channel = %id, "the channel's token expired or was revoked: channel removed");
+            if let Some(socket) = &channel.socket {
+                let body = serde_json::json!({
+                    "channelId": id.as_ref(),
+                    "systemTopicType": "token_revoked",
+                    "message": "The token that created this channel expired or was revoked; the channel is closed",
+                    "organizationId": organization_id,
+                    "oauthClientId": channel.client_id,
+                });
+                let frame = super::events::envelope(
+                    "v2.system.token_revoked",
+                    &body,
+                    &uuid::Uuid::new_v4(),
+                );
+                socket.addr.do_send(ClosingNotice {
+                    frame: frame.into(),
+                    close_after: None,
+                });
+                socket.addr.do_send(Shutdown::token_revoked());
+            }
+            self.counters.channels_ended_with_token += 1;
+        }
+    }
+
     /// Removes a channel and closes its socket with `reason`.
     fn remove_channel(&mut self, id: &str, reason: Shutdown) -> Option<Channel> {
         let channel = self.channels.remove(id)?;
@@ -351,7 +440,9 @@ impl Inner {
 
 pub(crate) struct SimState {
     pub settings: Settings,
-    pub directory: Directory,
+    /// Queues and users; changed at run time by the control API. Lock
+    /// order: `inner` may be held while taking this one, never the reverse.
+    directory: RwLock<Directory>,
     pub faults: Faults,
     inner: Mutex<Inner>,
     /// `events_delivered`, counted by the socket actors as they write.
@@ -363,7 +454,7 @@ impl SimState {
     pub fn new(args: &SimulatorArgs, bound_ws_base: String) -> std::io::Result<Self> {
         Ok(SimState {
             settings: Settings::new(args, bound_ws_base)?,
-            directory: Directory::new(args.queues, args.users),
+            directory: RwLock::new(Directory::new(args.queues, args.users)),
             faults: Faults::default(),
             inner: Mutex::new(Inner {
                 tokens: HashMap::new(),
@@ -380,6 +471,7 @@ impl SimState {
                 rng: StdRng::seed_from_u64(args.seed),
                 jobs: HashMap::new(),
                 next_job_id: 0,
+                rate_limited: 0,
             }),
             delivered: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
@@ -390,6 +482,15 @@ impl SimState {
         // Every critical section leaves `Inner` consistent between
         // statements that can panic, so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+        // Directory changes cannot panic half-way: a poisoned lock is usable.
+        self.directory.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A socket handed one notification frame to its connection.
@@ -417,41 +518,98 @@ impl SimState {
             TokenRecord {
                 client_id: client_id.to_owned(),
                 expires: SystemTime::now() + ttl,
+                recent_requests: VecDeque::new(),
             },
         );
         inner.token_order.push_back(token.clone());
+        let mut evicted = false;
         while inner.tokens.len() > MAX_TOKENS {
             let Some(oldest) = inner.token_order.pop_front() else {
                 break;
             };
-            inner.tokens.remove(&oldest);
+            evicted |= inner.tokens.remove(&oldest).is_some();
+        }
+        if evicted {
+            let org = self.directory().organization_id.clone();
+            inner.end_channels_of_gone_tokens(&self.settings, &org);
         }
         inner.counters.tokens_issued += 1;
         (token, ttl.as_secs())
     }
 
-    /// Resolves a bearer token; unknown and expired ones are 401.
-    pub fn authenticate(&self, token: &str) -> Result<Auth, ApiError> {
+    /// Resolves a bearer token (unknown and expired ones are 401) and
+    /// counts the call against the token's rate limit (beyond it: 429).
+    pub fn authenticate(&self, token: &str) -> Result<(Auth, Option<RateLimitInfo>), ApiError> {
+        let now = Instant::now();
+        let limit = self.settings.rate_limit_per_minute;
         let mut inner = self.lock();
-        match inner.tokens.get(token) {
-            Some(record) if record.expires > SystemTime::now() => Ok(Auth {
-                client_id: record.client_id.clone(),
-                token: token.to_owned(),
-            }),
+        let record = match inner.tokens.get_mut(token) {
+            Some(record) if record.expires > SystemTime::now() => record,
             Some(_) => {
                 inner.tokens.remove(token);
-                Err(ApiError::bad_credentials())
+                let org = self.directory().organization_id.clone();
+                inner.end_channels_of_gone_tokens(&self.settings, &org);
+                return Err(ApiError::bad_credentials());
             }
-            None => Err(ApiError::bad_credentials()),
+            None => return Err(ApiError::bad_credentials()),
+        };
+        let auth = Auth {
+            client_id: record.client_id.clone(),
+            token: token.to_owned(),
+        };
+        if limit == 0 {
+            return Ok((auth, None));
         }
+        while record
+            .recent_requests
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= RATE_WINDOW)
+        {
+            record.recent_requests.pop_front();
+        }
+        let reset_secs = record.recent_requests.front().map_or(60, |&oldest| {
+            RATE_WINDOW
+                .saturating_sub(now.duration_since(oldest))
+                .as_secs()
+                .max(1)
+        });
+        if record.recent_requests.len() >= limit as usize {
+            // Refused calls do not count: the window frees up on its own.
+            let with_retry_after = match self.settings.rate_limit_form {
+                RateLimitForm::RetryAfter => true,
+                RateLimitForm::NoRetryAfter => false,
+                RateLimitForm::Alternate => inner.rate_limited % 2 == 1,
+            };
+            inner.rate_limited += 1;
+            let err = if with_retry_after {
+                inner.counters.rate_limited_with_retry_after += 1;
+                ApiError::rate_limited(Some(reset_secs), limit)
+            } else {
+                inner.counters.rate_limited_without_retry_after += 1;
+                ApiError::rate_limited(None, limit)
+            };
+            return Err(err);
+        }
+        record.recent_requests.push_back(now);
+        let count = record.recent_requests.len() as u32;
+        Ok((
+            auth,
+            Some(RateLimitInfo {
+                allowed: limit,
+                count,
+                reset_secs,
+            }),
+        ))
     }
 
     /// Makes every issued token invalid (as if revoked or expired).
     pub fn revoke_tokens(&self) -> usize {
+        let org = self.directory().organization_id.clone();
         let mut inner = self.lock();
         let n = inner.tokens.len();
         inner.tokens.clear();
         inner.token_order.clear();
+        inner.end_channels_of_gone_tokens(&self.settings, &org);
         n
     }
 
@@ -577,9 +735,16 @@ impl SimState {
         mode: SubscribeMode,
         ignore_errors: bool,
     ) -> Result<Vec<TopicStatus>, SubscribeError> {
-        // Topic checks need no lock: the directory is immutable.
+        // Topics are checked before taking `inner`: a directory change
+        // racing with this call is as if it came just after.
         let mut seen = HashSet::new();
         let denied = self.faults.deny_topics();
+        let directory = self.directory();
+        // A combined topic stands for its expanded names.
+        let requested: Vec<String> = requested
+            .iter()
+            .flat_map(|t| super::topics::expand_combined(t))
+            .collect();
         let checked: Vec<(&str, Result<Topic, Rejection>)> = requested
             .iter()
             .map(String::as_str)
@@ -590,11 +755,12 @@ impl SimState {
                         reason,
                         missing_permissions: Vec::new(),
                     }),
-                    _ => Topic::check(t, &self.directory, &denied),
+                    _ => Topic::check(t, &directory, &denied),
                 };
                 (t, verdict)
             })
             .collect();
+        drop(directory);
 
         let mut inner = self.lock();
         let channel =
@@ -786,6 +952,7 @@ impl SimState {
 
     /// Drops expired channels (closing their sockets) and expired tokens.
     pub fn sweep(&self) {
+        let organization_id = self.directory().organization_id.clone();
         let now = SystemTime::now();
         let mut inner = self.lock();
         let expired: Vec<Arc<str>> = inner
@@ -799,7 +966,11 @@ impl SimState {
             inner.remove_channel(&id, Shutdown::channel_expired());
             inner.counters.channels_expired += 1;
         }
+        let before = inner.tokens.len();
         inner.tokens.retain(|_, t| t.expires > now);
+        if inner.tokens.len() < before {
+            inner.end_channels_of_gone_tokens(&self.settings, &organization_id);
+        }
         if inner.token_order.len() > 2 * inner.tokens.len() + 1024 {
             let Inner {
                 tokens,

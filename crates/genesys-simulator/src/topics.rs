@@ -68,9 +68,35 @@ fn is_uuid(s: &str) -> bool {
         && uuid::Uuid::parse_str(s).is_ok()
 }
 
+/// Longest combined topic (`v2.users.<id>?presence&routingStatus`) accepted.
+pub(crate) const MAX_COMBINED_TOPIC_LEN: usize = 200;
+
+/// Expands a combined topic, `<prefix>.<id>?a&b`, into `<prefix>.<id>.a`
+/// and `<prefix>.<id>.b` (the names its events arrive under). Other names,
+/// and combined ones too long or malformed, come back unchanged (and then
+/// fail [`Topic::parse`] with a reason).
+pub(crate) fn expand_combined(name: &str) -> Vec<String> {
+    let Some((base, subs)) = name.split_once('?') else {
+        return vec![name.to_owned()];
+    };
+    if name.len() > MAX_COMBINED_TOPIC_LEN || subs.split('&').any(str::is_empty) {
+        return vec![name.to_owned()];
+    }
+    let mut seen = std::collections::HashSet::new();
+    subs.split('&')
+        .filter(|s| seen.insert(*s))
+        .map(|sub| format!("{base}.{sub}"))
+        .collect()
+}
+
 impl Topic {
     /// Parses a topic name by its family; `Err` says what is wrong with it.
     pub fn parse(name: &str) -> Result<Topic, String> {
+        if name.contains('?') {
+            return Err(format!(
+                "Combined topic {name} is malformed or longer than {MAX_COMBINED_TOPIC_LEN} characters"
+            ));
+        }
         let parts: Vec<&str> = name.split('.').collect();
         let topic = match parts.as_slice() {
             ["v2", "analytics", "queues", id, "observations"] => Topic::QueueObservations {

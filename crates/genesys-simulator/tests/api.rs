@@ -88,10 +88,14 @@ impl Sim {
         format!("{}{path}", self.sim.base_url)
     }
 
+    fn login_url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.login_url)
+    }
+
     async fn login(&self, id: &str, secret: &str) -> Reply {
         let resp = self
             .http
-            .post(self.url("/oauth/token"))
+            .post(self.login_url("/oauth/token"))
             .basic_auth(id, secret)
             .send_form(&[("grant_type", "client_credentials")])
             .await
@@ -315,7 +319,7 @@ async fn token_is_issued_for_the_right_secret_only() {
 
     let resp = sim
         .http
-        .post(sim.url("/oauth/token"))
+        .post(sim.login_url("/oauth/token"))
         .basic_auth("demo-client", "demo-secret")
         .send_form(&[("grant_type", "password")])
         .await
@@ -392,9 +396,49 @@ async fn unknown_routes_get_genesys_errors() {
     let r = sim.get(&token, "/api/v2/analytics/realtime/events").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["code"], "not.found");
-    let r = sim.get(&token, "/oauth/token").await;
+    let r = sim
+        .get(&token, "/api/v2/notifications/channels/x/y/z")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let one_port = start(|a| a.login_on_api_port = true).await;
+    let token = one_port.token().await;
+    let r = one_port.get(&token, "/oauth/token").await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.body["status"], 405);
+}
+
+#[actix_rt::test]
+async fn login_is_a_host_of_its_own_unless_asked_otherwise() {
+    let sim = start(|_| {}).await;
+    assert_ne!(sim.sim.login_url, sim.sim.base_url);
+    let on_api_host = sim
+        .http
+        .post(sim.url("/oauth/token"))
+        .basic_auth("demo-client", "demo-secret")
+        .send_form(&[("grant_type", "client_credentials")])
+        .await
+        .unwrap();
+    let on_api_host = reply(on_api_host).await;
+    assert_eq!(
+        on_api_host.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        on_api_host.body
+    );
+    // The login host serves login only.
+    let token = sim.token().await;
+    let r = sim
+        .http
+        .get(sim.login_url("/api/v2/notifications/channels"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let one_port = start(|a| a.login_on_api_port = true).await;
+    assert_eq!(one_port.sim.login_url, one_port.sim.base_url);
+    one_port.token().await;
 }
 
 #[actix_rt::test]
@@ -1223,8 +1267,27 @@ async fn expired_channels_close_their_socket() {
 }
 
 #[actix_rt::test]
-async fn subscribing_extends_the_channel() {
+async fn subscribing_leaves_the_expiry_alone_by_default() {
     let sim = start(|a| a.channel_ttl = 3600).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let before = sim.state().await["channels"][0]["expires_ms"].clone();
+    actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    let r = sim
+        .subscribe(&token, id, &[conversation_topic("acw")], "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(sim.state().await["channels"][0]["expires_ms"], before);
+}
+
+#[actix_rt::test]
+async fn subscribing_extends_the_channel_when_asked() {
+    let sim = start(|a| {
+        a.channel_ttl = 3600;
+        a.subscribe_extends_channel = true;
+    })
+    .await;
     let token = sim.token().await;
     let channel = sim.create_channel(&token).await;
     let id = channel["id"].as_str().unwrap();
@@ -1625,4 +1688,402 @@ async fn every_topic_family_generates_with_an_empty_directory() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["emitted"], n);
+}
+
+#[actix_rt::test]
+async fn the_rate_limit_answers_both_429_forms_per_token() {
+    let sim = start(|a| a.rate_limit_per_minute = 3).await;
+    let token = sim.token().await;
+    for n in 1..=3 {
+        let r = sim.get(&token, "/api/v2/notifications/channels").await;
+        assert_eq!(r.status, StatusCode::OK, "call {n}: {}", r.body);
+        assert_eq!(
+            r.headers
+                .get("inin-ratelimit-allowed")
+                .expect("inin-ratelimit-allowed header"),
+            "3"
+        );
+        assert_eq!(
+            r.headers
+                .get("inin-ratelimit-count")
+                .expect("inin-ratelimit-count header"),
+            n.to_string().as_str()
+        );
+        let reset: u64 = r
+            .headers
+            .get("inin-ratelimit-reset")
+            .expect("inin-ratelimit-reset header")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&reset), "reset {reset}");
+    }
+    let first = sim.get(&token, "/api/v2/notifications/channels").await;
+    assert_eq!(first.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(first.body["code"], "too.many.requests");
+    assert!(first.headers.get("retry-after").is_none());
+    let second = sim.get(&token, "/api/v2/users").await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(second.body["code"], "too.many.requests.retry.after");
+    let wait: u64 = second
+        .headers
+        .get("retry-after")
+        .expect("retry-after header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+
+    // Per token: a fresh one has its own minute.
+    let other = sim.token().await;
+    assert_eq!(
+        sim.get(&other, "/api/v2/users").await.status,
+        StatusCode::OK
+    );
+    let state = sim.state().await;
+    assert_eq!(state["rate_limited_without_retry_after"], 1, "{state}");
+    assert_eq!(state["rate_limited_with_retry_after"], 1, "{state}");
+
+    let unlimited = start(|a| a.rate_limit_per_minute = 0).await;
+    let token = unlimited.token().await;
+    for _ in 0..10 {
+        let r = unlimited.get(&token, "/api/v2/users").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.headers.get("inin-ratelimit-count").is_none());
+    }
+}
+
+#[actix_rt::test]
+async fn the_default_rate_limit_is_about_300_a_minute() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let mut ok = 0;
+    let refused = loop {
+        let r = sim.get(&token, "/api/v2/users?pageSize=1").await;
+        if r.status != StatusCode::OK {
+            break r;
+        }
+        ok += 1;
+        assert!(ok <= 300, "more than 300 calls in a minute were served");
+    };
+    assert_eq!(ok, 300);
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[actix_rt::test]
+async fn socket_closing_is_followed_by_the_service_closing_the_socket() {
+    let sim = start(|a| a.socket_closing_grace = 0.3).await;
+    let token = sim.token().await;
+    let channel = sim.create_channel(&token).await;
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    let sent = std::time::Instant::now();
+    let r = sim.control("/sim/faults/socket-closing", json!({})).await;
+    assert_eq!(r.body["notified"], 1);
+    let notice = next_json(&mut ws, true).await;
+    assert_eq!(notice["topicName"], "v2.system.socket_closing");
+    match next_frame(&mut ws, WAIT).await {
+        Some(Frame::Close(Some(reason))) => assert_eq!(reason.code, CloseCode::Away),
+        other => panic!("expected the service to close the socket, got {other:?}"),
+    }
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "closed before the grace"
+    );
+    assert_eq!(SimulatorArgs::default().socket_closing_grace, 60.0);
+}
+
+#[actix_rt::test]
+async fn a_channel_ends_with_the_token_that_created_it() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap().to_owned();
+    let r = sim.subscribe(&token, &id, &[sim.queue_topic(0)], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket connected", |s| {
+        s["channels"][0]["connected"] == true
+    })
+    .await;
+
+    let r = sim.control("/sim/faults/expire-tokens", json!({})).await;
+    assert_eq!(r.body["revoked"], 1);
+    let notice = next_json(&mut ws, true).await;
+    assert_eq!(notice["topicName"], "v2.system.token_revoked", "{notice}");
+    assert_eq!(notice["eventBody"]["systemTopicType"], "token_revoked");
+    assert_eq!(notice["eventBody"]["channelId"], id.as_str());
+    match next_frame(&mut ws, WAIT).await {
+        Some(Frame::Close(Some(_))) | None => {}
+        other => panic!("expected the socket to close, got {other:?}"),
+    }
+    let fresh = sim.token().await;
+    let path = format!("/api/v2/notifications/channels/{id}");
+    assert_eq!(sim.head(&fresh, &path).await, StatusCode::NOT_FOUND);
+    let uri = channel["connectUri"].as_str().unwrap();
+    assert!(
+        awc::Client::new().ws(uri).connect().await.is_err(),
+        "socket refused"
+    );
+    assert_eq!(sim.state().await["channels_ended_with_token"], 1);
+}
+
+#[actix_rt::test]
+async fn an_expiring_token_takes_its_channels_along_unless_turned_off() {
+    for follow in [true, false] {
+        let sim = start(|a| {
+            a.token_ttl = 1;
+            a.channels_follow_token = follow;
+        })
+        .await;
+        let token = sim.token().await;
+        let channel = sim.create_channel(&token).await;
+        let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+        if follow {
+            let notice = next_json(&mut ws, true).await;
+            assert_eq!(notice["eventBody"]["systemTopicType"], "token_revoked");
+            send_text(
+                &mut ws,
+                &json!({"message": "subscribe", "topics": [conversation_topic("acw")]}).to_string(),
+            )
+            .await;
+            // Closed, or (had the frame raced the close) a 404.
+            loop {
+                match next_frame(&mut ws, WAIT).await {
+                    Some(Frame::Close(_)) | None => break,
+                    Some(Frame::Text(t)) => {
+                        let v: Value = serde_json::from_slice(&t).unwrap();
+                        if v["result"].is_string() {
+                            assert_eq!(v["result"], "404", "{v}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            wait_state(&sim, "the token to expire", |s| s["tokens_active"] == 0).await;
+            send_text(
+                &mut ws,
+                &json!({"message": "subscribe", "topics": [conversation_topic("acw")]}).to_string(),
+            )
+            .await;
+            assert_eq!(next_json(&mut ws, true).await["result"], "200");
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn queues_and_users_come_and_go_at_run_time() {
+    let sim = start(|a| {
+        a.queues = 2;
+        a.users = 3;
+    })
+    .await;
+    let token = sim.token().await;
+    let added = sim
+        .control("/sim/directory/queues", json!({"count": 2}))
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    let ids: Vec<String> = serde_json::from_value(added.body["ids"].clone()).unwrap();
+    assert_eq!(ids.len(), 2);
+    let listed = sim.get(&token, "/api/v2/routing/queues").await;
+    assert_eq!(listed.body["total"], 4);
+    let users = sim
+        .control("/sim/directory/users", json!({"count": 1}))
+        .await;
+    let user = users.body["ids"][0].as_str().unwrap().to_owned();
+    assert_eq!(
+        sim.get(&token, &format!("/api/v2/users/{user}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let gone = format!("v2.analytics.queues.{}.observations", ids[0]);
+    let kept = format!("v2.analytics.queues.{}.observations", ids[1]);
+    let r = sim.subscribe(&token, id, &[&gone, &kept], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket connected", |s| {
+        s["channels"][0]["connected"] == true
+    })
+    .await;
+
+    let removed = sim
+        .send_json(
+            "DELETE",
+            None,
+            &format!("/sim/directory/queues/{}", ids[0]),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(removed.body, json!({"removed": ids[0]}));
+    let again = sim
+        .send_json(
+            "DELETE",
+            None,
+            &format!("/sim/directory/queues/{}", ids[0]),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        sim.get(&token, "/api/v2/routing/queues").await.body["total"],
+        3
+    );
+    let r = sim
+        .get(&token, &format!("/api/v2/routing/queues/{}", ids[0]))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A new subscription to the removed queue is refused.
+    let r = sim.subscribe(&token, id, &[&gone], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+
+    let r = sim.control("/sim/generate", json!({"count": 6})).await;
+    assert_eq!(r.body["emitted"], 6, "{}", r.body);
+    for _ in 0..6 {
+        let event = next_json(&mut ws, true).await;
+        assert_eq!(
+            event["topicName"],
+            kept.as_str(),
+            "events for a removed queue stop"
+        );
+    }
+    let removed = sim
+        .send_json(
+            "DELETE",
+            None,
+            &format!("/sim/directory/users/{user}"),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK);
+    assert_eq!(
+        sim.get(&token, &format!("/api/v2/users/{user}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(sim.get(&token, "/api/v2/users").await.body["total"], 3);
+}
+
+#[actix_rt::test]
+async fn combined_topics_expand_into_their_sub_topics() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    let users = sim.get(&token, "/api/v2/users?pageSize=1").await;
+    let user = users.body["entities"][0]["id"].as_str().unwrap().to_owned();
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let combined = format!("v2.users.{user}?presence&routingStatus");
+    let r = sim.subscribe(&token, id, &[&combined], "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let expanded = [
+        format!("v2.users.{user}.presence"),
+        format!("v2.users.{user}.routingStatus"),
+    ];
+    let listed = sim
+        .get(
+            &token,
+            &format!("/api/v2/notifications/channels/{id}/subscriptions"),
+        )
+        .await;
+    let listed: Vec<&str> = listed.body["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [expanded[0].as_str(), expanded[1].as_str()]);
+
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket connected", |s| {
+        s["channels"][0]["connected"] == true
+    })
+    .await;
+    sim.control("/sim/generate", json!({"count": 4})).await;
+    let mut names = HashSet::new();
+    for _ in 0..4 {
+        names.insert(
+            next_json(&mut ws, true).await["topicName"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(names, expanded.iter().cloned().collect::<HashSet<_>>());
+
+    let too_long = format!("v2.users.{user}?{}", vec!["presence"; 30].join("&"));
+    let r = sim.subscribe(&token, id, &[&too_long], "").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+}
+
+#[actix_rt::test]
+async fn everything_is_served_over_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = simulator::TestCa::generate()
+        .unwrap()
+        .write_to(dir.path())
+        .unwrap();
+    let sim = start(|a| {
+        a.tls_cert = Some(files.server_cert.clone());
+        a.tls_key = Some(files.server_key.clone());
+    })
+    .await;
+    assert!(sim.sim.base_url.starts_with("https://"));
+    assert!(sim.sim.login_url.starts_with("https://"));
+    assert!(sim.sim.ws_base_url().starts_with("wss://"));
+
+    let trusting = |ca: Option<&std::path::Path>| {
+        let mut ssl = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+        if let Some(ca) = ca {
+            ssl.set_ca_file(ca).unwrap();
+        }
+        let _ = ssl.set_alpn_protos(b"\x08http/1.1");
+        awc::Client::builder()
+            .connector(awc::Connector::new().openssl(ssl.build()))
+            .finish()
+    };
+    // Without the test CA the certificate is refused.
+    let stranger = trusting(None);
+    assert!(stranger
+        .post(sim.login_url("/oauth/token"))
+        .send()
+        .await
+        .is_err());
+
+    let client = trusting(Some(&files.ca_cert));
+    let login = client
+        .post(sim.login_url("/oauth/token"))
+        .basic_auth("demo-client", "demo-secret")
+        .send_form(&[("grant_type", "client_credentials")])
+        .await
+        .expect("login over https");
+    let token = reply(login).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let channel = client
+        .post(sim.url("/api/v2/notifications/channels"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("REST over https");
+    let channel = reply(channel).await.body;
+    let uri = channel["connectUri"].as_str().unwrap();
+    assert!(uri.starts_with("wss://"), "{uri}");
+    let (_, socket) = client.ws(uri).connect().await.expect("wss connects");
+    let (mut tx, mut rx) = socket.split();
+    tx.send(Message::Text(r#"{"message":"ping"}"#.into()))
+        .await
+        .unwrap();
+    let pong = actix_web::rt::time::timeout(WAIT, rx.next()).await.unwrap();
+    match pong {
+        Some(Ok(Frame::Text(t))) => assert!(String::from_utf8_lossy(&t).contains("pong")),
+        other => panic!("expected a pong over wss, got {other:?}"),
+    }
 }

@@ -81,8 +81,12 @@ async fn official_python_sdk_talks_to_the_simulator() {
     let python = python();
     require_python_packages(&python);
 
+    // The SDK derives the login host from the API host ("//api." →
+    // "//login."): a loopback address cannot be told apart, so login is
+    // served on the API port.
     let sim = simulator::start(SimulatorArgs {
         listen: "127.0.0.1:0".into(),
+        login_on_api_port: true,
         ..SimulatorArgs::default()
     })
     .await
