@@ -6,7 +6,9 @@
 //! ├── health server (actix-web, 1 worker thread)
 //! ├── Supervisor ─ TokenActor
 //! ├── Supervisor ─ ProducerActor ── librdkafka threads
-//! └── Supervisor ─ ConnectionActor × ⌈topics / 1000⌉
+//! ├── Supervisor ─ Planner (lists the org at start-up, every
+//! │                topics.refresh_interval_secs and on SIGHUP)
+//! └── Supervisor ─ ConnectionActor × ⌈topics / 1000⌉ (started by the planner)
 //! ```
 
 use std::sync::Arc;
@@ -18,8 +20,10 @@ use crate::buffer::{Buffer, BufferError};
 use crate::config::{ConfigError, Settings};
 use crate::connection::{self, ConnectionActor, ConnectionSettings};
 use crate::genesys::api::{self, GenesysApi};
+use crate::genesys::rate_limit::RateLimiter;
+use crate::planner::{self, Planner};
 use crate::producer::{self, Drain, ProducerActor};
-use crate::subscriptions;
+use crate::subscriptions::TooManyChannels;
 use crate::telemetry::Telemetry;
 use crate::token::TokenActor;
 
@@ -48,8 +52,10 @@ pub struct Bridge {
     producer: Addr<ProducerActor>,
     connections: Arc<std::sync::Mutex<Vec<Addr<ConnectionActor>>>>,
     health: actix_web::dev::ServerHandle,
-    /// Plans topics and starts the connections; aborted on shutdown.
-    planner: actix_rt::task::JoinHandle<()>,
+    /// Plans topics and starts the connections; stopped first on shutdown.
+    planner: Addr<Planner>,
+    /// Resolves when the start-up plan needs more channels than allowed.
+    plan_refused: Option<tokio::sync::oneshot::Receiver<TooManyChannels>>,
 }
 
 /// Checks what can be checked without the network: the Kafka client
@@ -121,7 +127,10 @@ impl Bridge {
         let genesys = &config.genesys;
         let request_timeout = Duration::from_secs(genesys.request_timeout_secs);
         let http = api::http_client(genesys.http_client_settings(&process_env)?);
-        let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url);
+        let api_limiter = Arc::new(RateLimiter::per_minute(genesys.api_requests_per_minute));
+        telemetry.watch_api_limiter(api_limiter.clone());
+        let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url)
+            .with_rate_limiter(api_limiter);
         let tokens = {
             let api = genesys_api.clone();
             let client_id = genesys.client_id.clone();
@@ -143,48 +152,44 @@ impl Bridge {
             ignore_errors: config.topics.ignore_errors,
         };
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let planner = {
-            let topics_config = config.topics.clone();
-            let telemetry = telemetry.clone();
+        let start_connection: planner::StartConnection = {
+            let api = genesys_api.clone();
+            let tokens = tokens.clone();
             let buffer = buffer.clone();
             let producer = producer.clone();
+            let telemetry = telemetry.clone();
+            let backoff = backoff.clone();
+            Box::new(move |index, topics| {
+                let api = api.clone();
+                let tokens = tokens.clone();
+                let buffer = buffer.clone();
+                let recipient = producer.clone().recipient();
+                let telemetry = telemetry.clone();
+                let backoff = backoff.clone();
+                let settings = connection_settings.clone();
+                Supervisor::start(move |_| {
+                    ConnectionActor::new(
+                        index, topics, settings, api, tokens, buffer, recipient, telemetry, backoff,
+                    )
+                })
+            })
+        };
+        let (refusal, plan_refused) = tokio::sync::oneshot::channel();
+        let planner = {
+            let topics = config.topics.clone();
+            let telemetry = telemetry.clone();
             let connections = connections.clone();
-            actix_rt::spawn(async move {
-                let topics = connection::plan::topics(
-                    &topics_config,
-                    &genesys_api,
-                    &tokens,
-                    &telemetry,
-                    &backoff,
+            Supervisor::start(move |_| {
+                Planner::new(
+                    topics,
+                    genesys_api,
+                    tokens,
+                    telemetry,
+                    backoff,
+                    start_connection,
+                    connections,
+                    refusal,
                 )
-                .await;
-                let groups = subscriptions::per_channel(&topics);
-                if groups.len() > subscriptions::MAX_CHANNELS {
-                    tracing::error!(
-                        channels = groups.len(),
-                        "more channels needed than Genesys allows one OAuth client ({}); the oldest would be evicted",
-                        subscriptions::MAX_CHANNELS
-                    );
-                }
-                for (index, group) in groups.into_iter().enumerate() {
-                    let api = genesys_api.clone();
-                    let tokens = tokens.clone();
-                    let buffer = buffer.clone();
-                    let recipient = producer.clone().recipient();
-                    let telemetry = telemetry.clone();
-                    let backoff = backoff.clone();
-                    let settings = connection_settings.clone();
-                    let addr = Supervisor::start(move |_| {
-                        ConnectionActor::new(
-                            index, group, settings, api, tokens, buffer, recipient, telemetry,
-                            backoff,
-                        )
-                    });
-                    connections
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(addr);
-                }
             })
         };
 
@@ -196,7 +201,26 @@ impl Bridge {
             connections,
             health,
             planner,
+            plan_refused: Some(plan_refused),
         })
+    }
+
+    /// Lists the org again now and applies the difference (SIGHUP).
+    pub fn refresh_topics(&self) {
+        self.planner.do_send(planner::Refresh);
+    }
+
+    /// Resolves with the refusal when the start-up topic plan needs more
+    /// channels than Genesys allows; never resolves otherwise.
+    pub async fn plan_refused(&mut self) -> TooManyChannels {
+        if let Some(refused) = self.plan_refused.as_mut() {
+            if let Ok(refusal) = refused.await {
+                return refusal;
+            }
+            // The planner is past its start-up plan (or gone).
+            self.plan_refused = None;
+        }
+        std::future::pending().await
     }
 
     /// Graceful stop: close the sockets (no new events), let Kafka
@@ -207,7 +231,9 @@ impl Bridge {
             grace_secs = grace.as_secs(),
             "shutting down: closing sockets and draining"
         );
-        self.planner.abort();
+        // First the planner, so that no connection starts after the list
+        // of connections to close was taken.
+        let _ = self.planner.send(planner::Shutdown).await;
         let connections: Vec<_> = self
             .connections
             .lock()
@@ -234,10 +260,29 @@ impl Bridge {
     }
 }
 
-/// Runs the bridge until SIGINT or SIGTERM.
+/// Runs the bridge until SIGINT or SIGTERM; SIGHUP lists the org's queues
+/// and users again. A start-up topic plan over the channel limit stops the
+/// bridge with a configuration error.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let bridge = Bridge::start(settings).await?;
-    shutdown_signal().await;
+    // Installed before anything starts: SIGHUP's default action ends the process.
+    let mut hangups = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup())
+        .expect("installing a SIGHUP handler works on unix");
+    let mut bridge = Bridge::start(settings).await?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(()) = hangups.recv() => {
+                tracing::info!("SIGHUP: listing the org's queues and users again");
+                bridge.refresh_topics();
+            }
+            refused = bridge.plan_refused() => {
+                bridge.shutdown(DRAIN_GRACE).await;
+                return Err(StartError::Config(refused.into()));
+            }
+        }
+    }
     bridge.shutdown(DRAIN_GRACE).await;
     Ok(())
 }

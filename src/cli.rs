@@ -106,7 +106,12 @@ pub fn main() -> ExitCode {
 fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path).and_then(|s| crate::app::preflight(&s).map(|()| s)) {
         Ok(settings) => {
-            println!("# {}: valid\n{}", path.display(), settings.display_toml());
+            println!("# {}: valid", path.display());
+            // validate() already refused a plan whose fixed names overflow.
+            if let Ok(plan) = settings.config.topics.check_offline() {
+                println!("# topic plan: {plan}");
+            }
+            println!("{}", settings.display_toml());
             ExitCode::SUCCESS
         }
         Err(e) => config_failure(&e),

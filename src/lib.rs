@@ -12,6 +12,7 @@
 //! - [`connection`]: the connection actor (channel, socket, subscriptions,
 //!   pings, heartbeat watchdog, reconnects, rollover) and topic planning.
 //! - [`buffer`]: the sled write-ahead buffer and its on-disk format.
+//! - [`planner`]: the topic planner (listings, channel assignment, refresh).
 //! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
 //! - [`replay`]: sends dead letters to Kafka again (`dead-letters --replay`).
 //! - [`genesys`]: Genesys facts: regions, topic names, REST API, frames.
@@ -31,6 +32,7 @@ pub mod connection;
 pub mod demo;
 pub mod genesys;
 pub mod health;
+pub mod planner;
 pub mod producer;
 pub mod replay;
 pub mod secret;

@@ -129,6 +129,24 @@ pub struct Telemetry {
     /// A failure no restart of an actor can mend: /healthz turns red so
     /// the process supervisor sees it.
     fatal: Mutex<Option<String>>,
+    /// Why the topic plan leaves topics out (over the channel limit).
+    topic_plan_problem: Mutex<Option<String>>,
+    plan: PlanMetrics,
+    /// The REST rate limiter, read for its counters.
+    api_limiter: Mutex<Option<std::sync::Arc<crate::genesys::rate_limit::RateLimiter>>>,
+}
+
+/// What the planner reports (`gkb_topic_*` metrics).
+#[derive(Debug, Default)]
+struct PlanMetrics {
+    topics: AtomicU64,
+    channels: AtomicU64,
+    left_out: AtomicU64,
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+    added: AtomicU64,
+    removed: AtomicU64,
+    held_removals: AtomicU64,
 }
 
 /// An actor that has not reported for this long is taken for stuck.
@@ -157,6 +175,9 @@ impl Default for Telemetry {
             kafka_topics: Mutex::default(),
             receive_to_ack: Histogram::default(),
             fatal: Mutex::default(),
+            topic_plan_problem: Mutex::default(),
+            plan: PlanMetrics::default(),
+            api_limiter: Mutex::default(),
         }
     }
 }
@@ -573,6 +594,9 @@ impl Telemetry {
         if let Some(e) = &*lock(&self.fatal) {
             reasons.push(e.clone());
         }
+        if let Some(e) = &*lock(&self.topic_plan_problem) {
+            reasons.push(e.clone());
+        }
         for topic in lock(&self.kafka_topics).iter() {
             if let Some(reason) = &topic.blocked {
                 reasons.push(format!("kafka topic {}: {reason}", topic.topic));
@@ -771,7 +795,227 @@ impl Telemetry {
              # HELP gkb_uptime_seconds Seconds since start.\n# TYPE gkb_uptime_seconds gauge\ngkb_uptime_seconds {}",
             self.started.elapsed().as_secs()
         );
+        self.render_plan_metrics(&mut out);
         out
+    }
+
+    fn render_plan_metrics(&self, out: &mut String) {
+        let p = &self.plan;
+        let refused: usize = lock(&self.connections)
+            .values()
+            .map(|c| c.rejected_topics)
+            .sum();
+        let (rate_limited, waited) = match &*lock(&self.api_limiter) {
+            Some(limiter) => (limiter.rate_limited_total(), limiter.waited()),
+            None => (0, Duration::ZERO),
+        };
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let metrics: [(&str, &str, &str, String); 11] = [
+            (
+                "topics_planned",
+                "gauge",
+                "Topics the plan assigns to channels.",
+                load(&p.topics).to_string(),
+            ),
+            (
+                "topic_channels",
+                "gauge",
+                "Channels (connections) the plan uses.",
+                load(&p.channels).to_string(),
+            ),
+            (
+                "topics_left_out",
+                "gauge",
+                "Wanted topics not subscribed for want of channels (see /readyz).",
+                load(&p.left_out).to_string(),
+            ),
+            (
+                "topics_refused",
+                "gauge",
+                "Topics the service refused on the open channels (the others stay subscribed).",
+                refused.to_string(),
+            ),
+            (
+                "topic_refreshes_total",
+                "counter",
+                "Listings of the org's queues and users that succeeded.",
+                load(&p.refreshes).to_string(),
+            ),
+            (
+                "topic_refresh_failures_total",
+                "counter",
+                "Listings that failed (the plan was kept).",
+                load(&p.refresh_failures).to_string(),
+            ),
+            (
+                "topics_added_total",
+                "counter",
+                "Topics added to the plan by refreshes.",
+                load(&p.added).to_string(),
+            ),
+            (
+                "topics_removed_total",
+                "counter",
+                "Topics removed from the plan by refreshes.",
+                load(&p.removed).to_string(),
+            ),
+            (
+                "topic_removals_held_total",
+                "counter",
+                "Removals held back because a listing shrank suddenly.",
+                load(&p.held_removals).to_string(),
+            ),
+            (
+                "api_rate_limited_total",
+                "counter",
+                "REST calls Genesys answered with 429.",
+                rate_limited.to_string(),
+            ),
+            (
+                "api_rate_limit_wait_seconds_total",
+                "counter",
+                "Time REST calls waited before being sent: the client-side pace and the pauses after a 429.",
+                waited.as_secs_f64().to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in metrics {
+            let _ = writeln!(
+                out,
+                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} {kind}\ngkb_{name} {value}"
+            );
+        }
+    }
+
+    /// The REST rate limiter whose counters `/metrics` shows.
+    pub fn watch_api_limiter(
+        &self,
+        limiter: std::sync::Arc<crate::genesys::rate_limit::RateLimiter>,
+    ) {
+        *lock(&self.api_limiter) = Some(limiter);
+    }
+
+    // ---- topic plan (planner) -------------------------------------------
+
+    /// A listing planned (or re-planned) the topics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn topics_planned(
+        &self,
+        trigger: &str,
+        queues: usize,
+        users: usize,
+        topics: usize,
+        channels: usize,
+        added: usize,
+        removed: usize,
+        took: Duration,
+    ) {
+        let took_ms = took.as_millis() as u64;
+        let p = &self.plan;
+        p.topics.store(topics as u64, Ordering::Relaxed);
+        p.channels.store(channels as u64, Ordering::Relaxed);
+        inc(&p.refreshes);
+        if trigger != "start-up" {
+            p.added.fetch_add(added as u64, Ordering::Relaxed);
+            p.removed.fetch_add(removed as u64, Ordering::Relaxed);
+        }
+        if added > 0 || removed > 0 || trigger == "start-up" {
+            tracing::info!(
+                trigger,
+                queues,
+                users,
+                topics,
+                channels,
+                added,
+                removed,
+                took_ms,
+                "topic plan updated"
+            );
+        } else {
+            tracing::debug!(
+                trigger,
+                queues,
+                users,
+                topics,
+                took_ms,
+                "topic plan unchanged"
+            );
+        }
+    }
+
+    pub fn topic_listing_failed(
+        &self,
+        error: &dyn std::fmt::Display,
+        retry_in: Duration,
+        plan_kept: bool,
+    ) {
+        inc(&self.plan.refresh_failures);
+        tracing::warn!(
+            error = %error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            plan_kept,
+            "listing the org's queues and users failed; the current topics stay subscribed"
+        );
+    }
+
+    /// The shrink guard held a listing's removals.
+    pub fn topic_listing_held(
+        &self,
+        kind: &str,
+        planned: usize,
+        listed: usize,
+        removed: usize,
+        why: &str,
+    ) {
+        self.plan
+            .held_removals
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        tracing::warn!(
+            kind,
+            planned,
+            listed,
+            held_removals = removed,
+            why,
+            "listing shrank suddenly: additions applied, removals held"
+        );
+    }
+
+    /// The start-up plan needs more channels than Genesys allows.
+    pub fn topic_plan_refused(&self, error: &dyn std::fmt::Display) {
+        tracing::error!(error = %error, "topic plan refused");
+        *lock(&self.topic_plan_problem) = Some(format!("topics: {error}"));
+    }
+
+    /// A refresh wants more topics than the channels allowed hold: what
+    /// fits is subscribed, the rest left out. Logged when it starts
+    /// (`log`); `/readyz` names it until it fits again.
+    pub fn topics_over_channel_limit(
+        &self,
+        wanted: usize,
+        channels_needed: usize,
+        left_out: usize,
+        log: bool,
+    ) {
+        self.plan.left_out.store(left_out as u64, Ordering::Relaxed);
+        let reason = format!(
+            "topics: {wanted} topics need {channels_needed} channels, Genesys allows {} per OAuth client: \
+             {left_out} topics are not subscribed (fix [topics] or split them over bridges)",
+            crate::subscriptions::MAX_CHANNELS
+        );
+        if log {
+            tracing::error!(
+                wanted,
+                channels_needed,
+                left_out,
+                "more topics than channels allow: subscribed what fits, the rest is left out"
+            );
+        }
+        *lock(&self.topic_plan_problem) = Some(reason);
+    }
+
+    pub fn topics_fit_again(&self, topics: usize, channels: usize) {
+        self.plan.left_out.store(0, Ordering::Relaxed);
+        tracing::info!(topics, channels, "every planned topic fits again");
+        *lock(&self.topic_plan_problem) = None;
     }
 }
 

@@ -1,5 +1,5 @@
-//! Turning `[topics]` into the concrete topic list, once at start-up:
-//! templates are expanded over the org's queues and users.
+//! Listing the org for the topic planner (`crate::planner`): the ids of
+//! its queues and users, as far as `[topics]` needs them.
 
 use std::sync::Arc;
 
@@ -12,59 +12,43 @@ use crate::subscriptions::TopicsConfig;
 use crate::telemetry::Telemetry;
 use crate::token::TokenActor;
 
-/// The full topic list. Retries until the listings succeed: without them
-/// there is nothing to subscribe. The caller bounds it by shutting down.
-pub async fn topics(
-    config: &TopicsConfig,
-    api: &GenesysApi,
-    tokens: &Addr<TokenActor>,
-    telemetry: &Arc<Telemetry>,
-    backoff: &Backoff,
-) -> Vec<String> {
-    let mut outer = backoff.clone();
-    loop {
-        match listings(config, api, tokens, telemetry, backoff).await {
-            Ok((queues, users)) => {
-                let topics = config.expand(&queues, &users);
-                tracing::info!(
-                    queues = queues.len(),
-                    users = users.len(),
-                    topics = topics.len(),
-                    "topic list ready"
-                );
-                return topics;
-            }
-            Err(e) => {
-                let delay = outer.next_delay();
-                telemetry.api_retry("expand topic templates", &e, delay);
-                actix_rt::time::sleep(delay).await;
-            }
-        }
-    }
+/// The org's entities that templates expand over; `None` where no
+/// template needs the listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgListing {
+    pub queues: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
 }
 
-async fn listings(
+/// Lists what `config`'s templates need. Each listing goes through
+/// [`rest::call`] (token, 401 retry, bounded retries with backoff); the
+/// caller decides when to try again after an error.
+pub async fn list_org(
     config: &TopicsConfig,
     api: &GenesysApi,
     tokens: &Addr<TokenActor>,
     telemetry: &Arc<Telemetry>,
     backoff: &Backoff,
-) -> Result<(Vec<String>, Vec<String>), rest::CallError> {
+) -> Result<OrgListing, rest::CallError> {
     let queues = if config.needs_queue_list() {
-        rest::call("list queues", tokens, telemetry, backoff, |t| async move {
-            api.list_queue_ids(&t).await
-        })
-        .await?
+        Some(
+            rest::call("list queues", tokens, telemetry, backoff, |t| async move {
+                api.list_queue_ids(&t).await
+            })
+            .await?,
+        )
     } else {
-        Vec::new()
+        None
     };
     let users = if config.needs_user_list() {
-        rest::call("list users", tokens, telemetry, backoff, |t| async move {
-            api.list_user_ids(&t).await
-        })
-        .await?
+        Some(
+            rest::call("list users", tokens, telemetry, backoff, |t| async move {
+                api.list_user_ids(&t).await
+            })
+            .await?,
+        )
     } else {
-        Vec::new()
+        None
     };
-    Ok((queues, users))
+    Ok(OrgListing { queues, users })
 }

@@ -5,6 +5,7 @@
 //! refreshing it is the token actor's job, and "401 → new token, retry
 //! once" is the caller's (see `connection::rest`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use awc::http::StatusCode;
@@ -12,6 +13,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+
+use super::rate_limit::RateLimiter;
 
 /// Largest REST reply we read (queue listings of big orgs are a few MB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -22,6 +25,8 @@ const PAGE_SIZE: u32 = 100;
 /// Never follow more pages than this (100,000 entities): a bound on a loop
 /// driven by the server's `pageCount`.
 const MAX_PAGES: u32 = 1_000;
+/// Tries of one call that keeps getting 429 before giving it back.
+const MAX_RATE_LIMITED_ATTEMPTS: u32 = 3;
 
 /// What went wrong with a REST call.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +163,8 @@ pub struct GenesysApi {
     http: awc::Client,
     api_base: String,
     login_base: String,
+    /// Paces every REST call of all clones (see [`RateLimiter`]).
+    limiter: Arc<RateLimiter>,
 }
 
 /// An HTTP client for Genesys: TLS through the system's OpenSSL (plus the
@@ -208,7 +215,14 @@ impl GenesysApi {
             http,
             api_base: api_base.trim_end_matches('/').to_owned(),
             login_base: login_base.trim_end_matches('/').to_owned(),
+            limiter: Arc::new(RateLimiter::unlimited()),
         }
+    }
+
+    /// Paces REST calls with `limiter` (shared with every clone made after).
+    pub fn with_rate_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     pub fn http(&self) -> &awc::Client {
@@ -415,7 +429,49 @@ impl GenesysApi {
         Ok(ids)
     }
 
+    /// One REST call, paced by the rate limiter. A 429 pauses every
+    /// caller (Retry-After, or a doubling delay with jitter) and is tried
+    /// again here up to [`MAX_RATE_LIMITED_ATTEMPTS`] times; after that
+    /// the caller's own retry (`connection::rest`) takes over.
     async fn call(
+        &self,
+        what: &'static str,
+        method: awc::http::Method,
+        path: &str,
+        token: &Secret,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let mut attempt = 1;
+        loop {
+            self.limiter.acquire().await;
+            match self
+                .call_once(what, method.clone(), path, token, json_body.clone())
+                .await
+            {
+                Err(ApiError::RateLimited { retry_after }) => {
+                    let pause = self.limiter.rate_limited(retry_after);
+                    tracing::warn!(
+                        call = what,
+                        attempt,
+                        pause_ms = pause.as_millis() as u64,
+                        retry_after_given = retry_after.is_some(),
+                        "Genesys answered 429: every REST call pauses"
+                    );
+                    if attempt >= MAX_RATE_LIMITED_ATTEMPTS {
+                        return Err(ApiError::RateLimited { retry_after });
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+                Ok(body) => {
+                    self.limiter.succeeded();
+                    return Ok(body);
+                }
+            }
+        }
+    }
+
+    async fn call_once(
         &self,
         what: &'static str,
         method: awc::http::Method,

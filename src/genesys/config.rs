@@ -68,6 +68,15 @@ pub struct GenesysConfig {
     /// Largest delay between reconnects or retries, in ms.
     #[serde(default = "defaults::retry_max_delay_ms")]
     pub retry_max_delay_ms: u64,
+    /// Most REST calls per minute this bridge makes (token requests not
+    /// counted), over all its channels: listings, channel creation,
+    /// subscription updates. Genesys allows about 300 per minute per token
+    /// and answers 429 beyond; the default keeps a margin for bursts (a
+    /// tenth of the rate may go at once) and for other users of the same
+    /// OAuth client. 429s that still come pause every call and are counted
+    /// (`gkb_api_rate_limited_total`).
+    #[serde(default = "defaults::api_requests_per_minute")]
+    pub api_requests_per_minute: u32,
     /// HTTP proxy for every connection to Genesys (login, REST and
     /// WebSocket, each through a `CONNECT` tunnel), e.g.
     /// `http://proxy.example.com:3128` or `http://user@proxy:3128`.
@@ -120,6 +129,9 @@ mod defaults {
     }
     pub fn retry_max_delay_ms() -> u64 {
         60_000
+    }
+    pub fn api_requests_per_minute() -> u32 {
+        240
     }
 }
 
@@ -250,6 +262,12 @@ impl GenesysConfig {
         self.retry_backoff()
             .map_err(|e| ConfigError::invalid("genesys.retry_min_delay_ms", e.to_string()))?;
         self.validate_network()?;
+        if !(1..=3_000).contains(&self.api_requests_per_minute) {
+            return Err(ConfigError::invalid(
+                "genesys.api_requests_per_minute",
+                "must be between 1 and 3000 (Genesys allows about 300 per minute per token)",
+            ));
+        }
         Ok(())
     }
 

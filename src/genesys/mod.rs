@@ -6,5 +6,6 @@ pub mod api;
 pub mod config;
 pub mod protocol;
 pub mod proxy;
+pub mod rate_limit;
 pub mod region;
 pub mod topic;
