@@ -208,6 +208,7 @@ mod channels;
 mod clock;
 mod config;
 mod control;
+mod conversations;
 mod directory;
 mod errors;
 mod events;
@@ -216,6 +217,7 @@ mod generator;
 mod ids;
 mod janitor;
 mod oauth;
+mod observations;
 mod request;
 mod socket;
 mod state;
@@ -516,6 +518,8 @@ fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     .service(resource("/sim/generate").route(web::post().to(control::generate)))
     .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
     .service(resource("/sim/state").route(web::get().to(control::sim_state)))
+    .service(resource("/sim/conversations").route(web::get().to(control::conversations)))
+    .service(resource("/sim/observations").route(web::get().to(control::observations)))
     .service(resource("/sim/directory/{kind}").route(web::post().to(control::add_entries)))
     .service(resource("/sim/directory/{kind}/{id}").route(web::delete().to(control::remove_entry)))
     .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
@@ -528,6 +532,7 @@ fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     .service(resource("/sim/faults/drop-sockets").route(web::post().to(control::drop_sockets)))
     .service(resource("/sim/faults/socket-closing").route(web::post().to(control::socket_closing)))
     .service(resource("/sim/faults/expire-tokens").route(web::post().to(control::expire_tokens)))
+    .service(resource("/sim/faults/revoke-token").route(web::post().to(control::revoke_token)))
     .service(
         resource("/sim/faults/expire-channels").route(web::post().to(control::expire_channels)),
     )
