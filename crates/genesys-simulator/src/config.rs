@@ -23,7 +23,7 @@ pub struct SimulatorArgs {
     pub listen: String,
 
     /// Address of the login host (POST /oauth/token), a listener of its own
-    /// as login.<region> is a host of its own: a token request sent to the
+    /// as `login.<region>` is a host of its own: a token request sent to the
     /// API host gets 404. Default: the --listen host on the next port
     /// (any free port when --listen has port 0).
     #[arg(long, value_name = "ADDR")]
