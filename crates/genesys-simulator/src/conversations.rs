@@ -108,6 +108,12 @@ pub(crate) enum DetailDue {
     Unknown,
 }
 
+/// Most live conversations in all (reached only with a directory of tens
+/// of thousands of queues and users, or `/sim/generate` `topics` naming
+/// ever new ids): beyond it the conversation changed least recently is
+/// dropped without further events.
+const MAX_LIVE: usize = 200_000;
+
 /// Ended conversations whose detail events are still due: at most this many
 /// (beyond, the oldest are forgotten: their details are never sent).
 const MAX_ENDED: usize = 10_000;
@@ -176,6 +182,19 @@ impl ConversationPool {
         now_ms: u64,
         rng: &mut impl Rng,
     ) -> String {
+        if self.live.len() >= MAX_LIVE {
+            if let Some(stale) = self
+                .live
+                .values()
+                .min_by_key(|c| c.touched)
+                .map(|c| c.id.clone())
+            {
+                if let Some(conv) = self.live.get_mut(&stale) {
+                    conv.pending.clear();
+                }
+                self.end(&stale);
+            }
+        }
         let id = pool_id(rng);
         let pending: VecDeque<DetailKind> = if queue_id.is_some() {
             [

@@ -70,7 +70,8 @@ pub(crate) fn body(
 ) -> Value {
     match topic {
         Topic::QueueObservations { queue_id } => {
-            if rng.gen_ratio(1, 4) {
+            // Asked for a listing of a given size: always an observation.
+            if ctx.observation_conversations.is_none() && rng.gen_ratio(1, 4) {
                 queue_aggregates(queue_id, ctx, rng)
             } else {
                 queue_observation(queue_id, ctx, model, rng)
@@ -226,8 +227,9 @@ fn queue_observation(
                 _ => 0,
             };
             if listed > 0 {
-                // At most what the frame-size option asks for, else a few.
-                let listed = listed.min(ctx.observation_conversations.map_or(8, |k| k as u64));
+                // What `observation_conversations` asks for, else a few
+                // (ordinary frames stay a few KB).
+                let listed = listed.min(ctx.observation_conversations.map_or(4, |k| k as u64));
                 m["observations"] = (0..listed)
                     .map(|_| observation_value(queue, ctx, rng))
                     .collect();

@@ -114,7 +114,9 @@
 //!   qualifier)`'s stats) gives what `GET /sim/observations` shows. About
 //!   one event in four on the topic is a 30-minute aggregate instead
 //!   (`interval` spans the half hour; `nOffered`, `tHandle`… with integer
-//!   stats), which is not a delta.
+//!   stats), which is not a delta (never with `observation_conversations`).
+//!   `oWaiting` and `oInteracting`, when sent, list up to four of their
+//!   conversations under `observations`.
 //! * Conversations have stable ids and a lifecycle: alerting, connected,
 //!   wrap-up (`acw`), disconnected. An event on
 //!   `v2.routing.queues.{id}.conversations` starts a conversation on the
@@ -189,7 +191,8 @@
 //!   5,000,000. With `rate_per_sec` (at most 1,000,000): starts a
 //!   background job (N events, or forever without `count`) → 202
 //!   `{"started":true,"job_id"}` (409 when 64 jobs already run). `observation_conversations` (at most
-//!   10,000) sets how many conversations queue observations list: large
+//!   10,000) sets the queue's `oWaiting` to that many and lists them all
+//!   (always sent, and always a live observation, not an aggregate): large
 //!   values give frames of tens or hundreds of KB.
 //! * `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
 //!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq","forgotten"}`:
