@@ -369,6 +369,17 @@ impl ConversationPool {
         self.advance(conversation_id, now_ms).is_some()
     }
 
+    /// The agent's live conversation changed last, if any (for agent state
+    /// events, which do not move it).
+    pub fn latest_of_agent(&self, agent_id: &str) -> Option<Conversation> {
+        self.by_agent
+            .get(agent_id)?
+            .iter()
+            .filter_map(|id| self.live.get(id))
+            .max_by_key(|c| c.touched)
+            .cloned()
+    }
+
     /// Live conversations, oldest first: `GET /sim/conversations`.
     pub fn view(&self) -> Vec<serde_json::Value> {
         let mut live: Vec<&Conversation> = self.live.values().collect();

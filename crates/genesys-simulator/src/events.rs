@@ -106,7 +106,10 @@ pub(crate) fn body(
             .choose(rng);
             json!({"routingStatus": {"status": status, "startTime": rfc3339_ms(ctx.now_ms - rng.gen_range(0..600_000))}})
         }
-        Topic::AgentState { user_id } => agent_state(user_id, ctx, rng),
+        Topic::AgentState { user_id } => match model.conversations.latest_of_agent(user_id) {
+            Some(conv) => pool_agent_state(&conv, ctx),
+            None => agent_state(user_id, ctx, rng),
+        },
         Topic::ConversationDetail {
             conversation_id,
             kind,
@@ -311,6 +314,33 @@ fn agent_state(user_id: &str, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> Valu
     });
     if let Some(q) = queue {
         body["queueId"] = json!(q.id);
+    }
+    body
+}
+
+/// `v2.detail.events.agent.{id}.state` for an agent with a live pool
+/// conversation: that conversation's id, session and stage.
+fn pool_agent_state(conv: &Conversation, ctx: &BodyContext<'_>) -> Value {
+    let facts = ConversationFacts::of_pool(conv, ctx.directory);
+    let (state, since) = match conv.stage {
+        Stage::Alerting => ("ALERT", conv.started_ms),
+        Stage::Connected => ("INTERACT", conv.connected_ms.unwrap_or(conv.started_ms)),
+        Stage::Acw => ("WRAPUP", conv.call_ended_ms.unwrap_or(conv.started_ms)),
+        Stage::Disconnected => ("TERMINATED", conv.ended_ms.unwrap_or(conv.started_ms)),
+    };
+    let mut body = json!({
+        "conversationId": conv.id,
+        "sessionId": facts.agent().1,
+        "sessionStart": conv.started_ms,
+        "currentStateStart": since,
+        "currentState": state,
+        "userId": conv.agent_id,
+        "originatingDirection": facts.direction,
+        "mediaType": facts.media.upper(),
+        "requestedSkillIds": [],
+    });
+    if let Some(q) = &conv.queue_id {
+        body["queueId"] = json!(q);
     }
     body
 }

@@ -139,8 +139,10 @@
 //!   `direction` (`INBOUND`/`OUTBOUND`), uppercase routing enums
 //!   (`STANDARD`) and per kind `queueId`, `userId`, `disconnectType`,
 //!   `interactingDurationMs`, `wrapupCode`… with durations from the
-//!   conversation's own times. `GET /sim/conversations` lists the live
-//!   ones. The detail topics of a conversation id the simulator did not
+//!   conversation's own times. `v2.detail.events.agent.{id}.state` of an
+//!   agent with a live conversation shows it (`ALERT`, `INTERACT`,
+//!   `WRAPUP`; same `conversationId`). `GET /sim/conversations` lists the
+//!   live ones. The detail topics of a conversation id the simulator did not
 //!   make (any other UUID) get an event of their own kind on every visit,
 //!   with facts derived from the id, so that such topics can carry load.
 //!

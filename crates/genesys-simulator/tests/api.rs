@@ -2310,6 +2310,7 @@ async fn a_conversation_goes_through_its_stages_in_order_on_every_topic() {
     let mut topics = vec![
         queue_topic.clone(),
         format!("v2.users.{agent}.conversations"),
+        format!("v2.detail.events.agent.{agent}.state"),
     ];
     topics.extend(
         kinds
@@ -2323,6 +2324,11 @@ async fn a_conversation_goes_through_its_stages_in_order_on_every_topic() {
 
     let mut stages = vec!["alerting"];
     let mut details: Vec<Value> = Vec::new();
+    // Last stage of every conversation seen in a snapshot, and how many
+    // agent state events named one of them.
+    let mut last_stage: HashMap<String, &'static str> = HashMap::new();
+    last_stage.insert(conv_id.clone(), "alerting");
+    let mut agent_states = 0;
     for _round in 0..20 {
         if details.len() == kinds.len() && stages.last() == Some(&"disconnected") {
             break;
@@ -2336,12 +2342,32 @@ async fn a_conversation_goes_through_its_stages_in_order_on_every_topic() {
                 assert!(topic.starts_with(&format!("v2.detail.events.conversation.{conv_id}.")));
                 assert_eq!(body["conversationId"], conv_id.as_str());
                 details.push(event.clone());
-            } else if body["id"] == conv_id.as_str() {
-                stages.push(snapshot_stage(body));
+            } else if topic.starts_with("v2.detail.events.agent.") {
+                // The agent's live conversation, at the stage last shown.
+                let id = body["conversationId"].as_str().unwrap();
+                let stage = last_stage
+                    .get(id)
+                    .unwrap_or_else(|| panic!("unknown {id}: {body}"));
+                let expected = match *stage {
+                    "alerting" => "ALERT",
+                    "connected" => "INTERACT",
+                    "acw" => "WRAPUP",
+                    other => panic!("agent state of an ended conversation ({other}): {body}"),
+                };
+                assert_eq!(body["currentState"], expected, "{body}");
+                assert_eq!(body["userId"], agent.as_str());
+                agent_states += 1;
+            } else {
+                let stage = snapshot_stage(body);
+                last_stage.insert(body["id"].as_str().unwrap().to_owned(), stage);
+                if body["id"] == conv_id.as_str() {
+                    stages.push(stage);
+                }
             }
         }
     }
     assert_eq!(stages, ["alerting", "connected", "acw", "disconnected"]);
+    assert!(agent_states > 0, "no agent state event");
     let seen: Vec<&str> = details
         .iter()
         .map(|e| {
