@@ -23,7 +23,7 @@ pub struct SimulatorArgs {
     pub listen: String,
 
     /// Address of the login host (POST /oauth/token), a listener of its own
-    /// as login.<region> is a host of its own: a token request sent to the
+    /// as `login.<region>` is a host of its own: a token request sent to the
     /// API host gets 404. Default: the --listen host on the next port
     /// (any free port when --listen has port 0).
     #[arg(long, value_name = "ADDR")]
@@ -126,10 +126,25 @@ pub struct SimulatorArgs {
     #[arg(long, value_name = "FORM", default_value = "alternate", value_parser = ["alternate", "retry-after", "no-retry-after"])]
     pub rate_limit_429: String,
 
+    /// The 401 code of a REST call with an expired token:
+    /// `credentials-expired` (code `credentials.expired`), `bad-credentials`
+    /// (code `bad.credentials`), or `alternate` (the two in turn, starting
+    /// with `credentials.expired`). Unknown and revoked tokens always get
+    /// `bad.credentials`.
+    #[arg(long, value_name = "CODE", default_value = "credentials-expired", value_parser = ["credentials-expired", "bad-credentials", "alternate"])]
+    pub expired_token_code: String,
+
     /// Seconds between a `v2.system.socket_closing` notice and the service
     /// closing the socket itself (when the control API does not say).
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     pub socket_closing_grace: f64,
+
+    /// Live conversations per queue (and per agent for the agent's own
+    /// calls) at once: a conversation event on a queue starts a new one
+    /// while fewer are live, else moves the oldest on (alerting, connected,
+    /// wrap-up, disconnected). Ended ones make room for new ones.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub conversations_per_entity: usize,
 
     /// Seed of the random generator behind event bodies (ids stay unique).
     #[arg(long, value_name = "N", default_value_t = 42)]
@@ -170,7 +185,9 @@ impl std::fmt::Debug for SimulatorArgs {
             channels_follow_token,
             rate_limit_per_minute,
             rate_limit_429,
+            expired_token_code,
             socket_closing_grace,
+            conversations_per_entity,
             seed,
             event_log_limit,
             max_frame_size,
@@ -197,7 +214,9 @@ impl std::fmt::Debug for SimulatorArgs {
             .field("channels_follow_token", channels_follow_token)
             .field("rate_limit_per_minute", rate_limit_per_minute)
             .field("rate_limit_429", rate_limit_429)
+            .field("expired_token_code", expired_token_code)
             .field("socket_closing_grace", socket_closing_grace)
+            .field("conversations_per_entity", conversations_per_entity)
             .field("seed", seed)
             .field("event_log_limit", event_log_limit)
             .field("max_frame_size", max_frame_size)
@@ -251,6 +270,9 @@ impl SimulatorArgs {
         }
         if !matches!(self.bad_credentials_status, 400 | 401) {
             return invalid("--bad-credentials-status must be 400 or 401".into());
+        }
+        if !(1..=1000).contains(&self.conversations_per_entity) {
+            return invalid("--conversations-per-entity must be between 1 and 1000".into());
         }
         if self.event_log_limit == 0 {
             return invalid("--event-log-limit must be at least 1".into());

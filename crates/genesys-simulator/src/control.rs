@@ -197,6 +197,22 @@ pub(crate) async fn sim_state(state: web::Data<SimState>) -> HttpResponse {
     HttpResponse::Ok().json(state.view())
 }
 
+/// `GET /sim/conversations` → `{"conversations":[{"id","queue_id","user_id","stage"}]}`:
+/// the live conversations, oldest first.
+pub(crate) async fn conversations(state: web::Data<SimState>) -> HttpResponse {
+    let list = state.lock().model.conversations.view();
+    HttpResponse::Ok().json(json!({ "conversations": list }))
+}
+
+/// `GET /sim/observations?queue_id=ID` → `{"queues":{"<id>":[metric…]}}`:
+/// the statistics the observation deltas of each queue add up to.
+pub(crate) async fn observations(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    let params = query_params(req.query_string());
+    let queue = params.get("queue_id").map(String::as_str);
+    let queues = state.lock().model.observations.view(queue);
+    HttpResponse::Ok().json(json!({ "queues": queues }))
+}
+
 /// `GET /sim/faults`
 pub(crate) async fn get_faults(state: web::Data<SimState>) -> HttpResponse {
     HttpResponse::Ok().json(state.faults.view())
@@ -347,6 +363,26 @@ pub(crate) async fn expire_tokens(state: web::Data<SimState>) -> HttpResponse {
     let n = state.revoke_tokens();
     tracing::info!(revoked = n, "tokens revoked");
     HttpResponse::Ok().json(json!({"revoked": n}))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeTokenRequest {
+    token: Option<String>,
+    token_prefix: Option<String>,
+}
+
+/// `POST /sim/faults/revoke-token` `{"token"}` or `{"token_prefix"}`: one
+/// live token is revoked (its next REST call: 401 `bad.credentials`), and
+/// its channels end → `{"revoked":1,"channels_ended":n}`.
+pub(crate) async fn revoke_token(
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> Result<HttpResponse, ApiError> {
+    let request: RevokeTokenRequest = parse_json(&body)?;
+    let ended = state.revoke_token(request.token.as_deref(), request.token_prefix.as_deref())?;
+    tracing::info!(channels_ended = ended, "one token revoked");
+    Ok(HttpResponse::Ok().json(json!({"revoked": 1, "channels_ended": ended})))
 }
 
 #[derive(Debug, Default, Deserialize)]

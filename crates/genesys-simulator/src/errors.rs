@@ -68,6 +68,16 @@ impl ApiError {
         )
     }
 
+    /// An expired access token (the service also answers `bad.credentials`
+    /// for those: see `--expired-token-code`).
+    pub fn credentials_expired() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "credentials.expired",
+            "The supplied credentials have expired.",
+        )
+    }
+
     /// The per-token rate limit's 429: with `Retry-After` (code
     /// `too.many.requests.retry.after`) or without (`too.many.requests`).
     pub fn rate_limited(retry_after: Option<u64>, limit: u32) -> Self {

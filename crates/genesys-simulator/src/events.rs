@@ -12,9 +12,29 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::clock::rfc3339_ms;
+use super::conversations::{self, Conversation, ConversationPool, Stage};
 use super::directory::{Directory, Media, Queue, User};
 use super::ids::{hash_str, stable_uuid, uuid_from};
+use super::observations::{metric_json, QueueObservations};
 use super::topics::{DetailKind, Topic};
+
+/// What the simulated contact centre remembers between events: queue
+/// statistics (observations are deltas against them) and the live
+/// conversations.
+#[derive(Debug)]
+pub(crate) struct Model {
+    pub observations: QueueObservations,
+    pub conversations: ConversationPool,
+}
+
+impl Model {
+    pub fn new(conversations_per_entity: usize) -> Self {
+        Model {
+            observations: QueueObservations::default(),
+            conversations: ConversationPool::new(conversations_per_entity),
+        }
+    }
+}
 
 /// What a body builder may look at besides the random generator.
 pub(crate) struct BodyContext<'a> {
@@ -39,29 +59,40 @@ pub(crate) fn envelope(topic_name: &str, body: &Value, correlation_id: &Uuid) ->
     )
 }
 
-/// The body of one event on `topic`.
-pub(crate) fn body(topic: &Topic, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> Value {
+/// The body of one event on `topic`. Detail topics of pool conversations
+/// are the generator's business (see `conversations`); here a detail topic
+/// gets an event of its own kind with facts derived from its id.
+pub(crate) fn body(
+    topic: &Topic,
+    ctx: &BodyContext<'_>,
+    model: &mut Model,
+    rng: &mut impl Rng,
+) -> Value {
     match topic {
         Topic::QueueObservations { queue_id } => {
-            if rng.gen_ratio(1, 4) {
+            // Asked for a listing of a given size: always an observation.
+            if ctx.observation_conversations.is_none() && rng.gen_ratio(1, 4) {
                 queue_aggregates(queue_id, ctx, rng)
             } else {
-                queue_observation(queue_id, ctx, rng)
+                queue_observation(queue_id, ctx, model, rng)
             }
         }
         Topic::UserAggregates { user_id } => user_aggregates(user_id, ctx, rng),
         Topic::QueueConversations { queue_id } => {
-            let queue = ctx.directory.queue(queue_id);
-            let members: Vec<&User> =
-                queue.map_or_else(Vec::new, |q| ctx.directory.members(q).collect());
-            let agent = members.choose(rng).copied();
-            conversation(queue_id, queue, agent, ctx, rng)
+            let members: Vec<String> = ctx.directory.queue(queue_id).map_or_else(Vec::new, |q| {
+                ctx.directory.members(q).map(|u| u.id.clone()).collect()
+            });
+            let conv = model
+                .conversations
+                .on_queue(queue_id, &members, ctx.now_ms, rng);
+            conversation(&conv, ctx)
         }
         Topic::UserConversations { user_id } => {
-            let agent = ctx.directory.user(user_id);
-            let queue = ctx.directory.random_queue(rng);
-            let queue_id = queue.map_or_else(|| uuid_from(rng).to_string(), |q| q.id.clone());
-            conversation(&queue_id, queue, agent, ctx, rng)
+            let queues = queues_of(ctx.directory, user_id);
+            let conv = model
+                .conversations
+                .on_agent(user_id, &queues, ctx.now_ms, rng);
+            conversation(&conv, ctx)
         }
         Topic::UserPresence { .. } => presence(ctx, rng),
         Topic::UserRoutingStatus { .. } => {
@@ -75,12 +106,41 @@ pub(crate) fn body(topic: &Topic, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> 
             .choose(rng);
             json!({"routingStatus": {"status": status, "startTime": rfc3339_ms(ctx.now_ms - rng.gen_range(0..600_000))}})
         }
-        Topic::AgentState { user_id } => agent_state(user_id, ctx, rng),
+        Topic::AgentState { user_id } => match model.conversations.latest_of_agent(user_id) {
+            Some(conv) => pool_agent_state(&conv, ctx),
+            None => agent_state(user_id, ctx, rng),
+        },
         Topic::ConversationDetail {
             conversation_id,
             kind,
-        } => detail_event(conversation_id, *kind, ctx, rng),
+        } => {
+            let facts = ConversationFacts::of(conversation_id, ctx.directory);
+            detail_event(&facts, *kind, ctx, rng)
+        }
     }
+}
+
+/// The live queues `user_id` is a member of.
+fn queues_of(directory: &Directory, user_id: &str) -> Vec<String> {
+    let Some(index) = directory.users.iter().position(|u| u.id == user_id) else {
+        return Vec::new();
+    };
+    directory
+        .live_queues()
+        .filter(|q| q.members.contains(&index))
+        .map(|q| q.id.clone())
+        .collect()
+}
+
+/// A detail event of a pool conversation (see `conversations`).
+pub(crate) fn pool_detail_event(
+    conv: &Conversation,
+    kind: DetailKind,
+    ctx: &BodyContext<'_>,
+    rng: &mut impl Rng,
+) -> Value {
+    let facts = ConversationFacts::of_pool(conv, ctx.directory);
+    detail_event(&facts, kind, ctx, rng)
 }
 
 fn media_of(queue: Option<&Queue>) -> Media {
@@ -102,18 +162,14 @@ fn count(metric: &str, n: u64) -> Value {
     json!({"metric": metric, "stats": {"count": n}})
 }
 
-fn qualified(metric: &str, qualifier: &str, n: u64) -> Value {
-    json!({"metric": metric, "qualifier": qualifier, "stats": {"count": n}})
-}
-
 /// Duration statistics (`tHandle`, `tAnswered`, …) over `n` samples.
 fn timing(metric: &str, n: u64, rng: &mut impl Rng) -> Value {
     if n == 0 {
-        return json!({"metric": metric, "stats": {"count": 0, "sum": 0.0}});
+        return json!({"metric": metric, "stats": {"count": 0, "sum": 0}});
     }
-    let min = rng.gen_range(2_000..30_000) as f64;
-    let max = min + rng.gen_range(0..900_000) as f64;
-    let sum = (min + max) / 2.0 * n as f64;
+    let min: u64 = rng.gen_range(2_000..30_000);
+    let max = min + rng.gen_range(0..900_000);
+    let sum = (min + max) / 2 * n;
     json!({"metric": metric, "stats": {"max": max, "min": min, "count": n, "sum": sum}})
 }
 
@@ -137,51 +193,53 @@ fn observation_value(queue: Option<&Queue>, ctx: &BodyContext<'_>, rng: &mut imp
     v
 }
 
-/// Live queue statistics: `{"group":{queueId,mediaType},"data":[{interval,metrics}]}`.
-fn queue_observation(queue_id: &str, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> Value {
+/// Live queue statistics, as a delta: `{"group":{queueId,mediaType},
+/// "data":[{interval,metrics}]}` where `metrics` holds only what changed
+/// since the queue's previous observation event (everything on its first).
+/// With `observation_conversations`, `oWaiting` is set to that many and
+/// always sent, listing them (the waiting conversations changed).
+fn queue_observation(
+    queue_id: &str,
+    ctx: &BodyContext<'_>,
+    model: &mut Model,
+    rng: &mut impl Rng,
+) -> Value {
     let queue = ctx.directory.queue(queue_id);
-    let members = queue.map_or(5, |q| q.members.len() as u64);
-    let waiting = ctx
-        .observation_conversations
-        .unwrap_or_else(|| rng.gen_range(0..=4));
-    let interacting = rng.gen_range(0..=members.min(waiting as u64 + 2));
-    let idle = members.saturating_sub(interacting);
-    let now = rfc3339_ms(ctx.now_ms);
-
-    let mut o_waiting = count("oWaiting", waiting as u64);
-    if waiting > 0 {
-        o_waiting["observations"] = (0..waiting)
-            .map(|_| observation_value(queue, ctx, rng))
-            .collect();
-    }
-    let mut o_interacting = count("oInteracting", interacting);
-    if interacting > 0 {
-        o_interacting["observations"] = (0..interacting)
-            .map(|_| observation_value(queue, ctx, rng))
-            .collect();
-    }
+    let members = queue.map_or(0, |q| ctx.directory.members(q).count() as u64);
     let on_queue = ctx
         .directory
         .presences
         .iter()
-        .find(|p| p.system_presence == "On Queue");
-    let metrics = vec![
-        count("oAlerting", rng.gen_range(0..=1)),
-        o_interacting,
-        o_waiting,
-        count("oMemberUsers", members),
-        count("oActiveUsers", members),
-        qualified("oOnQueueUsers", "IDLE", idle),
-        qualified("oOnQueueUsers", "INTERACTING", interacting),
-        qualified("oOnQueueUsers", "NOT_RESPONDING", 0),
-        qualified("oUserRoutingStatuses", "IDLE", idle),
-        qualified("oUserRoutingStatuses", "INTERACTING", interacting),
-        qualified(
-            "oUserPresences",
-            on_queue.map_or("", |p| p.id.as_str()),
-            members,
-        ),
-    ];
+        .find(|p| p.system_presence == "On Queue")
+        .map_or("", |p| p.id.as_str());
+    let stats = model.observations.get(queue_id);
+    let mut delta = stats.step(members, on_queue, rng);
+    if let Some(k) = ctx.observation_conversations {
+        let waiting = stats.force_waiting(k as u64);
+        delta.changed.retain(|(key, _)| key.0 != "oWaiting");
+        delta.changed.push((("oWaiting", None), waiting));
+    }
+    let now = rfc3339_ms(ctx.now_ms);
+    let metrics: Vec<Value> = delta
+        .changed
+        .iter()
+        .map(|((metric, qualifier), stat)| {
+            let mut m = metric_json(metric, qualifier.as_deref(), *stat);
+            let listed = match (*metric, stat) {
+                ("oWaiting" | "oInteracting", super::observations::Stat::Count(n)) => *n,
+                _ => 0,
+            };
+            if listed > 0 {
+                // What `observation_conversations` asks for, else a few
+                // (ordinary frames stay a few KB).
+                let listed = listed.min(ctx.observation_conversations.map_or(4, |k| k as u64));
+                m["observations"] = (0..listed)
+                    .map(|_| observation_value(queue, ctx, rng))
+                    .collect();
+            }
+            m
+        })
+        .collect();
     json!({
         "group": {"queueId": queue_id, "mediaType": media_of(queue).lower()},
         "data": [{"interval": format!("{now}/{now}"), "metrics": metrics}],
@@ -260,156 +318,244 @@ fn agent_state(user_id: &str, ctx: &BodyContext<'_>, rng: &mut impl Rng) -> Valu
     body
 }
 
+/// `v2.detail.events.agent.{id}.state` for an agent with a live pool
+/// conversation: that conversation's id, session and stage.
+fn pool_agent_state(conv: &Conversation, ctx: &BodyContext<'_>) -> Value {
+    let facts = ConversationFacts::of_pool(conv, ctx.directory);
+    let (state, since) = match conv.stage {
+        Stage::Alerting => ("ALERT", conv.started_ms),
+        Stage::Connected => ("INTERACT", conv.connected_ms.unwrap_or(conv.started_ms)),
+        Stage::Acw => ("WRAPUP", conv.call_ended_ms.unwrap_or(conv.started_ms)),
+        Stage::Disconnected => ("TERMINATED", conv.ended_ms.unwrap_or(conv.started_ms)),
+    };
+    let mut body = json!({
+        "conversationId": conv.id,
+        "sessionId": facts.agent().1,
+        "sessionStart": conv.started_ms,
+        "currentStateStart": since,
+        "currentState": state,
+        "userId": conv.agent_id,
+        "originatingDirection": facts.direction,
+        "mediaType": facts.media.upper(),
+        "requestedSkillIds": [],
+    });
+    if let Some(q) = &conv.queue_id {
+        body["queueId"] = json!(q);
+    }
+    body
+}
+
 /// One communication (call, chat, …) of a participant in a conversation.
-fn communication(
-    state: &str,
+struct Comm<'a> {
+    id: String,
+    state: &'a str,
     media: Media,
-    connected_ms: u64,
+    connected_ms: Option<u64>,
     ended_ms: Option<u64>,
-    address: &str,
-    rng: &mut impl Rng,
-) -> Value {
-    let mut c = json!({
-        "id": uuid_from(rng).to_string(),
-        "state": state,
-        "initialState": "alerting",
+    address: &'a str,
+    direction: &'a str,
+}
+
+fn communication(c: &Comm<'_>) -> Value {
+    let mut v = json!({
+        "id": c.id,
+        "state": c.state,
+        "initialState": if c.direction == "outbound" { "dialing" } else { "alerting" },
         "held": false,
-        "direction": "inbound",
-        "provider": match media {
+        "direction": c.direction,
+        "provider": match c.media {
             Media::Voice => "Edge",
             Media::Chat => "PureCloud Webchat v2",
             Media::Email => "PureCloud Email",
             Media::Message => "PureCloud Messaging",
         },
-        "connectedTime": rfc3339_ms(connected_ms),
     });
-    if media == Media::Voice {
-        c["recording"] = json!(false);
-        c["recordingState"] = json!("none");
-        c["muted"] = json!(false);
-        c["confined"] = json!(false);
-        c["self"] = json!({"addressNormalized": "tel:+18005550100"});
-        c["other"] = json!({"addressNormalized": address});
+    if let Some(t) = c.connected_ms {
+        v["connectedTime"] = json!(rfc3339_ms(t));
     }
-    if let Some(end) = ended_ms {
-        c["disconnectedTime"] = json!(rfc3339_ms(end));
-        c["disconnectType"] = json!("peer");
+    if c.media == Media::Voice {
+        v["recording"] = json!(false);
+        v["recordingState"] = json!("none");
+        v["muted"] = json!(false);
+        v["confined"] = json!(false);
+        v["self"] = json!({"addressNormalized": "tel:+18005550100"});
+        v["other"] = json!({"addressNormalized": c.address});
     }
-    c
+    if let Some(end) = c.ended_ms {
+        v["disconnectedTime"] = json!(rfc3339_ms(end));
+        v["disconnectType"] = json!("peer");
+    }
+    v
 }
 
-/// A conversation as `v2.routing.queues.{id}.conversations` and
-/// `v2.users.{id}.conversations` carry it: customer, ACD and agent
-/// participants at a random stage of the call.
-fn conversation(
-    queue_id: &str,
-    queue: Option<&Queue>,
-    agent: Option<&User>,
-    ctx: &BodyContext<'_>,
-    rng: &mut impl Rng,
-) -> Value {
-    let media = media_of(queue);
+/// A pool conversation as `v2.routing.queues.{id}.conversations` and
+/// `v2.users.{id}.conversations` carry it, at its current stage:
+///
+/// | stage | customer | acd | agent |
+/// |---|---|---|---|
+/// | alerting | connected | connected | alerting |
+/// | connected | connected | disconnected | connected |
+/// | acw | disconnected | disconnected | disconnected, `wrapupRequired`, no `wrapup` |
+/// | disconnected | disconnected | disconnected | disconnected, `wrapup` |
+///
+/// (Without an agent the conversation is abandoned: alerting, then
+/// disconnected. An outbound call has no ACD participant.)
+fn conversation(conv: &Conversation, ctx: &BodyContext<'_>) -> Value {
+    let facts = ConversationFacts::of_pool(conv, ctx.directory);
+    let media = facts.media;
     let key = media.communications_key();
-    let start = ctx.now_ms - rng.gen_range(60_000..1_200_000);
-    let answered = start + rng.gen_range(5_000..50_000);
-    let stage = ["alerting", "connected", "connected", "disconnected"]
-        .choose(rng)
-        .copied()
-        .unwrap_or("connected");
-    let ended = (stage == "disconnected").then_some(ctx.now_ms - rng.gen_range(0..50_000));
-    let address = phone(rng.gen());
+    let address = phone(facts.seed);
+    let direction = facts.direction.to_ascii_lowercase();
+    let call_end = conv.call_ended_ms;
+    let comm_id = |k: u64| stable_uuid(facts.seed, 100 + k).to_string();
+    let mut participants = Vec::new();
 
     let mut customer = json!({
-        "id": uuid_from(rng).to_string(),
-        "connectedTime": rfc3339_ms(start),
+        "id": facts.customer().0,
+        "connectedTime": rfc3339_ms(conv.started_ms),
         "name": "Customer",
-        "purpose": "customer",
+        "purpose": if conv.queue_id.is_some() { "customer" } else { "external" },
         "address": address,
         "wrapupRequired": false,
         "attributes": {},
     });
-    customer[key] = json!([communication(
-        if ended.is_some() {
+    if let Some(end) = call_end {
+        customer["endTime"] = json!(rfc3339_ms(end));
+    }
+    customer[key] = json!([communication(&Comm {
+        id: comm_id(0),
+        state: if call_end.is_some() {
             "disconnected"
         } else {
             "connected"
         },
         media,
-        start,
-        ended,
-        &address,
-        rng
-    )]);
+        connected_ms: Some(conv.started_ms),
+        ended_ms: call_end,
+        address: &address,
+        direction: &direction,
+    })]);
+    participants.push(customer);
 
-    let mut acd = json!({
-        "id": uuid_from(rng).to_string(),
-        "connectedTime": rfc3339_ms(start),
-        "endTime": rfc3339_ms(answered),
-        "queueId": queue_id,
-        "name": queue.map_or("Queue", |q| q.name.as_str()),
-        "purpose": "acd",
-        "wrapupRequired": false,
-        "attributes": {},
-    });
-    acd[key] = json!([communication(
-        "disconnected",
-        media,
-        start,
-        Some(answered),
-        &address,
-        rng
-    )]);
+    if let Some(queue_id) = &conv.queue_id {
+        // The ACD leg ends when an agent answers, or with the abandon.
+        let acd_end = conv.connected_ms.or(conv.ended_ms);
+        let mut acd = json!({
+            "id": facts.acd().0,
+            "connectedTime": rfc3339_ms(conv.started_ms),
+            "queueId": queue_id,
+            "name": facts.queue.map_or("Queue", |q| q.name.as_str()),
+            "purpose": "acd",
+            "wrapupRequired": false,
+            "attributes": {},
+        });
+        if let Some(end) = acd_end {
+            acd["endTime"] = json!(rfc3339_ms(end));
+        }
+        acd[key] = json!([communication(&Comm {
+            id: comm_id(1),
+            state: if acd_end.is_some() {
+                "disconnected"
+            } else {
+                "connected"
+            },
+            media,
+            connected_ms: Some(conv.started_ms),
+            ended_ms: acd_end,
+            address: &address,
+            direction: &direction,
+        })]);
+        participants.push(acd);
+    }
 
-    let mut participants = vec![customer, acd];
-    if let Some(agent) = agent {
-        let agent_state = match (stage, ended) {
-            ("alerting", _) => "alerting",
-            (_, Some(_)) => "disconnected",
-            _ => "connected",
+    if let Some(agent_id) = &conv.agent_id {
+        let state = match conv.stage {
+            Stage::Alerting => "alerting",
+            Stage::Connected => "connected",
+            Stage::Acw | Stage::Disconnected => "disconnected",
         };
         let mut p = json!({
-            "id": uuid_from(rng).to_string(),
-            "userId": agent.id,
-            "queueId": queue_id,
-            "name": agent.name,
+            "id": facts.agent().0,
+            "userId": agent_id,
+            "name": facts.agent.map_or("Agent", |u| u.name.as_str()),
             "purpose": "agent",
             "wrapupRequired": true,
             "wrapupExpected": true,
             "attributes": {},
         });
-        if stage != "alerting" {
-            p["connectedTime"] = json!(rfc3339_ms(answered));
+        if let Some(q) = &conv.queue_id {
+            p["queueId"] = json!(q);
         }
-        if let Some(end) = ended {
-            p["endTime"] = json!(rfc3339_ms(end));
+        if let Some(t) = conv.connected_ms {
+            p["connectedTime"] = json!(rfc3339_ms(t));
         }
-        p[key] = json!([communication(
-            agent_state,
+        if conv.stage == Stage::Disconnected {
+            if let Some(end) = conv.ended_ms {
+                p["endTime"] = json!(rfc3339_ms(end));
+            }
+            p["wrapup"] = json!({
+                "code": wrapup_code(facts.seed),
+                "notes": "",
+                "durationSeconds": conv
+                    .ended_ms
+                    .zip(call_end)
+                    .map_or(0, |(e, c)| e.saturating_sub(c) / 1000),
+                "endTime": conv.ended_ms.map(rfc3339_ms),
+            });
+        }
+        p[key] = json!([communication(&Comm {
+            id: comm_id(2),
+            state,
             media,
-            answered,
-            ended,
-            &address,
-            rng
-        )]);
+            connected_ms: conv.connected_ms,
+            ended_ms: call_end,
+            address: &address,
+            direction: &direction,
+        })]);
         participants.push(p);
     }
+    let mut entities = Vec::new();
+    if let Some(q) = &conv.queue_id {
+        entities.push(json!({"id": q}));
+    }
     json!({
-        "id": uuid_from(rng).to_string(),
+        "id": conv.id,
         "maxParticipants": participants.len(),
         "participants": participants,
         "recordingState": "none",
         "address": address,
-        "divisions": [{"division": {"id": ctx.directory.division_id}, "entities": [{"id": queue_id}]}],
+        "divisions": [{"division": {"id": ctx.directory.division_id}, "entities": entities}],
     })
 }
 
-/// Facts of a conversation derived from its id, shared by its detail events.
+/// The wrap-up code a conversation ends with (one of eight per org).
+fn wrapup_code(seed: u64) -> String {
+    stable_uuid(0x57, seed % 8).to_string()
+}
+
+/// Times of a pool conversation, for detail event durations.
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    started_ms: u64,
+    connected_ms: Option<u64>,
+    call_ended_ms: Option<u64>,
+    ended_ms: Option<u64>,
+}
+
+/// Facts of a conversation shared by its events: derived from the id alone
+/// for ids the simulator does not know, taken from the pool otherwise.
 struct ConversationFacts<'a> {
+    conversation_id: String,
+    queue_id: Option<String>,
     queue: Option<&'a Queue>,
+    user_id: Option<String>,
     agent: Option<&'a User>,
     media: Media,
+    /// `INBOUND` (queued) or `OUTBOUND` (placed by the agent).
+    direction: &'static str,
     ids: [String; 6],
     seed: u64,
+    timeline: Option<Timeline>,
 }
 
 impl<'a> ConversationFacts<'a> {
@@ -425,11 +571,42 @@ impl<'a> ConversationFacts<'a> {
                 .copied()
         });
         ConversationFacts {
+            conversation_id: conversation_id.to_owned(),
+            queue_id: queue.map(|q| q.id.clone()),
             queue,
+            user_id: agent.map(|u| u.id.clone()),
             agent,
             media: media_of(queue),
+            direction: "INBOUND",
             ids: std::array::from_fn(|k| stable_uuid(seed, k as u64).to_string()),
             seed,
+            timeline: None,
+        }
+    }
+
+    fn of_pool(conv: &Conversation, directory: &'a Directory) -> Self {
+        let seed = conversations::seed_of(&conv.id);
+        let queue = conv.queue_id.as_deref().and_then(|q| directory.queue(q));
+        ConversationFacts {
+            conversation_id: conv.id.clone(),
+            queue_id: conv.queue_id.clone(),
+            queue,
+            user_id: conv.agent_id.clone(),
+            agent: conv.agent_id.as_deref().and_then(|u| directory.user(u)),
+            media: media_of(queue),
+            direction: if conv.queue_id.is_some() {
+                "INBOUND"
+            } else {
+                "OUTBOUND"
+            },
+            ids: std::array::from_fn(|k| stable_uuid(seed, k as u64).to_string()),
+            seed,
+            timeline: Some(Timeline {
+                started_ms: conv.started_ms,
+                connected_ms: conv.connected_ms,
+                call_ended_ms: conv.call_ended_ms,
+                ended_ms: conv.ended_ms,
+            }),
         }
     }
 
@@ -446,14 +623,13 @@ impl<'a> ConversationFacts<'a> {
 }
 
 /// `v2.detail.events.conversation.{id}.<kind>`: fields of the SDK's
-/// `*DetailEventTopic*Event` models.
+/// `*DetailEventTopic*Event` models; routing enums uppercase (`STANDARD`).
 fn detail_event(
-    conversation_id: &str,
+    facts: &ConversationFacts<'_>,
     kind: DetailKind,
     ctx: &BodyContext<'_>,
     rng: &mut impl Rng,
 ) -> Value {
-    let facts = ConversationFacts::of(conversation_id, ctx.directory);
     let (participant_id, session_id) = match kind {
         DetailKind::CustomerStart | DetailKind::CustomerEnd | DetailKind::Attributes => {
             facts.customer()
@@ -461,21 +637,34 @@ fn detail_event(
         DetailKind::AcdStart | DetailKind::AcdEnd => facts.acd(),
         DetailKind::UserStart | DetailKind::UserEnd | DetailKind::Acw => facts.agent(),
     };
+    let t = facts.timeline;
+    // Durations: from the pool's times when known, else plausible draws.
+    let span =
+        |from: Option<u64>, to: Option<u64>, rng: &mut dyn rand::RngCore, lo: u64, hi: u64| match (
+            t, from, to,
+        ) {
+            (Some(_), Some(a), Some(b)) => b.saturating_sub(a),
+            (Some(_), _, _) => 0,
+            (None, _, _) => rng.gen_range(lo..hi),
+        };
     let mut b = Map::new();
     let mut put = |k: &str, v: Value| {
         b.insert(k.to_owned(), v);
     };
     put("eventTime", json!(ctx.now_ms));
-    put("conversationId", json!(conversation_id));
+    put("conversationId", json!(facts.conversation_id));
     put("participantId", json!(participant_id));
     if kind == DetailKind::Attributes {
         put(
             "participantStartTime",
-            json!(ctx.now_ms - rng.gen_range(10_000..600_000)),
+            json!(t.map_or_else(
+                || ctx.now_ms - rng.gen_range(10_000..600_000),
+                |t| t.started_ms
+            )),
         );
-        let language = ["en-US", "es-US", "fr-CA"].choose(rng);
-        let tier = ["gold", "silver", "bronze"].choose(rng);
-        let case = format!("CS-{:06}", rng.gen_range(0..1_000_000));
+        let language = ["en-US", "es-US", "fr-CA"][(facts.seed % 3) as usize];
+        let tier = ["gold", "silver", "bronze"][(facts.seed / 3 % 3) as usize];
+        let case = format!("CS-{:06}", facts.seed % 1_000_000);
         put(
             "attributes",
             json!({"ivr.language": language, "crm.accountTier": tier, "crm.caseNumber": case}),
@@ -484,7 +673,7 @@ fn detail_event(
     }
     put("sessionId", json!(session_id));
     put("mediaType", json!(facts.media.upper()));
-    put("direction", json!("INBOUND"));
+    put("direction", json!(facts.direction));
     put("divisionId", json!(ctx.directory.division_id));
     match facts.media {
         Media::Voice => {
@@ -513,25 +702,33 @@ fn detail_event(
             put("addressFrom", json!(facts.ids[1]));
         }
     }
-    let queue_id = facts.queue.map(|q| json!(q.id));
-    let user_id = facts.agent.map(|u| json!(u.id));
-    let interacting = rng.gen_range(20_000..900_000u64);
+    let queue_id = facts.queue_id.as_ref().map(|q| json!(q));
+    let user_id = facts.user_id.as_ref().map(|u| json!(u));
+    let connected = t.and_then(|t| t.connected_ms);
+    let call_ended = t.and_then(|t| t.call_ended_ms);
     match kind {
         DetailKind::CustomerStart | DetailKind::Attributes => {}
         DetailKind::CustomerEnd => {
-            put(
-                "disconnectType",
-                json!(["CLIENT", "PEER", "ENDPOINT"].choose(rng)),
-            );
+            let disconnect = match t {
+                Some(t) if t.connected_ms.is_none() => "CLIENT",
+                Some(_) => "PEER",
+                None => ["CLIENT", "PEER", "ENDPOINT"][(facts.seed % 3) as usize],
+            };
+            put("disconnectType", json!(disconnect));
+            let interacting = span(connected, call_ended, rng, 20_000, 900_000);
             put("interactingDurationMs", json!(interacting));
         }
         DetailKind::AcdStart => {
             put("routingPriority", json!(0));
             put("requestedRoutingSkillIds", json!([]));
+            put("requestedRoutings", json!(["STANDARD"]));
             put("queueId", queue_id.unwrap_or(Value::Null));
         }
         DetailKind::AcdEnd => {
-            let answered = facts.agent.is_some() && rng.gen_ratio(9, 10);
+            let answered = match t {
+                Some(t) => t.connected_ms.is_some(),
+                None => facts.agent.is_some() && rng.gen_ratio(9, 10),
+            };
             put("queueId", queue_id.unwrap_or(Value::Null));
             put(
                 "disconnectType",
@@ -544,10 +741,12 @@ fn detail_event(
             if answered {
                 put("answeredUserId", user_id.unwrap_or(Value::Null));
             }
-            put("requestedRoutings", json!(["Standard"]));
-            put("usedRouting", json!("Standard"));
+            put("requestedRoutings", json!(["STANDARD"]));
+            put("usedRouting", json!("STANDARD"));
             put("routingPriority", json!(0));
-            put("connectedDurationMs", json!(rng.gen_range(1_000..120_000)));
+            let acd_end = t.and_then(|t| t.connected_ms.or(t.ended_ms));
+            let waited = span(t.map(|t| t.started_ms), acd_end, rng, 1_000, 120_000);
+            put("connectedDurationMs", json!(waited));
         }
         DetailKind::UserStart => {
             put("userId", user_id.unwrap_or(Value::Null));
@@ -558,26 +757,27 @@ fn detail_event(
             put("queueId", queue_id.unwrap_or(Value::Null));
             put(
                 "disconnectType",
-                json!(["CLIENT", "PEER", "TRANSFER"].choose(rng)),
+                json!(["CLIENT", "PEER", "TRANSFER"][(facts.seed % 3) as usize]),
             );
+            let interacting = span(connected, call_ended, rng, 20_000, 900_000);
             put("interactingDurationMs", json!(interacting));
-            put("heldDurationMs", json!(rng.gen_range(0..60_000)));
-            put("alertingDurationMs", json!(rng.gen_range(1_000..15_000)));
+            put("heldDurationMs", json!(0));
+            let alerting = span(t.map(|t| t.started_ms), connected, rng, 1_000, 15_000);
+            put("alertingDurationMs", json!(alerting));
             put("contactingDurationMs", json!(0));
             put("dialingDurationMs", json!(0));
         }
         DetailKind::Acw => {
             put("userId", user_id.unwrap_or(Value::Null));
             put("queueId", queue_id.unwrap_or(Value::Null));
-            put(
-                "wrapupCode",
-                json!(stable_uuid(0x57, rng.gen_range(0..8)).to_string()),
-            );
+            put("wrapupCode", json!(wrapup_code(facts.seed)));
             put("wrapupNotes", json!(""));
-            put("wrapupDurationMs", json!(rng.gen_range(5_000..120_000)));
+            let ended = t.and_then(|t| t.ended_ms);
+            let wrapup = span(call_ended, ended, rng, 5_000, 120_000);
+            put("wrapupDurationMs", json!(wrapup));
         }
     }
-    // Nulls only arise in an empty directory; real events omit such fields.
+    // Nulls only arise without a queue or agent; real events omit them.
     b.retain(|_, v| !v.is_null());
     Value::Object(b)
 }
@@ -617,7 +817,8 @@ mod tests {
             observation_conversations: Some(3),
             ..ctx(&dir)
         };
-        let b = queue_observation(q, &ctx, &mut rng);
+        let mut model = Model::new(3);
+        let b = queue_observation(q, &ctx, &mut model, &mut rng);
         assert_eq!(b["group"]["queueId"], json!(q));
         assert_eq!(b["group"]["mediaType"], "voice");
         assert_eq!(
@@ -643,7 +844,7 @@ mod tests {
             observation_conversations: Some(400),
             ..ctx(&dir)
         };
-        let b = queue_observation(&dir.queues[0].id, &ctx, &mut rng);
+        let b = queue_observation(&dir.queues[0].id, &ctx, &mut Model::new(3), &mut rng);
         assert!(b.to_string().len() > 64 * 1024);
     }
 
@@ -652,15 +853,16 @@ mod tests {
         let dir = Directory::new(10, 10);
         let mut rng = StdRng::seed_from_u64(3);
         let conv = "3b2f6a52-8c3e-4d0e-9a55-2b7c1e0d4f11";
-        let start = detail_event(conv, DetailKind::CustomerStart, &ctx(&dir), &mut rng);
-        let end = detail_event(conv, DetailKind::CustomerEnd, &ctx(&dir), &mut rng);
+        let facts = ConversationFacts::of(conv, &dir);
+        let start = detail_event(&facts, DetailKind::CustomerStart, &ctx(&dir), &mut rng);
+        let end = detail_event(&facts, DetailKind::CustomerEnd, &ctx(&dir), &mut rng);
         assert_eq!(start["participantId"], end["participantId"]);
         assert_eq!(start["sessionId"], end["sessionId"]);
         assert_eq!(start["conversationId"], conv);
         assert_eq!(start["eventTime"], 1_795_340_814_839u64);
         assert!(end["interactingDurationMs"].is_u64());
-        let user_start = detail_event(conv, DetailKind::UserStart, &ctx(&dir), &mut rng);
-        let acw = detail_event(conv, DetailKind::Acw, &ctx(&dir), &mut rng);
+        let user_start = detail_event(&facts, DetailKind::UserStart, &ctx(&dir), &mut rng);
+        let acw = detail_event(&facts, DetailKind::Acw, &ctx(&dir), &mut rng);
         assert_eq!(user_start["userId"], acw["userId"]);
         assert!(dir.user(user_start["userId"].as_str().unwrap()).is_some());
         assert!(dir.queue(user_start["queueId"].as_str().unwrap()).is_some());
@@ -670,6 +872,7 @@ mod tests {
     fn every_family_builds_in_an_empty_directory() {
         let dir = Directory::new(0, 0);
         let mut rng = StdRng::seed_from_u64(4);
+        let mut model = Model::new(3);
         let id = "3b2f6a52-8c3e-4d0e-9a55-2b7c1e0d4f11".to_string();
         for topic in [
             Topic::QueueObservations {
@@ -699,7 +902,7 @@ mod tests {
             },
         ] {
             for _ in 0..20 {
-                assert!(body(&topic, &ctx(&dir), &mut rng).is_object());
+                assert!(body(&topic, &ctx(&dir), &mut model, &mut rng).is_object());
             }
         }
     }

@@ -8,7 +8,7 @@
 //! A frame queued to an open socket counts as delivered once the socket has
 //! written it (see `socket::Progress`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,9 +16,10 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use actix_web::web;
 
 use super::clock::epoch_ms;
+use super::conversations::DetailDue;
 use super::events::{self, BodyContext};
 use super::socket::{Deliver, Progress};
-use super::state::{EmittedRecord, SimState, SocketRef, EVENT_LOG_MAX_BYTES};
+use super::state::{EmittedRecord, Inner, SimState, SocketRef, EVENT_LOG_MAX_BYTES};
 use super::topics::Topic;
 
 /// Events generated per lock acquisition: keeps REST calls and sockets
@@ -87,7 +88,17 @@ pub(crate) fn emit(
     // A batch of millions takes a while: it ends early when the server stops.
     while remaining > 0 && !state.shutting_down() {
         let n = remaining.min(CHUNK);
-        emit_chunk(state, n, opts, &mut outcome)?;
+        let before = outcome.emitted;
+        match emit_chunk(state, n, opts, &mut outcome) {
+            Ok(()) => {}
+            // Topics left with nothing more to send (finished
+            // conversations): what was emitted stands.
+            Err(NoTopics) if outcome.emitted > 0 => break,
+            Err(NoTopics) => return Err(NoTopics),
+        }
+        if outcome.emitted - before < n {
+            break;
+        }
         remaining -= n;
     }
     Ok(outcome)
@@ -139,14 +150,16 @@ fn emit_chunk(
         now_ms,
         observation_conversations: opts.observation_conversations,
     };
+    let names: HashSet<Arc<str>> = topics.iter().map(|(name, _)| name.clone()).collect();
     for _ in 0..n {
-        let (name, topic) = &topics[inner.cursor % topics.len()];
-        inner.cursor = inner.cursor.wrapping_add(1);
+        let Some((name, body)) = next_event(inner, &topics, &names, &ctx) else {
+            return Err(NoTopics);
+        };
+        let name = &name;
         let seq = inner.next_seq;
         inner.next_seq += 1;
         inner.counters.events_generated += 1;
         let correlation_id = uuid::Uuid::new_v4();
-        let body = events::body(topic, &ctx, &mut inner.rng);
         let frame: Arc<str> = events::envelope(name, &body, &correlation_id).into();
         let record = |channel_id: Option<Arc<str>>, socket: Option<Arc<Progress>>| EmittedRecord {
             seq,
@@ -205,6 +218,58 @@ fn emit_chunk(
         outcome.last_seq = Some(seq);
     }
     Ok(())
+}
+
+/// The next event: its topic (the one the round-robin cursor is at, or, for
+/// a detail topic of a pool conversation, the topic of that conversation's
+/// next due detail event) and body. Topics with nothing to send are passed
+/// over; after a whole round with nothing sent, the pool conversation the
+/// cursor is at moves on (time passes for it even when only its detail
+/// topics are visited). `None`: no topic can send anything any more.
+fn next_event(
+    inner: &mut Inner,
+    topics: &[(Arc<str>, Topic)],
+    names: &HashSet<Arc<str>>,
+    ctx: &BodyContext<'_>,
+) -> Option<(Arc<str>, serde_json::Value)> {
+    // Two rounds: the first may find only detail topics with nothing due,
+    // the second moves their conversations on (at most four stages each).
+    let mut idle = 0;
+    for _ in 0..2 * topics.len() + 1 {
+        let (name, topic) = &topics[inner.cursor % topics.len()];
+        inner.cursor = inner.cursor.wrapping_add(1);
+        let Topic::ConversationDetail {
+            conversation_id, ..
+        } = topic
+        else {
+            let body = events::body(topic, ctx, &mut inner.model, &mut inner.rng);
+            return Some((name.clone(), body));
+        };
+        let pool = &mut inner.model.conversations;
+        let subscribed =
+            |k: crate::topics::DetailKind| names.contains(k.topic(conversation_id).as_str());
+        let mut due = pool.detail_due(conversation_id, subscribed);
+        // A whole round without an event: this conversation moves on.
+        let mut stages = 0;
+        while matches!(due, DetailDue::NothingYet) && idle >= topics.len() && stages < 4 {
+            pool.advance_for_details(conversation_id, ctx.now_ms);
+            due = pool.detail_due(conversation_id, subscribed);
+            stages += 1;
+        }
+        match due {
+            DetailDue::Send(kind, conv) => {
+                let target = names.get(kind.topic(conversation_id).as_str())?.clone();
+                let body = events::pool_detail_event(&conv, kind, ctx, &mut inner.rng);
+                return Some((target, body));
+            }
+            DetailDue::Unknown => {
+                let body = events::body(topic, ctx, &mut inner.model, &mut inner.rng);
+                return Some((name.clone(), body));
+            }
+            DetailDue::NothingYet | DetailDue::Finished => idle += 1,
+        }
+    }
+    None
 }
 
 /// A background generation job: `rate` events per second, until `remaining`

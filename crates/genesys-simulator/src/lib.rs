@@ -50,7 +50,13 @@
 //!   the channel is gone: socket closed (1000), HEAD 404, socket subscribe
 //!   `{"result":"404"}`, new sockets refused.
 //! * Every `/api/v2` call needs `Authorization: Bearer <token>`; missing →
-//!   401 `authentication.required`, unknown/expired → 401 `bad.credentials`.
+//!   401 `authentication.required`; unknown or revoked → 401
+//!   `bad.credentials`; expired → 401 `credentials.expired` (the service
+//!   answers either for an expired token: `--expired-token-code
+//!   credentials-expired|bad-credentials|alternate`, default
+//!   `credentials-expired`; `alternate` starts with `credentials.expired`).
+//!   The last 100,000 expired tokens are remembered as expired; older ones
+//!   answer `bad.credentials`.
 //!   Errors are `{"message","code","status","contextId","details","errors"}`;
 //!   unknown routes are 404 `not.found`; request bodies over 16 MiB are 413
 //!   (every error reply has this shape, except `/oauth/token`'s own).
@@ -90,6 +96,55 @@
 //!   `GET /api/v2/users/{id}` return one entity. `--queues` queues and
 //!   `--users` users have stable ids (the same on every run) and realistic
 //!   names.
+//!
+//! # Event bodies
+//!
+//! Bodies follow the models of Genesys' SDKs (field reference §7). Two
+//! families carry state from one event to the next, as on the real service:
+//!
+//! * `v2.analytics.queues.{id}.observations` are deltas. The simulator
+//!   keeps each queue's live statistics (`oWaiting`, `oInteracting`,
+//!   `oAlerting`, `oMemberUsers`, `oActiveUsers`, `oOnQueueUsers` and
+//!   `oUserRoutingStatuses` per routing status, `oUserPresences`,
+//!   `oServiceLevel`); each event changes a few and carries only those,
+//!   `{"group":{"queueId","mediaType"},"data":[{"interval":"<now>/<now>","metrics":[{"metric","qualifier"?,"stats"}]}]}`.
+//!   The first event of a queue carries every metric. Counts are integers;
+//!   `oServiceLevel` is `{"ratio","numerator","denominator","target"}`.
+//!   Applying a queue's events in order (replacing each `(metric,
+//!   qualifier)`'s stats) gives what `GET /sim/observations` shows. About
+//!   one event in four on the topic is a 30-minute aggregate instead
+//!   (`interval` spans the half hour; `nOffered`, `tHandle`… with integer
+//!   stats), which is not a delta (never with `observation_conversations`).
+//!   `oWaiting` and `oInteracting`, when sent, list up to four of their
+//!   conversations under `observations`.
+//! * Conversations have stable ids and a lifecycle: alerting, connected,
+//!   wrap-up (`acw`), disconnected. An event on
+//!   `v2.routing.queues.{id}.conversations` starts a conversation on the
+//!   queue while it has fewer than `--conversations-per-entity` (default 3)
+//!   live ones, else moves the one that waited longest to its next stage,
+//!   and carries that conversation's snapshot; `v2.users.{id}.conversations`
+//!   does the same for the agent's conversations (starting one on a queue
+//!   of the agent with room, else an outbound call). In a snapshot the
+//!   agent participant's communication is `alerting`, `connected`, then
+//!   `disconnected` without `wrapup` (wrap-up), then `disconnected` with
+//!   `wrapup` (ended); a queue without members abandons (alerting, then
+//!   disconnected). An ended conversation makes room for a new one.
+//!   Its detail events, `v2.detail.events.conversation.{id}.<kind>`, follow
+//!   the same life, in order: `customer.start`, `acd.start`, `attributes`,
+//!   `acd.end`, `user.start`, `customer.end`, `user.end`, `acw`, each sent
+//!   once (a kind whose topic is not subscribed when it is due is skipped),
+//!   then nothing more on that conversation's topics. Detail events carry
+//!   `eventTime` (epoch ms), `conversationId`, `participantId`,
+//!   `sessionId`, `mediaType` (`VOICE`, `CHAT`, `EMAIL`, `MESSAGE`),
+//!   `direction` (`INBOUND`/`OUTBOUND`), uppercase routing enums
+//!   (`STANDARD`) and per kind `queueId`, `userId`, `disconnectType`,
+//!   `interactingDurationMs`, `wrapupCode`… with durations from the
+//!   conversation's own times. `v2.detail.events.agent.{id}.state` of an
+//!   agent with a live conversation shows it (`ALERT`, `INTERACT`,
+//!   `WRAPUP`; same `conversationId`). `GET /sim/conversations` lists the
+//!   live ones. The detail topics of a conversation id the simulator did not
+//!   make (any other UUID) get an event of their own kind on every visit,
+//!   with facts derived from the id, so that such topics can carry load.
 //!
 //! # WebSocket: `ws://host:port/channels/{id}`
 //!
@@ -138,7 +193,8 @@
 //!   5,000,000. With `rate_per_sec` (at most 1,000,000): starts a
 //!   background job (N events, or forever without `count`) → 202
 //!   `{"started":true,"job_id"}` (409 when 64 jobs already run). `observation_conversations` (at most
-//!   10,000) sets how many conversations queue observations list: large
+//!   10,000) sets the queue's `oWaiting` to that many and lists them all
+//!   (always sent, and always a live observation, not an aggregate): large
 //!   values give frames of tens or hundreds of KB.
 //! * `GET /sim/emitted?since_seq=K&frames=true|false&limit=N&channel_id=ID`
 //!   → `{"events":[{"seq","correlation_id","topic","channel_id","emitted_at_ms","delivered","frame"?}],"last_seq","forgotten"}`:
@@ -190,6 +246,18 @@
 //!   other values are a 400) to the open sockets, and closes them (1001)
 //!   `close_after_secs` later (default `--socket-closing-grace`, 60 s, as
 //!   the service does) → `{"notified":n}`.
+//! * `GET /sim/conversations` → `{"conversations":[{"id","queue_id","user_id","stage"}]}`:
+//!   the live conversations (see "Event bodies"), oldest first.
+//! * `GET /sim/observations?queue_id=ID` → `{"queues":{"<id>":[{"metric","qualifier"?,"stats"}]}}`:
+//!   the statistics each queue's observation deltas add up to (all queues
+//!   that had an observation event when `queue_id` is not given).
+//! * `POST /sim/faults/revoke-token` `{"token":T}` or `{"token_prefix":P}`
+//!   → `{"revoked":1,"channels_ended":n}`: one live token is revoked (its
+//!   next REST call: 401 `bad.credentials`) and its channels end as with
+//!   `--channels-follow-token` (`token_revoked` notice, socket closed);
+//!   other tokens and their channels are untouched. 404 when no live token
+//!   matches, 409 when a prefix matches more than one, 400 without exactly
+//!   one of the two fields.
 //! * `POST /sim/faults/expire-tokens` → `{"revoked":n}`: all tokens become
 //!   invalid (the next REST call gets 401), and their channels end (see
 //!   `--channels-follow-token`).
@@ -208,6 +276,7 @@ mod channels;
 mod clock;
 mod config;
 mod control;
+mod conversations;
 mod directory;
 mod errors;
 mod events;
@@ -216,6 +285,7 @@ mod generator;
 mod ids;
 mod janitor;
 mod oauth;
+mod observations;
 mod request;
 mod socket;
 mod state;
@@ -516,6 +586,8 @@ fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     .service(resource("/sim/generate").route(web::post().to(control::generate)))
     .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
     .service(resource("/sim/state").route(web::get().to(control::sim_state)))
+    .service(resource("/sim/conversations").route(web::get().to(control::conversations)))
+    .service(resource("/sim/observations").route(web::get().to(control::observations)))
     .service(resource("/sim/directory/{kind}").route(web::post().to(control::add_entries)))
     .service(resource("/sim/directory/{kind}/{id}").route(web::delete().to(control::remove_entry)))
     .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
@@ -528,6 +600,7 @@ fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     .service(resource("/sim/faults/drop-sockets").route(web::post().to(control::drop_sockets)))
     .service(resource("/sim/faults/socket-closing").route(web::post().to(control::socket_closing)))
     .service(resource("/sim/faults/expire-tokens").route(web::post().to(control::expire_tokens)))
+    .service(resource("/sim/faults/revoke-token").route(web::post().to(control::revoke_token)))
     .service(
         resource("/sim/faults/expire-channels").route(web::post().to(control::expire_channels)),
     )

@@ -54,6 +54,7 @@ pub(crate) struct Settings {
     /// REST requests per sliding minute per token; 0: no limit.
     pub rate_limit_per_minute: u32,
     pub rate_limit_form: RateLimitForm,
+    pub expired_token_code: ExpiredTokenCode,
     /// Between `v2.system.socket_closing` and the socket's close.
     pub socket_closing_grace: Duration,
     pub event_log_limit: usize,
@@ -84,11 +85,25 @@ impl Settings {
                 "no-retry-after" => RateLimitForm::NoRetryAfter,
                 _ => RateLimitForm::Alternate,
             },
+            expired_token_code: match args.expired_token_code.as_str() {
+                "bad-credentials" => ExpiredTokenCode::BadCredentials,
+                "alternate" => ExpiredTokenCode::Alternate,
+                _ => ExpiredTokenCode::CredentialsExpired,
+            },
             socket_closing_grace: Duration::from_secs_f64(args.socket_closing_grace),
             event_log_limit: args.event_log_limit,
             max_frame_size: args.max_frame_size,
         })
     }
+}
+
+/// Which 401 code an expired token gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExpiredTokenCode {
+    CredentialsExpired,
+    BadCredentials,
+    /// The two in turn, `credentials.expired` first.
+    Alternate,
 }
 
 /// Which 429 the per-token rate limit answers with.
@@ -311,6 +326,13 @@ pub(crate) struct Inner {
     tokens: HashMap<String, TokenRecord>,
     /// Issued tokens, oldest first (may still name removed ones).
     token_order: VecDeque<String>,
+    /// Tokens that expired (not revoked), newest last, at most
+    /// `MAX_TOKENS`: they answer `credentials.expired` rather than
+    /// `bad.credentials`.
+    expired_tokens: HashSet<String>,
+    expired_order: VecDeque<String>,
+    /// 401s answered for expired tokens (chooses the code when alternating).
+    expired_answers: u64,
     pub channels: HashMap<Arc<str>, Channel>,
     serial: u64,
     next_socket_id: u64,
@@ -326,6 +348,8 @@ pub(crate) struct Inner {
     pub cursor: usize,
     /// Seeded generator behind event bodies.
     pub rng: StdRng,
+    /// Queue statistics and live conversations behind event bodies.
+    pub model: super::events::Model,
     pub jobs: HashMap<u64, Addr<GeneratorJob>>,
     pub next_job_id: u64,
     /// 429s answered so far (chooses the form when alternating).
@@ -428,6 +452,34 @@ impl Inner {
         }
     }
 
+    /// Remembers that `token` expired (bounded: the oldest are forgotten
+    /// and then answer `bad.credentials`, as unknown tokens do).
+    fn remember_expired(&mut self, token: String) {
+        if self.expired_tokens.insert(token.clone()) {
+            self.expired_order.push_back(token);
+        }
+        while self.expired_order.len() > MAX_TOKENS {
+            if let Some(old) = self.expired_order.pop_front() {
+                self.expired_tokens.remove(&old);
+            }
+        }
+    }
+
+    /// The 401 for an expired token, per `--expired-token-code`.
+    fn expired_error(&mut self, settings: &Settings) -> ApiError {
+        let expired_code = match settings.expired_token_code {
+            ExpiredTokenCode::CredentialsExpired => true,
+            ExpiredTokenCode::BadCredentials => false,
+            ExpiredTokenCode::Alternate => self.expired_answers % 2 == 0,
+        };
+        self.expired_answers += 1;
+        if expired_code {
+            ApiError::credentials_expired()
+        } else {
+            ApiError::bad_credentials()
+        }
+    }
+
     /// Removes a channel and closes its socket with `reason`.
     fn remove_channel(&mut self, id: &str, reason: Shutdown) -> Option<Channel> {
         let channel = self.channels.remove(id)?;
@@ -459,6 +511,9 @@ impl SimState {
             inner: Mutex::new(Inner {
                 tokens: HashMap::new(),
                 token_order: VecDeque::new(),
+                expired_tokens: HashSet::new(),
+                expired_order: VecDeque::new(),
+                expired_answers: 0,
                 channels: HashMap::new(),
                 serial: 0,
                 next_socket_id: 0,
@@ -469,6 +524,7 @@ impl SimState {
                 forgotten: 0,
                 cursor: 0,
                 rng: StdRng::seed_from_u64(args.seed),
+                model: super::events::Model::new(args.conversations_per_entity),
                 jobs: HashMap::new(),
                 next_job_id: 0,
                 rate_limited: 0,
@@ -543,13 +599,17 @@ impl SimState {
         let now = Instant::now();
         let limit = self.settings.rate_limit_per_minute;
         let mut inner = self.lock();
+        if !inner.tokens.contains_key(token) && inner.expired_tokens.contains(token) {
+            return Err(inner.expired_error(&self.settings));
+        }
         let record = match inner.tokens.get_mut(token) {
             Some(record) if record.expires > SystemTime::now() => record,
             Some(_) => {
                 inner.tokens.remove(token);
+                inner.remember_expired(token.to_owned());
                 let org = self.directory().organization_id.clone();
                 inner.end_channels_of_gone_tokens(&self.settings, &org);
-                return Err(ApiError::bad_credentials());
+                return Err(inner.expired_error(&self.settings));
             }
             None => return Err(ApiError::bad_credentials()),
         };
@@ -603,6 +663,48 @@ impl SimState {
     }
 
     /// Makes every issued token invalid (as if revoked or expired).
+    /// Revokes the one live token equal to `token`, or starting with
+    /// `prefix`; its channels end (see `--channels-follow-token`). Returns
+    /// how many channels ended; `Err` says why nothing was revoked.
+    pub fn revoke_token(
+        &self,
+        token: Option<&str>,
+        prefix: Option<&str>,
+    ) -> Result<usize, ApiError> {
+        let org = self.directory().organization_id.clone();
+        let mut inner = self.lock();
+        let matches: Vec<String> = match (token, prefix) {
+            (Some(t), None) => inner.tokens.keys().filter(|k| *k == t).cloned().collect(),
+            (None, Some(p)) if !p.is_empty() => inner
+                .tokens
+                .keys()
+                .filter(|k| k.starts_with(p))
+                .take(2)
+                .cloned()
+                .collect(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "give exactly one of token and token_prefix (non-empty)",
+                ))
+            }
+        };
+        let victim = match matches.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(ApiError::not_found("No live token matches")),
+            _ => {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::CONFLICT,
+                    "conflict",
+                    "More than one live token has this prefix: give a longer one",
+                ))
+            }
+        };
+        inner.tokens.remove(&victim);
+        let before = inner.counters.channels_ended_with_token;
+        inner.end_channels_of_gone_tokens(&self.settings, &org);
+        Ok((inner.counters.channels_ended_with_token - before) as usize)
+    }
+
     pub fn revoke_tokens(&self) -> usize {
         let org = self.directory().organization_id.clone();
         let mut inner = self.lock();
@@ -966,9 +1068,17 @@ impl SimState {
             inner.remove_channel(&id, Shutdown::channel_expired());
             inner.counters.channels_expired += 1;
         }
-        let before = inner.tokens.len();
-        inner.tokens.retain(|_, t| t.expires > now);
-        if inner.tokens.len() < before {
+        let gone: Vec<String> = inner
+            .tokens
+            .iter()
+            .filter(|(_, t)| t.expires <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for token in &gone {
+            inner.tokens.remove(token);
+            inner.remember_expired(token.clone());
+        }
+        if !gone.is_empty() {
             inner.end_channels_of_gone_tokens(&self.settings, &organization_id);
         }
         if inner.token_order.len() > 2 * inner.tokens.len() + 1024 {

@@ -21,6 +21,30 @@ pub(crate) enum DetailKind {
     Attributes,
 }
 
+impl DetailKind {
+    /// The topic name's tail for this kind (`customer.start`, `acw`, …).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            DetailKind::CustomerStart => "customer.start",
+            DetailKind::CustomerEnd => "customer.end",
+            DetailKind::UserStart => "user.start",
+            DetailKind::UserEnd => "user.end",
+            DetailKind::AcdStart => "acd.start",
+            DetailKind::AcdEnd => "acd.end",
+            DetailKind::Acw => "acw",
+            DetailKind::Attributes => "attributes",
+        }
+    }
+
+    /// `v2.detail.events.conversation.{id}.<kind>`
+    pub fn topic(self, conversation_id: &str) -> String {
+        format!(
+            "v2.detail.events.conversation.{conversation_id}.{}",
+            self.suffix()
+        )
+    }
+}
+
 /// A parsed topic name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Topic {

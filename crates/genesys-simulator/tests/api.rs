@@ -381,7 +381,8 @@ async fn api_calls_need_a_valid_bearer_token() {
     loop {
         let r = sim.get(&token, "/api/v2/notifications/channels").await;
         if r.status == StatusCode::UNAUTHORIZED {
-            assert_eq!(r.body["code"], "bad.credentials");
+            // Expired, not unknown: the service's own code for it.
+            assert_eq!(r.body["code"], "credentials.expired", "{}", r.body);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "token never expired");
@@ -2086,4 +2087,459 @@ async fn everything_is_served_over_tls_when_given_a_certificate() {
         Some(Ok(Frame::Text(t))) => assert!(String::from_utf8_lossy(&t).contains("pong")),
         other => panic!("expected a pong over wss, got {other:?}"),
     }
+}
+
+/// Reads the next `n` notification frames (heartbeats skipped).
+async fn read_events(ws: &mut Socket, n: u64) -> Vec<Value> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(next_json(ws, true).await);
+    }
+    out
+}
+
+/// `(metric, qualifier)` of an observation metric entry.
+fn metric_key(m: &Value) -> (String, String) {
+    (
+        m["metric"].as_str().expect("metric name").to_owned(),
+        m["qualifier"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[actix_rt::test]
+async fn queue_observations_are_deltas_that_add_up_to_the_state() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let topic = sim.queue_topic(0);
+    let queue = sim.queue_id(0);
+    assert_eq!(
+        sim.subscribe(&token, id, &[&topic], "").await.status,
+        StatusCode::OK
+    );
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket connected", |s| {
+        s["channels"][0]["connected"] == true
+    })
+    .await;
+
+    let r = sim.control("/sim/generate", json!({"count": 80})).await;
+    assert_eq!(r.body["emitted"], 80, "{}", r.body);
+    let events = read_events(&mut ws, 80).await;
+
+    let mut rebuilt: HashMap<(String, String), Value> = HashMap::new();
+    let mut observations = 0;
+    let mut full_size = 0;
+    for event in &events {
+        assert_eq!(event["topicName"], topic.as_str());
+        let body = &event["eventBody"];
+        assert_eq!(body["group"]["queueId"], queue.as_str());
+        let data = &body["data"][0];
+        let interval = data["interval"].as_str().unwrap();
+        let (from, to) = interval.split_once('/').unwrap();
+        let metrics = data["metrics"].as_array().unwrap();
+        // Every count is an integer, in observations and aggregates alike.
+        for m in metrics {
+            for (k, v) in m["stats"].as_object().unwrap() {
+                if k != "ratio" && k != "target" {
+                    assert!(v.is_u64(), "{k} of {} is not an integer: {v}", m["metric"]);
+                }
+            }
+        }
+        if from != to {
+            continue; // a 30-minute aggregate on the same topic
+        }
+        observations += 1;
+        if observations == 1 {
+            full_size = metrics.len();
+            assert!(
+                full_size >= 10,
+                "the first event carries every metric: {body}"
+            );
+            let sl = metrics
+                .iter()
+                .find(|m| m["metric"] == "oServiceLevel")
+                .expect("oServiceLevel in the first event");
+            let stats = &sl["stats"];
+            for field in ["ratio", "numerator", "denominator", "target"] {
+                assert!(stats[field].is_number(), "{field} missing: {stats}");
+            }
+        } else {
+            assert!(!metrics.is_empty(), "an empty delta: {body}");
+            assert!(metrics.len() < full_size, "not a delta: {body}");
+        }
+        for m in metrics {
+            let key = metric_key(m);
+            // Only what changed: never the value the consumer already has.
+            assert_ne!(
+                rebuilt.get(&key),
+                Some(&m["stats"]),
+                "unchanged {key:?} sent again"
+            );
+            if m["metric"] == "oServiceLevel" {
+                let s = &m["stats"];
+                let (n, d) = (
+                    s["numerator"].as_u64().unwrap(),
+                    s["denominator"].as_u64().unwrap(),
+                );
+                assert!(n <= d);
+                if d > 0 {
+                    let ratio = s["ratio"].as_f64().unwrap();
+                    assert!((ratio - n as f64 / d as f64).abs() < 1e-9, "{s}");
+                }
+            }
+            rebuilt.insert(key, m["stats"].clone());
+        }
+    }
+    assert!(observations > 30, "only {observations} observation events");
+
+    let state = sim.get(&token, "/sim/observations?queue_id=").await;
+    assert_eq!(state.status, StatusCode::OK);
+    let r = reply(
+        sim.http
+            .get(sim.url(&format!("/sim/observations?queue_id={queue}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let held: HashMap<(String, String), Value> = r.body["queues"][queue.as_str()]
+        .as_array()
+        .expect("the queue's statistics")
+        .iter()
+        .map(|m| (metric_key(m), m["stats"].clone()))
+        .collect();
+    assert_eq!(
+        rebuilt, held,
+        "applying the deltas in order rebuilds the state"
+    );
+}
+
+/// The stage a conversation snapshot shows (see the `events` docs).
+fn snapshot_stage(conv: &Value) -> &'static str {
+    let agent = conv["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["purpose"] == "agent")
+        .expect("an agent participant");
+    let comms = ["calls", "chats", "emails", "messages"]
+        .iter()
+        .find_map(|k| agent[*k].as_array())
+        .expect("the agent's communications");
+    match (
+        comms[0]["state"].as_str().unwrap(),
+        agent["wrapup"].is_object(),
+    ) {
+        ("alerting", false) => "alerting",
+        ("connected", false) => "connected",
+        ("disconnected", false) => "acw",
+        ("disconnected", true) => "disconnected",
+        other => panic!("impossible snapshot {other:?}: {conv}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_conversation_goes_through_its_stages_in_order_on_every_topic() {
+    let sim = start(|_| {}).await;
+    let token = sim.token().await;
+    sim.load_directory(&token).await;
+    let channel = sim.create_channel(&token).await;
+    let id = channel["id"].as_str().unwrap();
+    let queue = sim.queue_id(0);
+    let queue_topic = format!("v2.routing.queues.{queue}.conversations");
+    assert_eq!(
+        sim.subscribe(&token, id, &[&queue_topic], "").await.status,
+        StatusCode::OK
+    );
+    let mut ws = connect(channel["connectUri"].as_str().unwrap()).await;
+    wait_state(&sim, "socket connected", |s| {
+        s["channels"][0]["connected"] == true
+    })
+    .await;
+
+    // The first event starts a conversation on the queue.
+    assert_eq!(
+        sim.control("/sim/generate", json!({"count": 1})).await.body["emitted"],
+        1
+    );
+    let first = next_json(&mut ws, true).await;
+    let conv = first["eventBody"].clone();
+    let conv_id = conv["id"].as_str().unwrap().to_owned();
+    assert_eq!(snapshot_stage(&conv), "alerting");
+    let agent = conv["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["purpose"] == "agent")
+        .unwrap()["userId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed = reply(
+        sim.http
+            .get(sim.url("/sim/conversations"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        listed.body["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == conv_id.as_str() && c["stage"] == "alerting"),
+        "{}",
+        listed.body
+    );
+
+    // Now follow it everywhere: queue, agent, and its detail events.
+    let kinds = [
+        "customer.start",
+        "acd.start",
+        "attributes",
+        "acd.end",
+        "user.start",
+        "customer.end",
+        "user.end",
+        "acw",
+    ];
+    let mut topics = vec![
+        queue_topic.clone(),
+        format!("v2.users.{agent}.conversations"),
+        format!("v2.detail.events.agent.{agent}.state"),
+    ];
+    topics.extend(
+        kinds
+            .iter()
+            .map(|k| format!("v2.detail.events.conversation.{conv_id}.{k}")),
+    );
+    assert_eq!(
+        sim.subscribe(&token, id, &topics, "").await.status,
+        StatusCode::OK
+    );
+
+    let mut stages = vec!["alerting"];
+    let mut details: Vec<Value> = Vec::new();
+    // Last stage of every conversation seen in a snapshot, and how many
+    // agent state events named one of them.
+    let mut last_stage: HashMap<String, &'static str> = HashMap::new();
+    last_stage.insert(conv_id.clone(), "alerting");
+    let mut agent_states = 0;
+    for _round in 0..20 {
+        if details.len() == kinds.len() && stages.last() == Some(&"disconnected") {
+            break;
+        }
+        let r = sim.control("/sim/generate", json!({"count": 10})).await;
+        let n = r.body["emitted"].as_u64().unwrap();
+        for event in read_events(&mut ws, n).await {
+            let topic = event["topicName"].as_str().unwrap();
+            let body = &event["eventBody"];
+            if topic.starts_with("v2.detail.events.conversation.") {
+                assert!(topic.starts_with(&format!("v2.detail.events.conversation.{conv_id}.")));
+                assert_eq!(body["conversationId"], conv_id.as_str());
+                details.push(event.clone());
+            } else if topic.starts_with("v2.detail.events.agent.") {
+                // The agent's live conversation, at the stage last shown.
+                let id = body["conversationId"].as_str().unwrap();
+                let stage = last_stage
+                    .get(id)
+                    .unwrap_or_else(|| panic!("unknown {id}: {body}"));
+                let expected = match *stage {
+                    "alerting" => "ALERT",
+                    "connected" => "INTERACT",
+                    "acw" => "WRAPUP",
+                    other => panic!("agent state of an ended conversation ({other}): {body}"),
+                };
+                assert_eq!(body["currentState"], expected, "{body}");
+                assert_eq!(body["userId"], agent.as_str());
+                agent_states += 1;
+            } else {
+                let stage = snapshot_stage(body);
+                last_stage.insert(body["id"].as_str().unwrap().to_owned(), stage);
+                if body["id"] == conv_id.as_str() {
+                    stages.push(stage);
+                }
+            }
+        }
+    }
+    assert_eq!(stages, ["alerting", "connected", "acw", "disconnected"]);
+    assert!(agent_states > 0, "no agent state event");
+    let seen: Vec<&str> = details
+        .iter()
+        .map(|e| {
+            let t = e["topicName"].as_str().unwrap();
+            &t[t.find(&conv_id).unwrap() + conv_id.len() + 1..]
+        })
+        .collect();
+    assert_eq!(seen, kinds, "detail events in lifecycle order");
+
+    let by_kind: HashMap<&str, &Value> = seen
+        .iter()
+        .copied()
+        .zip(details.iter().map(|e| &e["eventBody"]))
+        .collect();
+    for (kind, body) in &by_kind {
+        assert!(body["eventTime"].is_u64(), "{kind}: {body}");
+        assert!(body["participantId"].is_string(), "{kind}: {body}");
+        if *kind != "attributes" {
+            assert!(body["sessionId"].is_string(), "{kind}: {body}");
+            let media = body["mediaType"].as_str().unwrap();
+            assert!(
+                ["VOICE", "CHAT", "EMAIL", "MESSAGE"].contains(&media),
+                "{media}"
+            );
+            assert_eq!(body["direction"], "INBOUND");
+        }
+    }
+    assert_eq!(
+        by_kind["customer.start"]["participantId"],
+        by_kind["customer.end"]["participantId"]
+    );
+    assert_eq!(
+        by_kind["user.start"]["sessionId"],
+        by_kind["acw"]["sessionId"]
+    );
+    assert_eq!(by_kind["acd.start"]["queueId"], queue.as_str());
+    assert_eq!(
+        by_kind["acd.start"]["requestedRoutings"],
+        json!(["STANDARD"])
+    );
+    assert_eq!(by_kind["acd.end"]["usedRouting"], "STANDARD");
+    assert_eq!(by_kind["acd.end"]["acdOutcome"], "ANSWERED");
+    assert_eq!(by_kind["user.start"]["userId"], agent.as_str());
+    assert_eq!(by_kind["acw"]["userId"], agent.as_str());
+    assert!(by_kind["customer.end"]["disconnectType"].is_string());
+    assert!(by_kind["user.end"]["interactingDurationMs"].is_u64());
+    assert!(by_kind["customer.end"]["interactingDurationMs"].is_u64());
+
+    // Ended: no more events about it, and it left the live set.
+    let r = sim.control("/sim/generate", json!({"count": 20})).await;
+    for event in read_events(&mut ws, r.body["emitted"].as_u64().unwrap()).await {
+        assert_ne!(event["eventBody"]["id"], conv_id.as_str(), "{event}");
+        assert!(
+            !event["topicName"].as_str().unwrap().contains(&conv_id),
+            "{event}"
+        );
+    }
+    let listed = reply(
+        sim.http
+            .get(sim.url("/sim/conversations"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let live = listed.body["conversations"].as_array().unwrap();
+    assert!(live.iter().all(|c| c["id"] != conv_id.as_str()));
+    let on_queue = live
+        .iter()
+        .filter(|c| c["queue_id"] == queue.as_str())
+        .count();
+    assert!((1..=3).contains(&on_queue), "bounded per queue: {on_queue}");
+}
+
+#[actix_rt::test]
+async fn revoking_one_token_ends_its_channels_and_spares_the_others() {
+    let sim = start(|_| {}).await;
+    let (t1, t2) = (sim.token().await, sim.token().await);
+    sim.load_directory(&t1).await;
+    let mut sockets = Vec::new();
+    let mut ids = Vec::new();
+    for t in [&t1, &t2] {
+        let channel = sim.create_channel(t).await;
+        let id = channel["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            sim.subscribe(t, &id, &[sim.queue_topic(0)], "")
+                .await
+                .status,
+            StatusCode::OK
+        );
+        sockets.push(connect(channel["connectUri"].as_str().unwrap()).await);
+        ids.push(id);
+    }
+    wait_state(&sim, "both sockets connected", |s| {
+        s["channels"]
+            .as_array()
+            .is_some_and(|c| c.iter().filter(|c| c["connected"] == true).count() == 2)
+    })
+    .await;
+
+    let unknown = sim
+        .control(
+            "/sim/faults/revoke-token",
+            json!({"token_prefix": "no-such-token"}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    let r = sim
+        .control(
+            "/sim/faults/revoke-token",
+            json!({"token_prefix": &t1[..16]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["channels_ended"], 1);
+
+    let notice = next_json(&mut sockets[0], true).await;
+    assert_eq!(notice["topicName"], "v2.system.token_revoked", "{notice}");
+    assert_eq!(notice["eventBody"]["channelId"], ids[0].as_str());
+    loop {
+        match next_frame(&mut sockets[0], WAIT).await {
+            Some(Frame::Close(_)) | None => break,
+            Some(Frame::Ping(_) | Frame::Pong(_)) => {}
+            Some(Frame::Text(t)) => {
+                let v: Value = serde_json::from_slice(&t).unwrap();
+                assert_eq!(v["eventBody"]["message"], "WebSocket Heartbeat", "{v}");
+            }
+            other => panic!("expected the revoked token's socket to close, got {other:?}"),
+        }
+    }
+    let revoked = sim.get(&t1, "/api/v2/notifications/channels").await;
+    assert_eq!(revoked.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(revoked.body["code"], "bad.credentials");
+    let path = |id: &str| format!("/api/v2/notifications/channels/{id}");
+    assert_eq!(sim.head(&t2, &path(&ids[0])).await, StatusCode::NOT_FOUND);
+    assert_eq!(sim.head(&t2, &path(&ids[1])).await, StatusCode::OK);
+
+    // The other token's channel lives on and still gets events.
+    let r = sim.control("/sim/generate", json!({"count": 3})).await;
+    assert_eq!(r.body["delivered"], 3, "{}", r.body);
+    for event in read_events(&mut sockets[1], 3).await {
+        assert_eq!(event["topicName"], sim.queue_topic(0).as_str());
+    }
+    assert_eq!(sim.state().await["channels_ended_with_token"], 1);
+}
+
+#[actix_rt::test]
+async fn expired_tokens_answer_credentials_expired_or_alternate_by_option() {
+    let sim = start(|a| {
+        a.token_ttl = 1;
+        a.expired_token_code = "alternate".into();
+    })
+    .await;
+    let token = sim.token().await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let first = loop {
+        let r = sim.get(&token, "/api/v2/notifications/channels").await;
+        if r.status == StatusCode::UNAUTHORIZED {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "token never expired");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(first.body["code"], "credentials.expired", "{}", first.body);
+    let second = sim.get(&token, "/api/v2/notifications/channels").await;
+    assert_eq!(second.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(second.body["code"], "bad.credentials");
+    let third = sim.get(&token, "/api/v2/notifications/channels").await;
+    assert_eq!(third.body["code"], "credentials.expired");
+    // A token never issued is unknown, not expired.
+    let unknown = sim
+        .get("never-issued", "/api/v2/notifications/channels")
+        .await;
+    assert_eq!(unknown.body["code"], "bad.credentials");
 }
