@@ -63,8 +63,7 @@ pub struct TopicsConfig {
     /// while three user templates then cost one topic per user instead of
     /// three (a third of the channels and of the subscription calls). Off
     /// by default: a refused combined topic loses all its sub-topics for
-    /// that user, and the form is not known to every test double (the
-    /// bundled simulator's included).
+    /// that user.
     #[serde(default = "default_combine_user_topics")]
     pub combine_user_topics: bool,
 }

@@ -38,6 +38,7 @@ pub mod overlap;
 pub mod plan;
 pub mod rest;
 mod silence;
+pub mod slots;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub struct ConnectionSettings {
     pub handshake_timeout: Duration,
     pub max_frame_bytes: usize,
     pub ignore_errors: bool,
+    /// Shared by every connection of the bridge (one OAuth client).
+    pub slots: Arc<slots::ChannelSlots>,
 }
 
 /// One WebSocket and what belongs to it alone.
@@ -101,6 +104,8 @@ struct Socket {
     stream: SpawnHandle,
     /// A text message arriving in fragments on this socket.
     partial: Option<BytesMut>,
+    /// Its place among the connected channels, given back when it ends.
+    _slot: slots::Slot,
 }
 
 /// The socket whose channel is subscribed and watched.
@@ -228,6 +233,7 @@ struct Established {
     outcomes: Vec<TopicOutcome>,
     /// The topic list the channel was subscribed with.
     topics: Arc<Vec<String>>,
+    slot: slots::Slot,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +248,8 @@ enum EstablishError {
     TokenNotRenewed,
     #[error("the token actor is gone")]
     TokenActorGone,
+    #[error("all {0} channels the service allows are connected; waiting for one to be released")]
+    NoChannelSlot(usize),
 }
 
 impl EstablishError {
@@ -422,6 +430,7 @@ impl ConnectionActor {
             framed,
             outcomes,
             topics,
+            slot,
         } = established;
         let rejected: Vec<&TopicOutcome> = outcomes.iter().filter(|o| o.is_rejected()).collect();
         if let Some(first) = rejected.first() {
@@ -469,6 +478,7 @@ impl ConnectionActor {
             sink: SinkWrite::new(sink, ctx),
             stream,
             partial: None,
+            _slot: slot,
         };
         let replaced = self.current.replace(Current {
             socket,
@@ -1149,6 +1159,12 @@ async fn attempt_setup(
     topics: Arc<Vec<String>>,
     settings: ConnectionSettings,
 ) -> (Result<Established, EstablishError>, Option<HeldChannel>) {
+    let Some(slot) = settings.slots.try_take() else {
+        return (
+            Err(EstablishError::NoChannelSlot(settings.slots.in_use())),
+            plan.reuse,
+        );
+    };
     let reused = match plan.reuse {
         Some(held) => match channel_alive(&api, &tokens, &telemetry, &backoff, &held).await {
             // Gone for sure: only then is another channel made.
@@ -1216,6 +1232,7 @@ async fn attempt_setup(
                 framed,
                 outcomes,
                 topics,
+                slot,
             }),
             None,
         ),
