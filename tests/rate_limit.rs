@@ -7,8 +7,8 @@
 //! bridge's token, during start-up or after.
 //!
 //! Uses the simulator's `--rate-limit-per-minute` and the 429 count it
-//! reports in `/sim/state`; `--login-on-api-port` lets the test get a token
-//! of its own to show the limit is really enforced.
+//! reports in `/sim/state`; the test gets a token of its own from the
+//! simulator's login listener to show the limit is really enforced.
 
 mod support;
 
@@ -51,7 +51,7 @@ fn five_thousand_topics_start_and_run_without_a_429() {
     } = Stack::start_with(
         dir.path(),
         QUEUES,
-        &["--rate-limit-per-minute", "300", "--login-on-api-port"],
+        &["--rate-limit-per-minute", "300"],
         &[("GKB_TOPICS__REFRESH_INTERVAL_SECS", "1")],
     );
     let ready_after = started.elapsed();
@@ -88,7 +88,7 @@ fn five_thousand_topics_start_and_run_without_a_429() {
 
     // And the simulator's limit is real: a token of the test's own, used
     // without pacing, is refused within 301 calls.
-    let token = own_token(&sim.url, &secret);
+    let token = own_token(&sim.url.login, &secret);
     let mut refused_at = None;
     for call in 1..=310 {
         let status = get_with_token(
@@ -107,11 +107,11 @@ fn five_thousand_topics_start_and_run_without_a_429() {
     bridge.wait_ready();
 }
 
-fn own_token(sim_url: &str, secret: &str) -> String {
+fn own_token(login_url: &str, secret: &str) -> String {
     use base64::Engine;
     let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
     let (status, body) = raw(
-        sim_url,
+        login_url,
         "POST",
         "/oauth/token",
         &[

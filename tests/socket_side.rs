@@ -183,6 +183,18 @@ fn rollovers_and_socket_closing_lose_nothing_and_duplicate_nothing() {
         "expected rollovers and socket_closing moves"
     );
     assert_eq!(m.get("gkb_socket_gaps_total"), 0.0);
+    // The overlaps did hold copies, and the bridge removed them (Kafka's
+    // count above shows none got through).
+    let copies = written_twice(&emitted) as f64;
+    let removed = m.get("gkb_overlap_duplicates_total");
+    assert!(
+        copies > 0.0,
+        "no overlap carried a copy: nothing was tested"
+    );
+    assert!(
+        removed > 0.0 && removed <= copies,
+        "removed {removed} of {copies} copies"
+    );
 }
 
 #[test]
