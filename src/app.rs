@@ -269,6 +269,8 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     let mut hangups = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::hangup())
         .expect("installing a SIGHUP handler works on unix");
     let mut bridge = Bridge::start(settings).await?;
+    // READY=1 once ready, watchdog pings while healthy (under systemd only).
+    let systemd = crate::systemd::Systemd::start(bridge.telemetry.clone());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -279,11 +281,13 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
                 bridge.refresh_topics();
             }
             refused = bridge.plan_refused() => {
+                systemd.stopping();
                 bridge.shutdown(DRAIN_GRACE).await;
                 return Err(StartError::Config(refused.into()));
             }
         }
     }
+    systemd.stopping();
     bridge.shutdown(DRAIN_GRACE).await;
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! - [`subscriptions`]: `[topics]` and how topics spread over channels.
 //! - [`health`]: /healthz, /readyz, /metrics, /status.
 //! - [`telemetry`]: the one place that logs and counts each event.
+//! - [`systemd`]: READY=1, watchdog pings and STATUS= for `Type=notify`.
 //! - [`demo`]: the one-command tour (broker + simulator + bridge); the
 //!   simulator itself is the `genesys-simulator` crate (crates/).
 //! - [`backoff`], [`secret`]: small shared types.
@@ -37,6 +38,7 @@ pub mod producer;
 pub mod replay;
 pub mod secret;
 pub mod subscriptions;
+pub mod systemd;
 pub mod telemetry;
 pub mod telemetry_init;
 pub mod token;
