@@ -388,7 +388,10 @@ mod tests {
             .watchdog()
         };
         assert_eq!(n(Some("60000000"), None), Some(Duration::from_secs(60)));
-        assert_eq!(n(Some("60000000"), Some("42")), Some(Duration::from_secs(60)));
+        assert_eq!(
+            n(Some("60000000"), Some("42")),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(n(Some("60000000"), Some("43")), None);
         assert_eq!(n(None, None), None);
         assert_eq!(n(Some("0"), None), None);
@@ -424,7 +427,11 @@ mod tests {
         watch.tick().unwrap();
         watch.tick().unwrap();
         let lines = m.lines();
-        assert_eq!(lines.iter().filter(|l| *l == "READY=1").count(), 1, "{lines:?}");
+        assert_eq!(
+            lines.iter().filter(|l| *l == "READY=1").count(),
+            1,
+            "{lines:?}"
+        );
         assert_eq!(lines.iter().filter(|l| *l == "WATCHDOG=1").count(), 2);
         assert!(lines.contains(&"STATUS=ready".to_owned()));
         assert!(!lines.iter().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC")));
@@ -445,10 +452,7 @@ mod tests {
         let lines = m.lines();
         assert_eq!(
             lines,
-            [
-                "WATCHDOG=1",
-                "STATUS=degraded: kafka: not connected yet"
-            ]
+            ["WATCHDOG=1", "STATUS=degraded: kafka: not connected yet"]
         );
 
         watch.stopping().unwrap();

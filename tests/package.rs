@@ -59,7 +59,14 @@ fn build_package() -> Option<Package> {
     // The binary the test run built (target/debug): packaging it is enough
     // to check the package; a release build is what `cargo deb` alone makes.
     let out = Command::new(&cargo)
-        .args(["deb", "--no-build", "--profile", "dev", "--no-strip", "--fast"])
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            "dev",
+            "--no-strip",
+            "--fast",
+        ])
         .arg("--manifest-path")
         .arg(Path::new(MANIFEST_DIR).join("Cargo.toml"))
         .arg("--output")
@@ -149,11 +156,9 @@ fn package_holds_binary_unit_conffiles_and_root_only_secret_file() {
         assert!(control.contains(script), "no {script}:\n{control}");
     }
 
-    let env = std::fs::read_to_string(pkg.root.join("etc/genesys-kafka-bridge/bridge.env")).unwrap();
-    assert!(
-        env.lines().any(|l| l == "GENESYS_CLIENT_SECRET="),
-        "{env}"
-    );
+    let env =
+        std::fs::read_to_string(pkg.root.join("etc/genesys-kafka-bridge/bridge.env")).unwrap();
+    assert!(env.lines().any(|l| l == "GENESYS_CLIENT_SECRET="), "{env}");
 }
 
 #[test]
@@ -291,7 +296,10 @@ fn unit_passes_systemd_analyze_verify_and_security() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("systemd-analyze verify: exit {:?} {said:?}", out.status.code());
+    println!(
+        "systemd-analyze verify: exit {:?} {said:?}",
+        out.status.code()
+    );
     // Unknown keys and bad values are only warnings to verify: none allowed.
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 
@@ -304,7 +312,12 @@ fn unit_passes_systemd_analyze_verify_and_security() {
     let line = said
         .lines()
         .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure level:\n{said}{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level:\n{said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     println!("systemd-analyze security --offline: {line}");
     let score: f64 = line
         .rsplit(": ")
@@ -448,25 +461,42 @@ fn installed_bridge_notifies_systemd() {
         seen.extend(message.lines().map(str::to_owned));
         if ready {
             let readyz = http::get(&format!("http://{health}/readyz")).unwrap();
-            assert_eq!(readyz.status, 200, "READY=1 while /readyz says {}", readyz.body);
+            assert_eq!(
+                readyz.status, 200,
+                "READY=1 while /readyz says {}",
+                readyz.body
+            );
             break;
         }
     }
     assert!(
-        seen.iter().any(|l| l.starts_with("STATUS=starting: waiting for")),
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=starting: waiting for")),
         "{seen:?}"
     );
-    assert!(seen.iter().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "{seen:?}"
+    );
 
     let after = receive(Duration::from_secs(3));
     let pings = after.iter().filter(|l| *l == "WATCHDOG=1").count();
-    assert!(pings >= 2, "watchdog pings in 3 s with WATCHDOG_USEC=2s: {after:?}");
-    assert!(!after.iter().any(|l| l == "READY=1"), "READY=1 twice: {after:?}");
+    assert!(
+        pings >= 2,
+        "watchdog pings in 3 s with WATCHDOG_USEC=2s: {after:?}"
+    );
+    assert!(
+        !after.iter().any(|l| l == "READY=1"),
+        "READY=1 twice: {after:?}"
+    );
 
     let status = bridge.terminate();
     let stopping = receive(Duration::from_millis(500));
     assert!(
-        seen.iter().chain(&after).chain(&stopping).any(|l| l == "STOPPING=1"),
+        seen.iter()
+            .chain(&after)
+            .chain(&stopping)
+            .any(|l| l == "STOPPING=1"),
         "no STOPPING=1: {stopping:?}"
     );
     assert!(status.success(), "{status:?}\n{}", bridge.log_text());
