@@ -67,18 +67,20 @@ impl AtomicHistogram {
             .fetch_add((seconds.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
-    /// (sum, count, cumulative buckets including +Inf).
+    /// (sum, count, per-bucket counts including +Inf). The counts are
+    /// not cumulative: the library's encoder accumulates them.
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let h = &*self.0;
-        let mut cumulative = 0;
+        let mut total = 0;
         let mut buckets = Vec::with_capacity(h.buckets.len());
         for (i, count) in h.buckets.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
+            let count = count.load(Ordering::Relaxed);
+            total += count;
             let bound = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, cumulative));
+            buckets.push((bound, count));
         }
         let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (sum, cumulative, buckets)
+        (sum, total, buckets)
     }
 }
 
