@@ -706,6 +706,13 @@ impl Telemetry {
         for (name, help, counter) in counters {
             register(&mut r, name, help, counter.clone());
         }
+        // Every routed topic's series exists, at 0 until its first dead
+        // letter: an absent series reads as "no data", not as none.
+        for topic in lock(&self.kafka_topics).iter() {
+            let _ = c.events_dead_lettered.get_or_create(&TopicLabel {
+                topic: topic.topic.clone(),
+            });
+        }
         register(&mut r, "events_dead_lettered", "Notifications Kafka refused for good, by Kafka topic.", c.events_dead_lettered.clone());
         register(&mut r, "reconnects", "Notification socket reconnects, by connection and reason class.", c.reconnects.clone());
         register(&mut r, "socket_gaps", "Times without any subscribed socket (events sent then were missed), by connection.", c.socket_gaps.clone());
