@@ -80,7 +80,6 @@ pub struct TopicReport {
     pub blocked: Option<String>,
 }
 
-
 /// Shared operational state.
 pub struct Telemetry {
     pub counters: Counters,
@@ -368,9 +367,7 @@ impl Telemetry {
 
     /// Two sockets delivered at once and are down to one again.
     pub fn overlap_ended(&self, index: usize, summary: crate::connection::overlap::OverlapSummary) {
-        self.counters
-            .overlap_duplicates
-            .inc_by(summary.duplicates);
+        self.counters.overlap_duplicates.inc_by(summary.duplicates);
         tracing::info!(
             connection = index,
             duplicates_removed = summary.duplicates,
@@ -548,9 +545,7 @@ impl Telemetry {
     }
 
     pub fn events_forwarded(&self, n: u64) {
-        self.counters
-            .events_forwarded
-            .inc_by(n);
+        self.counters.events_forwarded.inc_by(n);
     }
 
     /// A failed delivery. Every one is counted; only the first of a burst
@@ -584,9 +579,7 @@ impl Telemetry {
     }
 
     pub fn quarantined(&self, n: usize) {
-        self.counters
-            .events_quarantined
-            .inc_by(n as u64);
+        self.counters.events_quarantined.inc_by(n as u64);
         tracing::error!(count = n, "undecodable buffer entries moved to quarantine");
     }
 
@@ -713,12 +706,42 @@ impl Telemetry {
                 topic: topic.topic.clone(),
             });
         }
-        register(&mut r, "events_dead_lettered", "Notifications Kafka refused for good, by Kafka topic.", c.events_dead_lettered.clone());
-        register(&mut r, "reconnects", "Notification socket reconnects, by connection and reason class.", c.reconnects.clone());
-        register(&mut r, "socket_gaps", "Times without any subscribed socket (events sent then were missed), by connection.", c.socket_gaps.clone());
-        register(&mut r, "socket_gap_seconds", "Time without any subscribed socket, by connection.", c.socket_gap_seconds.clone());
-        register(&mut r, "receive_to_ack_seconds", "Time from receiving an event to Kafka acknowledging it.", self.receive_to_ack.clone());
-        register(&mut r, "genesys_request_seconds", "Time of Genesys REST calls (login included), by call kind.", self.request_seconds.clone());
+        register(
+            &mut r,
+            "events_dead_lettered",
+            "Notifications Kafka refused for good, by Kafka topic.",
+            c.events_dead_lettered.clone(),
+        );
+        register(
+            &mut r,
+            "reconnects",
+            "Notification socket reconnects, by connection and reason class.",
+            c.reconnects.clone(),
+        );
+        register(
+            &mut r,
+            "socket_gaps",
+            "Times without any subscribed socket (events sent then were missed), by connection.",
+            c.socket_gaps.clone(),
+        );
+        register(
+            &mut r,
+            "socket_gap_seconds",
+            "Time without any subscribed socket, by connection.",
+            c.socket_gap_seconds.clone(),
+        );
+        register(
+            &mut r,
+            "receive_to_ack_seconds",
+            "Time from receiving an event to Kafka acknowledging it.",
+            self.receive_to_ack.clone(),
+        );
+        register(
+            &mut r,
+            "genesys_request_seconds",
+            "Time of Genesys REST calls (login included), by call kind.",
+            self.request_seconds.clone(),
+        );
         if let Some(buffer) = &*lock(&self.buffer) {
             for (name, kind, help, value) in buffer.metric_values() {
                 match name.strip_suffix("_total").filter(|_| kind == "counter") {
@@ -726,7 +749,12 @@ impl Telemetry {
                     None => register(&mut r, name, help, ConstGauge::new(value as f64)),
                 }
             }
-            register(&mut r, "buffer_flush_seconds", "Time of the buffer's flushes to disk (sled flush and fsync).", buffer.flush_seconds());
+            register(
+                &mut r,
+                "buffer_flush_seconds",
+                "Time of the buffer's flushes to disk (sled flush and fsync).",
+                buffer.flush_seconds(),
+            );
         }
         self.register_topics(&mut r);
         self.register_expiries(&mut r);
@@ -735,9 +763,24 @@ impl Telemetry {
             .filter(|s| s.phase == "open")
             .count();
         let kafka_up = u8::from(lock(&self.kafka).is_ok());
-        register(&mut r, "connections_open", "Notification sockets open.", ConstGauge::new(open as i64));
-        register(&mut r, "kafka_up", "Whether Kafka answered the last probe.", ConstGauge::new(i64::from(kafka_up)));
-        register(&mut r, "uptime_seconds", "Seconds since start.", ConstGauge::new(self.started.elapsed().as_secs() as i64));
+        register(
+            &mut r,
+            "connections_open",
+            "Notification sockets open.",
+            ConstGauge::new(open as i64),
+        );
+        register(
+            &mut r,
+            "kafka_up",
+            "Whether Kafka answered the last probe.",
+            ConstGauge::new(i64::from(kafka_up)),
+        );
+        register(
+            &mut r,
+            "uptime_seconds",
+            "Seconds since start.",
+            ConstGauge::new(self.started.elapsed().as_secs() as i64),
+        );
         self.register_plan_metrics(&mut r);
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -794,7 +837,12 @@ impl Telemetry {
                 at.saturating_duration_since(now),
                 now.saturating_duration_since(at),
             );
-            register(r, "token_expiry_seconds", "Seconds until the current OAuth token expires.", ConstGauge::new(left));
+            register(
+                r,
+                "token_expiry_seconds",
+                "Seconds until the current OAuth token expires.",
+                ConstGauge::new(left),
+            );
         }
         let family = Family::<ConnectionLabel, Gauge<f64, AtomicU64>>::default();
         let now = SystemTime::now();
@@ -809,7 +857,12 @@ impl Telemetry {
                 })
                 .set(left);
         }
-        register(r, "channel_expiry_seconds", "Seconds until each connection's live notification channel expires.", family);
+        register(
+            r,
+            "channel_expiry_seconds",
+            "Seconds until each connection's live notification channel expires.",
+            family,
+        );
     }
 
     fn register_plan_metrics(&self, r: &mut Registry) {
@@ -824,21 +877,61 @@ impl Telemetry {
         };
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let gauges: [(&str, &str, u64); 4] = [
-            ("topics_planned", "Topics the plan assigns to channels.", load(&p.topics)),
-            ("topic_channels", "Channels (connections) the plan uses.", load(&p.channels)),
-            ("topics_left_out", "Wanted topics not subscribed for want of channels (see /readyz).", load(&p.left_out)),
-            ("topics_refused", "Topics the service refused on the open channels (the others stay subscribed).", refused as u64),
+            (
+                "topics_planned",
+                "Topics the plan assigns to channels.",
+                load(&p.topics),
+            ),
+            (
+                "topic_channels",
+                "Channels (connections) the plan uses.",
+                load(&p.channels),
+            ),
+            (
+                "topics_left_out",
+                "Wanted topics not subscribed for want of channels (see /readyz).",
+                load(&p.left_out),
+            ),
+            (
+                "topics_refused",
+                "Topics the service refused on the open channels (the others stay subscribed).",
+                refused as u64,
+            ),
         ];
         for (name, help, value) in gauges {
             register(r, name, help, ConstGauge::new(value as i64));
         }
         let counters: [(&str, &str, u64); 6] = [
-            ("topic_refreshes", "Listings of the org's queues and users that succeeded.", load(&p.refreshes)),
-            ("topic_refresh_failures", "Listings that failed (the plan was kept).", load(&p.refresh_failures)),
-            ("topics_added", "Topics added to the plan by refreshes.", load(&p.added)),
-            ("topics_removed", "Topics removed from the plan by refreshes.", load(&p.removed)),
-            ("topic_removals_held", "Removals held back because a listing shrank suddenly.", load(&p.held_removals)),
-            ("api_rate_limited", "REST calls Genesys answered with 429.", rate_limited),
+            (
+                "topic_refreshes",
+                "Listings of the org's queues and users that succeeded.",
+                load(&p.refreshes),
+            ),
+            (
+                "topic_refresh_failures",
+                "Listings that failed (the plan was kept).",
+                load(&p.refresh_failures),
+            ),
+            (
+                "topics_added",
+                "Topics added to the plan by refreshes.",
+                load(&p.added),
+            ),
+            (
+                "topics_removed",
+                "Topics removed from the plan by refreshes.",
+                load(&p.removed),
+            ),
+            (
+                "topic_removals_held",
+                "Removals held back because a listing shrank suddenly.",
+                load(&p.held_removals),
+            ),
+            (
+                "api_rate_limited",
+                "REST calls Genesys answered with 429.",
+                rate_limited,
+            ),
         ];
         for (name, help, value) in counters {
             register(r, name, help, ConstCounter::new(value));
@@ -1034,7 +1127,12 @@ mod tests {
         let t = Telemetry::default();
         t.event_received();
         t.events_forwarded(3);
-        t.reconnecting(2, None, "socket dropped without a close frame (1006)", Duration::ZERO);
+        t.reconnecting(
+            2,
+            None,
+            "socket dropped without a close frame (1006)",
+            Duration::ZERO,
+        );
         t.reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
         t.reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
         t.socket_gap(2, SystemTime::now(), Duration::from_millis(1500), "test");
@@ -1047,37 +1145,67 @@ mod tests {
         assert_eq!(sample(&text, "gkb_events_received_total"), Some("1"));
         assert_eq!(sample(&text, "gkb_events_forwarded_total"), Some("3"));
         assert_eq!(
-            sample(&text, r#"gkb_reconnects_total{connection="2",reason="setup_failed"}"#),
+            sample(
+                &text,
+                r#"gkb_reconnects_total{connection="2",reason="setup_failed"}"#
+            ),
             Some("2")
         );
         assert_eq!(
-            sample(&text, r#"gkb_reconnects_total{connection="2",reason="dropped"}"#),
+            sample(
+                &text,
+                r#"gkb_reconnects_total{connection="2",reason="dropped"}"#
+            ),
             Some("1")
         );
         // Every reason class exists at zero once the connection is known.
         assert_eq!(
-            sample(&text, r#"gkb_reconnects_total{connection="2",reason="heartbeat_timeout"}"#),
+            sample(
+                &text,
+                r#"gkb_reconnects_total{connection="2",reason="heartbeat_timeout"}"#
+            ),
             Some("0")
         );
-        assert_eq!(sample(&text, r#"gkb_socket_gaps_total{connection="2"}"#), Some("1"));
+        assert_eq!(
+            sample(&text, r#"gkb_socket_gaps_total{connection="2"}"#),
+            Some("1")
+        );
         assert_eq!(
             sample(&text, r#"gkb_socket_gap_seconds_total{connection="2"}"#),
             Some("1.5")
         );
         assert_eq!(
-            sample(&text, r#"gkb_events_dead_lettered_total{topic="genesys.events"}"#),
+            sample(
+                &text,
+                r#"gkb_events_dead_lettered_total{topic="genesys.events"}"#
+            ),
             Some("1")
         );
         assert!(text.contains("# TYPE gkb_receive_to_ack_seconds histogram"));
-        assert_eq!(sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="0.025"}"#), Some("0"));
-        assert_eq!(sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="0.05"}"#), Some("1"));
-        assert_eq!(sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="+Inf"}"#), Some("1"));
-        assert_eq!(sample(&text, "gkb_receive_to_ack_seconds_count"), Some("1"));
         assert_eq!(
-            sample(&text, r#"gkb_genesys_request_seconds_bucket{call="create_channel",le="0.25"}"#),
+            sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="0.025"}"#),
+            Some("0")
+        );
+        assert_eq!(
+            sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="0.05"}"#),
             Some("1")
         );
-        let expiry: f64 = sample(&text, "gkb_token_expiry_seconds").unwrap().parse().unwrap();
+        assert_eq!(
+            sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="+Inf"}"#),
+            Some("1")
+        );
+        assert_eq!(sample(&text, "gkb_receive_to_ack_seconds_count"), Some("1"));
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_genesys_request_seconds_bucket{call="create_channel",le="0.25"}"#
+            ),
+            Some("1")
+        );
+        let expiry: f64 = sample(&text, "gkb_token_expiry_seconds")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((590.0..=600.0).contains(&expiry), "{expiry}");
     }
 
@@ -1085,7 +1213,10 @@ mod tests {
     fn reconnect_reasons_fall_into_a_fixed_set() {
         for (reason, class) in [
             ("setup failed: HTTP 500", "setup_failed"),
-            ("no heartbeat for 20s (half-open socket)", "heartbeat_timeout"),
+            (
+                "no heartbeat for 20s (half-open socket)",
+                "heartbeat_timeout",
+            ),
             ("socket dropped without a close frame (1006)", "dropped"),
             ("socket protocol error: overflow", "protocol_error"),
             ("socket closed by the service (Normal)", "closed_by_service"),

@@ -459,7 +459,10 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
             continue;
         }
         let (series, value) = match line.find('{') {
-            Some(open) => (&line[..open], line[line.rfind('}')? + 1..].split_whitespace().next()),
+            Some(open) => (
+                &line[..open],
+                line[line.rfind('}')? + 1..].split_whitespace().next(),
+            ),
             None => {
                 let mut words = line.split_whitespace();
                 (words.next().unwrap_or(""), words.next())
