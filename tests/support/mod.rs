@@ -458,19 +458,21 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
             declared |= rest.split_whitespace().next() == Some(name);
             continue;
         }
-        let (series, value) = match line.find('{') {
-            Some(open) => (
-                &line[..open],
-                line[line.rfind('}')? + 1..].split_whitespace().next(),
-            ),
-            None => {
+        let (series, value) = match (line.find('{'), line.rfind('}')) {
+            (Some(open), Some(close)) if open < close => {
+                (&line[..open], line[close + 1..].split_whitespace().next())
+            }
+            // A malformed line is not this reader's to judge.
+            (Some(_), _) => continue,
+            (None, _) => {
                 let mut words = line.split_whitespace();
                 (words.next().unwrap_or(""), words.next())
             }
         };
         if series == name {
-            let value: f64 = value?.parse().ok()?;
-            *sum.get_or_insert(0.0) += value;
+            if let Some(value) = value.and_then(|v| v.parse::<f64>().ok()) {
+                *sum.get_or_insert(0.0) += value;
+            }
         }
     }
     sum.or(declared.then_some(0.0))
