@@ -130,7 +130,8 @@ impl Bridge {
         let api_limiter = Arc::new(RateLimiter::per_minute(genesys.api_requests_per_minute));
         telemetry.watch_api_limiter(api_limiter.clone());
         let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url)
-            .with_rate_limiter(api_limiter);
+            .with_rate_limiter(api_limiter)
+            .with_request_timings(telemetry.request_seconds());
         let tokens = {
             let api = genesys_api.clone();
             let client_id = genesys.client_id.clone();

@@ -6,37 +6,54 @@
 //! separately: they call a method here that does both, so the log and the
 //! metrics cannot drift apart.
 
+mod metrics;
+
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
 
 use crate::buffer::Buffer;
+pub use metrics::{
+    observe_request, reconnect_class, request_seconds, AtomicHistogram, RequestSeconds,
+    FLUSH_BUCKETS, RECONNECT_REASONS,
+};
+use metrics::{
+    register, ConnectionLabel, PerConnection, PerConnectionSeconds, ReconnectLabels, TopicLabel,
+    LATENCY_BUCKETS,
+};
 
-/// Counters, all monotonic.
+/// Counters, all monotonic (`prometheus-client` counters: atomics,
+/// cheap on the hot path; `get()` reads them).
 #[derive(Default)]
 pub struct Counters {
-    pub events_received: AtomicU64,
-    pub events_forwarded: AtomicU64,
-    pub events_dead_lettered: AtomicU64,
-    pub events_quarantined: AtomicU64,
-    pub protocol_frames: AtomicU64,
-    pub malformed_frames: AtomicU64,
-    pub buffer_write_errors: AtomicU64,
-    pub kafka_delivery_errors: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub channels_created: AtomicU64,
-    pub tokens_granted: AtomicU64,
-    pub token_failures: AtomicU64,
-    pub api_retries: AtomicU64,
-    pub producer_restarts: AtomicU64,
-    pub kafka_client_errors: AtomicU64,
-    pub planned_moves: AtomicU64,
-    pub overlap_duplicates: AtomicU64,
-    pub socket_gaps: AtomicU64,
-    pub socket_gap_millis: AtomicU64,
-    pub stalls: AtomicU64,
+    pub events_received: Counter,
+    pub events_forwarded: Counter,
+    /// Per Kafka topic.
+    pub events_dead_lettered: Family<TopicLabel, Counter>,
+    pub events_quarantined: Counter,
+    pub protocol_frames: Counter,
+    pub malformed_frames: Counter,
+    pub buffer_write_errors: Counter,
+    pub kafka_delivery_errors: Counter,
+    /// Per connection and reason class ([`metrics::RECONNECT_REASONS`]).
+    pub reconnects: Family<ReconnectLabels, Counter>,
+    pub channels_created: Counter,
+    pub tokens_granted: Counter,
+    pub token_failures: Counter,
+    pub api_retries: Counter,
+    pub producer_restarts: Counter,
+    pub kafka_client_errors: Counter,
+    pub planned_moves: Counter,
+    pub overlap_duplicates: Counter,
+    pub socket_gaps: PerConnection,
+    pub socket_gap_seconds: PerConnectionSeconds,
+    pub stalls: Counter,
 }
 
 /// How one channel's connection is doing.
@@ -63,50 +80,6 @@ pub struct TopicReport {
     pub blocked: Option<String>,
 }
 
-/// A per-topic gauge's value.
-type TopicGauge = fn(&TopicReport) -> f64;
-
-/// Upper bounds of the receive → acknowledged latency histogram, seconds.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
-    300.0,
-];
-
-/// A Prometheus histogram of fixed buckets, updated without locks.
-#[derive(Default)]
-struct Histogram {
-    /// One count per bucket of `LATENCY_BUCKETS`, plus +Inf.
-    buckets: [AtomicU64; 17],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, seconds: f64) {
-        let index = LATENCY_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
-    }
-}
-
 /// Shared operational state.
 pub struct Telemetry {
     pub counters: Counters,
@@ -125,7 +98,14 @@ pub struct Telemetry {
     /// repeats were folded since.
     kafka_client_problems: Mutex<BTreeMap<String, (Instant, u64)>>,
     kafka_topics: Mutex<Vec<TopicReport>>,
-    receive_to_ack: Histogram,
+    receive_to_ack: AtomicHistogram,
+    /// Genesys REST call times by kind, shared with the REST client.
+    request_seconds: RequestSeconds,
+    /// When the current token expires.
+    token_expires: Mutex<Option<Instant>>,
+    /// When each connection's live channel expires, and the expiry of
+    /// channels created but not yet live (by their shown label).
+    channel_expiry: Mutex<ChannelExpiry>,
     /// A failure no restart of an actor can mend: /healthz turns red so
     /// the process supervisor sees it.
     fatal: Mutex<Option<String>>,
@@ -154,8 +134,16 @@ pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often actors report liveness.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(5);
 
-fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+fn inc(counter: &Counter) {
+    counter.inc();
+}
+
+/// Channel expiries: by connection (the live channel) and by channel
+/// label (created, not yet live; bounded).
+#[derive(Default)]
+struct ChannelExpiry {
+    live: BTreeMap<usize, SystemTime>,
+    created: BTreeMap<String, SystemTime>,
 }
 
 impl Default for Telemetry {
@@ -173,7 +161,10 @@ impl Default for Telemetry {
             buffer_read_logged: Mutex::default(),
             kafka_client_problems: Mutex::default(),
             kafka_topics: Mutex::default(),
-            receive_to_ack: Histogram::default(),
+            receive_to_ack: AtomicHistogram::new(&LATENCY_BUCKETS),
+            request_seconds: request_seconds(),
+            token_expires: Mutex::default(),
+            channel_expiry: Mutex::default(),
             fatal: Mutex::default(),
             topic_plan_problem: Mutex::default(),
             plan: PlanMetrics::default(),
@@ -208,6 +199,7 @@ impl Telemetry {
     pub fn token_granted(&self, expires_in: Duration, refresh_in: Duration) {
         inc(&self.counters.tokens_granted);
         *lock(&self.token) = Ok(());
+        *lock(&self.token_expires) = Some(Instant::now() + expires_in);
         tracing::info!(
             expires_in_secs = expires_in.as_secs(),
             refresh_in_secs = refresh_in.as_secs(),
@@ -227,10 +219,19 @@ impl Telemetry {
         state.channel_id = state.channel_id.as_deref().map(channel_label);
         tracing::debug!(connection = index, phase = state.phase, channel = ?state.channel_id, "connection phase");
         lock(&self.connections).insert(index, state);
+        self.connection_series(index);
     }
 
     pub fn connection_open(&self, index: usize, channel_id: &str, topics: usize, rejected: usize) {
         let channel_id = &channel_label(channel_id);
+        {
+            let mut expiry = lock(&self.channel_expiry);
+            match expiry.created.get(channel_id).copied() {
+                Some(at) => expiry.live.insert(index, at),
+                None => expiry.live.remove(&index),
+            };
+        }
+        self.connection_series(index);
         tracing::info!(
             connection = index,
             channel = channel_id,
@@ -291,6 +292,14 @@ impl Telemetry {
     pub fn channel_created(&self, index: usize, channel_id: &str, expires: Option<&str>) {
         let channel_id = &channel_label(channel_id);
         inc(&self.counters.channels_created);
+        if let Some(at) = expires.and_then(|e| humantime::parse_rfc3339_weak(e).ok()) {
+            let mut expiry = lock(&self.channel_expiry);
+            // Bounded: a connection holds at most two channels.
+            if expiry.created.len() >= 64 {
+                expiry.created.clear();
+            }
+            expiry.created.insert(channel_id.clone(), at);
+        }
         tracing::info!(
             connection = index,
             channel = channel_id,
@@ -308,7 +317,14 @@ impl Telemetry {
     ) {
         let channel_id = channel_id.map(channel_label);
         let channel_id = channel_id.as_deref();
-        inc(&self.counters.reconnects);
+        self.connection_series(index);
+        self.counters
+            .reconnects
+            .get_or_create(&ReconnectLabels {
+                connection: index as u64,
+                reason: reconnect_class(reason),
+            })
+            .inc();
         tracing::warn!(
             connection = index,
             channel = channel_id,
@@ -351,9 +367,7 @@ impl Telemetry {
 
     /// Two sockets delivered at once and are down to one again.
     pub fn overlap_ended(&self, index: usize, summary: crate::connection::overlap::OverlapSummary) {
-        self.counters
-            .overlap_duplicates
-            .fetch_add(summary.duplicates, Ordering::Relaxed);
+        self.counters.overlap_duplicates.inc_by(summary.duplicates);
         tracing::info!(
             connection = index,
             duplicates_removed = summary.duplicates,
@@ -371,10 +385,14 @@ impl Telemetry {
         lasted: Duration,
         reason: &str,
     ) {
-        inc(&self.counters.socket_gaps);
+        let connection = ConnectionLabel {
+            connection: index as u64,
+        };
+        self.counters.socket_gaps.get_or_create(&connection).inc();
         self.counters
-            .socket_gap_millis
-            .fetch_add(lasted.as_millis() as u64, Ordering::Relaxed);
+            .socket_gap_seconds
+            .get_or_create(&connection)
+            .inc_by(lasted.as_secs_f64());
         tracing::warn!(
             connection = index,
             from = %humantime::format_rfc3339_millis(since),
@@ -477,6 +495,7 @@ impl Telemetry {
     /// A record was acknowledged by Kafka: its receive → acknowledged
     /// time goes into the latency histogram.
     pub fn acknowledged(&self, received_at_ms: u64) {
+        // Per acknowledged record: three relaxed atomic adds, no lock.
         let ms = crate::now_ms().saturating_sub(received_at_ms);
         self.receive_to_ack.observe(ms as f64 / 1000.0);
     }
@@ -526,9 +545,7 @@ impl Telemetry {
     }
 
     pub fn events_forwarded(&self, n: u64) {
-        self.counters
-            .events_forwarded
-            .fetch_add(n, Ordering::Relaxed);
+        self.counters.events_forwarded.inc_by(n);
     }
 
     /// A failed delivery. Every one is counted; only the first of a burst
@@ -547,7 +564,12 @@ impl Telemetry {
     }
 
     pub fn dead_lettered(&self, seq: u64, kafka_topic: &str, reason: &str) {
-        inc(&self.counters.events_dead_lettered);
+        self.counters
+            .events_dead_lettered
+            .get_or_create(&TopicLabel {
+                topic: kafka_topic.to_owned(),
+            })
+            .inc();
         tracing::error!(
             seq,
             kafka_topic,
@@ -557,9 +579,7 @@ impl Telemetry {
     }
 
     pub fn quarantined(&self, n: usize) {
-        self.counters
-            .events_quarantined
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.events_quarantined.inc_by(n as u64);
         tracing::error!(count = n, "undecodable buffer entries moved to quarantine");
     }
 
@@ -628,128 +648,150 @@ impl Telemetry {
         lock(&self.connections).clone()
     }
 
-    /// Prometheus text exposition.
-    pub fn render_metrics(&self) -> String {
+    /// The handle the REST client records its call times into
+    /// (`gkb_genesys_request_seconds{call}`).
+    pub fn request_seconds(&self) -> RequestSeconds {
+        self.request_seconds.clone()
+    }
+
+    /// Creates a connection's labelled series at zero, so that they exist
+    /// (and `rate()` works) before the first reconnect or gap.
+    fn connection_series(&self, index: usize) {
         let c = &self.counters;
-        let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 19] = [
-            (
-                "planned_moves_total",
-                "Make-before-break moves to a new channel (rollover, socket_closing, lost channel).",
-                &c.planned_moves,
-            ),
-            (
-                "overlap_duplicates_total",
-                "Copies of an event received on both sockets of a move, removed before the buffer.",
-                &c.overlap_duplicates,
-            ),
-            (
-                "socket_gaps_total",
-                "Times without any subscribed socket (events sent then were missed).",
-                &c.socket_gaps,
-            ),
-            (
-                "stalls_total",
-                "Times the bridge found it had not been running (paused, starved).",
-                &c.stalls,
-            ),
-            (
-                "events_received_total",
-                "Notifications received from Genesys and buffered.",
-                &c.events_received,
-            ),
-            (
-                "events_forwarded_total",
-                "Notifications acknowledged by Kafka.",
-                &c.events_forwarded,
-            ),
-            (
-                "events_dead_lettered_total",
-                "Notifications Kafka refused for good.",
-                &c.events_dead_lettered,
-            ),
-            (
-                "events_quarantined_total",
-                "Buffer entries that could not be decoded.",
-                &c.events_quarantined,
-            ),
-            (
-                "protocol_frames_total",
-                "Heartbeats, pongs and subscribe replies (not forwarded).",
-                &c.protocol_frames,
-            ),
-            (
-                "malformed_frames_total",
-                "Frames that were not notifications (kept in quarantine, not forwarded).",
-                &c.malformed_frames,
-            ),
-            (
-                "buffer_write_errors_total",
-                "Received events the buffer could not store.",
-                &c.buffer_write_errors,
-            ),
-            (
-                "kafka_delivery_errors_total",
-                "Failed Kafka deliveries (retried from the buffer).",
-                &c.kafka_delivery_errors,
-            ),
-            (
-                "reconnects_total",
-                "Notification socket reconnects.",
-                &c.reconnects,
-            ),
-            (
-                "channels_created_total",
-                "Notification channels created.",
-                &c.channels_created,
-            ),
-            (
-                "tokens_granted_total",
-                "OAuth tokens obtained.",
-                &c.tokens_granted,
-            ),
-            (
-                "token_failures_total",
-                "Failed OAuth token requests.",
-                &c.token_failures,
-            ),
-            (
-                "api_retries_total",
-                "Genesys REST calls retried.",
-                &c.api_retries,
-            ),
-            (
-                "producer_restarts_total",
-                "Kafka producers rebuilt after a fatal error.",
-                &c.producer_restarts,
-            ),
-            (
-                "kafka_client_errors_total",
-                "Errors and warnings the Kafka client reported (connection failures, brokers down).",
-                &c.kafka_client_errors,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} counter\ngkb_{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+        let connection = ConnectionLabel {
+            connection: index as u64,
+        };
+        let _ = c.socket_gaps.get_or_create(&connection);
+        let _ = c.socket_gap_seconds.get_or_create(&connection);
+        for reason in RECONNECT_REASONS {
+            let _ = c.reconnects.get_or_create(&ReconnectLabels {
+                connection: index as u64,
+                reason,
+            });
         }
-        let _ = writeln!(
-            out,
-            "# HELP gkb_socket_gap_seconds_total Time without any subscribed socket.\n# TYPE gkb_socket_gap_seconds_total counter\ngkb_socket_gap_seconds_total {}",
-            c.socket_gap_millis.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Prometheus text exposition (format 0.0.4), encoded by
+    /// `prometheus-client` from a registry built for this scrape: the
+    /// long-lived counters and histograms are registered by handle, the
+    /// values known only now (buffer, topics, expiries) as constants.
+    pub fn render_metrics(&self) -> String {
+        let mut r = Registry::with_prefix("gkb");
+        let c = &self.counters;
+        let counters: [(&str, &str, &Counter); 16] = [
+            ("planned_moves", "Make-before-break moves to a new channel (rollover, socket_closing, lost channel).", &c.planned_moves),
+            ("overlap_duplicates", "Copies of an event received on both sockets of a move, removed before the buffer.", &c.overlap_duplicates),
+            ("stalls", "Times the bridge found it had not been running (paused, starved).", &c.stalls),
+            ("events_received", "Notifications received from Genesys and buffered.", &c.events_received),
+            ("events_forwarded", "Notifications acknowledged by Kafka.", &c.events_forwarded),
+            ("events_quarantined", "Buffer entries that could not be decoded.", &c.events_quarantined),
+            ("protocol_frames", "Heartbeats, pongs and subscribe replies (not forwarded).", &c.protocol_frames),
+            ("malformed_frames", "Frames that were not notifications (kept in quarantine, not forwarded).", &c.malformed_frames),
+            ("buffer_write_errors", "Received events the buffer could not store.", &c.buffer_write_errors),
+            ("kafka_delivery_errors", "Failed Kafka deliveries (retried from the buffer).", &c.kafka_delivery_errors),
+            ("channels_created", "Notification channels created.", &c.channels_created),
+            ("tokens_granted", "OAuth tokens obtained.", &c.tokens_granted),
+            ("token_failures", "Failed OAuth token requests.", &c.token_failures),
+            ("api_retries", "Genesys REST calls retried.", &c.api_retries),
+            ("producer_restarts", "Kafka producers rebuilt after a fatal error.", &c.producer_restarts),
+            ("kafka_client_errors", "Errors and warnings the Kafka client reported (connection failures, brokers down).", &c.kafka_client_errors),
+        ];
+        for (name, help, counter) in counters {
+            register(&mut r, name, help, counter.clone());
+        }
+        // Every routed topic's series exists, at 0 until its first dead
+        // letter: an absent series reads as "no data", not as none.
+        for topic in lock(&self.kafka_topics).iter() {
+            let _ = c.events_dead_lettered.get_or_create(&TopicLabel {
+                topic: topic.topic.clone(),
+            });
+        }
+        register(
+            &mut r,
+            "events_dead_lettered",
+            "Notifications Kafka refused for good, by Kafka topic.",
+            c.events_dead_lettered.clone(),
+        );
+        register(
+            &mut r,
+            "reconnects",
+            "Notification socket reconnects, by connection and reason class.",
+            c.reconnects.clone(),
+        );
+        register(
+            &mut r,
+            "socket_gaps",
+            "Times without any subscribed socket (events sent then were missed), by connection.",
+            c.socket_gaps.clone(),
+        );
+        register(
+            &mut r,
+            "socket_gap_seconds",
+            "Time without any subscribed socket, by connection.",
+            c.socket_gap_seconds.clone(),
+        );
+        register(
+            &mut r,
+            "receive_to_ack_seconds",
+            "Time from receiving an event to Kafka acknowledging it.",
+            self.receive_to_ack.clone(),
+        );
+        register(
+            &mut r,
+            "genesys_request_seconds",
+            "Time of Genesys REST calls (login included), by call kind.",
+            self.request_seconds.clone(),
         );
         if let Some(buffer) = &*lock(&self.buffer) {
-            buffer.write_metrics(&mut out);
+            for (name, kind, help, value) in buffer.metric_values() {
+                match name.strip_suffix("_total").filter(|_| kind == "counter") {
+                    Some(base) => register(&mut r, base, help, ConstCounter::new(value)),
+                    None => register(&mut r, name, help, ConstGauge::new(value as f64)),
+                }
+            }
+            register(
+                &mut r,
+                "buffer_flush_seconds",
+                "Time of the buffer's flushes to disk (sled flush and fsync).",
+                buffer.flush_seconds(),
+            );
         }
-        self.receive_to_ack.render(
-            &mut out,
-            "gkb_receive_to_ack_seconds",
-            "Time from receiving an event to Kafka acknowledging it.",
+        self.register_topics(&mut r);
+        self.register_expiries(&mut r);
+        let open = lock(&self.connections)
+            .values()
+            .filter(|s| s.phase == "open")
+            .count();
+        let kafka_up = u8::from(lock(&self.kafka).is_ok());
+        register(
+            &mut r,
+            "connections_open",
+            "Notification sockets open.",
+            ConstGauge::new(open as i64),
         );
+        register(
+            &mut r,
+            "kafka_up",
+            "Whether Kafka answered the last probe.",
+            ConstGauge::new(i64::from(kafka_up)),
+        );
+        register(
+            &mut r,
+            "uptime_seconds",
+            "Seconds since start.",
+            ConstGauge::new(self.started.elapsed().as_secs() as i64),
+        );
+        self.register_plan_metrics(&mut r);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &r);
+        out
+    }
+
+    /// Per Kafka topic, as the forwarding thread last reported.
+    fn register_topics(&self, r: &mut Registry) {
         let topics = lock(&self.kafka_topics).clone();
+        type TopicGauge = fn(&TopicReport) -> f64;
         let per_topic: [(&str, &str, TopicGauge); 4] = [
             (
                 "kafka_topic_backlog_events",
@@ -773,33 +815,57 @@ impl Telemetry {
             ),
         ];
         for (name, help, value) in per_topic {
-            let _ = writeln!(out, "# HELP gkb_{name} {help}\n# TYPE gkb_{name} gauge");
+            let family = Family::<TopicLabel, Gauge<f64, AtomicU64>>::default();
             for topic in &topics {
-                let _ = writeln!(
-                    out,
-                    "gkb_{name}{{topic=\"{}\"}} {}",
-                    topic.topic,
-                    value(topic)
-                );
+                family
+                    .get_or_create(&TopicLabel {
+                        topic: topic.topic.clone(),
+                    })
+                    .set(value(topic));
             }
+            register(r, name, help, family);
         }
-        let open = lock(&self.connections)
-            .values()
-            .filter(|s| s.phase == "open")
-            .count();
-        let kafka_up = u8::from(lock(&self.kafka).is_ok());
-        let _ = writeln!(
-            out,
-            "# HELP gkb_connections_open Notification sockets open.\n# TYPE gkb_connections_open gauge\ngkb_connections_open {open}\n\
-             # HELP gkb_kafka_up Whether Kafka answered the last probe.\n# TYPE gkb_kafka_up gauge\ngkb_kafka_up {kafka_up}\n\
-             # HELP gkb_uptime_seconds Seconds since start.\n# TYPE gkb_uptime_seconds gauge\ngkb_uptime_seconds {}",
-            self.started.elapsed().as_secs()
-        );
-        self.render_plan_metrics(&mut out);
-        out
     }
 
-    fn render_plan_metrics(&self, out: &mut String) {
+    /// Seconds until the token and each connection's channel expire
+    /// (negative once past; absent until known).
+    fn register_expiries(&self, r: &mut Registry) {
+        let until = |at: Duration, past: Duration| at.as_secs_f64() - past.as_secs_f64();
+        if let Some(at) = *lock(&self.token_expires) {
+            let now = Instant::now();
+            let left = until(
+                at.saturating_duration_since(now),
+                now.saturating_duration_since(at),
+            );
+            register(
+                r,
+                "token_expiry_seconds",
+                "Seconds until the current OAuth token expires.",
+                ConstGauge::new(left),
+            );
+        }
+        let family = Family::<ConnectionLabel, Gauge<f64, AtomicU64>>::default();
+        let now = SystemTime::now();
+        for (index, at) in &lock(&self.channel_expiry).live {
+            let left = match at.duration_since(now) {
+                Ok(ahead) => ahead.as_secs_f64(),
+                Err(past) => -past.duration().as_secs_f64(),
+            };
+            family
+                .get_or_create(&ConnectionLabel {
+                    connection: *index as u64,
+                })
+                .set(left);
+        }
+        register(
+            r,
+            "channel_expiry_seconds",
+            "Seconds until each connection's live notification channel expires.",
+            family,
+        );
+    }
+
+    fn register_plan_metrics(&self, r: &mut Registry) {
         let p = &self.plan;
         let refused: usize = lock(&self.connections)
             .values()
@@ -810,80 +876,67 @@ impl Telemetry {
             None => (0, Duration::ZERO),
         };
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let metrics: [(&str, &str, &str, String); 11] = [
+        let gauges: [(&str, &str, u64); 4] = [
             (
                 "topics_planned",
-                "gauge",
                 "Topics the plan assigns to channels.",
-                load(&p.topics).to_string(),
+                load(&p.topics),
             ),
             (
                 "topic_channels",
-                "gauge",
                 "Channels (connections) the plan uses.",
-                load(&p.channels).to_string(),
+                load(&p.channels),
             ),
             (
                 "topics_left_out",
-                "gauge",
                 "Wanted topics not subscribed for want of channels (see /readyz).",
-                load(&p.left_out).to_string(),
+                load(&p.left_out),
             ),
             (
                 "topics_refused",
-                "gauge",
                 "Topics the service refused on the open channels (the others stay subscribed).",
-                refused.to_string(),
-            ),
-            (
-                "topic_refreshes_total",
-                "counter",
-                "Listings of the org's queues and users that succeeded.",
-                load(&p.refreshes).to_string(),
-            ),
-            (
-                "topic_refresh_failures_total",
-                "counter",
-                "Listings that failed (the plan was kept).",
-                load(&p.refresh_failures).to_string(),
-            ),
-            (
-                "topics_added_total",
-                "counter",
-                "Topics added to the plan by refreshes.",
-                load(&p.added).to_string(),
-            ),
-            (
-                "topics_removed_total",
-                "counter",
-                "Topics removed from the plan by refreshes.",
-                load(&p.removed).to_string(),
-            ),
-            (
-                "topic_removals_held_total",
-                "counter",
-                "Removals held back because a listing shrank suddenly.",
-                load(&p.held_removals).to_string(),
-            ),
-            (
-                "api_rate_limited_total",
-                "counter",
-                "REST calls Genesys answered with 429.",
-                rate_limited.to_string(),
-            ),
-            (
-                "api_rate_limit_wait_seconds_total",
-                "counter",
-                "Time REST calls waited before being sent: the client-side pace and the pauses after a 429.",
-                waited.as_secs_f64().to_string(),
+                refused as u64,
             ),
         ];
-        for (name, kind, help, value) in metrics {
-            let _ = writeln!(
-                out,
-                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} {kind}\ngkb_{name} {value}"
-            );
+        for (name, help, value) in gauges {
+            register(r, name, help, ConstGauge::new(value as i64));
         }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "topic_refreshes",
+                "Listings of the org's queues and users that succeeded.",
+                load(&p.refreshes),
+            ),
+            (
+                "topic_refresh_failures",
+                "Listings that failed (the plan was kept).",
+                load(&p.refresh_failures),
+            ),
+            (
+                "topics_added",
+                "Topics added to the plan by refreshes.",
+                load(&p.added),
+            ),
+            (
+                "topics_removed",
+                "Topics removed from the plan by refreshes.",
+                load(&p.removed),
+            ),
+            (
+                "topic_removals_held",
+                "Removals held back because a listing shrank suddenly.",
+                load(&p.held_removals),
+            ),
+            (
+                "api_rate_limited",
+                "REST calls Genesys answered with 429.",
+                rate_limited,
+            ),
+        ];
+        for (name, help, value) in counters {
+            register(r, name, help, ConstCounter::new(value));
+        }
+        register(r, "api_rate_limit_wait_seconds", "Time REST calls waited before being sent: the client-side pace and the pauses after a 429.", ConstCounter::new(waited.as_secs_f64()));
     }
 
     /// The REST rate limiter whose counters `/metrics` shows.
@@ -913,7 +966,7 @@ impl Telemetry {
         let p = &self.plan;
         p.topics.store(topics as u64, Ordering::Relaxed);
         p.channels.store(channels as u64, Ordering::Relaxed);
-        inc(&p.refreshes);
+        p.refreshes.fetch_add(1, Ordering::Relaxed);
         if trigger != "start-up" {
             p.added.fetch_add(added as u64, Ordering::Relaxed);
             p.removed.fetch_add(removed as u64, Ordering::Relaxed);
@@ -948,7 +1001,7 @@ impl Telemetry {
         retry_in: Duration,
         plan_kept: bool,
     ) {
-        inc(&self.plan.refresh_failures);
+        self.plan.refresh_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             error = %error,
             retry_in_ms = retry_in.as_millis() as u64,
@@ -1063,6 +1116,116 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn metrics_render_through_the_library_with_labels_and_histograms() {
+        let t = Telemetry::default();
+        t.event_received();
+        t.events_forwarded(3);
+        t.reconnecting(
+            2,
+            None,
+            "socket dropped without a close frame (1006)",
+            Duration::ZERO,
+        );
+        t.reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
+        t.reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
+        t.socket_gap(2, SystemTime::now(), Duration::from_millis(1500), "test");
+        t.dead_lettered(7, "genesys.events", "too large");
+        t.token_granted(Duration::from_secs(600), Duration::from_secs(300));
+        t.acknowledged(crate::now_ms() - 30);
+        observe_request(&t.request_seconds(), "create channel", 0.2);
+        let text = t.render_metrics();
+        println!("{text}");
+        assert_eq!(sample(&text, "gkb_events_received_total"), Some("1"));
+        assert_eq!(sample(&text, "gkb_events_forwarded_total"), Some("3"));
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_reconnects_total{connection="2",reason="setup_failed"}"#
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_reconnects_total{connection="2",reason="dropped"}"#
+            ),
+            Some("1")
+        );
+        // Every reason class exists at zero once the connection is known.
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_reconnects_total{connection="2",reason="heartbeat_timeout"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(&text, r#"gkb_socket_gaps_total{connection="2"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, r#"gkb_socket_gap_seconds_total{connection="2"}"#),
+            Some("1.5")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_events_dead_lettered_total{topic="genesys.events"}"#
+            ),
+            Some("1")
+        );
+        assert!(text.contains("# TYPE gkb_receive_to_ack_seconds histogram"));
+        assert_eq!(
+            sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="0.025"}"#),
+            Some("0")
+        );
+        assert_eq!(
+            sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="0.05"}"#),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, r#"gkb_receive_to_ack_seconds_bucket{le="+Inf"}"#),
+            Some("1")
+        );
+        assert_eq!(sample(&text, "gkb_receive_to_ack_seconds_count"), Some("1"));
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_genesys_request_seconds_bucket{call="create_channel",le="0.25"}"#
+            ),
+            Some("1")
+        );
+        let expiry: f64 = sample(&text, "gkb_token_expiry_seconds")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((590.0..=600.0).contains(&expiry), "{expiry}");
+    }
+
+    #[test]
+    fn reconnect_reasons_fall_into_a_fixed_set() {
+        for (reason, class) in [
+            ("setup failed: HTTP 500", "setup_failed"),
+            (
+                "no heartbeat for 20s (half-open socket)",
+                "heartbeat_timeout",
+            ),
+            ("socket dropped without a close frame (1006)", "dropped"),
+            ("socket protocol error: overflow", "protocol_error"),
+            ("socket closed by the service (Normal)", "closed_by_service"),
+            ("anything else", "other"),
+        ] {
+            assert_eq!(reconnect_class(reason), class);
+            assert!(RECONNECT_REASONS.contains(&class));
+        }
+    }
 
     #[test]
     fn channel_ids_are_shortened() {

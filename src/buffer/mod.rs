@@ -209,6 +209,8 @@ struct Shared {
     restored: AtomicU64,
     reopens: AtomicU64,
     unreadable_ranges: AtomicU64,
+    /// Flush times, read by /metrics.
+    flush_seconds: crate::telemetry::AtomicHistogram,
     failing: AtomicBool,
     /// Off only in tests that reopen by hand.
     auto_reopen: AtomicBool,
@@ -384,6 +386,7 @@ impl Buffer {
             restored: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
             unreadable_ranges: AtomicU64::new(census.unreadable.len() as u64),
+            flush_seconds: crate::telemetry::AtomicHistogram::new(&crate::telemetry::FLUSH_BUCKETS),
             failing: AtomicBool::new(false),
             auto_reopen: AtomicBool::new(true),
             failure: Mutex::default(),
@@ -889,8 +892,11 @@ impl Buffer {
             let mut unflushed = self.lock_unflushed();
             (self.last_seq(), unflushed.start_flush())
         };
+        let started = Instant::now();
         match store.sync() {
             Ok(()) => {
+                let took = started.elapsed().as_secs_f64();
+                self.inner.shared.flush_seconds.observe(took);
                 self.lock_unflushed().flushed(covered);
                 self.inner
                     .shared
@@ -945,8 +951,9 @@ impl Buffer {
 
     /// Appends the buffer's own gauges and counters to a Prometheus text
     /// exposition (`gkb_buffer_*`).
-    pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// The buffer's metrics as (name without `gkb_`, kind, help, value),
+    /// read now; `crate::telemetry` encodes them.
+    pub fn metric_values(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
         let s = &self.inner.shared;
         let a = &s.admission;
         let load = |v: &AtomicU64| v.load(Ordering::SeqCst);
@@ -1060,12 +1067,12 @@ impl Buffer {
                 load(&a.samples),
             ),
         ];
-        for (name, kind, help, value) in metrics {
-            let _ = writeln!(
-                out,
-                "# HELP gkb_{name} {help}\n# TYPE gkb_{name} {kind}\ngkb_{name} {value}"
-            );
-        }
+        metrics.to_vec()
+    }
+
+    /// Time of each flush to disk (`gkb_buffer_flush_seconds`).
+    pub fn flush_seconds(&self) -> crate::telemetry::AtomicHistogram {
+        self.inner.shared.flush_seconds.clone()
     }
 
     /// Asks for a flush soon, grouped with others (see the module docs).

@@ -260,13 +260,12 @@ fn append_n(buffer: &Buffer, n: usize, size: usize) -> Vec<u64> {
 }
 
 fn metric(buffer: &Buffer, name: &str) -> u64 {
-    let mut text = String::new();
-    buffer.write_metrics(&mut text);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
-        .parse()
-        .unwrap()
+    let values = buffer.metric_values();
+    values
+        .iter()
+        .find(|(n, ..)| name.strip_prefix("gkb_") == Some(n))
+        .unwrap_or_else(|| panic!("{name} missing from {values:?}"))
+        .3
 }
 
 #[test]

@@ -165,6 +165,8 @@ pub struct GenesysApi {
     login_base: String,
     /// Paces every REST call of all clones (see [`RateLimiter`]).
     limiter: Arc<RateLimiter>,
+    /// Where every call's time goes (`gkb_genesys_request_seconds`).
+    timings: crate::telemetry::RequestSeconds,
 }
 
 /// An HTTP client for Genesys: TLS through the system's OpenSSL (plus the
@@ -216,7 +218,20 @@ impl GenesysApi {
             api_base: api_base.trim_end_matches('/').to_owned(),
             login_base: login_base.trim_end_matches('/').to_owned(),
             limiter: Arc::new(RateLimiter::unlimited()),
+            timings: crate::telemetry::request_seconds(),
         }
+    }
+
+    /// Records call times into `timings` (the telemetry's handle).
+    pub fn with_request_timings(mut self, timings: crate::telemetry::RequestSeconds) -> Self {
+        self.timings = timings;
+        self
+    }
+
+    /// A call answered (any status): its time, from sending to the whole
+    /// body read, goes into `gkb_genesys_request_seconds{call}`.
+    fn timed(&self, what: &str, started: std::time::Instant) {
+        crate::telemetry::observe_request(&self.timings, what, started.elapsed().as_secs_f64());
     }
 
     /// Paces REST calls with `limiter` (shared with every clone made after).
@@ -238,6 +253,7 @@ impl GenesysApi {
         const WHAT: &str = "login";
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{client_id}:{}", client_secret.expose()));
+        let started = std::time::Instant::now();
         let mut resp = self
             .http
             .post(format!("{}/oauth/token", self.login_base))
@@ -251,6 +267,7 @@ impl GenesysApi {
             .limit(MAX_BODY_BYTES)
             .await
             .map_err(|e| transport(WHAT, e))?;
+        self.timed(WHAT, started);
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(ApiError::RateLimited {
                 retry_after: retry_after(resp.headers()),
@@ -479,6 +496,7 @@ impl GenesysApi {
         token: &Secret,
         json_body: Option<Vec<u8>>,
     ) -> Result<bytes::Bytes, ApiError> {
+        let started = std::time::Instant::now();
         let request = self
             .http
             .request(method, format!("{}{path}", self.api_base))
@@ -499,6 +517,7 @@ impl GenesysApi {
             .limit(MAX_BODY_BYTES)
             .await
             .map_err(|e| transport(what, e))?;
+        self.timed(what, started);
         match status {
             s if s.is_success() => Ok(body),
             StatusCode::UNAUTHORIZED => Err(ApiError::Unauthorized),

@@ -220,8 +220,8 @@ async fn drain(actor: &Addr<ProducerActor>) {
         .await;
 }
 
-fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
-    c.load(std::sync::atomic::Ordering::Relaxed)
+fn counter(c: &prometheus_client::metrics::counter::Counter) -> u64 {
+    c.get()
 }
 
 #[test]

@@ -446,11 +446,36 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
 }
 
 /// A Prometheus counter or gauge value from /metrics text.
+///
+/// A labelled metric (`gkb_reconnects_total{connection="0",reason="dropped"}`)
+/// is the sum of its series; one declared (`# TYPE`) without any series
+/// yet is 0.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let mut sum = None;
+    let mut declared = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared |= rest.split_whitespace().next() == Some(name);
+            continue;
+        }
+        let (series, value) = match (line.find('{'), line.rfind('}')) {
+            (Some(open), Some(close)) if open < close => {
+                (&line[..open], line[close + 1..].split_whitespace().next())
+            }
+            // A malformed line is not this reader's to judge.
+            (Some(_), _) => continue,
+            (None, _) => {
+                let mut words = line.split_whitespace();
+                (words.next().unwrap_or(""), words.next())
+            }
+        };
+        if series == name {
+            if let Some(value) = value.and_then(|v| v.parse::<f64>().ok()) {
+                *sum.get_or_insert(0.0) += value;
+            }
+        }
+    }
+    sum.or(declared.then_some(0.0))
 }
 
 /// Kafka topics the process tests route to.
