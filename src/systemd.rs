@@ -121,18 +121,11 @@ fn socket_addr(name: &std::ffi::OsStr) -> io::Result<SocketAddr> {
     }
 }
 
-/// What `/healthz` answers, as a result: a fatal error or stuck actors are
-/// red (the same two checks as `health::healthz`).
+/// What `/healthz` answers (one check, [`Telemetry::health`]).
 pub fn health(telemetry: &Telemetry) -> Result<(), String> {
-    if let Some(reason) = telemetry.fatal() {
-        return Err(reason);
-    }
-    let stuck = telemetry.stuck_actors();
-    if stuck.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("stuck actors: {}", stuck.join(", ")))
-    }
+    telemetry
+        .health()
+        .map_err(|unhealthy| unhealthy.to_string())
 }
 
 type Check = Box<dyn Fn() -> Result<(), String> + Send>;

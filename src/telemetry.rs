@@ -539,6 +539,21 @@ impl Telemetry {
         *lock(&self.fatal) = Some(format!("kafka producer stopped: {reason}"));
     }
 
+    /// Whether the process is alive and worth keeping: what `/healthz`
+    /// answers and what feeds systemd's watchdog. Red for a failure no
+    /// actor restart can mend, or for actors that stopped reporting.
+    pub fn health(&self) -> Result<(), Unhealthy> {
+        if let Some(reason) = self.fatal() {
+            return Err(Unhealthy::Failed(reason));
+        }
+        let stuck = self.stuck_actors();
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(Unhealthy::Stuck(stuck))
+        }
+    }
+
     /// Failures no actor restart can mend (/healthz).
     pub fn fatal(&self) -> Option<String> {
         lock(&self.fatal).clone()
@@ -1069,6 +1084,22 @@ impl Telemetry {
         self.plan.left_out.store(0, Ordering::Relaxed);
         tracing::info!(topics, channels, "every planned topic fits again");
         *lock(&self.topic_plan_problem) = None;
+    }
+}
+
+/// Why [`Telemetry::health`] is red.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unhealthy {
+    Failed(String),
+    Stuck(Vec<&'static str>),
+}
+
+impl std::fmt::Display for Unhealthy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unhealthy::Failed(reason) => f.write_str(reason),
+            Unhealthy::Stuck(actors) => write!(f, "stuck actors: {}", actors.join(", ")),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 pub use config::HealthConfig;
 
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Telemetry, Unhealthy};
 
 /// Binds the endpoint and returns the running server (to be awaited or
 /// stopped) with the address it got, which may differ from the configured
@@ -40,16 +40,12 @@ pub fn start(
 }
 
 async fn healthz(t: web::Data<Telemetry>) -> HttpResponse {
-    if let Some(reason) = t.fatal() {
-        return HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "failed", "reason": reason}));
-    }
-    let stuck = t.stuck_actors();
-    if stuck.is_empty() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "stuck", "actors": stuck}))
+    match t.health() {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "alive"})),
+        Err(Unhealthy::Failed(reason)) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "failed", "reason": reason})),
+        Err(Unhealthy::Stuck(actors)) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "stuck", "actors": actors})),
     }
 }
 
