@@ -96,6 +96,18 @@ impl Bridge {
             );
         }
         telemetry.attach_buffer(buffer.clone());
+        {
+            // Earlier runs' gaps for /status; from now on `last_alive`
+            // dates a crash (written by the buffer's watcher thread).
+            let buffer = buffer.clone();
+            let recent = actix_rt::task::spawn_blocking(move || {
+                buffer.keep_alive_marks()?;
+                buffer.recent_gaps(crate::telemetry::RECENT_GAPS)
+            })
+            .await
+            .expect("the gap listing task does not panic")?;
+            telemetry.remember_gaps(recent);
+        }
 
         let (server, health_addr) = crate::health::start(&config.health.listen, telemetry.clone())
             .map_err(|source| StartError::HealthListen {
@@ -161,7 +173,10 @@ impl Bridge {
             let producer = producer.clone();
             let telemetry = telemetry.clone();
             let backoff = backoff.clone();
-            Box::new(move |index, topics| {
+            Box::new(move |index, topics, first_plan| {
+                // The start-up plan's connections missed what was sent
+                // while no bridge ran (from the previous run's last_alive).
+                let downtime = first_plan.then(|| buffer.claim_downtime(index)).flatten();
                 let api = api.clone();
                 let tokens = tokens.clone();
                 let buffer = buffer.clone();
@@ -173,6 +188,7 @@ impl Bridge {
                     ConnectionActor::new(
                         index, topics, settings, api, tokens, buffer, recipient, telemetry, backoff,
                     )
+                    .with_downtime(downtime)
                 })
             })
         };
@@ -236,6 +252,10 @@ impl Bridge {
         // First the planner, so that no connection starts after the list
         // of connections to close was taken.
         let _ = self.planner.send(planner::Shutdown).await;
+        // The downtime starts now, when the sockets close: the next run's
+        // "bridge not running" gap starts at this mark.
+        let buffer = self.buffer.clone();
+        let _ = actix_rt::task::spawn_blocking(move || buffer.stop_alive_marks()).await;
         let connections: Vec<_> = self
             .connections
             .lock()

@@ -58,6 +58,22 @@ pub enum Command {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
         timeout_secs: u64,
     },
+    /// List the recorded gaps: times a connection had no subscribed socket
+    /// or the bridge was not running, so events Genesys sent then are
+    /// missing (oldest first; the newest 10,000 are kept). Text, or one JSON
+    /// object a line with the topic names (--json). The bridge must be
+    /// stopped (the buffer is locked while it runs: read `/status` then).
+    Gaps {
+        /// The buffer directory (`buffer.path` of the configuration).
+        #[arg(long)]
+        buffer: PathBuf,
+        /// Only gaps that end at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_rfc3339)]
+        since: Option<std::time::SystemTime>,
+        /// One JSON object a line, topic names included.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the Genesys Cloud simulator: the notification API and
     /// WebSocket with a control API under /sim/, and OAuth login on a
     /// listener of its own (as the real service's separate login host).
@@ -83,6 +99,11 @@ pub fn main() -> ExitCode {
         Command::DeadLetters {
             buffer, quarantine, ..
         } => exit(dead_letters(&buffer, quarantine)),
+        Command::Gaps {
+            buffer,
+            since,
+            json,
+        } => exit(gaps(&buffer, since, json)),
         Command::Simulate(args) => {
             crate::telemetry_init::init_plain("info");
             match actix_rt::System::new().block_on(genesys_simulator::run(*args)) {
@@ -149,6 +170,52 @@ fn dead_letters(path: &std::path::Path, quarantine: bool) -> anyhow::Result<()> 
     for line in lines {
         writeln!(out, "{line}")?;
     }
+    Ok(())
+}
+
+fn parse_rfc3339(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text).map_err(|e| format!("not an RFC 3339 time: {e}"))
+}
+
+fn gaps(path: &std::path::Path, since: Option<std::time::SystemTime>, json: bool) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if !path.is_dir() {
+        anyhow::bail!("{} is not a buffer directory", path.display());
+    }
+    let buffer = match crate::buffer::Buffer::open(path) {
+        Err(crate::buffer::BufferError::Locked { path }) => anyhow::bail!(
+            "the buffer at {} is in use by a running bridge; read its gaps on the bridge's              /status (health listener), or stop the bridge first",
+            path.display()
+        ),
+        other => other?,
+    };
+    let since_ms = since.map(|t| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    });
+    let gaps = buffer.gaps(since_ms, json)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for gap in &gaps {
+            writeln!(out, "{}", to_json(gap))?;
+        }
+        return Ok(());
+    }
+    let total: f64 = gaps.iter().map(|g| g.seconds).sum();
+    for g in &gaps {
+        writeln!(
+            out,
+            "{} → {}  {:>10.3} s  connection {}  {} topics  {}{}",
+            g.start,
+            g.end,
+            g.seconds,
+            g.connection,
+            g.topic_count,
+            g.reason,
+            if g.open { "  (open at shutdown)" } else { "" }
+        )?;
+    }
+    writeln!(out, "{} gaps, {total:.3} s in all", gaps.len())?;
     Ok(())
 }
 

@@ -53,8 +53,13 @@ pub struct Counters {
     pub overlap_duplicates: Counter,
     pub socket_gaps: PerConnection,
     pub socket_gap_seconds: PerConnectionSeconds,
+    /// When each connection's last gap ended (Unix seconds).
+    pub socket_gap_last_end: Family<ConnectionLabel, Gauge<f64, AtomicU64>>,
     pub stalls: Counter,
 }
+
+/// Gaps shown on /status, at most.
+pub const RECENT_GAPS: usize = 50;
 
 /// How one channel's connection is doing.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -114,6 +119,10 @@ pub struct Telemetry {
     plan: PlanMetrics,
     /// The REST rate limiter, read for its counters.
     api_limiter: Mutex<Option<std::sync::Arc<crate::genesys::rate_limit::RateLimiter>>>,
+    /// The newest gaps (earlier runs' included), oldest first.
+    recent_gaps: Mutex<std::collections::VecDeque<crate::buffer::GapRecord>>,
+    gaps_this_run: AtomicU64,
+    gap_ms_this_run: AtomicU64,
 }
 
 /// What the planner reports (`gkb_topic_*` metrics).
@@ -169,6 +178,9 @@ impl Default for Telemetry {
             topic_plan_problem: Mutex::default(),
             plan: PlanMetrics::default(),
             api_limiter: Mutex::default(),
+            recent_gaps: Mutex::default(),
+            gaps_this_run: AtomicU64::new(0),
+            gap_ms_this_run: AtomicU64::new(0),
         }
     }
 }
@@ -376,31 +388,65 @@ impl Telemetry {
         );
     }
 
-    /// A time without any subscribed socket ended: what was sent to the
-    /// channel then is gone for good (Genesys replays nothing).
-    pub fn socket_gap(
-        &self,
-        index: usize,
-        since: std::time::SystemTime,
-        lasted: Duration,
-        reason: &str,
-    ) {
+    /// A time without any subscribed socket ended (or the bridge stops
+    /// with one open): what was sent to the channel then is gone for good
+    /// (Genesys replays nothing). Counted, logged and kept for /status;
+    /// the connection records it in the buffer.
+    pub fn socket_gap(&self, gap: &crate::buffer::GapRecord) {
         let connection = ConnectionLabel {
-            connection: index as u64,
+            connection: u64::from(gap.connection),
         };
         self.counters.socket_gaps.get_or_create(&connection).inc();
         self.counters
             .socket_gap_seconds
             .get_or_create(&connection)
-            .inc_by(lasted.as_secs_f64());
+            .inc_by(gap.seconds);
+        self.counters
+            .socket_gap_last_end
+            .get_or_create(&connection)
+            .set(gap.end_ms as f64 / 1000.0);
         tracing::warn!(
-            connection = index,
-            from = %humantime::format_rfc3339_millis(since),
-            to = %humantime::format_rfc3339_millis(since + lasted),
-            lasted_ms = lasted.as_millis() as u64,
-            reason,
+            connection = gap.connection,
+            from = %gap.start,
+            to = %gap.end,
+            lasted_ms = gap.end_ms - gap.start_ms,
+            reason = %gap.reason,
+            open = gap.open,
+            topics = gap.topic_count,
             "gap: no subscribed socket; events sent meanwhile were missed"
         );
+        self.gaps_this_run.fetch_add(1, Ordering::Relaxed);
+        self.gap_ms_this_run
+            .fetch_add(gap.end_ms - gap.start_ms, Ordering::Relaxed);
+        self.remember_gaps([gap.clone()]);
+    }
+
+    /// Adds gaps to those /status shows (the newest [`RECENT_GAPS`]): at
+    /// start-up, the ones earlier runs recorded.
+    pub fn remember_gaps(&self, gaps: impl IntoIterator<Item = crate::buffer::GapRecord>) {
+        let mut recent = lock(&self.recent_gaps);
+        for gap in gaps {
+            recent.push_back(gap);
+            if recent.len() > RECENT_GAPS {
+                recent.pop_front();
+            }
+        }
+    }
+
+    /// /status's `gaps`: the newest gaps, this run's totals and how many
+    /// the buffer keeps.
+    pub fn gaps_report(&self) -> serde_json::Value {
+        let recent: Vec<_> = lock(&self.recent_gaps).iter().cloned().collect();
+        let this_run = (
+            self.gaps_this_run.load(Ordering::Relaxed),
+            self.gap_ms_this_run.load(Ordering::Relaxed) as f64 / 1000.0,
+        );
+        let recorded = lock(&self.buffer).as_ref().map(Buffer::gaps_len);
+        serde_json::json!({
+            "recent": recent,
+            "this_run": {"gaps": this_run.0, "seconds": this_run.1},
+            "recorded": recorded,
+        })
     }
 
     /// The connection's actor could not run for a while (a process pause,
@@ -744,6 +790,12 @@ impl Telemetry {
             "socket_gap_seconds",
             "Time without any subscribed socket, by connection.",
             c.socket_gap_seconds.clone(),
+        );
+        register(
+            &mut r,
+            "socket_gap_last_end_timestamp_seconds",
+            "When the connection's last gap ended (Unix time), by connection.",
+            c.socket_gap_last_end.clone(),
         );
         register(
             &mut r,
@@ -1166,7 +1218,16 @@ mod tests {
         );
         t.reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
         t.reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
-        t.socket_gap(2, SystemTime::now(), Duration::from_millis(1500), "test");
+        let end = SystemTime::now();
+        let gap = crate::buffer::GapRecord::new(
+            2,
+            end - Duration::from_millis(1500),
+            end,
+            "test",
+            false,
+            &["v2.users.1.presence".to_owned()],
+        );
+        t.socket_gap(&gap);
         t.dead_lettered(7, "genesys.events", "too large");
         t.token_granted(Duration::from_secs(600), Duration::from_secs(300));
         t.acknowledged(crate::now_ms() - 30);
@@ -1205,6 +1266,16 @@ mod tests {
             sample(&text, r#"gkb_socket_gap_seconds_total{connection="2"}"#),
             Some("1.5")
         );
+        assert_eq!(
+            sample(
+                &text,
+                r#"gkb_socket_gap_last_end_timestamp_seconds{connection="2"}"#
+            ),
+            Some(format!("{}", gap.end_ms as f64 / 1000.0).as_str())
+        );
+        let report = t.gaps_report();
+        assert_eq!(report["this_run"]["gaps"], 1, "{report}");
+        assert_eq!(report["recent"][0]["start"], gap.start.as_str(), "{report}");
         assert_eq!(
             sample(
                 &text,

@@ -11,7 +11,12 @@
 //! - `quarantine`: u64 BE sequence → JSON of frames that were not
 //!   notifications and of buffer entries that could not be read, kept
 //!   for an operator rather than dropped (see [`Quarantined`]);
-//! - `chunks`: the pieces of values above 4,000 bytes (format 2).
+//! - `chunks`: the pieces of values above 4,000 bytes (format 2);
+//! - `gaps`, `gap_topics`: the recorded gaps, times a connection had no
+//!   subscribed socket, and their topic lists (`gaps.rs`);
+//! - `meta` `last_alive`: u64 BE ms, written every [`ALIVE_EVERY`] while a
+//!   bridge runs and at its shutdown: after a crash, the start of the time
+//!   the bridge was not running.
 //!
 //! sled writes are cheap and land in its page cache; durability comes from
 //! a flush, which [`Buffer::request_flush`] groups: while one flush runs,
@@ -101,6 +106,7 @@
 
 mod admission;
 mod config;
+mod gaps;
 mod record;
 mod store;
 mod tail;
@@ -117,6 +123,7 @@ use sled::IVec;
 
 pub use admission::Refusal;
 pub use config::BufferConfig;
+pub use gaps::{GapError, GapRecord, MAX_GAPS};
 pub use record::{field_fits, DecodeError, Record};
 
 use admission::{Admission, Transition};
@@ -128,6 +135,12 @@ pub const FORMAT_VERSION: u32 = 2;
 
 const META_FORMAT_KEY: &[u8] = b"format_version";
 const META_PROBE_KEY: &[u8] = b"reopen_probe";
+const META_ALIVE_KEY: &[u8] = b"last_alive";
+/// How often a running bridge writes `last_alive`: an 8-byte insert, made
+/// durable by sled's own periodic flush (every 500 ms) or the next grouped
+/// flush; a crash is dated at most this much too early (a gap that starts
+/// early costs a backfill a few seconds more, never a minute less).
+pub const ALIVE_EVERY: Duration = Duration::from_secs(2);
 
 /// Copies of unflushed events kept for a reopen, at most.
 const RETAIN_MAX_BYTES: usize = 8 << 20;
@@ -162,6 +175,8 @@ pub enum BufferError {
     Refused(String),
     #[error("the buffer is failing and reopening: {0}")]
     Failing(String),
+    #[error(transparent)]
+    Gap(#[from] GapError),
 }
 
 /// A handle to the buffer; clones share it.
@@ -185,6 +200,10 @@ struct Inner {
     reopening: Mutex<()>,
     /// The newest appends, served to readers from memory.
     tail: Mutex<tail::Tail>,
+    /// `last_alive` as the previous run left it (ms since the epoch).
+    previous_alive: Option<u64>,
+    /// Connections that took the downtime gap since `previous_alive`.
+    downtime_claimed: Mutex<std::collections::BTreeSet<usize>>,
     flush_running: AtomicBool,
     flush_wanted: AtomicBool,
 }
@@ -209,6 +228,11 @@ struct Shared {
     restored: AtomicU64,
     reopens: AtomicU64,
     unreadable_ranges: AtomicU64,
+    /// Gap records kept.
+    gaps_len: AtomicU64,
+    /// On while a bridge runs on this buffer: the watcher writes
+    /// `last_alive` every [`ALIVE_EVERY`].
+    alive_marks: AtomicBool,
     /// Flush times, read by /metrics.
     flush_seconds: crate::telemetry::AtomicHistogram,
     failing: AtomicBool,
@@ -366,6 +390,12 @@ impl Buffer {
             );
         }
         let unreadable = known_unreadable(&census);
+        let previous_alive = store
+            .meta
+            .get(META_ALIVE_KEY)
+            .map_err(open_err)?
+            .and_then(|raw| Some(u64::from_be_bytes(raw.as_ref().try_into().ok()?)));
+        let gaps_len = store.gaps.len() as u64;
         let admission = Admission::new(config.max_bytes, config.min_free_bytes);
         admission
             .held_bytes
@@ -386,6 +416,8 @@ impl Buffer {
             restored: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
             unreadable_ranges: AtomicU64::new(census.unreadable.len() as u64),
+            gaps_len: AtomicU64::new(gaps_len),
+            alive_marks: AtomicBool::new(false),
             flush_seconds: crate::telemetry::AtomicHistogram::new(&crate::telemetry::FLUSH_BUCKETS),
             failing: AtomicBool::new(false),
             auto_reopen: AtomicBool::new(true),
@@ -405,6 +437,8 @@ impl Buffer {
             unreadable: Mutex::new(unreadable),
             reopening: Mutex::new(()),
             tail: Mutex::new(tail::Tail::new(shared.next_seq.load(Ordering::SeqCst))),
+            previous_alive,
+            downtime_claimed: Mutex::default(),
             flush_running: AtomicBool::new(false),
             flush_wanted: AtomicBool::new(false),
         });
@@ -1102,6 +1136,112 @@ impl Buffer {
         });
     }
 
+    /// Records a gap without blocking the caller: the sled writes (and a
+    /// prune, rarely) run on the blocking pool, then a grouped flush is
+    /// requested. A failure is logged with the gap's bounds (the gap was
+    /// logged and counted by telemetry already). Await the handle to know
+    /// the write was made (shutdown does, before its final flush). Must be
+    /// called from within an actix/tokio runtime.
+    pub fn record_gap(
+        &self,
+        gap: GapRecord,
+        topics: Arc<Vec<String>>,
+    ) -> actix_rt::task::JoinHandle<()> {
+        let buffer = self.clone();
+        actix_rt::spawn(async move {
+            let b = buffer.clone();
+            let (start, end) = (gap.start.clone(), gap.end.clone());
+            let written =
+                actix_rt::task::spawn_blocking(move || b.record_gap_blocking(&gap, &topics)).await;
+            match written {
+                Ok(Ok(())) => buffer.request_flush(),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, start, end, "gap not recorded in the buffer")
+                }
+                Err(e) => tracing::error!(error = %e, start, end, "gap recording task failed"),
+            }
+        })
+    }
+
+    /// [`Buffer::record_gap`] on the calling thread (blocking: sled writes,
+    /// and at most once per 500 gaps a prune of the oldest).
+    pub fn record_gap_blocking(&self, gap: &GapRecord, topics: &[String]) -> Result<(), BufferError> {
+        let store = self.store()?;
+        match gaps::write(&store, gap, topics) {
+            Ok(kept) => {
+                self.inner
+                    .shared
+                    .gaps_len
+                    .store(kept as u64, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a gap write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// Recorded gaps that end at or after `since_ms`, oldest first, with
+    /// their topic names when `with_topics`.
+    pub fn gaps(&self, since_ms: Option<u64>, with_topics: bool) -> Result<Vec<GapRecord>, BufferError> {
+        let store = self.store()?;
+        Ok(gaps::read(&store, since_ms, None, with_topics)?)
+    }
+
+    /// The newest `n` recorded gaps, oldest first, without topic names.
+    pub fn recent_gaps(&self, n: usize) -> Result<Vec<GapRecord>, BufferError> {
+        let store = self.store()?;
+        Ok(gaps::read(&store, None, Some(n), false)?)
+    }
+
+    /// Gap records kept (at most [`MAX_GAPS`]).
+    pub fn gaps_len(&self) -> u64 {
+        self.inner.shared.gaps_len.load(Ordering::SeqCst)
+    }
+
+    /// Writes `last_alive` = now (an 8-byte insert; durable with the next
+    /// flush).
+    pub fn mark_alive(&self) -> Result<(), BufferError> {
+        let store = self.store()?;
+        store
+            .meta
+            .insert(META_ALIVE_KEY, &crate::now_ms().to_be_bytes())
+            .map_err(|e| {
+                self.fail("a write", &e);
+                BufferError::Write(e)
+            })?;
+        Ok(())
+    }
+
+    /// A bridge runs on this buffer: mark `last_alive` now and every
+    /// [`ALIVE_EVERY`] from the watcher thread (never an actor's).
+    pub fn keep_alive_marks(&self) -> Result<(), BufferError> {
+        self.mark_alive()?;
+        self.inner.shared.alive_marks.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Shutdown: a last `last_alive` mark now, and no more.
+    pub fn stop_alive_marks(&self) -> Result<(), BufferError> {
+        self.inner.shared.alive_marks.store(false, Ordering::SeqCst);
+        self.mark_alive()
+    }
+
+    /// When the previous run was last known alive, if it ever marked it.
+    pub fn previous_alive_ms(&self) -> Option<u64> {
+        self.inner.previous_alive
+    }
+
+    /// The start of the time the bridge was not running, for connection
+    /// `index` of the first plan: `previous_alive`, once per index.
+    pub fn claim_downtime(&self, index: usize) -> Option<std::time::SystemTime> {
+        let since = self.inner.previous_alive?;
+        lock(&self.inner.downtime_claimed)
+            .insert(index)
+            .then(|| std::time::UNIX_EPOCH + Duration::from_millis(since))
+    }
+
     /// The open database, or why there is none to use.
     fn store(&self) -> Result<Arc<Store>, BufferError> {
         if self.inner.shared.failing.load(Ordering::SeqCst) {
@@ -1299,13 +1439,27 @@ fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
     let mut backoff = crate::backoff::Backoff::new(REOPEN_MIN_DELAY, REOPEN_MAX_DELAY)
         .expect("constant bounds are valid");
     let mut next_attempt: Option<Instant> = None;
+    let mut last_mark: Option<Instant> = None;
     loop {
         let wait = match next_attempt {
             Some(at) => at.saturating_duration_since(Instant::now()),
-            None => shared.check_interval,
+            None => shared.check_interval.min(ALIVE_EVERY),
         };
         if !shared.sleep(wait) {
             return;
+        }
+        if shared.alive_marks.load(Ordering::SeqCst)
+            && !shared.failing.load(Ordering::SeqCst)
+            && last_mark.is_none_or(|at| at.elapsed() >= ALIVE_EVERY)
+        {
+            let Some(inner) = buffer.upgrade() else {
+                return;
+            };
+            // A failed mark is retried next turn; a failing buffer is
+            // reopened by the code below.
+            if (Buffer { inner }).mark_alive().is_ok() {
+                last_mark = Some(Instant::now());
+            }
         }
         match shared.admission.sample(&dir) {
             Transition::Closed(reason) => tracing::warn!(

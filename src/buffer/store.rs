@@ -72,6 +72,9 @@ pub struct Store {
     pub dead_letter: sled::Tree,
     pub quarantine: sled::Tree,
     pub chunks: sled::Tree,
+    /// Recorded gaps and their topic lists (see `gaps.rs`).
+    pub gaps: sled::Tree,
+    pub gap_topics: sled::Tree,
     /// Our own handle on sled's data file: `fsync` is per inode, so it
     /// also commits the file's size and block map, which sled's
     /// `sync_file_range` leaves out.
@@ -108,6 +111,8 @@ impl Store {
             dead_letter: db.open_tree("dead_letter")?,
             quarantine: db.open_tree("quarantine")?,
             chunks: db.open_tree("chunks")?,
+            gaps: db.open_tree("gaps")?,
+            gap_topics: db.open_tree("gap_topics")?,
             db_file: File::open(path.join("db"))?,
             db,
         };

@@ -31,7 +31,10 @@
 //! 3. a planned move runs `establish` beside the live socket; a failure
 //!    (close, error, silence) retires the socket and runs it after a
 //!    backoff delay. The time without any subscribed socket is a gap,
-//!    counted and logged with its bounds.
+//!    counted, logged and recorded in the buffer ([`crate::buffer::GapRecord`])
+//!    with its bounds and topics; so is the time the bridge was not running
+//!    (from the previous run's `last_alive` to the first subscribed socket)
+//!    and a gap still open at shutdown.
 
 pub mod channel;
 pub mod overlap;
@@ -51,7 +54,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SplitSink, StreamExt};
 
 use crate::backoff::Backoff;
-use crate::buffer::{field_fits, Buffer};
+use crate::buffer::{field_fits, Buffer, GapRecord};
 use crate::genesys::api::{GenesysApi, TopicOutcome};
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
 use crate::secret::Secret;
@@ -184,9 +187,27 @@ const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(60);
 /// The start of a time without any subscribed socket.
 struct Gap {
     since_wall: SystemTime,
-    since: Instant,
     reason: String,
+    /// The topics the channel had subscribed: what the gap misses.
+    topics: Arc<Vec<String>>,
 }
+
+impl Gap {
+    /// The record of this gap ending now.
+    fn record(&self, index: usize, open: bool) -> GapRecord {
+        GapRecord::new(
+            index,
+            self.since_wall,
+            SystemTime::now(),
+            &self.reason,
+            open,
+            &self.topics,
+        )
+    }
+}
+
+/// Why the gap of a restart after a stop or crash is open.
+pub const NOT_RUNNING: &str = "bridge not running";
 
 pub struct ConnectionActor {
     index: usize,
@@ -309,6 +330,20 @@ impl ConnectionActor {
             last_resubscribe: None,
             closed: Vec::new(),
         }
+    }
+
+    /// The bridge was not running since `since` (the previous run's
+    /// `last_alive`): a gap open from then until the first subscribed
+    /// socket.
+    pub fn with_downtime(mut self, since: Option<SystemTime>) -> Self {
+        if let Some(since_wall) = since {
+            self.gap = Some(Gap {
+                since_wall,
+                reason: NOT_RUNNING.to_owned(),
+                topics: self.topics.clone(),
+            });
+        }
+        self
     }
 
     fn phase(&self, phase: &'static str, detail: Option<String>) {
@@ -506,8 +541,10 @@ impl ConnectionActor {
             }
         }
         if let Some(gap) = self.gap.take() {
-            self.telemetry
-                .socket_gap(self.index, gap.since_wall, gap.since.elapsed(), &gap.reason);
+            let record = gap.record(self.index, false);
+            self.telemetry.socket_gap(&record);
+            // Off this thread: sled writes on the blocking pool.
+            drop(self.buffer.record_gap(record, gap.topics));
         }
         self.subscribed = Some(topics);
         self.apply_topics(ctx);
@@ -634,7 +671,7 @@ impl ConnectionActor {
         for timer in current.timers {
             ctx.cancel_future(timer);
         }
-        self.subscribed = None;
+        let subscribed = self.subscribed.take();
         if !current.channel_gone {
             if current.channel.reusable() && self.candidate.is_none() {
                 self.candidate = Some(current.channel);
@@ -655,14 +692,16 @@ impl ConnectionActor {
             ctx.cancel_future(socket.stream);
             socket.sink.close();
         }
-        self.gap.get_or_insert_with(|| Gap {
-            since_wall: SystemTime::now(),
-            since: Instant::now(),
-            reason: reason.to_owned(),
-        });
         if self.closing {
+            // Shutdown: the time from here on is the bridge's downtime.
             return;
         }
+        let topics = subscribed.unwrap_or_else(|| self.topics.clone());
+        self.gap.get_or_insert_with(|| Gap {
+            since_wall: SystemTime::now(),
+            reason: reason.to_owned(),
+            topics,
+        });
         let delay = self.backoff.next_delay();
         self.telemetry.reconnecting(
             self.index,
@@ -1318,7 +1357,22 @@ impl Actor for ConnectionActor {
 impl Supervised for ConnectionActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         // The context's futures (streams, timers, attempts) are gone.
-        self.current = None;
+        if let Some(current) = self.current.take() {
+            if !self.closing {
+                let topics = self
+                    .subscribed
+                    .clone()
+                    .unwrap_or_else(|| self.topics.clone());
+                self.gap.get_or_insert_with(|| Gap {
+                    since_wall: SystemTime::now(),
+                    reason: format!(
+                        "connection actor restarted (socket on {})",
+                        crate::telemetry::channel_label(&current.channel.channel.id)
+                    ),
+                    topics,
+                });
+            }
+        }
         self.retired.clear();
         self.candidate = None;
         self.attempt += 1;
@@ -1372,12 +1426,22 @@ impl Handler<Close> for ConnectionActor {
         if let Some(scheduled) = self.scheduled.take() {
             ctx.cancel_future(scheduled);
         }
+        // A gap still open is recorded as such (its end: now); the write is
+        // awaited below, before the final flush.
+        let recorded = self.gap.take().map(|gap| {
+            let record = gap.record(self.index, true);
+            self.telemetry.socket_gap(&record);
+            self.buffer.record_gap(record, gap.topics)
+        });
         self.shut_current(ctx);
         self.phase("closed", Some("shutting down".into()));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.closed.push(tx);
         self.answer_closed();
         Box::pin(async move {
+            if let Some(recorded) = recorded {
+                let _ = actix_rt::time::timeout(CLOSE_WAIT, recorded).await;
+            }
             let _ = actix_rt::time::timeout(CLOSE_WAIT, rx).await;
         })
     }

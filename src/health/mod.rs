@@ -3,7 +3,8 @@
 //! - `GET /readyz`: 200 when every channel's socket is open, a token is
 //!   held and Kafka answers; 503 with the reasons otherwise.
 //! - `GET /metrics`: Prometheus text.
-//! - `GET /status`: JSON detail of each connection (no secrets).
+//! - `GET /status`: JSON detail of each connection (no secrets), and the
+//!   newest gaps (`gaps.recent`, at most 50) with totals.
 
 mod config;
 
@@ -68,5 +69,6 @@ async fn status(t: web::Data<Telemetry>) -> HttpResponse {
         "connections": t.connections(),
         "kafka_topics": t.topics(),
         "ready": t.readiness().err().unwrap_or_default(),
+        "gaps": t.gaps_report(),
     }))
 }

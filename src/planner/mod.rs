@@ -52,7 +52,10 @@ pub struct Shutdown;
 
 /// Starts the supervised connection actor of channel `index` with its
 /// first topic list.
-pub type StartConnection = Box<dyn Fn(usize, Vec<String>) -> Addr<ConnectionActor>>;
+/// Starts connection `index` with its topics; `first_plan` is true for
+/// the connections of the start-up plan (they take the downtime gap of a
+/// previous run).
+pub type StartConnection = Box<dyn Fn(usize, Vec<String>, bool) -> Addr<ConnectionActor>>;
 
 /// What made a listing happen (for the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,8 +246,13 @@ impl Planner {
             let list = Arc::new(self.assignment.channels()[index].clone());
             self.connections[index].do_send(SetTopics(list));
         }
+        let first_plan = self.planned.is_none();
         for &index in &change.opened {
-            let addr = (self.start_connection)(index, self.assignment.channels()[index].clone());
+            let addr = (self.start_connection)(
+                index,
+                self.assignment.channels()[index].clone(),
+                first_plan,
+            );
             self.connections.push(addr.clone());
             lock(&self.shared).push(addr);
         }

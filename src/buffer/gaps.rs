@@ -1,0 +1,306 @@
+//! Gaps as data: every time a connection had no open, subscribed socket is
+//! kept in the buffer's metadata, so an operator (and a later backfill
+//! through the Analytics API) knows exactly which minutes may be missing
+//! for which topics. Format: `migrations/v2.md` ("Gaps").
+//!
+//! - `gaps`: key `[start_ms u64 BE][connection u32 BE]` (time order) →
+//!   JSON of a [`GapRecord`] without its topic list: a few hundred bytes,
+//!   far below the 4,000-byte value limit whatever the channel holds.
+//! - `gap_topics`: key `[topics_id u64 BE][index u32 BE]` → up to 4,000
+//!   bytes of the topic names joined by `\n` (piece `index` of the list).
+//!   A list is stored once per distinct content (`topics_id` is its FNV-1a
+//!   hash): a connection's topics rarely change, so 10,000 gaps of a
+//!   1,000-topic channel cost ~60 KB of topic names once, not 600 MB.
+//!
+//! Bounded: at most [`MAX_GAPS`] records are kept; past that the oldest
+//! are removed (down to [`PRUNE_TO`], so pruning is rare) together with
+//! the topic lists no remaining gap names.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sled::IVec;
+
+use super::store::Store;
+
+/// Gap records kept at most (the newest).
+pub const MAX_GAPS: usize = 10_000;
+/// A prune removes down to this many, so it runs once per 500 gaps.
+pub const PRUNE_TO: usize = MAX_GAPS - 500;
+/// Longest reason kept, in bytes (a reason is a log line's worth).
+pub const REASON_MAX: usize = 200;
+/// Largest piece of a topic list.
+const TOPICS_PIECE: usize = 4000;
+
+/// One interval without an open, subscribed socket on one connection.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GapRecord {
+    pub connection: u32,
+    /// RFC 3339, milliseconds, UTC (wall clock).
+    pub start: String,
+    pub end: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub seconds: f64,
+    pub reason: String,
+    /// Still open when the bridge stopped: `end` is the shutdown time.
+    #[serde(default)]
+    pub open: bool,
+    pub topic_count: u32,
+    /// The stored topic list (`gap_topics`), 16 hex digits.
+    pub topics_id: String,
+    /// The topic names, when read with them (never stored in the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<String>>,
+}
+
+/// Why a stored gap could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GapError {
+    #[error("unreadable gap record: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("gap store: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+impl GapRecord {
+    /// A gap of `connection` from `start` to `end` (an end before the
+    /// start, after a clock step, counts as no time). Channel ids in the
+    /// reason are masked and it is cut to [`REASON_MAX`] bytes.
+    pub fn new(
+        connection: usize,
+        start: SystemTime,
+        end: SystemTime,
+        reason: &str,
+        open: bool,
+        topics: &[String],
+    ) -> GapRecord {
+        let end = end.max(start);
+        let start_ms = ms(start);
+        let end_ms = ms(end);
+        GapRecord {
+            connection: connection as u32,
+            start: rfc3339(start_ms),
+            end: rfc3339(end_ms),
+            start_ms,
+            end_ms,
+            seconds: (end_ms - start_ms) as f64 / 1000.0,
+            reason: cut(&crate::telemetry::mask_channel_ids(reason), REASON_MAX),
+            open,
+            topic_count: topics.len() as u32,
+            topics_id: format!("{:016x}", topics_id(topics)),
+            topics: None,
+        }
+    }
+
+    pub fn key(&self) -> [u8; 12] {
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&self.start_ms.to_be_bytes());
+        key[8..].copy_from_slice(&self.connection.to_be_bytes());
+        key
+    }
+
+    /// The stored value: JSON without the topic names.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut stored = self.clone();
+        stored.topics = None;
+        serde_json::to_vec(&stored).expect("a gap record serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<GapRecord, GapError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    fn topics_key(&self) -> Option<u64> {
+        u64::from_str_radix(&self.topics_id, 16).ok()
+    }
+}
+
+/// FNV-1a 64 of the names joined by `\n`: stable across builds (std's
+/// hasher is not promised to be).
+pub fn topics_id(topics: &[String]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, topic) in topics.iter().enumerate() {
+        let sep: &[u8] = if i == 0 { b"" } else { b"\n" };
+        for &b in sep.iter().chain(topic.as_bytes()) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// The list cut into pieces of at most 4,000 bytes (whole names; a name
+/// longer than that alone in its piece is cut, which Genesys names never
+/// are).
+pub fn topic_pieces(topics: &[String]) -> Vec<Vec<u8>> {
+    let mut pieces = Vec::new();
+    let mut piece: Vec<u8> = Vec::new();
+    for topic in topics {
+        let name = &topic.as_bytes()[..topic.len().min(TOPICS_PIECE)];
+        let extra = usize::from(!piece.is_empty()) + name.len();
+        if piece.len() + extra > TOPICS_PIECE {
+            pieces.push(std::mem::take(&mut piece));
+        }
+        if !piece.is_empty() {
+            piece.push(b'\n');
+        }
+        piece.extend_from_slice(name);
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
+fn topics_piece_key(id: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Stores `gap` (and its topic list unless already stored), then prunes
+/// beyond [`MAX_GAPS`]. Returns how many gaps are kept.
+pub fn write(store: &Store, gap: &GapRecord, topics: &[String]) -> sled::Result<usize> {
+    if let Some(id) = gap.topics_key() {
+        // The list first: a gap never names a list that is not there.
+        if !store.gap_topics.contains_key(topics_piece_key(id, 0))? {
+            for (index, piece) in topic_pieces(topics).into_iter().enumerate() {
+                store
+                    .gap_topics
+                    .insert(topics_piece_key(id, index as u32), piece)?;
+            }
+        }
+    }
+    store.gaps.insert(gap.key(), gap.encode())?;
+    let len = store.gaps.len();
+    if len > MAX_GAPS {
+        return prune(store, PRUNE_TO);
+    }
+    Ok(len)
+}
+
+/// Removes the oldest gaps down to `keep`, and the topic lists no gap
+/// names any more. Returns how many gaps are kept.
+pub fn prune(store: &Store, keep: usize) -> sled::Result<usize> {
+    let len = store.gaps.len();
+    let excess = len.saturating_sub(keep);
+    let old: Vec<IVec> = store
+        .gaps
+        .iter()
+        .keys()
+        .take(excess)
+        .collect::<sled::Result<_>>()?;
+    for key in &old {
+        store.gaps.remove(key)?;
+    }
+    let mut named = BTreeSet::new();
+    for entry in store.gaps.iter().values() {
+        if let Some(id) = GapRecord::decode(&entry?)
+            .ok()
+            .and_then(|g| g.topics_key())
+        {
+            named.insert(id);
+        }
+    }
+    for key in store.gap_topics.iter().keys() {
+        let key = key?;
+        let id = u64::from_be_bytes(key[..8].try_into().unwrap_or_default());
+        if !named.contains(&id) {
+            store.gap_topics.remove(&key)?;
+        }
+    }
+    if excess > 0 {
+        tracing::info!(
+            removed = excess,
+            kept = len - excess,
+            "oldest recorded gaps removed (at most {MAX_GAPS} are kept)"
+        );
+    }
+    Ok(len - excess)
+}
+
+/// The stored topic list `id`, in order.
+pub fn read_topics(store: &Store, id: &str) -> sled::Result<Vec<String>> {
+    let Ok(id) = u64::from_str_radix(id, 16) else {
+        return Ok(Vec::new());
+    };
+    let mut topics = Vec::new();
+    for entry in store.gap_topics.scan_prefix(id.to_be_bytes()) {
+        let (_, piece) = entry?;
+        topics.extend(
+            String::from_utf8_lossy(&piece)
+                .split('\n')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    Ok(topics)
+}
+
+/// Gaps that end at or after `since_ms`, oldest first; the newest `last`
+/// only, when given.
+pub fn read(
+    store: &Store,
+    since_ms: Option<u64>,
+    last: Option<usize>,
+    with_topics: bool,
+) -> Result<Vec<GapRecord>, GapError> {
+    let mut out = Vec::new();
+    let mut add = |raw: IVec| -> Result<bool, GapError> {
+        let mut gap = match GapRecord::decode(&raw) {
+            Ok(gap) => gap,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable gap record");
+                return Ok(true);
+            }
+        };
+        if since_ms.is_some_and(|since| gap.end_ms < since) {
+            return Ok(true);
+        }
+        if with_topics {
+            gap.topics = Some(read_topics(store, &gap.topics_id)?);
+        }
+        out.push(gap);
+        Ok(last.is_none_or(|n| out.len() < n))
+    };
+    match last {
+        // Newest first, then turned around.
+        Some(_) => {
+            for entry in store.gaps.iter().values().rev() {
+                if !add(entry?)? {
+                    break;
+                }
+            }
+            out.reverse();
+        }
+        None => {
+            for entry in store.gaps.iter().values() {
+                add(entry?)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
