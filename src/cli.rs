@@ -184,7 +184,8 @@ fn gaps(path: &std::path::Path, since: Option<std::time::SystemTime>, json: bool
     }
     let buffer = match crate::buffer::Buffer::open(path) {
         Err(crate::buffer::BufferError::Locked { path }) => anyhow::bail!(
-            "the buffer at {} is in use by a running bridge; read its gaps on the bridge's              /status (health listener), or stop the bridge first",
+            "the buffer at {} is in use by a running bridge; read its gaps on the bridge's \
+             /status (health listener), or stop the bridge first",
             path.display()
         ),
         other => other?,

@@ -163,6 +163,16 @@ fn topics_piece_key(id: u64, index: u32) -> [u8; 12] {
 /// Stores `gap` (and its topic list unless already stored), then prunes
 /// beyond [`MAX_GAPS`]. Returns how many gaps are kept.
 pub fn write(store: &Store, gap: &GapRecord, topics: &[String]) -> sled::Result<usize> {
+    write_bounded(store, gap, topics, MAX_GAPS, PRUNE_TO)
+}
+
+fn write_bounded(
+    store: &Store,
+    gap: &GapRecord,
+    topics: &[String],
+    max: usize,
+    prune_to: usize,
+) -> sled::Result<usize> {
     if let Some(id) = gap.topics_key() {
         // The list first: a gap never names a list that is not there.
         if !store.gap_topics.contains_key(topics_piece_key(id, 0))? {
@@ -175,8 +185,8 @@ pub fn write(store: &Store, gap: &GapRecord, topics: &[String]) -> sled::Result<
     }
     store.gaps.insert(gap.key(), gap.encode())?;
     let len = store.gaps.len();
-    if len > MAX_GAPS {
-        return prune(store, PRUNE_TO);
+    if len > max {
+        return prune(store, prune_to);
     }
     Ok(len)
 }
@@ -303,4 +313,119 @@ fn cut(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(n: usize, tag: &str) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("v2.routing.queues.{tag}{i:08}-1234-5678-9abc-def012345678.conversations"))
+            .collect()
+    }
+
+    fn at(ms: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_record_stays_small_whatever_the_channel_holds_and_shows_no_channel_id() {
+        let list = topics(1_000, "q");
+        let reason = format!(
+            "socket dropped without a close frame (1006) on streaming-0-{} {}",
+            "a".repeat(40),
+            "é".repeat(300)
+        );
+        let gap = GapRecord::new(19, at(1_700_000_000_123), at(1_700_000_009_999), &reason, true, &list);
+        let encoded = gap.encode();
+        assert!(encoded.len() < 1_000, "{} bytes", encoded.len());
+        assert!(!String::from_utf8_lossy(&encoded).contains(&"a".repeat(40)));
+        assert!(gap.reason.len() <= REASON_MAX && gap.reason.starts_with("socket dropped"));
+        assert_eq!(gap.start, "2023-11-14T22:13:20.123Z");
+        assert_eq!(gap.end, "2023-11-14T22:13:29.999Z");
+        assert_eq!(gap.seconds, 9.876);
+        assert_eq!(gap.topic_count, 1_000);
+        assert_eq!(GapRecord::decode(&encoded).unwrap(), gap);
+        // An end before the start (a clock step) is no time, not a wrap.
+        let stepped = GapRecord::new(0, at(5_000), at(1_000), "x", false, &list);
+        assert_eq!((stepped.seconds, stepped.end_ms), (0.0, 5_000));
+    }
+
+    #[test]
+    fn topic_lists_are_cut_into_pieces_under_the_value_limit() {
+        for n in [0, 1, 57, 1_000] {
+            let list = topics(n, "p");
+            let pieces = topic_pieces(&list);
+            assert!(pieces.iter().all(|p| p.len() <= TOPICS_PIECE));
+            let joined: Vec<String> = pieces
+                .iter()
+                .flat_map(|p| String::from_utf8_lossy(p).split('\n').map(str::to_owned).collect::<Vec<_>>())
+                .filter(|t| !t.is_empty())
+                .collect();
+            assert_eq!(joined, list);
+        }
+        assert_ne!(topics_id(&topics(3, "a")), topics_id(&topics(3, "b")));
+        // The separator counts: ["ab"] and ["a", "b"] differ.
+        assert_ne!(topics_id(&["ab".into()]), topics_id(&["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn gaps_are_bounded_and_unnamed_topic_lists_go_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let (old, new) = (topics(200, "old"), topics(200, "new"));
+        for i in 0..30u64 {
+            let list = if i < 10 { &old } else { &new };
+            let gap = GapRecord::new(0, at(1_000 * i), at(1_000 * i + 500), "drop", false, list);
+            let kept = write_bounded(&store, &gap, list, 20, 15).unwrap();
+            assert!(kept <= 20, "{kept}");
+        }
+        let kept = read(&store, None, None, true).unwrap();
+        // Pruned to 15 at the 21st and the 27th write, then 3 more.
+        assert_eq!(kept.len(), 18);
+        assert_eq!(kept.last().unwrap().start_ms, 29_000);
+        assert!(kept.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
+        assert!(kept.iter().all(|g| g.topics.as_deref() == Some(&new[..])));
+        let old_id = topics_id(&old);
+        assert_eq!(store.gap_topics.scan_prefix(old_id.to_be_bytes()).count(), 0);
+        assert!(store.gap_topics.scan_prefix(topics_id(&new).to_be_bytes()).count() > 1);
+        // The newest n, oldest first; and those ending after a time.
+        let last3 = read(&store, None, Some(3), false).unwrap();
+        assert_eq!(last3.iter().map(|g| g.start_ms).collect::<Vec<_>>(), [27_000, 28_000, 29_000]);
+        assert!(last3[0].topics.is_none());
+        let since = read(&store, Some(28_400), None, false).unwrap();
+        assert_eq!(since.iter().map(|g| g.start_ms).collect::<Vec<_>>(), [28_000, 29_000]);
+    }
+
+    #[test]
+    fn gaps_and_the_alive_mark_survive_a_reopen_and_downtime_is_claimed_once() {
+        use crate::buffer::Buffer;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let buffer = Buffer::open(dir.path()).unwrap();
+            assert_eq!(buffer.previous_alive_ms(), None);
+            assert_eq!(buffer.claim_downtime(0), None, "a new buffer had no previous run");
+            let list = topics(3, "q");
+            let gap = GapRecord::new(1, at(1_000), at(4_500), "socket dropped", false, &list);
+            buffer.record_gap_blocking(&gap, &list).unwrap();
+            assert_eq!(buffer.gaps_len(), 1);
+            buffer.keep_alive_marks().unwrap();
+            buffer.flush_blocking().unwrap();
+        }
+        let before = crate::now_ms();
+        let buffer = Buffer::open(dir.path()).unwrap();
+        let alive = buffer.previous_alive_ms().expect("the mark was kept");
+        assert!(alive <= before && alive + 60_000 > before, "{alive} vs {before}");
+        let since = buffer.claim_downtime(0).expect("first claim");
+        assert_eq!(since, UNIX_EPOCH + Duration::from_millis(alive));
+        assert_eq!(buffer.claim_downtime(0), None, "once per connection");
+        assert!(buffer.claim_downtime(1).is_some());
+        assert_eq!(buffer.gaps_len(), 1);
+        let gaps = buffer.gaps(None, true).unwrap();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].topics.as_deref(), Some(&topics(3, "q")[..]));
+        assert_eq!((gaps[0].connection, gaps[0].seconds), (1, 3.5));
+        assert!(buffer.gaps(Some(4_501), false).unwrap().is_empty());
+    }
 }

@@ -118,6 +118,11 @@ struct Current {
     /// The service said the channel is gone: never reuse it.
     channel_gone: bool,
     silence: SilenceClock,
+    /// Wall time of the last frame this socket delivered (or of its
+    /// subscription): if it is lost, the gap starts here, since a socket
+    /// can be dead for a while before we learn it (a silent drop, a
+    /// heartbeat timeout).
+    last_frame_wall: SystemTime,
     timers: Vec<SpawnHandle>,
 }
 
@@ -520,6 +525,7 @@ impl ConnectionActor {
             channel,
             channel_gone: false,
             silence: SilenceClock::new(tick, Instant::now()),
+            last_frame_wall: SystemTime::now(),
             timers,
         });
         if let Some(old) = replaced {
@@ -697,8 +703,9 @@ impl ConnectionActor {
             return;
         }
         let topics = subscribed.unwrap_or_else(|| self.topics.clone());
+        let since_wall = current.last_frame_wall.min(SystemTime::now());
         self.gap.get_or_insert_with(|| Gap {
-            since_wall: SystemTime::now(),
+            since_wall,
             reason: reason.to_owned(),
             topics,
         });
@@ -953,6 +960,9 @@ impl ConnectionActor {
         let is_current = match &mut self.current {
             Some(current) if current.socket.id == id => {
                 current.silence.frame(now);
+                if matches!(item, Some(Ok(_))) {
+                    current.last_frame_wall = SystemTime::now();
+                }
                 true
             }
             _ => match self.retired.get_mut(&id) {
@@ -1364,7 +1374,7 @@ impl Supervised for ConnectionActor {
                     .clone()
                     .unwrap_or_else(|| self.topics.clone());
                 self.gap.get_or_insert_with(|| Gap {
-                    since_wall: SystemTime::now(),
+                    since_wall: current.last_frame_wall.min(SystemTime::now()),
                     reason: format!(
                         "connection actor restarted (socket on {})",
                         crate::telemetry::channel_label(&current.channel.channel.id)

@@ -14,6 +14,9 @@ pub struct Emitted {
     pub correlation_id: String,
     pub topic: String,
     pub delivered: bool,
+    /// When the simulator emitted it (its clock: the tests' machine).
+    #[serde(default)]
+    pub emitted_at_ms: u64,
     #[serde(default)]
     pub channel_id: Option<String>,
     #[serde(default)]

@@ -1,0 +1,234 @@
+//! Gaps are data, with real processes: while events flow, the socket is
+//! dropped and its reconnection refused a few times; the gap the bridge
+//! records (on `/status`, then in the buffer read by `gaps --json` once it
+//! stopped) must cover every event the simulator emitted to no socket, and
+//! no event it delivered. A stop and a `kill -9` are gaps too ("bridge not
+//! running", from the last `last_alive` mark to the first subscribed
+//! socket of the next run).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::{eventually, http, ledger, Simulator, Stack, BRIDGE};
+
+/// How far a gap's bound may sit from the events around it: the bridge
+/// notices a dropped socket, and the simulator sends on a reused channel
+/// before the subscription reply arrives, within a few milliseconds.
+const SLACK_MS: u64 = 300;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn status(health: &str) -> Option<Value> {
+    let reply = http::get(&format!("{health}/status")).ok()?;
+    (reply.status == 200).then(|| serde_json::from_str(&reply.body).ok())?
+}
+
+fn recent_gaps(health: &str) -> Option<Vec<Value>> {
+    Some(status(health)?["gaps"]["recent"].as_array()?.clone())
+}
+
+fn post(sim: &Simulator, path: &str, body: Value) {
+    let reply = http::post_json(&format!("{}{path}", sim.url), &body).unwrap();
+    assert!(
+        reply.status == 200 || reply.status == 202,
+        "{path}: {}",
+        reply.body
+    );
+}
+
+/// (emitted_at_ms, delivered) of every event so far.
+fn emitted(sim: &Simulator) -> Vec<(u64, bool)> {
+    ledger::emitted(&sim.url)
+        .iter()
+        .map(|e| (e.emitted_at_ms, e.delivered))
+        .collect()
+}
+
+fn bounds(gap: &Value) -> (u64, u64) {
+    (
+        gap["start_ms"].as_u64().unwrap(),
+        gap["end_ms"].as_u64().unwrap(),
+    )
+}
+
+fn gaps_command(buffer: &Path, extra: &[&str]) -> (bool, String, String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(BRIDGE)
+        .arg("gaps")
+        .arg("--buffer")
+        .arg(buffer)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.keep(); // DEBUG
+    println!("DEBUG dir {}", dir.display());
+    let dir: &std::path::Path = &dir;
+    let buffer = dir.join("buffer");
+    // Two queues: four topics, one connection.
+    let Stack {
+        broker: _broker,
+        sim,
+        mut bridge,
+        ..
+    } = Stack::start(dir, 2);
+    // 50 events/s for up to 4 minutes: they flow through every phase.
+    post(
+        &sim,
+        "/sim/generate",
+        serde_json::json!({ "count": 12_000, "rate_per_sec": 50 }),
+    );
+    eventually("events to flow", Duration::from_secs(60), || {
+        (emitted(&sim).len() >= 100).then_some(())
+    });
+
+    // The socket dropped, the next four upgrades refused.
+    post(
+        &sim,
+        "/sim/faults",
+        serde_json::json!({ "ws_status": 503, "ws_status_count": 4 }),
+    );
+    post(
+        &sim,
+        "/sim/faults/drop-sockets",
+        serde_json::json!({ "mode": "abort" }),
+    );
+    let gap = eventually("the gap on /status", Duration::from_secs(60), || {
+        recent_gaps(&bridge.health)?.first().cloned()
+    });
+    let (start, end) = bounds(&gap);
+    let events = emitted(&sim);
+    let missed: Vec<u64> = events.iter().filter(|e| !e.1).map(|e| e.0).collect();
+    let (first, last) = (*missed.iter().min().unwrap(), *missed.iter().max().unwrap());
+    println!(
+        "socket gap: {} → {} ({} s, {}); the simulator emitted {} events to no socket between {first} and {last}; /status: {gap}",
+        gap["start"], gap["end"], gap["seconds"], gap["reason"], missed.len()
+    );
+    assert!(end - start >= 300, "a measurable gap: {gap}");
+    assert!(
+        start <= first + SLACK_MS && last <= end + SLACK_MS,
+        "the gap [{start}, {end}] covers every missed event [{first}, {last}]"
+    );
+    let inside_delivered = events
+        .iter()
+        .filter(|e| e.1 && e.0 > start + SLACK_MS && e.0 + SLACK_MS < end)
+        .count();
+    assert_eq!(inside_delivered, 0, "no delivered event lies inside the gap");
+    assert_eq!(gap["connection"], 0);
+    assert_eq!(gap["topic_count"], 4);
+    assert_eq!(gap["open"], false);
+    let report = status(&bridge.health).unwrap();
+    assert_eq!(report["gaps"]["this_run"]["gaps"], 1, "{report}");
+    assert_eq!(report["gaps"]["recorded"], 1, "{report}");
+    let metrics = support::Metrics(bridge.metrics().unwrap());
+    assert_eq!(metrics.get("gkb_socket_gaps_total"), 1.0);
+    assert!(
+        (metrics.get("gkb_socket_gap_last_end_timestamp_seconds")
+            - end as f64 / 1000.0)
+            .abs()
+            < 0.01
+    );
+
+    // While the bridge runs the buffer is locked: a clear error, no hang.
+    let (ok, _, stderr, took) = gaps_command(&buffer, &["--json"]);
+    println!("gaps on a running bridge ({took:?}): {stderr}");
+    assert!(!ok && stderr.contains("/status"), "{stderr}");
+    assert!(took < Duration::from_secs(15));
+
+    // Stopped: the command lists the same gap, with its topic names.
+    let stopped_at = now_ms();
+    assert!(bridge.proc.terminate().success());
+    let (ok, stdout, stderr, _) = gaps_command(&buffer, &["--json"]);
+    assert!(ok, "{stderr}");
+    println!("gaps --json:\n{stdout}");
+    let listed: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{stdout}");
+    for key in ["start", "end", "start_ms", "end_ms", "reason", "connection"] {
+        assert_eq!(listed[0][key], gap[key], "{key}");
+    }
+    let topics = listed[0]["topics"].as_array().unwrap();
+    assert_eq!(topics.len(), 4);
+    assert!(topics.iter().all(|t| t.as_str().unwrap().starts_with("v2.")));
+    let (ok, text, _, _) = gaps_command(&buffer, &[]);
+    println!("gaps:\n{text}");
+    assert!(ok && text.contains("1 gaps"), "{text}");
+    let (ok, text, _, _) = gaps_command(&buffer, &["--since", "2999-01-01T00:00:00Z"]);
+    assert!(ok && text.contains("0 gaps"), "{text}");
+
+    // A clean restart: the time it was stopped is a gap.
+    bridge.restart();
+    bridge.wait_ready();
+    let stop_gap = eventually("the stop's gap", Duration::from_secs(60), || {
+        recent_gaps(&bridge.health)?
+            .into_iter()
+            .find(|g| g["reason"] == "bridge not running")
+    });
+    println!("after a stop: {stop_gap}");
+    let (s, e) = bounds(&stop_gap);
+    assert!(s >= stopped_at && s <= stopped_at + 5_000, "{stop_gap}");
+    assert!(e > s);
+
+    // kill -9: the gap starts at the last mark before the kill.
+    std::thread::sleep(Duration::from_secs(5));
+    let killed_at = now_ms();
+    bridge.proc.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let restarted_at = now_ms();
+    bridge.restart();
+    bridge.wait_ready();
+    let crash_gap = eventually("the crash's gap", Duration::from_secs(60), || {
+        recent_gaps(&bridge.health)?
+            .into_iter()
+            .filter(|g| g["reason"] == "bridge not running")
+            .nth(1)
+    });
+    println!("after kill -9: {crash_gap}");
+    let (s, e) = bounds(&crash_gap);
+    assert!(
+        s <= killed_at && s + 2_000 + SLACK_MS >= killed_at,
+        "starts at most one mark interval (2 s) before the kill: {crash_gap}, killed at {killed_at}"
+    );
+    assert!(e >= restarted_at, "{crash_gap}");
+
+    // Every event emitted to no socket lies within a recorded gap.
+    let gaps = recent_gaps(&bridge.health).unwrap();
+    assert_eq!(gaps.len(), 3, "{gaps:?}");
+    let events = emitted(&sim);
+    let uncovered: Vec<u64> = events
+        .iter()
+        .filter(|e| !e.1)
+        .map(|e| e.0)
+        .filter(|&t| {
+            !gaps.iter().map(bounds).any(|(s, e)| s <= t + SLACK_MS && t <= e + SLACK_MS)
+        })
+        .collect();
+    println!(
+        "{} events emitted, {} to no socket, {} of them outside every recorded gap",
+        events.len(),
+        events.iter().filter(|e| !e.1).count(),
+        uncovered.len()
+    );
+    assert!(uncovered.is_empty(), "{uncovered:?}");
+}
