@@ -177,7 +177,11 @@ fn parse_rfc3339(text: &str) -> Result<std::time::SystemTime, String> {
     humantime::parse_rfc3339_weak(text).map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
-fn gaps(path: &std::path::Path, since: Option<std::time::SystemTime>, json: bool) -> anyhow::Result<()> {
+fn gaps(
+    path: &std::path::Path,
+    since: Option<std::time::SystemTime>,
+    json: bool,
+) -> anyhow::Result<()> {
     use std::io::Write as _;
     if !path.is_dir() {
         anyhow::bail!("{} is not a buffer directory", path.display());

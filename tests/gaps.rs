@@ -139,7 +139,10 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
         .iter()
         .filter(|e| e.1 && e.0 > start + SLACK_MS && e.0 + SLACK_MS < end)
         .count();
-    assert_eq!(inside_delivered, 0, "no delivered event lies inside the gap");
+    assert_eq!(
+        inside_delivered, 0,
+        "no delivered event lies inside the gap"
+    );
     assert_eq!(gap["connection"], 0);
     assert_eq!(gap["topic_count"], 4);
     assert_eq!(gap["open"], false);
@@ -149,9 +152,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     let metrics = support::Metrics(bridge.metrics().unwrap());
     assert_eq!(metrics.get("gkb_socket_gaps_total"), 1.0);
     assert!(
-        (metrics.get("gkb_socket_gap_last_end_timestamp_seconds")
-            - end as f64 / 1000.0)
-            .abs()
+        (metrics.get("gkb_socket_gap_last_end_timestamp_seconds") - end as f64 / 1000.0).abs()
             < 0.01
     );
 
@@ -177,7 +178,9 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     }
     let topics = listed[0]["topics"].as_array().unwrap();
     assert_eq!(topics.len(), 4);
-    assert!(topics.iter().all(|t| t.as_str().unwrap().starts_with("v2.")));
+    assert!(topics
+        .iter()
+        .all(|t| t.as_str().unwrap().starts_with("v2.")));
     let (ok, text, _, _) = gaps_command(&buffer, &[]);
     println!("gaps:\n{text}");
     assert!(ok && text.contains("1 gaps"), "{text}");
@@ -228,7 +231,10 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
         .filter(|e| !e.1)
         .map(|e| e.0)
         .filter(|&t| {
-            !gaps.iter().map(bounds).any(|(s, e)| s <= t + SLACK_MS && t <= e + SLACK_MS)
+            !gaps
+                .iter()
+                .map(bounds)
+                .any(|(s, e)| s <= t + SLACK_MS && t <= e + SLACK_MS)
         })
         .collect();
     println!(

@@ -207,10 +207,7 @@ pub fn prune(store: &Store, keep: usize) -> sled::Result<usize> {
     }
     let mut named = BTreeSet::new();
     for entry in store.gaps.iter().values() {
-        if let Some(id) = GapRecord::decode(&entry?)
-            .ok()
-            .and_then(|g| g.topics_key())
-        {
+        if let Some(id) = GapRecord::decode(&entry?).ok().and_then(|g| g.topics_key()) {
             named.insert(id);
         }
     }
@@ -273,7 +270,7 @@ pub fn read(
             gap.topics = Some(read_topics(store, &gap.topics_id)?);
         }
         out.push(gap);
-        Ok(last.is_none_or(|n| out.len() < n))
+        Ok(last.map_or(true, |n| out.len() < n))
     };
     match last {
         // Newest first, then turned around.
@@ -321,7 +318,9 @@ mod tests {
 
     fn topics(n: usize, tag: &str) -> Vec<String> {
         (0..n)
-            .map(|i| format!("v2.routing.queues.{tag}{i:08}-1234-5678-9abc-def012345678.conversations"))
+            .map(|i| {
+                format!("v2.routing.queues.{tag}{i:08}-1234-5678-9abc-def012345678.conversations")
+            })
             .collect()
     }
 
@@ -337,7 +336,14 @@ mod tests {
             "a".repeat(40),
             "é".repeat(300)
         );
-        let gap = GapRecord::new(19, at(1_700_000_000_123), at(1_700_000_009_999), &reason, true, &list);
+        let gap = GapRecord::new(
+            19,
+            at(1_700_000_000_123),
+            at(1_700_000_009_999),
+            &reason,
+            true,
+            &list,
+        );
         let encoded = gap.encode();
         assert!(encoded.len() < 1_000, "{} bytes", encoded.len());
         assert!(!String::from_utf8_lossy(&encoded).contains(&"a".repeat(40)));
@@ -360,14 +366,22 @@ mod tests {
             assert!(pieces.iter().all(|p| p.len() <= TOPICS_PIECE));
             let joined: Vec<String> = pieces
                 .iter()
-                .flat_map(|p| String::from_utf8_lossy(p).split('\n').map(str::to_owned).collect::<Vec<_>>())
+                .flat_map(|p| {
+                    String::from_utf8_lossy(p)
+                        .split('\n')
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
                 .filter(|t| !t.is_empty())
                 .collect();
             assert_eq!(joined, list);
         }
         assert_ne!(topics_id(&topics(3, "a")), topics_id(&topics(3, "b")));
         // The separator counts: ["ab"] and ["a", "b"] differ.
-        assert_ne!(topics_id(&["ab".into()]), topics_id(&["a".into(), "b".into()]));
+        assert_ne!(
+            topics_id(&["ab".into()]),
+            topics_id(&["a".into(), "b".into()])
+        );
     }
 
     #[test]
@@ -388,14 +402,29 @@ mod tests {
         assert!(kept.windows(2).all(|w| w[0].start_ms < w[1].start_ms));
         assert!(kept.iter().all(|g| g.topics.as_deref() == Some(&new[..])));
         let old_id = topics_id(&old);
-        assert_eq!(store.gap_topics.scan_prefix(old_id.to_be_bytes()).count(), 0);
-        assert!(store.gap_topics.scan_prefix(topics_id(&new).to_be_bytes()).count() > 1);
+        assert_eq!(
+            store.gap_topics.scan_prefix(old_id.to_be_bytes()).count(),
+            0
+        );
+        assert!(
+            store
+                .gap_topics
+                .scan_prefix(topics_id(&new).to_be_bytes())
+                .count()
+                > 1
+        );
         // The newest n, oldest first; and those ending after a time.
         let last3 = read(&store, None, Some(3), false).unwrap();
-        assert_eq!(last3.iter().map(|g| g.start_ms).collect::<Vec<_>>(), [27_000, 28_000, 29_000]);
+        assert_eq!(
+            last3.iter().map(|g| g.start_ms).collect::<Vec<_>>(),
+            [27_000, 28_000, 29_000]
+        );
         assert!(last3[0].topics.is_none());
         let since = read(&store, Some(28_400), None, false).unwrap();
-        assert_eq!(since.iter().map(|g| g.start_ms).collect::<Vec<_>>(), [28_000, 29_000]);
+        assert_eq!(
+            since.iter().map(|g| g.start_ms).collect::<Vec<_>>(),
+            [28_000, 29_000]
+        );
     }
 
     #[test]
@@ -405,7 +434,11 @@ mod tests {
         {
             let buffer = Buffer::open(dir.path()).unwrap();
             assert_eq!(buffer.previous_alive_ms(), None);
-            assert_eq!(buffer.claim_downtime(0), None, "a new buffer had no previous run");
+            assert_eq!(
+                buffer.claim_downtime(0),
+                None,
+                "a new buffer had no previous run"
+            );
             let list = topics(3, "q");
             let gap = GapRecord::new(1, at(1_000), at(4_500), "socket dropped", false, &list);
             buffer.record_gap_blocking(&gap, &list).unwrap();
@@ -416,7 +449,10 @@ mod tests {
         let before = crate::now_ms();
         let buffer = Buffer::open(dir.path()).unwrap();
         let alive = buffer.previous_alive_ms().expect("the mark was kept");
-        assert!(alive <= before && alive + 60_000 > before, "{alive} vs {before}");
+        assert!(
+            alive <= before && alive + 60_000 > before,
+            "{alive} vs {before}"
+        );
         let since = buffer.claim_downtime(0).expect("first claim");
         assert_eq!(since, UNIX_EPOCH + Duration::from_millis(alive));
         assert_eq!(buffer.claim_downtime(0), None, "once per connection");

@@ -1165,7 +1165,11 @@ impl Buffer {
 
     /// [`Buffer::record_gap`] on the calling thread (blocking: sled writes,
     /// and at most once per 500 gaps a prune of the oldest).
-    pub fn record_gap_blocking(&self, gap: &GapRecord, topics: &[String]) -> Result<(), BufferError> {
+    pub fn record_gap_blocking(
+        &self,
+        gap: &GapRecord,
+        topics: &[String],
+    ) -> Result<(), BufferError> {
         let store = self.store()?;
         match gaps::write(&store, gap, topics) {
             Ok(kept) => {
@@ -1184,7 +1188,11 @@ impl Buffer {
 
     /// Recorded gaps that end at or after `since_ms`, oldest first, with
     /// their topic names when `with_topics`.
-    pub fn gaps(&self, since_ms: Option<u64>, with_topics: bool) -> Result<Vec<GapRecord>, BufferError> {
+    pub fn gaps(
+        &self,
+        since_ms: Option<u64>,
+        with_topics: bool,
+    ) -> Result<Vec<GapRecord>, BufferError> {
         let store = self.store()?;
         Ok(gaps::read(&store, since_ms, None, with_topics)?)
     }
@@ -1450,7 +1458,7 @@ fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
         }
         if shared.alive_marks.load(Ordering::SeqCst)
             && !shared.failing.load(Ordering::SeqCst)
-            && last_mark.is_none_or(|at| at.elapsed() >= ALIVE_EVERY)
+            && last_mark.map_or(true, |at| at.elapsed() >= ALIVE_EVERY)
         {
             let Some(inner) = buffer.upgrade() else {
                 return;
