@@ -244,4 +244,37 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
         uncovered.len()
     );
     assert!(uncovered.is_empty(), "{uncovered:?}");
+
+    // A gap still open at shutdown is recorded as open, ending then.
+    post(
+        &sim,
+        "/sim/faults",
+        serde_json::json!({ "ws_status": 503, "ws_status_count": 1_000 }),
+    );
+    post(
+        &sim,
+        "/sim/faults/drop-sockets",
+        serde_json::json!({ "mode": "abort" }),
+    );
+    eventually("the bridge to notice", Duration::from_secs(30), || {
+        let m = support::Metrics(bridge.metrics()?);
+        (m.get("gkb_connections_open") == 0.0).then_some(())
+    });
+    let stopping_at = now_ms();
+    assert!(bridge.proc.terminate().success());
+    let (ok, stdout, stderr, _) = gaps_command(&buffer, &["--json"]);
+    assert!(ok, "{stderr}");
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    println!("open at shutdown: {last}");
+    assert_eq!(last["open"], true, "{stdout}");
+    assert_eq!(
+        last["reason"],
+        "socket dropped without a close frame (1006)"
+    );
+    let (s, e) = bounds(&last);
+    assert!(
+        s < stopping_at && e >= stopping_at && e < stopping_at + 15_000,
+        "{last}"
+    );
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
 }
