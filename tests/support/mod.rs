@@ -311,7 +311,8 @@ impl Bridge {
         let mut cmd = Command::new(BRIDGE);
         cmd.arg("run").arg("--config").arg(config);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        if std::env::var_os("RUST_LOG").is_none() {
+        // A test that passes RUST_LOG itself gets exactly that level.
+        if std::env::var_os("RUST_LOG").is_none() && !env.iter().any(|(k, _)| k == "RUST_LOG") {
             cmd.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
         }
         Proc::spawn("bridge", cmd, dir)
