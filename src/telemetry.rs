@@ -1382,6 +1382,108 @@ mod tests {
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
     }
 
+    /// What `f` logs at `info` through the bridge's own subscriber.
+    fn logged(format: crate::config::LogFormat, f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Out(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Out {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                lock(&self.0).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Out::default();
+        let writer = out.clone();
+        let subscriber = crate::telemetry_init::subscriber(
+            format,
+            tracing_subscriber::EnvFilter::new("info"),
+            false,
+            move || writer.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lock(&out.0).clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Start, a thousand rounds of errors, a summary, the end, the drain.
+    fn an_outage(t: &Telemetry) {
+        t.kafka_reachable(Ok(()));
+        t.kafka_reachable(Err("metadata request failed: BrokerTransportFailure".into()));
+        for _ in 0..1000 {
+            t.kafka_client_problem("BrokerTransportFailure", "Connection refused");
+            t.kafka_client_problem("AllBrokersDown", "1/1 brokers are down");
+            t.delivery_failed(7, "genesys.events", &"Local: Broker transport failure", true);
+            t.kafka_reachable(Err("metadata request failed".into()));
+            t.kafka_topics(Vec::new());
+        }
+        {
+            let mut log = lock(&t.kafka_outage);
+            let outage = log.current.as_mut().unwrap();
+            outage.last_summary = outage.last_summary.checked_sub(OUTAGE_SUMMARY_EVERY).unwrap();
+        }
+        t.kafka_topics(Vec::new());
+        t.kafka_topics(Vec::new());
+        t.kafka_reachable(Ok(()));
+        t.kafka_reachable(Ok(()));
+        t.kafka_topics(Vec::new());
+        t.kafka_topics(Vec::new());
+    }
+
+    #[test]
+    fn an_outage_is_a_few_lines_with_the_same_fields_in_json_and_text() {
+        use crate::config::LogFormat;
+        let t = Telemetry::default();
+        let json = logged(LogFormat::Json, || an_outage(&t));
+        assert_eq!(t.counters.kafka_client_errors.get(), 2000);
+        assert_eq!(t.counters.kafka_delivery_errors.get(), 1000);
+        let text = logged(LogFormat::Text, || an_outage(&Telemetry::default()));
+        let messages: Vec<serde_json::Value> =
+            json.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let said: Vec<&str> = messages.iter().map(|m| m["message"].as_str().unwrap()).collect();
+        assert_eq!(said.len(), 5, "{json:#?}");
+        assert_eq!(said[0], "Kafka reachable");
+        assert!(said[1].starts_with("Kafka outage:"), "{said:?}");
+        assert_eq!(said[2], "Kafka outage continues");
+        assert!(said[3].starts_with("Kafka outage over"), "{said:?}");
+        assert_eq!(said[4], "backlog of the Kafka outage drained");
+        let summary = &messages[2];
+        assert_eq!(summary["level"], "WARN");
+        assert_eq!(summary["client_errors_folded"], 2000);
+        assert_eq!(summary["delivery_errors_folded"], 1000);
+        assert!(summary["outage_secs"].is_u64() && summary["backlog"].is_u64());
+        assert_eq!(messages[3]["level"], "INFO");
+        assert_eq!(messages[3]["client_errors_folded"], 2000);
+        // Text: the same lines, each with the same fields as `key=value`.
+        assert_eq!(text.len(), json.len(), "{text:#?}");
+        for (json, text) in messages.iter().zip(&text) {
+            assert!(text.contains(json["message"].as_str().unwrap()), "{text}");
+            for key in json.as_object().unwrap().keys() {
+                if !["timestamp", "level", "target", "message"].contains(&key.as_str()) {
+                    assert!(text.contains(&format!("{key}=")), "{key} missing in {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_topic_is_one_warn_and_one_info() {
+        let t = Telemetry::default();
+        let lines = logged(crate::config::LogFormat::Json, || {
+            for _ in 0..50 {
+                t.kafka_topic_blocked("genesys.events", "TopicAuthorizationFailed", Duration::ZERO);
+                t.delivery_failed(3, "genesys.events", &"TopicAuthorizationFailed", true);
+            }
+            t.kafka_topic_recovered("genesys.events");
+            t.kafka_topic_recovered("genesys.events");
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains("Kafka topic blocked") && lines[0].contains("\"WARN\""));
+        assert!(lines[1].contains("takes events again") && lines[1].contains("blocked_secs"));
+    }
+
     #[test]
     fn metrics_render_through_the_library_with_labels_and_histograms() {
         let t = Telemetry::default();
