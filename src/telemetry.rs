@@ -1415,14 +1415,22 @@ mod tests {
         for _ in 0..1000 {
             t.kafka_client_problem("BrokerTransportFailure", "Connection refused");
             t.kafka_client_problem("AllBrokersDown", "1/1 brokers are down");
-            t.delivery_failed(7, "genesys.events", &"Local: Broker transport failure", true);
+            t.delivery_failed(
+                7,
+                "genesys.events",
+                &"Local: Broker transport failure",
+                true,
+            );
             t.kafka_reachable(Err("metadata request failed".into()));
             t.kafka_topics(Vec::new());
         }
         {
             let mut log = lock(&t.kafka_outage);
             let outage = log.current.as_mut().unwrap();
-            outage.last_summary = outage.last_summary.checked_sub(OUTAGE_SUMMARY_EVERY).unwrap();
+            outage.last_summary = outage
+                .last_summary
+                .checked_sub(OUTAGE_SUMMARY_EVERY)
+                .unwrap();
         }
         t.kafka_topics(Vec::new());
         t.kafka_topics(Vec::new());
@@ -1440,9 +1448,14 @@ mod tests {
         assert_eq!(t.counters.kafka_client_errors.get(), 2000);
         assert_eq!(t.counters.kafka_delivery_errors.get(), 1000);
         let text = logged(LogFormat::Text, || an_outage(&Telemetry::default()));
-        let messages: Vec<serde_json::Value> =
-            json.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let said: Vec<&str> = messages.iter().map(|m| m["message"].as_str().unwrap()).collect();
+        let messages: Vec<serde_json::Value> = json
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let said: Vec<&str> = messages
+            .iter()
+            .map(|m| m["message"].as_str().unwrap())
+            .collect();
         assert_eq!(said.len(), 5, "{json:#?}");
         assert_eq!(said[0], "Kafka reachable");
         assert!(said[1].starts_with("Kafka outage:"), "{said:?}");

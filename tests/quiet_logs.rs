@@ -20,9 +20,7 @@ fn lines_after(log: &str, from: usize) -> Vec<serde_json::Value> {
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|_| serde_json::json!({ "unparsed": l }))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| serde_json::json!({ "unparsed": l })))
         .collect()
 }
 
@@ -53,12 +51,16 @@ fn a_two_minute_kafka_outage_is_a_handful_of_log_lines_and_loses_nothing() {
     let from = bridge.proc.log_text().len();
     broker.kill9();
     let killed = Instant::now();
-    eventually("the outage's start in the log", Duration::from_secs(60), || {
-        lines_after(&bridge.proc.log_text(), from)
-            .iter()
-            .any(|l| message(l).starts_with("Kafka outage:"))
-            .then_some(())
-    });
+    eventually(
+        "the outage's start in the log",
+        Duration::from_secs(60),
+        || {
+            lines_after(&bridge.proc.log_text(), from)
+                .iter()
+                .any(|l| message(l).starts_with("Kafka outage:"))
+                .then_some(())
+        },
+    );
     let mut sent = 500;
     while killed.elapsed() + Duration::from_secs(20) < OUTAGE {
         sim.generate(300);
@@ -78,13 +80,17 @@ fn a_two_minute_kafka_outage_is_a_handful_of_log_lines_and_loses_nothing() {
 
     // 3. Kafka back: the outage ends, the backlog drains.
     broker.restart();
-    let outage = eventually("the outage's end in the log", Duration::from_secs(120), || {
-        let lines = lines_after(&bridge.proc.log_text(), from);
-        let end = lines
-            .iter()
-            .position(|l| message(l).starts_with("Kafka outage over"))?;
-        Some(lines[..=end].to_vec())
-    });
+    let outage = eventually(
+        "the outage's end in the log",
+        Duration::from_secs(120),
+        || {
+            let lines = lines_after(&bridge.proc.log_text(), from);
+            let end = lines
+                .iter()
+                .position(|l| message(l).starts_with("Kafka outage over"))?;
+            Some(lines[..=end].to_vec())
+        },
+    );
     bridge.wait_forwarded(sent, Duration::from_secs(180));
     let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
     let report = ledger::reconcile(&ledger::emitted(&sim.url), &consumed);
