@@ -690,7 +690,7 @@ impl Telemetry {
             _ => {
                 let folded = problems.get(kind).map_or(0, |(_, n)| *n);
                 problems.insert(kind.to_owned(), (Instant::now(), 0));
-                tracing::warn!(target: "librdkafka", kind, message, repeats_folded = folded, "Kafka client problem (repeats within a minute are counted in gkb_kafka_client_errors_total, not logged)");
+                tracing::warn!(target: "librdkafka", kind, error = message, repeats_folded = folded, "Kafka client problem (repeats within a minute are counted in gkb_kafka_client_errors_total, not logged)");
             }
         }
     }
@@ -1411,6 +1411,9 @@ mod tests {
     /// Start, a thousand rounds of errors, a summary, the end, the drain.
     fn an_outage(t: &Telemetry) {
         t.kafka_reachable(Ok(()));
+        // Outside an outage: logged, once a minute per kind.
+        t.kafka_client_problem("FAIL", "Connect to ipv4#127.0.0.1:9092 failed");
+        t.kafka_client_problem("FAIL", "Connect to ipv4#127.0.0.1:9092 failed");
         t.kafka_reachable(Err("metadata request failed: BrokerTransportFailure".into()));
         for _ in 0..1000 {
             t.kafka_client_problem("BrokerTransportFailure", "Connection refused");
@@ -1445,7 +1448,7 @@ mod tests {
         use crate::config::LogFormat;
         let t = Telemetry::default();
         let json = logged(LogFormat::Json, || an_outage(&t));
-        assert_eq!(t.counters.kafka_client_errors.get(), 2000);
+        assert_eq!(t.counters.kafka_client_errors.get(), 2002);
         assert_eq!(t.counters.kafka_delivery_errors.get(), 1000);
         let text = logged(LogFormat::Text, || an_outage(&Telemetry::default()));
         let messages: Vec<serde_json::Value> = json
@@ -1456,8 +1459,20 @@ mod tests {
             .iter()
             .map(|m| m["message"].as_str().unwrap())
             .collect();
-        assert_eq!(said.len(), 5, "{json:#?}");
+        assert_eq!(said.len(), 6, "{json:#?}");
         assert_eq!(said[0], "Kafka reachable");
+        assert!(said[1].starts_with("Kafka client problem"), "{said:?}");
+        assert_eq!(
+            messages[1]["error"],
+            "Connect to ipv4#127.0.0.1:9092 failed"
+        );
+        // A field named `message` would be a second "message" key in JSON.
+        for line in &json {
+            assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+        }
+        let said = &said[1..];
+        let messages = &messages[1..];
+        let text = &text[1..];
         assert!(said[1].starts_with("Kafka outage:"), "{said:?}");
         assert_eq!(said[2], "Kafka outage continues");
         assert!(said[3].starts_with("Kafka outage over"), "{said:?}");
@@ -1470,8 +1485,8 @@ mod tests {
         assert_eq!(messages[3]["level"], "INFO");
         assert_eq!(messages[3]["client_errors_folded"], 2000);
         // Text: the same lines, each with the same fields as `key=value`.
-        assert_eq!(text.len(), json.len(), "{text:#?}");
-        for (json, text) in messages.iter().zip(&text) {
+        assert_eq!(text.len(), messages.len(), "{text:#?}");
+        for (json, text) in messages.iter().zip(text) {
             assert!(text.contains(json["message"].as_str().unwrap()), "{text}");
             for key in json.as_object().unwrap().keys() {
                 if !["timestamp", "level", "target", "message"].contains(&key.as_str()) {
