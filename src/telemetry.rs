@@ -103,6 +103,12 @@ pub struct Telemetry {
     /// repeats were folded since.
     kafka_client_problems: Mutex<BTreeMap<String, (Instant, u64)>>,
     kafka_topics: Mutex<Vec<TopicReport>>,
+    /// A Kafka outage in progress, and the drain after one: what the log
+    /// says about it is one WARN, a summary a minute, one INFO.
+    kafka_outage: Mutex<OutageLog>,
+    /// Kafka topics whose trouble (blocked, delivery failures) was logged,
+    /// and since when: their recovery is logged once, the rest is not.
+    kafka_topic_trouble: Mutex<BTreeMap<String, Instant>>,
     receive_to_ack: AtomicHistogram,
     /// Genesys REST call times by kind, shared with the REST client.
     request_seconds: RequestSeconds,
@@ -147,6 +153,41 @@ fn inc(counter: &Counter) {
     counter.inc();
 }
 
+/// How often a Kafka outage in progress is summed up in the log.
+pub const OUTAGE_SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// The log's view of Kafka outages ([`Telemetry::kafka_reachable`]).
+#[derive(Default)]
+struct OutageLog {
+    current: Option<Outage>,
+    /// After an outage: until the backlog is back to where it was.
+    draining: Option<Drain>,
+}
+
+struct Outage {
+    started: Instant,
+    reason: String,
+    last_summary: Instant,
+    /// Buffer events when it started: the drain is over when back to it.
+    backlog_at_start: u64,
+    peak_backlog: u64,
+    /// Folded since the last summary.
+    client_errors: u64,
+    delivery_errors: u64,
+    /// Folded in all.
+    client_errors_total: u64,
+    delivery_errors_total: u64,
+    /// The newest librdkafka complaint folded (its kind and text).
+    last_client_error: Option<String>,
+}
+
+struct Drain {
+    since: Instant,
+    held: u64,
+    forwarded_at_start: u64,
+    backlog_target: u64,
+}
+
 /// Channel expiries: by connection (the live channel) and by channel
 /// label (created, not yet live; bounded).
 #[derive(Default)]
@@ -170,6 +211,8 @@ impl Default for Telemetry {
             buffer_read_logged: Mutex::default(),
             kafka_client_problems: Mutex::default(),
             kafka_topics: Mutex::default(),
+            kafka_outage: Mutex::default(),
+            kafka_topic_trouble: Mutex::default(),
             receive_to_ack: AtomicHistogram::new(&LATENCY_BUCKETS),
             request_seconds: request_seconds(),
             token_expires: Mutex::default(),
@@ -507,22 +550,182 @@ impl Telemetry {
 
     // ---- kafka ----------------------------------------------------------
 
+    /// What the probe (or a fatal error) says of Kafka. Going from
+    /// reachable to not starts an outage ([`Self::kafka_outage_started`]);
+    /// back again ends it.
     pub fn kafka_reachable(&self, reachable: Result<(), String>) {
-        let mut state = lock(&self.kafka);
-        if *state != reachable {
-            match &reachable {
-                Ok(()) => tracing::info!("Kafka reachable"),
-                Err(reason) => tracing::warn!(reason = %reason, "Kafka not reachable"),
+        let was = std::mem::replace(&mut *lock(&self.kafka), reachable.clone());
+        match reachable {
+            Ok(()) => {
+                if !self.kafka_outage_ended() && was.is_err() {
+                    tracing::info!("Kafka reachable");
+                }
+            }
+            Err(reason) => self.kafka_outage_started(&reason),
+        }
+    }
+
+    /// Kafka went away: one WARN now, then a summary a minute
+    /// ([`Self::kafka_outage_tick`]) until [`Self::kafka_outage_ended`].
+    /// Nothing if one is already in progress.
+    fn kafka_outage_started(&self, reason: &str) {
+        let backlog = self.buffer_events();
+        let oldest = self.oldest_unacknowledged_secs();
+        let mut log = lock(&self.kafka_outage);
+        if log.current.is_some() {
+            return;
+        }
+        // A drain cut short by a new outage: the new one holds it all.
+        let backlog_at_start = log.draining.take().map_or(backlog, |d| d.backlog_target);
+        let now = Instant::now();
+        log.current = Some(Outage {
+            started: now,
+            reason: reason.to_owned(),
+            last_summary: now,
+            backlog_at_start,
+            peak_backlog: backlog,
+            client_errors: 0,
+            delivery_errors: 0,
+            client_errors_total: 0,
+            delivery_errors_total: 0,
+            last_client_error: None,
+        });
+        tracing::warn!(
+            reason,
+            backlog,
+            oldest_unacked_secs = oldest,
+            "Kafka outage: events wait in the buffer; Kafka client and delivery errors are counted and summed up every minute until it ends"
+        );
+    }
+
+    /// Once a second (the forwarder's report): the minute's summary of an
+    /// outage in progress, or the end of the drain after one.
+    fn kafka_outage_tick(&self) {
+        let backlog = self.buffer_events();
+        let mut log = lock(&self.kafka_outage);
+        if let Some(outage) = &mut log.current {
+            outage.peak_backlog = outage.peak_backlog.max(backlog);
+            if outage.last_summary.elapsed() >= OUTAGE_SUMMARY_EVERY {
+                outage.last_summary = Instant::now();
+                let client_errors = std::mem::take(&mut outage.client_errors);
+                let delivery_errors = std::mem::take(&mut outage.delivery_errors);
+                let outage_secs = outage.started.elapsed().as_secs();
+                let reason = outage.reason.clone();
+                let last_error = outage.last_client_error.clone();
+                drop(log);
+                tracing::warn!(
+                    outage_secs,
+                    backlog,
+                    oldest_unacked_secs = self.oldest_unacknowledged_secs(),
+                    client_errors_folded = client_errors,
+                    delivery_errors_folded = delivery_errors,
+                    reason,
+                    last_client_error = last_error.as_deref(),
+                    "Kafka outage continues"
+                );
+            }
+            return;
+        }
+        let Some(drain) = &log.draining else {
+            return;
+        };
+        if backlog > drain.backlog_target {
+            return;
+        }
+        let drain_secs = drain.since.elapsed().as_secs_f64();
+        let drained = self
+            .counters
+            .events_forwarded
+            .get()
+            .saturating_sub(drain.forwarded_at_start);
+        let held = drain.held;
+        log.draining = None;
+        drop(log);
+        tracing::info!(
+            held,
+            drained,
+            drain_secs = (drain_secs * 10.0).round() / 10.0,
+            events_per_sec = (drained as f64 / drain_secs.max(0.001)).round() as u64,
+            "backlog of the Kafka outage drained"
+        );
+    }
+
+    /// Kafka answers again: one INFO with how long it was away and what
+    /// waited. False if no outage was in progress.
+    fn kafka_outage_ended(&self) -> bool {
+        let backlog = self.buffer_events();
+        let mut log = lock(&self.kafka_outage);
+        let Some(outage) = log.current.take() else {
+            return false;
+        };
+        log.draining = Some(Drain {
+            since: Instant::now(),
+            held: backlog,
+            forwarded_at_start: self.counters.events_forwarded.get(),
+            backlog_target: outage.backlog_at_start,
+        });
+        drop(log);
+        tracing::info!(
+            outage_secs = outage.started.elapsed().as_secs(),
+            backlog,
+            peak_backlog = outage.peak_backlog.max(backlog),
+            client_errors_folded = outage.client_errors_total,
+            delivery_errors_folded = outage.delivery_errors_total,
+            reason = outage.reason,
+            "Kafka outage over: Kafka reachable again; the backlog drains"
+        );
+        true
+    }
+
+    /// Folds a Kafka error into the outage in progress, if there is one.
+    fn fold_into_outage(&self, client_error: Option<String>) -> bool {
+        let mut log = lock(&self.kafka_outage);
+        let Some(outage) = &mut log.current else {
+            return false;
+        };
+        match client_error {
+            Some(error) => {
+                outage.client_errors += 1;
+                outage.client_errors_total += 1;
+                outage.last_client_error = Some(error);
+            }
+            None => {
+                outage.delivery_errors += 1;
+                outage.delivery_errors_total += 1;
             }
         }
-        *state = reachable;
+        true
+    }
+
+    /// Events in the buffer waiting for Kafka.
+    fn buffer_events(&self) -> u64 {
+        lock(&self.buffer).as_ref().map_or(0, |b| b.len() as u64)
+    }
+
+    /// Age of the oldest event read and not yet acknowledged, any topic.
+    fn oldest_unacknowledged_secs(&self) -> Option<u64> {
+        lock(&self.kafka_topics)
+            .iter()
+            .filter_map(|t| t.oldest_unacknowledged_age_ms)
+            .max()
+            .map(|ms| ms / 1000)
     }
 
     /// An error or warning from the Kafka client itself (a broker down, a
-    /// connection refused). One line per kind a minute, with how many
-    /// repeats were folded into it; every one is counted.
+    /// connection refused). Every one is counted. During an outage they
+    /// are folded into its summaries; otherwise one line per kind a minute,
+    /// with how many repeats were folded into it. librdkafka's "all
+    /// brokers down" starts an outage (the probe may take a while to
+    /// notice).
     pub fn kafka_client_problem(&self, kind: &str, message: &str) {
         inc(&self.counters.kafka_client_errors);
+        if kind == "AllBrokersDown" {
+            *lock(&self.kafka) = Err(format!("all brokers down: {message}"));
+            self.kafka_outage_started(&format!("all brokers down: {message}"));
+        }
+        if self.fold_into_outage(Some(format!("{kind}: {message}"))) {
+            return;
+        }
         let mut problems = lock(&self.kafka_client_problems);
         // Bounded: kinds are librdkafka's error codes and log facilities.
         if problems.len() > 256 {
@@ -533,7 +736,7 @@ impl Telemetry {
             _ => {
                 let folded = problems.get(kind).map_or(0, |(_, n)| *n);
                 problems.insert(kind.to_owned(), (Instant::now(), 0));
-                tracing::warn!(target: "librdkafka", kind, message, repeats_folded = folded, "Kafka client problem (repeats within a minute are counted in gkb_kafka_client_errors_total, not logged)");
+                tracing::warn!(target: "librdkafka", kind, error = message, repeats_folded = folded, "Kafka client problem (repeats within a minute are counted in gkb_kafka_client_errors_total, not logged)");
             }
         }
     }
@@ -546,12 +749,22 @@ impl Telemetry {
         self.receive_to_ack.observe(ms as f64 / 1000.0);
     }
 
-    /// The forwarding thread's view of every routed Kafka topic.
+    /// The forwarding thread's view of every routed Kafka topic (once a
+    /// second; also the clock of the outage summaries).
     pub fn kafka_topics(&self, reports: Vec<TopicReport>) {
         *lock(&self.kafka_topics) = reports;
+        self.kafka_outage_tick();
     }
 
+    /// A topic takes nothing (missing, refused): one WARN until it takes
+    /// events again, however often the retries find it still blocked.
     pub fn kafka_topic_blocked(&self, topic: &str, reason: &str, retry_in: Duration) {
+        if lock(&self.kafka_topic_trouble)
+            .insert(topic.to_owned(), Instant::now())
+            .is_some()
+        {
+            return;
+        }
         tracing::warn!(
             kafka_topic = topic,
             reason,
@@ -560,8 +773,15 @@ impl Telemetry {
         );
     }
 
+    /// A topic takes events again: one INFO if its trouble was logged.
     pub fn kafka_topic_recovered(&self, topic: &str) {
-        tracing::info!(kafka_topic = topic, "Kafka topic takes events again");
+        if let Some(since) = lock(&self.kafka_topic_trouble).remove(topic) {
+            tracing::info!(
+                kafka_topic = topic,
+                blocked_secs = since.elapsed().as_secs(),
+                "Kafka topic takes events again"
+            );
+        }
     }
 
     /// librdkafka reported a fatal error; the producer is rebuilt.
@@ -610,7 +830,8 @@ impl Telemetry {
     }
 
     /// A failed delivery. Every one is counted; only the first of a burst
-    /// (`first`) is logged, the rest go into the same rewind.
+    /// (`first`) is logged, the rest go into the same rewind, and none
+    /// during a Kafka outage (its summaries count them).
     pub fn delivery_failed(
         &self,
         seq: u64,
@@ -619,7 +840,15 @@ impl Telemetry {
         first: bool,
     ) {
         inc(&self.counters.kafka_delivery_errors);
-        if first {
+        if self.fold_into_outage(None) {
+            return;
+        }
+        // One line per topic until it recovers.
+        if first
+            && lock(&self.kafka_topic_trouble)
+                .insert(kafka_topic.to_owned(), Instant::now())
+                .is_none()
+        {
             tracing::warn!(seq, kafka_topic, error = %error, "Kafka delivery failed; it stays in the buffer and is sent again after a backoff");
         }
     }
@@ -1203,6 +1432,136 @@ mod tests {
     fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    /// What `f` logs at `info` through the bridge's own subscriber.
+    fn logged(format: crate::config::LogFormat, f: impl FnOnce()) -> Vec<String> {
+        #[derive(Clone, Default)]
+        struct Out(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Out {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                lock(&self.0).extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Out::default();
+        let writer = out.clone();
+        let subscriber = crate::telemetry_init::subscriber(
+            format,
+            tracing_subscriber::EnvFilter::new("info"),
+            false,
+            move || writer.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lock(&out.0).clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// Start, a thousand rounds of errors, a summary, the end, the drain.
+    fn an_outage(t: &Telemetry) {
+        t.kafka_reachable(Ok(()));
+        // Outside an outage: logged, once a minute per kind.
+        t.kafka_client_problem("FAIL", "Connect to ipv4#127.0.0.1:9092 failed");
+        t.kafka_client_problem("FAIL", "Connect to ipv4#127.0.0.1:9092 failed");
+        t.kafka_reachable(Err("metadata request failed: BrokerTransportFailure".into()));
+        for _ in 0..1000 {
+            t.kafka_client_problem("BrokerTransportFailure", "Connection refused");
+            t.kafka_client_problem("AllBrokersDown", "1/1 brokers are down");
+            t.delivery_failed(
+                7,
+                "genesys.events",
+                &"Local: Broker transport failure",
+                true,
+            );
+            t.kafka_reachable(Err("metadata request failed".into()));
+            t.kafka_topics(Vec::new());
+        }
+        {
+            let mut log = lock(&t.kafka_outage);
+            let outage = log.current.as_mut().unwrap();
+            outage.last_summary = outage
+                .last_summary
+                .checked_sub(OUTAGE_SUMMARY_EVERY)
+                .unwrap();
+        }
+        t.kafka_topics(Vec::new());
+        t.kafka_topics(Vec::new());
+        t.kafka_reachable(Ok(()));
+        t.kafka_reachable(Ok(()));
+        t.kafka_topics(Vec::new());
+        t.kafka_topics(Vec::new());
+    }
+
+    #[test]
+    fn an_outage_is_a_few_lines_with_the_same_fields_in_json_and_text() {
+        use crate::config::LogFormat;
+        let t = Telemetry::default();
+        let json = logged(LogFormat::Json, || an_outage(&t));
+        assert_eq!(t.counters.kafka_client_errors.get(), 2002);
+        assert_eq!(t.counters.kafka_delivery_errors.get(), 1000);
+        let text = logged(LogFormat::Text, || an_outage(&Telemetry::default()));
+        let messages: Vec<serde_json::Value> = json
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let said: Vec<&str> = messages
+            .iter()
+            .map(|m| m["message"].as_str().unwrap())
+            .collect();
+        assert_eq!(said.len(), 6, "{json:#?}");
+        assert_eq!(said[0], "Kafka reachable");
+        assert!(said[1].starts_with("Kafka client problem"), "{said:?}");
+        assert_eq!(
+            messages[1]["error"],
+            "Connect to ipv4#127.0.0.1:9092 failed"
+        );
+        // A field named `message` would be a second "message" key in JSON.
+        for line in &json {
+            assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+        }
+        let said = &said[1..];
+        let messages = &messages[1..];
+        let text = &text[1..];
+        assert!(said[1].starts_with("Kafka outage:"), "{said:?}");
+        assert_eq!(said[2], "Kafka outage continues");
+        assert!(said[3].starts_with("Kafka outage over"), "{said:?}");
+        assert_eq!(said[4], "backlog of the Kafka outage drained");
+        let summary = &messages[2];
+        assert_eq!(summary["level"], "WARN");
+        assert_eq!(summary["client_errors_folded"], 2000);
+        assert_eq!(summary["delivery_errors_folded"], 1000);
+        assert!(summary["outage_secs"].is_u64() && summary["backlog"].is_u64());
+        assert_eq!(messages[3]["level"], "INFO");
+        assert_eq!(messages[3]["client_errors_folded"], 2000);
+        // Text: the same lines, each with the same fields as `key=value`.
+        assert_eq!(text.len(), messages.len(), "{text:#?}");
+        for (json, text) in messages.iter().zip(text) {
+            assert!(text.contains(json["message"].as_str().unwrap()), "{text}");
+            for key in json.as_object().unwrap().keys() {
+                if !["timestamp", "level", "target", "message"].contains(&key.as_str()) {
+                    assert!(text.contains(&format!("{key}=")), "{key} missing in {text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_topic_is_one_warn_and_one_info() {
+        let t = Telemetry::default();
+        let lines = logged(crate::config::LogFormat::Json, || {
+            for _ in 0..50 {
+                t.kafka_topic_blocked("genesys.events", "TopicAuthorizationFailed", Duration::ZERO);
+                t.delivery_failed(3, "genesys.events", &"TopicAuthorizationFailed", true);
+            }
+            t.kafka_topic_recovered("genesys.events");
+            t.kafka_topic_recovered("genesys.events");
+        });
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(lines[0].contains("Kafka topic blocked") && lines[0].contains("\"WARN\""));
+        assert!(lines[1].contains("takes events again") && lines[1].contains("blocked_secs"));
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl ClientContext for DeliveryContext {
                 self.telemetry.kafka_client_problem(facility, message)
             }
             Notice | Info | Debug => {
-                tracing::debug!(target: "librdkafka", facility, message)
+                tracing::debug!(target: "librdkafka", facility, detail = message)
             }
         }
     }

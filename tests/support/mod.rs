@@ -204,9 +204,26 @@ impl Broker {
         self.proc.kill9();
     }
 
-    /// Start again on the same port and store.
+    /// Start again on the same port and store. After a long outage the
+    /// port may be taken for a moment (a client's connect attempt can get
+    /// it as its own ephemeral port): then the broker cannot listen, and
+    /// it is started again.
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(&self.dir, self.port);
+        for attempt in 1.. {
+            self.proc = Self::spawn(&self.dir, self.port);
+            std::thread::sleep(Duration::from_millis(500));
+            let exited = matches!(self.proc.child.try_wait(), Ok(Some(_)));
+            if !exited && !self.proc.log_text().contains("AddrInUse") {
+                return;
+            }
+            assert!(
+                attempt < 10,
+                "the broker cannot listen again:\n{}",
+                self.proc.log_text()
+            );
+            self.proc.kill9();
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 }
 
@@ -311,7 +328,8 @@ impl Bridge {
         let mut cmd = Command::new(BRIDGE);
         cmd.arg("run").arg("--config").arg(config);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        if std::env::var_os("RUST_LOG").is_none() {
+        // A test that passes RUST_LOG itself gets exactly that level.
+        if std::env::var_os("RUST_LOG").is_none() && !env.iter().any(|(k, _)| k == "RUST_LOG") {
             cmd.env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn");
         }
         Proc::spawn("bridge", cmd, dir)
