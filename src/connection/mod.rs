@@ -1134,7 +1134,7 @@ impl ConnectionActor {
             }
             Inbound::SubscribeReply { result, message } => {
                 if result != "200" {
-                    tracing::warn!(connection = self.index, result = %result, message = ?message, "socket subscribe refused");
+                    tracing::warn!(connection = self.index, result = %result, detail = ?message, "socket subscribe refused");
                 }
             }
             Inbound::Heartbeat | Inbound::Pong | Inbound::OtherMetadata => {}
