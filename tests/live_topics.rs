@@ -55,40 +55,14 @@ fn add_queue(sim_url: &str) -> String {
 }
 
 fn remove_queue(sim_url: &str, id: &str) {
-    let (status, body) = delete(&format!("{sim_url}/sim/directory/queues/{id}"));
-    assert_eq!(status, 200, "DELETE /sim/directory/queues/{id}: {body}");
-    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reply = http::delete(&format!("{sim_url}/sim/directory/queues/{id}")).unwrap();
+    assert_eq!(
+        reply.status, 200,
+        "DELETE /sim/directory/queues/{id}: {}",
+        reply.body
+    );
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(reply["removed"], id, "{reply}");
-}
-
-/// `DELETE url` (the shared test client only does GET and POST).
-fn delete(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http:// URL");
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "DELETE {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    // A chunked body is one small chunk here: keep the JSON part.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => body[a..=b].to_owned(),
-        _ => body.to_owned(),
-    };
-    (status, body)
 }
 
 fn sighup(bridge: &Bridge) {

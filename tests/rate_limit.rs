@@ -110,10 +110,9 @@ fn five_thousand_topics_start_and_run_without_a_429() {
 fn own_token(login_url: &str, secret: &str) -> String {
     use base64::Engine;
     let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-    let (status, body) = raw(
-        login_url,
+    let reply = http::send(
         "POST",
-        "/oauth/token",
+        &format!("{login_url}/oauth/token"),
         &[
             (
                 "Authorization",
@@ -122,58 +121,20 @@ fn own_token(login_url: &str, secret: &str) -> String {
             ("Content-Type", "application/x-www-form-urlencoded".into()),
         ],
         "grant_type=client_credentials",
-    );
-    assert_eq!(status, 200, "{body}");
-    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     reply["access_token"].as_str().unwrap().to_owned()
 }
 
 fn get_with_token(url: &str, token: &str) -> u16 {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    raw(
-        &format!("http://{host}"),
+    http::send(
         "GET",
-        path,
+        url,
         &[("Authorization", format!("Bearer {token}"))],
         "",
     )
-    .0
-}
-
-/// One HTTP/1.1 request with headers (the shared client sets none).
-fn raw(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = base.strip_prefix("http://").unwrap().trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    write!(stream, "{head}\r\n{body}").unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => body[a..=b].to_owned(),
-        _ => body.to_owned(),
-    };
-    (status, body)
+    .unwrap()
+    .status
 }

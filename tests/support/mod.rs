@@ -361,6 +361,21 @@ pub mod http {
         request("POST", url, Some(body.to_string()))
     }
 
+    pub fn delete(url: &str) -> std::io::Result<Response> {
+        request("DELETE", url, None)
+    }
+
+    /// Any request with headers of the caller's (`Content-Type` included;
+    /// JSON when not given).
+    pub fn send(
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> std::io::Result<Response> {
+        request_with(method, url, headers, body)
+    }
+
     /// The CA that `https://` URLs must chain to (set once, by TLS tests).
     static TRUSTED_CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
@@ -393,6 +408,15 @@ pub mod http {
     }
 
     fn request(method: &str, url: &str, body: Option<String>) -> std::io::Result<Response> {
+        request_with(method, url, &[], &body.unwrap_or_default())
+    }
+
+    fn request_with(
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> std::io::Result<Response> {
         let (tls, rest) = match url.strip_prefix("https://") {
             Some(rest) => (true, rest),
             None => (false, url.strip_prefix("http://").expect("http(s):// URL")),
@@ -400,12 +424,20 @@ pub mod http {
         let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
         let mut stream = connect(tls, host)?;
-        let body = body.unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
-        )?;
+        );
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        write!(stream, "{head}\r\n{body}")?;
         let mut raw = Vec::new();
         if let Err(e) = stream.read_to_end(&mut raw) {
             // A TLS peer may close without close_notify after a full reply.
