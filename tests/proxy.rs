@@ -152,6 +152,8 @@ default_topic = "genesys.events"
 
 [buffer]
 path = "{buffer}"
+# The lowest floor check-config accepts: CI machines may have little disk free.
+min_free_bytes = 4194304
 "#,
         buffer = buffer.display()
     )

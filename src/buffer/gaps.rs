@@ -432,7 +432,7 @@ mod tests {
         use crate::buffer::Buffer;
         let dir = tempfile::tempdir().unwrap();
         {
-            let buffer = Buffer::open(dir.path()).unwrap();
+            let buffer = Buffer::open_for_tests(dir.path()).unwrap();
             assert_eq!(buffer.previous_alive_ms(), None);
             assert_eq!(
                 buffer.claim_downtime(0),
@@ -447,7 +447,7 @@ mod tests {
             buffer.flush_blocking().unwrap();
         }
         let before = crate::now_ms();
-        let buffer = Buffer::open(dir.path()).unwrap();
+        let buffer = Buffer::open_for_tests(dir.path()).unwrap();
         let alive = buffer.previous_alive_ms().expect("the mark was kept");
         assert!(
             alive <= before && alive + 60_000 > before,

@@ -361,6 +361,21 @@ impl Buffer {
         Self::open_with_config(path, &BufferConfig::default())
     }
 
+    /// [`Buffer::open`] for unit tests: the free-space floor is the lowest
+    /// `check-config` accepts (4 MiB), not the default 256 MiB, because the
+    /// suite runs on CI machines with little disk free. The floor itself is
+    /// tested on its own (`the_free_space_floor_refuses_new_events`).
+    #[cfg(test)]
+    pub(crate) fn open_for_tests(path: &Path) -> Result<Buffer, BufferError> {
+        Self::open_with_config(
+            path,
+            &BufferConfig {
+                min_free_bytes: 4 * 1024 * 1024,
+                ..BufferConfig::default()
+            },
+        )
+    }
+
     /// [`Buffer::open`] with a page cache of `cache_mib` MiB (sled's own
     /// default is 1 GiB, too much for a sidecar-sized service).
     pub fn open_with_cache(path: &Path, cache_mib: u64) -> Result<Buffer, BufferError> {

@@ -57,7 +57,7 @@ proptest! {
     fn behaves_like_an_ordered_map(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
         let open = |path: &Path| {
-            let buffer = Buffer::open(path).unwrap();
+            let buffer = Buffer::open_for_tests(path).unwrap();
             // This test reopens by hand; the watcher must not race it.
             buffer.inner.shared.auto_reopen.store(false, Ordering::SeqCst);
             buffer
@@ -171,7 +171,9 @@ fn newer_format_is_refused_not_rewritten() {
             .unwrap();
         db.flush().unwrap();
     }
-    let err = Buffer::open(dir.path()).err().expect("must refuse");
+    let err = Buffer::open_for_tests(dir.path())
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, BufferError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1));
     let db = sled::open(dir.path()).unwrap();
     let meta = db.open_tree("meta").unwrap();
@@ -186,7 +188,7 @@ fn undecodable_entries_are_quarantined_not_lost() {
     let dir = tempfile::tempdir().unwrap();
     let good = {
         // Damage written behind the buffer's back, as a bad disk would.
-        let buffer = Buffer::open(dir.path()).unwrap();
+        let buffer = Buffer::open_for_tests(dir.path()).unwrap();
         let good = buffer.append(1, "v2.a", None, b"{}").unwrap();
         buffer
             .store()
@@ -197,7 +199,7 @@ fn undecodable_entries_are_quarantined_not_lost() {
         buffer.flush_blocking().unwrap();
         good
     };
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     assert_eq!(buffer.len(), 2);
     let (records, quarantined) = buffer.read_after(0, 10).unwrap();
     assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [good]);
@@ -222,7 +224,7 @@ fn undecodable_entries_are_quarantined_not_lost() {
 #[test]
 fn dead_letters_keep_the_reason_and_payload() {
     let dir = tempfile::tempdir().unwrap();
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let seq = buffer.append(5, "v2.a", Some("c"), b"{\"x\":1}").unwrap();
     let (records, _) = buffer.read_after(0, 1).unwrap();
     buffer
@@ -534,7 +536,7 @@ fn no_value_reaches_sleds_blob_threshold() {
 #[test]
 fn get_reads_one_record_by_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let small = buffer.append(1, "v2.a", Some("c"), b"{\"a\":1}").unwrap();
     let large = buffer.append(2, "v2.b", None, &vec![b'y'; 50_000]).unwrap();
     assert_eq!(buffer.get(small).unwrap().unwrap().payload, b"{\"a\":1}");
@@ -551,7 +553,7 @@ fn get_reads_one_record_by_sequence() {
 #[test]
 fn a_chunked_record_missing_a_chunk_is_quarantined_and_reading_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let broken = buffer.append(1, "v2.a", None, &vec![b'z'; 20_000]).unwrap();
     let after = buffer.append(1, "v2.a", None, b"{}").unwrap();
     let store = buffer.store().unwrap();
@@ -573,7 +575,7 @@ fn a_chunked_record_missing_a_chunk_is_quarantined_and_reading_goes_on() {
 fn orphan_chunks_from_a_cut_write_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let buffer = Buffer::open(dir.path()).unwrap();
+        let buffer = Buffer::open_for_tests(dir.path()).unwrap();
         let seq = buffer.append(1, "v2.a", None, &vec![b'z'; 20_000]).unwrap();
         // A crash after the chunks, before the stub.
         buffer
@@ -584,7 +586,7 @@ fn orphan_chunks_from_a_cut_write_are_removed_at_open() {
             .unwrap();
         buffer.flush_blocking().unwrap();
     }
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     assert_eq!(buffer.store().unwrap().chunks.len(), 0);
     assert!(buffer.is_empty());
 }
@@ -621,7 +623,7 @@ fn a_version_1_buffer_is_migrated_and_its_records_read() {
     let mut records = v1_records(1..=3, 10);
     records.extend(v1_records(4..=6, 300_000));
     write_v1(dir.path(), &records);
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let marker = buffer
         .store()
         .unwrap()
@@ -664,7 +666,7 @@ fn a_damaged_file_costs_what_follows_the_damage_and_never_wedges() {
         bytes[mid] ^= 0xff;
         std::fs::write(blob, bytes).unwrap();
     }
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let (got, quarantined) = buffer.read_after(0, 1000).unwrap();
     eprintln!(
         "damaged blobs: {} of 80 records readable after open",
@@ -730,6 +732,7 @@ fn measure_rss_with_a_million_events_waiting() {
     let fresh = !dir.join("db").exists();
     let config = BufferConfig {
         cache_mib,
+        min_free_bytes: 4 * 1024 * 1024,
         ..BufferConfig::default()
     };
     let payload = vec![b'x'; 1_000];

@@ -98,7 +98,7 @@ fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
     let broker = Broker::start();
     broker.create_topic("fatal-test", 3);
     let dir = tempfile::tempdir().unwrap();
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     fill(&buffer, EVENTS, KEYS);
     let telemetry = Arc::new(Telemetry::default());
     actix_rt::System::new().block_on(async {
@@ -237,7 +237,7 @@ fn a_batch_the_broker_refuses_as_too_large_is_sent_again_record_by_record() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
     );
     let dir = tempfile::tempdir().unwrap();
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     fill(&buffer, EVENTS, 12);
     let telemetry = Arc::new(Telemetry::default());
     actix_rt::System::new().block_on(async {
@@ -276,7 +276,7 @@ fn a_partition_without_a_leader_holds_back_only_its_own_events() {
     mock.create_topic("leaderless", 3, 1).unwrap();
     mock.partition_leader("leaderless", 0, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let buffer = Buffer::open(dir.path()).unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let keys = fill(&buffer, EVENTS, 12);
     let on_partition_0 = |k: &String| Partitioner::Murmur2Random.partition(k.as_bytes(), 3) == 0;
     let stuck = keys.iter().filter(|k| on_partition_0(k)).count() as u64 * (EVENTS / 12);

@@ -538,6 +538,27 @@ pub const TOPICS: [&str; 3] = [
 /// The bridge configuration the process tests share: the simulator's API
 /// and login base URLs, queue templates routed to [`TOPICS`], fast retries.
 pub fn bridge_config(sim: &SimUrls, bootstrap: &str, buffer: &std::path::Path) -> String {
+    bridge_config_with_buffer(sim, bootstrap, buffer, "")
+}
+
+/// The free-space floor of the tests' buffers: the lowest `check-config`
+/// accepts, not the 256 MiB default, because CI machines may have little
+/// disk free. tests/disk_full.rs sets its own floor to test it.
+const TEST_MIN_FREE_BYTES: &str = "min_free_bytes = 4194304";
+
+/// [`bridge_config`] with more `[buffer]` keys (TOML lines, e.g.
+/// `max_bytes = 25165824`): its `[buffer]` section comes last.
+pub fn bridge_config_with_buffer(
+    sim: &SimUrls,
+    bootstrap: &str,
+    buffer: &std::path::Path,
+    buffer_keys: &str,
+) -> String {
+    let floor = if buffer_keys.contains("min_free_bytes") {
+        ""
+    } else {
+        TEST_MIN_FREE_BYTES
+    };
     format!(
         r#"
 [genesys]
@@ -563,24 +584,12 @@ routes = [
 
 [buffer]
 path = "{buffer}"
+{floor}
+{buffer_keys}
 "#,
         api = sim.api,
         login = sim.login,
         buffer = buffer.display()
-    )
-}
-
-/// [`bridge_config`] with more `[buffer]` keys (TOML lines, e.g.
-/// `max_bytes = 25165824`): its `[buffer]` section comes last.
-pub fn bridge_config_with_buffer(
-    sim_url: &SimUrls,
-    bootstrap: &str,
-    buffer: &std::path::Path,
-    buffer_keys: &str,
-) -> String {
-    format!(
-        "{}{buffer_keys}\n",
-        bridge_config(sim_url, bootstrap, buffer)
     )
 }
 
