@@ -7,6 +7,7 @@
 //! metrics cannot drift apart.
 
 mod metrics;
+mod recent;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,8 @@ use metrics::{
     register, ConnectionLabel, PerConnection, PerConnectionSeconds, ReconnectLabels, TopicLabel,
     LATENCY_BUCKETS,
 };
+use recent::{ForwardRates, RecentProblems};
+pub use recent::{Level, Problem, RATE_WINDOW, RECENT_PROBLEMS};
 
 /// Counters, all monotonic (`prometheus-client` counters: atomics,
 /// cheap on the hot path; `get()` reads them).
@@ -83,6 +86,17 @@ pub struct TopicReport {
     pub oldest_unacknowledged_age_ms: Option<u64>,
     /// Why the topic takes no events now, if it does not.
     pub blocked: Option<String>,
+    /// Events of this topic Kafka acknowledged since the forwarding
+    /// thread's previous report (the thread's count; a restarted thread
+    /// starts again at 0, so the totals are kept by Telemetry).
+    #[serde(skip)]
+    pub acknowledged: u64,
+    /// Events of this topic Kafka acknowledged since the bridge started
+    /// (filled in by Telemetry).
+    pub forwarded: u64,
+    /// Of those, per second over the last [`RATE_WINDOW`] (filled in by
+    /// Telemetry).
+    pub forwarded_per_sec: f64,
 }
 
 /// Shared operational state.
@@ -129,6 +143,10 @@ pub struct Telemetry {
     recent_gaps: Mutex<std::collections::VecDeque<crate::buffer::GapRecord>>,
     gaps_this_run: AtomicU64,
     gap_ms_this_run: AtomicU64,
+    /// The newest warnings and errors, for /status.
+    recent_problems: Mutex<RecentProblems>,
+    /// Acknowledged events per Kafka topic and their rates, for /status.
+    forwarding: Mutex<ForwardRates>,
 }
 
 /// What the planner reports (`gkb_topic_*` metrics).
@@ -224,6 +242,8 @@ impl Default for Telemetry {
             recent_gaps: Mutex::default(),
             gaps_this_run: AtomicU64::new(0),
             gap_ms_this_run: AtomicU64::new(0),
+            recent_problems: Mutex::default(),
+            forwarding: Mutex::default(),
         }
     }
 }
@@ -231,6 +251,34 @@ impl Default for Telemetry {
 impl Telemetry {
     pub fn attach_buffer(&self, buffer: Buffer) {
         *lock(&self.buffer) = Some(buffer);
+    }
+
+    // ---- recent problems --------------------------------------------------
+
+    /// Keeps a warning or error for /status beside its log line: called
+    /// at this file's `warn!` and `error!` sites with the line's fixed
+    /// message and its varying part, texts already fit for the log
+    /// (channel ids are masked once more on the way in).
+    fn problem(
+        &self,
+        level: Level,
+        component: impl Into<String>,
+        message: &'static str,
+        detail: &dyn std::fmt::Display,
+    ) {
+        lock(&self.recent_problems).record(
+            SystemTime::now(),
+            level,
+            component.into(),
+            message,
+            &detail.to_string(),
+        );
+    }
+
+    /// The newest warnings and errors (at most [`RECENT_PROBLEMS`]),
+    /// newest first.
+    pub fn recent_problems(&self) -> Vec<Problem> {
+        lock(&self.recent_problems).newest_first()
     }
 
     // ---- liveness -------------------------------------------------------
@@ -266,6 +314,7 @@ impl Telemetry {
         inc(&self.counters.token_failures);
         *lock(&self.token) = Err(format!("login failed: {error}"));
         tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "access token request failed");
+        self.problem(Level::Warn, "token", "access token request failed", error);
     }
 
     // ---- connection -----------------------------------------------------
@@ -319,13 +368,21 @@ impl Telemetry {
             state.rejected_topics = refused;
         }
         match refused_example {
-            Some(example) => tracing::warn!(
-                connection = index,
-                topics,
-                refused,
-                example,
-                "subscriptions updated; refused topics are left out, the others stay subscribed"
-            ),
+            Some(example) => {
+                tracing::warn!(
+                    connection = index,
+                    topics,
+                    refused,
+                    example,
+                    "subscriptions updated; refused topics are left out, the others stay subscribed"
+                );
+                self.problem(
+                    Level::Warn,
+                    format!("connection {index}"),
+                    "subscriptions updated; refused topics are left out",
+                    &format_args!("{refused} refused, e.g. {example}"),
+                );
+            }
             None => tracing::info!(connection = index, topics, "subscriptions updated"),
         }
     }
@@ -341,6 +398,12 @@ impl Telemetry {
             error = %error,
             retry_in_ms = retry_in.as_millis() as u64,
             "subscription update failed; the channel keeps its previous topics"
+        );
+        self.problem(
+            Level::Warn,
+            format!("connection {index}"),
+            "subscription update failed",
+            error,
         );
     }
 
@@ -387,6 +450,12 @@ impl Telemetry {
             delay_ms = delay.as_millis() as u64,
             "reconnecting"
         );
+        self.problem(
+            Level::Warn,
+            format!("connection {index}"),
+            "reconnecting",
+            &reason,
+        );
         let mut connections = lock(&self.connections);
         let entry = connections.entry(index).or_insert_with(|| ConnectionState {
             phase: "reconnecting",
@@ -417,6 +486,12 @@ impl Telemetry {
             reason,
             retry_in_ms = retry_in.as_millis() as u64,
             "moving to a new channel failed; the current socket keeps delivering"
+        );
+        self.problem(
+            Level::Warn,
+            format!("connection {index}"),
+            "moving to a new channel failed",
+            &reason,
         );
     }
 
@@ -457,6 +532,12 @@ impl Telemetry {
             open = gap.open,
             topics = gap.topic_count,
             "gap: no subscribed socket; events sent meanwhile were missed"
+        );
+        self.problem(
+            Level::Warn,
+            format!("connection {}", gap.connection),
+            "gap: no subscribed socket",
+            &format_args!("{} s from {}: {}", gap.seconds, gap.start, gap.reason),
         );
         self.gaps_this_run.fetch_add(1, Ordering::Relaxed);
         self.gap_ms_this_run
@@ -501,11 +582,23 @@ impl Telemetry {
             stalled_ms = stalled_for.as_millis() as u64,
             "the bridge was not running (paused or starved); reading the socket before judging it"
         );
+        self.problem(
+            Level::Warn,
+            format!("connection {index}"),
+            "the bridge was not running (paused or starved)",
+            &format_args!("for {:.1} s", stalled_for.as_secs_f64()),
+        );
     }
 
     pub fn api_retry(&self, what: &str, error: &dyn std::fmt::Display, delay: Duration) {
         inc(&self.counters.api_retries);
         tracing::warn!(call = what, error = %error, delay_ms = delay.as_millis() as u64, "Genesys API call failed; retrying");
+        self.problem(
+            Level::Warn,
+            "genesys api",
+            "Genesys API call failed; retrying",
+            &format_args!("{what}: {error}"),
+        );
     }
 
     pub fn protocol_frame(&self) {
@@ -515,6 +608,12 @@ impl Telemetry {
     pub fn malformed_frame(&self, index: usize, reason: &dyn std::fmt::Display, len: usize) {
         inc(&self.counters.malformed_frames);
         tracing::warn!(connection = index, reason = %reason, bytes = len, "malformed frame kept in the buffer quarantine, not forwarded");
+        self.problem(
+            Level::Warn,
+            format!("connection {index}"),
+            "malformed frame kept in the buffer quarantine",
+            reason,
+        );
     }
 
     pub fn event_received(&self) {
@@ -528,6 +627,7 @@ impl Telemetry {
         *lock(&self.buffer_error) = Some(error.to_string());
         if !self.buffer_failing.swap(true, Ordering::SeqCst) {
             tracing::error!(error = %error, "cannot write to the buffer; failures are counted in gkb_buffer_write_errors_total until writes succeed again");
+            self.problem(Level::Error, "buffer", "cannot write to the buffer", error);
         }
     }
 
@@ -537,6 +637,7 @@ impl Telemetry {
         if logged.map_or(true, |at| at.elapsed() >= Duration::from_secs(60)) {
             *logged = Some(Instant::now());
             tracing::error!(error = %error, "cannot read the buffer; retrying");
+            self.problem(Level::Error, "buffer", "cannot read the buffer", error);
         }
     }
 
@@ -596,6 +697,8 @@ impl Telemetry {
             oldest_unacked_secs = oldest,
             "Kafka outage: events wait in the buffer; Kafka client and delivery errors are counted and summed up every minute until it ends"
         );
+        drop(log);
+        self.problem(Level::Warn, "kafka", "Kafka outage", &reason);
     }
 
     /// Once a second (the forwarder's report): the minute's summary of an
@@ -623,6 +726,7 @@ impl Telemetry {
                     last_client_error = last_error.as_deref(),
                     "Kafka outage continues"
                 );
+                self.problem(Level::Warn, "kafka", "Kafka outage continues", &reason);
             }
             return;
         }
@@ -736,7 +840,14 @@ impl Telemetry {
             _ => {
                 let folded = problems.get(kind).map_or(0, |(_, n)| *n);
                 problems.insert(kind.to_owned(), (Instant::now(), 0));
+                drop(problems);
                 tracing::warn!(target: "librdkafka", kind, error = message, repeats_folded = folded, "Kafka client problem (repeats within a minute are counted in gkb_kafka_client_errors_total, not logged)");
+                self.problem(
+                    Level::Warn,
+                    "kafka",
+                    "Kafka client problem",
+                    &format_args!("{kind}: {message}"),
+                );
             }
         }
     }
@@ -751,9 +862,31 @@ impl Telemetry {
 
     /// The forwarding thread's view of every routed Kafka topic (once a
     /// second; also the clock of the outage summaries).
-    pub fn kafka_topics(&self, reports: Vec<TopicReport>) {
+    pub fn kafka_topics(&self, mut reports: Vec<TopicReport>) {
+        {
+            let mut rates = lock(&self.forwarding);
+            rates.add(
+                Instant::now(),
+                reports.iter().map(|r| (r.topic.as_str(), r.acknowledged)),
+                self.counters.events_forwarded.get(),
+            );
+            for report in &mut reports {
+                report.forwarded = rates.total(&report.topic);
+                report.forwarded_per_sec = rates.per_sec(Some(&report.topic));
+            }
+        }
         *lock(&self.kafka_topics) = reports;
         self.kafka_outage_tick();
+    }
+
+    /// /status's `forwarded`: events Kafka acknowledged since start (all
+    /// topics, `gkb_events_forwarded_total`) and per second over the
+    /// last [`RATE_WINDOW`].
+    pub fn forwarded_report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "total": self.counters.events_forwarded.get(),
+            "per_sec": lock(&self.forwarding).per_sec(None),
+        })
     }
 
     /// A topic takes nothing (missing, refused): one WARN until it takes
@@ -770,6 +903,12 @@ impl Telemetry {
             reason,
             retry_in_ms = retry_in.as_millis() as u64,
             "Kafka topic blocked; its events wait in the buffer while other topics flow"
+        );
+        self.problem(
+            Level::Warn,
+            "kafka",
+            "Kafka topic blocked",
+            &format_args!("{topic}: {reason}"),
         );
     }
 
@@ -792,6 +931,12 @@ impl Telemetry {
             restart_in_ms = restart_in.as_millis() as u64,
             "fatal Kafka producer error: restarting the producer"
         );
+        self.problem(
+            Level::Error,
+            "kafka",
+            "fatal Kafka producer error: restarting the producer",
+            &reason,
+        );
         self.kafka_reachable(Err(format!("fatal producer error: {reason}")));
     }
 
@@ -801,6 +946,12 @@ impl Telemetry {
         tracing::error!(
             reason,
             "Kafka producer stopped: fix the [kafka] settings and restart"
+        );
+        self.problem(
+            Level::Error,
+            "kafka",
+            "Kafka producer stopped: fix the [kafka] settings and restart",
+            &reason,
         );
         *lock(&self.fatal) = Some(format!("kafka producer stopped: {reason}"));
     }
@@ -850,6 +1001,12 @@ impl Telemetry {
                 .is_none()
         {
             tracing::warn!(seq, kafka_topic, error = %error, "Kafka delivery failed; it stays in the buffer and is sent again after a backoff");
+            self.problem(
+                Level::Warn,
+                "kafka",
+                "Kafka delivery failed; it stays in the buffer",
+                &format_args!("{kafka_topic}: {error}"),
+            );
         }
     }
 
@@ -866,11 +1023,23 @@ impl Telemetry {
             reason,
             "Kafka refused an event for good; moved to the dead-letter area"
         );
+        self.problem(
+            Level::Error,
+            "kafka",
+            "Kafka refused an event for good; moved to the dead-letter area",
+            &format_args!("{kafka_topic}: {reason}"),
+        );
     }
 
     pub fn quarantined(&self, n: usize) {
         self.counters.events_quarantined.inc_by(n as u64);
         tracing::error!(count = n, "undecodable buffer entries moved to quarantine");
+        self.problem(
+            Level::Error,
+            "buffer",
+            "undecodable buffer entries moved to quarantine",
+            &format_args!("{n} entries"),
+        );
     }
 
     // ---- reports --------------------------------------------------------
@@ -936,6 +1105,92 @@ impl Telemetry {
 
     pub fn connections(&self) -> BTreeMap<usize, ConnectionState> {
         lock(&self.connections).clone()
+    }
+
+    /// /status's `connections`: each [`ConnectionState`] (its fields
+    /// unchanged) with its live channel's expiry and its reconnects.
+    pub fn connections_report(&self) -> serde_json::Value {
+        let expiries = self.channel_expiries();
+        let connections = self.connections();
+        let report: serde_json::Map<String, serde_json::Value> = connections
+            .into_iter()
+            .map(|(index, state)| {
+                let mut entry = serde_json::to_value(state).unwrap_or_default();
+                let (at, left) = match expiries.get(&index) {
+                    Some((at, left)) => (Some(rfc3339(*at)), Some(*left)),
+                    None => (None, None),
+                };
+                entry["channel_expires_at"] = at.into();
+                entry["channel_expires_in_secs"] = left.into();
+                entry["reconnects"] = self.reconnects_of(index).into();
+                (index.to_string(), entry)
+            })
+            .collect();
+        report.into()
+    }
+
+    /// Reconnects of one connection, all reasons.
+    fn reconnects_of(&self, index: usize) -> u64 {
+        RECONNECT_REASONS
+            .iter()
+            .map(|reason| {
+                self.counters
+                    .reconnects
+                    .get_or_create(&ReconnectLabels {
+                        connection: index as u64,
+                        reason,
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// /status's `token`: why no token is held (`problem`, null when one
+    /// is) and when the current one expires.
+    pub fn token_report(&self) -> serde_json::Value {
+        let problem = lock(&self.token).as_ref().err().cloned();
+        let left = self.token_expires_in();
+        let at = left.map(|left| {
+            let now = SystemTime::now();
+            let magnitude = Duration::from_secs_f64(left.abs());
+            rfc3339(if left >= 0.0 {
+                now + magnitude
+            } else {
+                now - magnitude
+            })
+        });
+        serde_json::json!({
+            "problem": problem,
+            "expires_at": at,
+            "expires_in_secs": left,
+        })
+    }
+
+    /// Seconds until the current token expires (negative once past).
+    fn token_expires_in(&self) -> Option<f64> {
+        let at = (*lock(&self.token_expires))?;
+        let now = Instant::now();
+        Some(
+            at.saturating_duration_since(now).as_secs_f64()
+                - now.saturating_duration_since(at).as_secs_f64(),
+        )
+    }
+
+    /// Each connection's live channel: when it expires and the seconds
+    /// until then (negative once past).
+    fn channel_expiries(&self) -> BTreeMap<usize, (SystemTime, f64)> {
+        let now = SystemTime::now();
+        lock(&self.channel_expiry)
+            .live
+            .iter()
+            .map(|(index, at)| {
+                let left = match at.duration_since(now) {
+                    Ok(ahead) => ahead.as_secs_f64(),
+                    Err(past) => -past.duration().as_secs_f64(),
+                };
+                (*index, (*at, left))
+            })
+            .collect()
     }
 
     /// The handle the REST client records its call times into
@@ -1126,13 +1381,7 @@ impl Telemetry {
     /// Seconds until the token and each connection's channel expire
     /// (negative once past; absent until known).
     fn register_expiries(&self, r: &mut Registry) {
-        let until = |at: Duration, past: Duration| at.as_secs_f64() - past.as_secs_f64();
-        if let Some(at) = *lock(&self.token_expires) {
-            let now = Instant::now();
-            let left = until(
-                at.saturating_duration_since(now),
-                now.saturating_duration_since(at),
-            );
+        if let Some(left) = self.token_expires_in() {
             register(
                 r,
                 "token_expiry_seconds",
@@ -1141,15 +1390,10 @@ impl Telemetry {
             );
         }
         let family = Family::<ConnectionLabel, Gauge<f64, AtomicU64>>::default();
-        let now = SystemTime::now();
-        for (index, at) in &lock(&self.channel_expiry).live {
-            let left = match at.duration_since(now) {
-                Ok(ahead) => ahead.as_secs_f64(),
-                Err(past) => -past.duration().as_secs_f64(),
-            };
+        for (index, (_, left)) in self.channel_expiries() {
             family
                 .get_or_create(&ConnectionLabel {
-                    connection: *index as u64,
+                    connection: index as u64,
                 })
                 .set(left);
         }
@@ -1304,6 +1548,12 @@ impl Telemetry {
             plan_kept,
             "listing the org's queues and users failed; the current topics stay subscribed"
         );
+        self.problem(
+            Level::Warn,
+            "planner",
+            "listing the org's queues and users failed",
+            error,
+        );
     }
 
     /// The shrink guard held a listing's removals.
@@ -1326,11 +1576,18 @@ impl Telemetry {
             why,
             "listing shrank suddenly: additions applied, removals held"
         );
+        self.problem(
+            Level::Warn,
+            "planner",
+            "listing shrank suddenly: additions applied, removals held",
+            &format_args!("{kind}: {listed} listed, {planned} planned; {why}"),
+        );
     }
 
     /// The start-up plan needs more channels than Genesys allows.
     pub fn topic_plan_refused(&self, error: &dyn std::fmt::Display) {
         tracing::error!(error = %error, "topic plan refused");
+        self.problem(Level::Error, "planner", "topic plan refused", error);
         *lock(&self.topic_plan_problem) = Some(format!("topics: {error}"));
     }
 
@@ -1356,6 +1613,14 @@ impl Telemetry {
                 channels_needed,
                 left_out,
                 "more topics than channels allow: subscribed what fits, the rest is left out"
+            );
+            self.problem(
+                Level::Error,
+                "planner",
+                "more topics than channels allow: subscribed what fits, the rest is left out",
+                &format_args!(
+                    "{wanted} topics need {channels_needed} channels; {left_out} left out"
+                ),
             );
         }
         *lock(&self.topic_plan_problem) = Some(reason);
@@ -1417,6 +1682,11 @@ pub fn mask_channel_ids(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// RFC 3339 with milliseconds, UTC: as the log and the gap records.
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// A poisoned lock only means another thread panicked mid-update of a

@@ -313,6 +313,9 @@ struct Topic {
     outstanding: u64,
     /// In flight: sequence → receive time (for the oldest one's age).
     in_flight: BTreeMap<u64, u64>,
+    /// Acknowledged since the last report (Telemetry keeps the totals
+    /// and the rates).
+    acknowledged: u64,
 }
 
 impl Topic {
@@ -407,6 +410,7 @@ impl Forwarder {
                 lanes: Vec::new(),
                 outstanding: 0,
                 in_flight: BTreeMap::new(),
+                acknowledged: 0,
             })
             .collect();
         Forwarder {
@@ -871,6 +875,7 @@ impl Forwarder {
                     lane.single_until = None;
                 }
                 topic.outstanding = topic.outstanding.saturating_sub(1);
+                topic.acknowledged += 1;
                 if topic.last_error.take().is_some() {
                     topic.backoff.reset();
                     self.telemetry.kafka_topic_recovered(&topic.name);
@@ -1059,7 +1064,7 @@ impl Forwarder {
         let now_ms = crate::now_ms();
         let reports = self
             .topics
-            .iter()
+            .iter_mut()
             .map(|topic| {
                 let oldest_in_flight = topic.in_flight.values().min().copied();
                 let oldest_held = std::iter::once(topic.hold)
@@ -1079,6 +1084,9 @@ impl Forwarder {
                         .map(|b| b.reason.clone())
                         .or_else(|| topic.missing.clone())
                         .or_else(|| topic.last_error.clone()),
+                    acknowledged: std::mem::take(&mut topic.acknowledged),
+                    forwarded: 0,
+                    forwarded_per_sec: 0.0,
                 }
             })
             .collect();
