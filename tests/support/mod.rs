@@ -351,6 +351,20 @@ pub mod http {
     pub struct Response {
         pub status: u16,
         pub body: String,
+        /// The status line and headers, as received.
+        pub head: String,
+    }
+
+    impl Response {
+        /// A header's value (the first, by case-insensitive name).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.head.lines().skip(1).find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then_some(value.trim())
+            })
+        }
     }
 
     pub fn get(url: &str) -> std::io::Result<Response> {
@@ -460,7 +474,11 @@ pub mod http {
         } else {
             body.to_owned()
         };
-        Ok(Response { status, body })
+        Ok(Response {
+            status,
+            body,
+            head: head.to_owned(),
+        })
     }
 
     fn dechunk(mut body: &str) -> String {
