@@ -8,7 +8,8 @@ use crate::config::ConfigError;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// `address:port` to serve `/healthz`, `/readyz` and `/metrics` on.
+    /// `address:port` to serve the status page `/`, `/healthz`, `/readyz`,
+    /// `/metrics` and `/status` on.
     #[serde(default = "default_listen")]
     pub listen: String,
 }
