@@ -56,6 +56,9 @@ pub struct Bridge {
     planner: Addr<Planner>,
     /// Resolves when the start-up plan needs more channels than allowed.
     plan_refused: Option<tokio::sync::oneshot::Receiver<TooManyChannels>>,
+    /// Serves `buffer stats/check/export` while the buffer is locked;
+    /// `None` when it could not listen (the tools then need a stop).
+    control: Option<crate::buffer_tools::server::ControlServer>,
 }
 
 /// Checks what can be checked without the network: the Kafka client
@@ -123,6 +126,22 @@ impl Bridge {
             .retry_backoff()
             .map_err(|e| ConfigError::invalid("genesys.retry_min_delay_ms", e.to_string()))?;
         let router = config.kafka.router()?;
+        let control = match crate::buffer_tools::server::ControlServer::start(
+            &config.buffer.path,
+            buffer.clone(),
+            crate::buffer_tools::Routing::Routes(router.clone()),
+        ) {
+            Ok(control) => {
+                tracing::debug!(path = %control.path().display(), "buffer tools' control socket listening");
+                Some(control)
+            }
+            // A buffer path too long for a socket address, a read-only
+            // directory: the bridge runs; only the tools wait for a stop.
+            Err(e) => {
+                tracing::warn!(error = %e, "buffer tools unavailable while the bridge runs");
+                None
+            }
+        };
         let producer = {
             let kafka = config.kafka.clone();
             let properties = settings.kafka_properties.clone();
@@ -220,6 +239,7 @@ impl Bridge {
             health,
             planner,
             plan_refused: Some(plan_refused),
+            control,
         })
     }
 
@@ -277,6 +297,9 @@ impl Bridge {
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::error!("final buffer flush failed; the last events may be received again from a restart, not lost");
         }
+        // From here the tools read the files (once the process is gone);
+        // a request in progress finishes on its own thread.
+        drop(self.control);
         tracing::info!(drained, left_in_buffer = self.buffer.len(), "stopped");
         self.health.stop(true).await;
     }

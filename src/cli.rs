@@ -74,6 +74,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect the buffer, on a running bridge (read-only, answered by the
+    /// bridge on `control.sock` in the buffer directory) or a stopped one.
+    Buffer {
+        #[command(subcommand)]
+        tool: BufferTool,
+    },
     /// Run the Genesys Cloud simulator: the notification API and
     /// WebSocket with a control API under /sim/, and OAuth login on a
     /// listener of its own (as the real service's separate login host).
@@ -81,6 +87,57 @@ pub enum Command {
     /// The one-command tour: a Kafka broker, the simulator and the bridge
     /// on embedded defaults, printing the events that land in Kafka.
     Demo(crate::demo::DemoArgs),
+}
+
+/// Which buffer the buffer tools read; `--config` also gives the routes
+/// that group `stats` by Kafka topic (without it: by Genesys topic
+/// pattern). The client secret is not needed.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = true)]
+pub struct BufferLocation {
+    /// The bridge's configuration: its `buffer.path`, bounds and routes.
+    #[arg(long, short, env = "GKB_CONFIG")]
+    config: Option<PathBuf>,
+    /// The buffer directory, when not the configuration's `buffer.path`.
+    #[arg(long)]
+    buffer: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BufferTool {
+    /// Events waiting for Kafka: count, bytes, oldest and newest, per
+    /// Kafka topic; dead letters, quarantine, gaps; disk use and bounds.
+    Stats {
+        #[command(flatten)]
+        location: BufferLocation,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and decode every entry. Exit 0 when all are sound, 1 when not.
+    /// With --repair (bridge stopped), move events that cannot be read to
+    /// the quarantine (`dead-letters --quarantine` lists them), then check
+    /// again.
+    Check {
+        #[command(flatten)]
+        location: BufferLocation,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The waiting events as JSON lines, oldest first: seq, received_at,
+    /// genesys_topic, kafka_topic, correlation_id and the event itself.
+    Export {
+        #[command(flatten)]
+        location: BufferLocation,
+        /// Only events routed to this Kafka topic.
+        #[arg(long)]
+        kafka_topic: Option<String>,
+        /// At most this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -104,6 +161,7 @@ pub fn main() -> ExitCode {
             since,
             json,
         } => exit(gaps(&buffer, since, json)),
+        Command::Buffer { tool } => buffer_tool(tool),
         Command::Simulate(args) => {
             crate::telemetry_init::init_plain("info");
             match actix_rt::System::new().block_on(genesys_simulator::run(*args)) {
@@ -153,6 +211,109 @@ fn run(path: &std::path::Path) -> ExitCode {
             anyhow::Error::from(e).context("cannot start the bridge")
         )),
     }
+}
+
+fn buffer_tool(tool: BufferTool) -> ExitCode {
+    use crate::buffer_tools::client;
+    use std::io::Write as _;
+    let location = match &tool {
+        BufferTool::Stats { location, .. }
+        | BufferTool::Check { location, .. }
+        | BufferTool::Export { location, .. } => location,
+    };
+    let target = match buffer_target(location) {
+        Ok(target) => target,
+        Err(e) => return config_failure(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    let result: anyhow::Result<bool> = match tool {
+        BufferTool::Stats { json, .. } => {
+            target
+                .stats()
+                .map_err(anyhow::Error::from)
+                .and_then(|stats| {
+                    if json {
+                        serde_json::to_writer_pretty(&mut out, &stats)?;
+                        writeln!(out)?;
+                    } else {
+                        client::write_stats_text(&stats, &mut out)?;
+                    }
+                    Ok(true)
+                })
+        }
+        BufferTool::Check { repair, json, .. } => target
+            .check(repair)
+            .map_err(anyhow::Error::from)
+            .and_then(|report| {
+                if json {
+                    serde_json::to_writer_pretty(&mut out, &report)?;
+                    writeln!(out)?;
+                } else {
+                    client::write_check_text(&report, &mut out)?;
+                }
+                Ok(!report.problems())
+            }),
+        BufferTool::Export {
+            kafka_topic, limit, ..
+        } => {
+            let filter = crate::buffer_tools::ExportFilter { kafka_topic, limit };
+            let mut buffered = std::io::BufWriter::new(&mut out);
+            let ended = target.export(filter, &mut buffered);
+            let flushed = buffered.flush();
+            match (ended, flushed) {
+                (Ok(end), Ok(())) => {
+                    eprintln!(
+                        "exported {} events ({} damaged skipped)",
+                        end.exported, end.damaged
+                    );
+                    Ok(true)
+                }
+                // `… | head`: the reader has what it wanted.
+                (Err(client::ClientError::Tool(crate::buffer_tools::ToolError::Output(e))), _)
+                | (Ok(_), Err(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(true)
+                }
+                (Err(e), _) => Err(e.into()),
+                (Ok(_), Err(e)) => Err(e.into()),
+            }
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        // Told apart from "check found problems" (1).
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The buffer and routing of `--config` and `--buffer`.
+fn buffer_target(
+    location: &BufferLocation,
+) -> Result<crate::buffer_tools::client::Target, ConfigError> {
+    use crate::buffer_tools::{client::Target, Routing};
+    let Some(path) = &location.config else {
+        return Ok(Target {
+            dir: location.buffer.clone().expect("clap requires one of them"),
+            config: crate::buffer::BufferConfig::default(),
+            routing: Routing::GenesysPattern,
+        });
+    };
+    let config = config::read(path)?;
+    config.buffer.validate()?;
+    let routing = Routing::Routes(config.kafka.router()?);
+    Ok(Target {
+        dir: location
+            .buffer
+            .clone()
+            .unwrap_or(config.buffer.path.clone()),
+        config: config.buffer,
+        routing,
+    })
 }
 
 fn dead_letters(path: &std::path::Path, quarantine: bool) -> anyhow::Result<()> {

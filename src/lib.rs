@@ -12,6 +12,8 @@
 //! - [`connection`]: the connection actor (channel, socket, subscriptions,
 //!   pings, heartbeat watchdog, reconnects, rollover) and topic planning.
 //! - [`buffer`]: the sled write-ahead buffer and its on-disk format.
+//! - [`buffer_tools`]: `buffer stats/check/export`, served by a running
+//!   bridge on its control socket or read from a stopped one's files.
 //! - [`planner`]: the topic planner (listings, channel assignment, refresh).
 //! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
 //! - [`replay`]: sends dead letters to Kafka again (`dead-letters --replay`).
@@ -27,6 +29,7 @@
 pub mod app;
 pub mod backoff;
 pub mod buffer;
+pub mod buffer_tools;
 pub mod cli;
 pub mod config;
 pub mod connection;

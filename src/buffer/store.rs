@@ -21,7 +21,7 @@ pub const CHUNK: usize = 4000;
 const STUB: u8 = 2;
 const STUB_LEN: usize = 13;
 const CHUNK_KEY_LEN: usize = 13;
-const SEQ_KEY_LEN: u64 = 8;
+pub const SEQ_KEY_LEN: u64 = 8;
 
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -379,7 +379,7 @@ pub enum SyncError {
 
 /// Bytes a value takes as keys and values, as counted against
 /// `max_bytes` (sled's own overhead comes on top, seen on disk).
-fn stored_size(total: u64, count: u32) -> u64 {
+pub fn stored_size(total: u64, count: u32) -> u64 {
     SEQ_KEY_LEN + STUB_LEN as u64 + u64::from(count) * CHUNK_KEY_LEN as u64 + total
 }
 

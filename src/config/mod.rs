@@ -150,6 +150,14 @@ impl ConfigError {
 
 /// Reads, overrides, checks and resolves the configuration at `path`.
 pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    resolve(read(path)?, &|name| std::env::var(name).ok())
+}
+
+/// Reads the configuration at `path` with the `GKB_*` overrides applied,
+/// without checking it or resolving its secrets: for tools that need only
+/// a section of it (the buffer tools read `[buffer]` and `[kafka]`'s
+/// routes) and must not require the client secret.
+pub fn read(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -160,8 +168,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
-    let config = parse(path, &text, &env)?;
-    resolve(config, &|name| std::env::var(name).ok())
+    parse(path, &text, &env)
 }
 
 /// Parses TOML text with environment overrides applied, naming the key of

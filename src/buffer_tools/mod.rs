@@ -1,0 +1,346 @@
+//! The operator's buffer tools: `buffer stats`, `buffer check` and
+//! `buffer export`, on a running bridge or a stopped one.
+//!
+//! sled locks its files, so a second process cannot open the buffer of a
+//! running bridge. The bridge therefore serves these tools itself, on a
+//! Unix socket in the buffer directory ([`server`], `control.sock`, mode
+//! 0600: whoever may read the buffer's files may ask, nobody else). The
+//! command line ([`client`]) opens the buffer when it is free and asks the
+//! bridge when it is not; both paths run the same functions below on a
+//! [`Buffer`] handle, so the output is the same either way.
+//!
+//! Everything here is read-only, except `check --repair`, which only a
+//! stopped bridge's buffer allows (a running bridge already quarantines
+//! what it cannot decode when its producer reaches it).
+//!
+//! Protocol on the socket: the client writes one JSON line (a
+//! [`Request`]), the server answers with JSON lines and closes. `stats`
+//! and `check` answer with one object; `export` with one object per
+//! record, then `{"end": …}`. A failure is `{"error": "…"}`.
+
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::{Buffer, BufferError, SideAreas, Usage, Walked};
+use crate::producer::routing::Router;
+
+/// The control socket's file name in the buffer directory.
+pub const SOCKET_NAME: &str = "control.sock";
+
+/// Damaged entries listed one by one in a check, at most (all are counted).
+const LISTED_DAMAGE: usize = 1000;
+
+/// What the command line asks a running bridge for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Stats,
+    Check,
+    Export(ExportFilter),
+}
+
+/// Which records `buffer export` writes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportFilter {
+    /// Only records routed to this Kafka topic.
+    pub kafka_topic: Option<String>,
+    /// At most this many records (oldest first).
+    pub limit: Option<u64>,
+}
+
+/// How records are grouped by Kafka topic.
+#[derive(Debug, Clone)]
+pub enum Routing {
+    /// By the configuration's routes (the running bridge's own, or
+    /// `--config`'s).
+    Routes(Router),
+    /// No configuration given: by Genesys topic with ids replaced by `{id}`.
+    GenesysPattern,
+}
+
+impl Routing {
+    fn topic_of(&self, genesys_topic: &str) -> String {
+        match self {
+            Routing::Routes(router) => router.route(genesys_topic).to_owned(),
+            Routing::GenesysPattern => genesys_pattern(genesys_topic),
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Routing::Routes(_) => "kafka topic",
+            Routing::GenesysPattern => "genesys topic pattern (no --config: routes unknown)",
+        }
+    }
+}
+
+/// `buffer stats`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Stats {
+    /// Where the figures come from: the running bridge or the files.
+    pub source: String,
+    /// When they were read, ms since the epoch.
+    pub at_ms: u64,
+    /// Events waiting for Kafka (`gkb_buffer_events`).
+    pub events: u64,
+    /// Bytes the buffer holds for them.
+    pub event_bytes: u64,
+    pub oldest_received_at_ms: Option<u64>,
+    pub newest_received_at_ms: Option<u64>,
+    /// What `topics` is keyed by.
+    pub grouped_by: String,
+    pub topics: Vec<TopicStats>,
+    /// Entries that could not be read as records (see `buffer check`).
+    pub damaged: u64,
+    pub dead_letters: u64,
+    pub quarantined: u64,
+    pub gaps: u64,
+    pub usage: Usage,
+}
+
+/// One Kafka topic's share of the backlog.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct TopicStats {
+    pub topic: String,
+    pub events: u64,
+    pub bytes: u64,
+    pub oldest_received_at_ms: u64,
+}
+
+/// `buffer check`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub source: String,
+    pub events_checked: u64,
+    pub damaged_events: u64,
+    /// The first damaged events, `(seq, why)`.
+    pub damaged: Vec<(u64, String)>,
+    /// Key ranges sled cannot read: `(from, to, error)`.
+    pub unreadable: Vec<(u64, Option<u64>, String)>,
+    pub dead_letters: u64,
+    pub quarantined: u64,
+    pub gaps: u64,
+    /// Dead letters, quarantine entries and gaps that do not decode.
+    pub damaged_side_entries: Vec<(String, String, String)>,
+    /// With `--repair`: the sequences moved to the quarantine before this
+    /// (second) check.
+    pub repaired: Option<Vec<u64>>,
+}
+
+impl CheckReport {
+    /// Whether anything is (still) wrong.
+    pub fn problems(&self) -> bool {
+        self.damaged_events > 0
+            || !self.unreadable.is_empty()
+            || !self.damaged_side_entries.is_empty()
+    }
+}
+
+/// One exported record.
+#[derive(Debug, Serialize)]
+pub struct ExportedRecord<'a> {
+    pub seq: u64,
+    pub received_at: String,
+    pub received_at_ms: u64,
+    pub genesys_topic: &'a str,
+    pub kafka_topic: &'a str,
+    pub correlation_id: Option<&'a str>,
+    /// The notification as received, when it is JSON (it always is for
+    /// frames the bridge buffered); otherwise `payload` holds the text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// The last line of an export.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ExportEnd {
+    pub exported: u64,
+    /// Entries skipped because they could not be read as records.
+    pub damaged: u64,
+}
+
+/// Why a tool could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    #[error("writing the output failed: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Reads the whole buffer once and sums it up by topic.
+pub fn stats(buffer: &Buffer, routing: &Routing, source: &str) -> Result<Stats, ToolError> {
+    let mut topics: BTreeMap<String, TopicStats> = BTreeMap::new();
+    let (mut events, mut event_bytes, mut damaged) = (0u64, 0u64, 0u64);
+    let (mut oldest, mut newest) = (None::<u64>, None::<u64>);
+    buffer.walk_events(|step| {
+        match step {
+            Walked::Record { record, held_bytes } => {
+                events += 1;
+                event_bytes += held_bytes;
+                let at = record.received_at_ms;
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                newest = Some(newest.map_or(at, |n| n.max(at)));
+                let topic = routing.topic_of(&record.topic_name);
+                let entry = topics.entry(topic.clone()).or_insert(TopicStats {
+                    topic,
+                    events: 0,
+                    bytes: 0,
+                    oldest_received_at_ms: at,
+                });
+                entry.events += 1;
+                entry.bytes += held_bytes;
+                entry.oldest_received_at_ms = entry.oldest_received_at_ms.min(at);
+            }
+            Walked::Damaged { .. } => damaged += 1,
+            Walked::Unreadable { .. } => {}
+        }
+        true
+    })?;
+    Ok(Stats {
+        source: source.to_owned(),
+        at_ms: crate::now_ms(),
+        events,
+        event_bytes,
+        oldest_received_at_ms: oldest,
+        newest_received_at_ms: newest,
+        grouped_by: routing.describe().to_owned(),
+        topics: topics.into_values().collect(),
+        damaged,
+        dead_letters: buffer.dead_letter_len() as u64,
+        quarantined: buffer.quarantine_len() as u64,
+        gaps: buffer.gaps_len(),
+        usage: buffer.usage(),
+    })
+}
+
+/// Verifies every entry, read-only.
+pub fn check(buffer: &Buffer, source: &str) -> Result<CheckReport, ToolError> {
+    let mut report = CheckReport {
+        source: source.to_owned(),
+        ..CheckReport::default()
+    };
+    buffer.walk_events(|step| {
+        match step {
+            Walked::Record { .. } => report.events_checked += 1,
+            Walked::Damaged { seq, reason } => {
+                report.events_checked += 1;
+                report.damaged_events += 1;
+                if report.damaged.len() < LISTED_DAMAGE {
+                    report.damaged.push((seq, reason));
+                }
+            }
+            Walked::Unreadable { from, to, error } => report.unreadable.push((from, to, error)),
+        }
+        true
+    })?;
+    let SideAreas {
+        dead_letters,
+        quarantined,
+        gaps,
+        damaged,
+    } = buffer.check_side_areas()?;
+    report.dead_letters = dead_letters;
+    report.quarantined = quarantined;
+    report.gaps = gaps;
+    report.damaged_side_entries = damaged;
+    Ok(report)
+}
+
+/// Writes the records `filter` selects as JSON lines, oldest first.
+pub fn export(
+    buffer: &Buffer,
+    routing: &Routing,
+    filter: &ExportFilter,
+    out: &mut dyn Write,
+) -> Result<ExportEnd, ToolError> {
+    let mut end = ExportEnd::default();
+    let mut failure = None;
+    let limit = filter.limit.unwrap_or(u64::MAX);
+    buffer.walk_events(|step| {
+        let record = match step {
+            Walked::Record { .. } if end.exported >= limit => return false,
+            Walked::Record { record, .. } => record,
+            Walked::Damaged { .. } => {
+                end.damaged += 1;
+                return true;
+            }
+            Walked::Unreadable { .. } => return true,
+        };
+        let kafka_topic = routing.topic_of(&record.topic_name);
+        if filter
+            .kafka_topic
+            .as_deref()
+            .is_some_and(|wanted| wanted != kafka_topic)
+        {
+            return true;
+        }
+        let event = serde_json::from_slice::<&serde_json::value::RawValue>(&record.payload).ok();
+        let line = ExportedRecord {
+            seq: record.seq,
+            received_at: rfc3339(record.received_at_ms),
+            received_at_ms: record.received_at_ms,
+            genesys_topic: &record.topic_name,
+            kafka_topic: &kafka_topic,
+            correlation_id: record.correlation_id.as_deref(),
+            event,
+            payload: event
+                .is_none()
+                .then(|| String::from_utf8_lossy(&record.payload).into_owned()),
+        };
+        let written = serde_json::to_writer(&mut *out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"));
+        if let Err(e) = written {
+            failure = Some(e);
+            return false;
+        }
+        end.exported += 1;
+        true
+    })?;
+    match failure {
+        Some(e) => Err(ToolError::Output(e)),
+        None => Ok(end),
+    }
+}
+
+/// `v2.routing.queues.<uuid>.conversations` → `v2.routing.queues.{id}.conversations`.
+fn genesys_pattern(topic: &str) -> String {
+    topic
+        .split('.')
+        .map(|part| {
+            let id = part.split('?').next().unwrap_or(part);
+            if looks_like_id(id) {
+                format!("{{id}}{}", &part[id.len()..])
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn looks_like_id(part: &str) -> bool {
+    part.len() >= 16
+        && part.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        && part.chars().any(|c| c.is_ascii_digit())
+}
+
+/// An RFC 3339 UTC time with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests;

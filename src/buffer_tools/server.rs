@@ -1,0 +1,191 @@
+//! The running bridge's side of the buffer tools: `control.sock` in the
+//! buffer directory, answering [`Request`]s on the bridge's own buffer
+//! handle.
+//!
+//! The accept loop runs under the actix runtime; each request is served
+//! on the blocking pool (a walk over a large backlog reads and decodes
+//! every record), never on an actor's thread. At most
+//! [`MAX_CONCURRENT`] requests run at once; more are told `busy`, so a
+//! script polling in a loop cannot pile walks onto the bridge.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{check, export, stats, Request, Routing, ToolError, SOCKET_NAME};
+use crate::buffer::Buffer;
+
+/// Requests served at once; more are answered `busy`.
+pub const MAX_CONCURRENT: usize = 4;
+/// A request is one short JSON line.
+const MAX_REQUEST_BYTES: u64 = 4096;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one write may wait for a client that stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// What `stats`, `check` and `export` say their figures come from.
+pub const SOURCE: &str = "running bridge (control socket)";
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot remove the stale control socket {path}: {source}")]
+    Stale {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The listening control socket; stopped and removed when dropped.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ControlServer {
+    /// Listens on `<dir>/control.sock`. Must run inside the actix
+    /// runtime. A file left there by a bridge that was killed is
+    /// replaced: the caller holds the buffer's lock, so no other bridge
+    /// can be serving this buffer.
+    pub fn start(dir: &Path, buffer: Buffer, routing: Routing) -> Result<Self, ListenError> {
+        let path = dir.join(SOCKET_NAME);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ListenError::Stale { path, source }),
+        }
+        let listener =
+            tokio::net::UnixListener::bind(&path).map_err(|source| ListenError::Bind {
+                path: path.clone(),
+                source,
+            })?;
+        // Whoever may read the buffer's files may ask; nobody else.
+        if let Err(source) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(ListenError::Bind { path, source });
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        actix_rt::spawn(accept_loop(listener, stopped, buffer, routing));
+        Ok(ControlServer {
+            path,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // A socket file without a listener would send the next tool to a
+        // dead end before it tries the files.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::UnixListener,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+    buffer: Buffer,
+    routing: Routing,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    let mut backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+            .expect("constant bounds are valid");
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "control socket: accept failed");
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        backoff.reset();
+        let slot = slots.clone().try_acquire_owned().ok();
+        let buffer = buffer.clone();
+        let routing = routing.clone();
+        actix_rt::task::spawn_blocking(move || {
+            let _slot = slot.as_ref();
+            let busy = slot.is_none();
+            if let Err(e) = serve(stream, busy, &buffer, &routing) {
+                tracing::debug!(error = %e, "control socket: request ended early");
+            }
+        });
+    }
+}
+
+/// Reads one request and answers it. Blocking.
+fn serve(
+    stream: std::os::unix::net::UnixStream,
+    busy: bool,
+    buffer: &Buffer,
+    routing: &Routing,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut out = BufWriter::new(&stream);
+    if busy {
+        return answer_error(
+            &mut out,
+            &format!("busy: {MAX_CONCURRENT} buffer tool requests are running; try again"),
+        );
+    }
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .take(MAX_REQUEST_BYTES)
+        .read_line(&mut line)?;
+    let request = match serde_json::from_str::<Request>(line.trim_end()) {
+        Ok(request) => request,
+        Err(e) => return answer_error(&mut out, &format!("not a request: {e}")),
+    };
+    tracing::debug!(?request, "control socket: request");
+    let answered = match &request {
+        Request::Stats => stats(buffer, routing, SOURCE).and_then(|s| write_line(&mut out, &s)),
+        Request::Check => check(buffer, SOURCE).and_then(|r| write_line(&mut out, &r)),
+        Request::Export(filter) => export(buffer, routing, filter, &mut out)
+            .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
+    };
+    match answered {
+        Ok(()) => out.flush(),
+        // The client went away; nothing to tell it.
+        Err(ToolError::Output(e)) => Err(e),
+        Err(e) => answer_error(&mut out, &e.to_string()),
+    }
+}
+
+fn write_line(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), ToolError> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn answer_error(out: &mut dyn Write, error: &str) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, &serde_json::json!({ "error": error }))
+        .map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
