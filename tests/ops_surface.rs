@@ -9,7 +9,7 @@
 //!   and holds no secret.
 //!
 //! promtool is required: the tests fail when it is missing, unless
-//! `GKB_SKIP_PROMTOOL_TESTS=1` (then the promtool checks are skipped and
+//! `BRIDGE_TESTS_SKIP_PROMTOOL=1` (then the promtool checks are skipped and
 //! said so; the name comparison still runs). `PROMTOOL_BIN` names it.
 
 mod support;
@@ -41,13 +41,13 @@ fn promtool() -> Option<PathBuf> {
             })
         })
         .or_else(|| Some(PathBuf::from("/usr/bin/promtool")).filter(|p| p.is_file()));
-    if found.is_none() && std::env::var("GKB_SKIP_PROMTOOL_TESTS").as_deref() == Ok("1") {
-        println!("SKIPPED: promtool is missing and GKB_SKIP_PROMTOOL_TESTS=1");
+    if found.is_none() && std::env::var("BRIDGE_TESTS_SKIP_PROMTOOL").as_deref() == Ok("1") {
+        println!("SKIPPED: promtool is missing and BRIDGE_TESTS_SKIP_PROMTOOL=1");
         return None;
     }
     Some(found.expect(
         "promtool is missing: 'apt-get install prometheus' (Debian), or set PROMTOOL_BIN, \
-         or GKB_SKIP_PROMTOOL_TESTS=1 to skip these checks",
+         or BRIDGE_TESTS_SKIP_PROMTOOL=1 to skip these checks",
     ))
 }
 

@@ -8,7 +8,7 @@
 //! The package is built from the debug binary the test run already has
 //! (`cargo deb --no-build --profile dev`), unpacked with `dpkg-deb -x` into
 //! a temp dir: nothing is installed on the machine. `cargo-deb` must be
-//! installed (scripts/test does it) unless `GKB_SKIP_PACKAGE_TESTS=1`;
+//! installed (scripts/test does it) unless `BRIDGE_TESTS_SKIP_PACKAGE=1`;
 //! without `systemd-analyze` (Debian's `systemd` package) the unit checks
 //! are skipped with a message.
 
@@ -46,13 +46,15 @@ fn build_package() -> Option<Package> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_cargo_deb {
-        if std::env::var_os("GKB_SKIP_PACKAGE_TESTS").is_some_and(|v| v == "1") {
-            eprintln!("cargo-deb not installed; package tests skipped (GKB_SKIP_PACKAGE_TESTS=1)");
+        if std::env::var_os("BRIDGE_TESTS_SKIP_PACKAGE").is_some_and(|v| v == "1") {
+            eprintln!(
+                "cargo-deb not installed; package tests skipped (BRIDGE_TESTS_SKIP_PACKAGE=1)"
+            );
             return None;
         }
         panic!(
             "cargo-deb is not installed: `cargo install cargo-deb --locked` (scripts/test does), \
-             or set GKB_SKIP_PACKAGE_TESTS=1 to skip the package tests"
+             or set BRIDGE_TESTS_SKIP_PACKAGE=1 to skip the package tests"
         );
     }
     let dir = tempfile::tempdir().unwrap();
@@ -425,25 +427,273 @@ fn installed_bridge_notifies_systemd() {
     }
     let mut bridge = Proc::spawn("bridge", cmd, dir.path());
 
-    let receive = |limit: Duration| -> Vec<String> {
-        let end = Instant::now() + limit;
-        let mut lines = Vec::new();
-        let mut buf = [0u8; 4096];
-        while Instant::now() < end {
-            match manager.recv(&mut buf) {
-                Ok(n) => lines.extend(
-                    String::from_utf8_lossy(&buf[..n])
-                        .lines()
-                        .map(str::to_owned),
-                ),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        lines
-    };
-
     // Until READY=1: the first message is a STATUS saying what it waits for.
+    let seen = await_ready(&manager, &bridge, &health);
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=starting: waiting for")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "{seen:?}"
+    );
+
+    let after = receive(&manager, Duration::from_secs(3));
+    let pings = after.iter().filter(|l| *l == "WATCHDOG=1").count();
+    assert!(
+        pings >= 2,
+        "watchdog pings in 3 s with WATCHDOG_USEC=2s: {after:?}"
+    );
+    assert!(
+        !after.iter().any(|l| l == "READY=1"),
+        "READY=1 twice: {after:?}"
+    );
+
+    let status = bridge.terminate();
+    let stopping = receive(&manager, Duration::from_millis(500));
+    assert!(
+        seen.iter()
+            .chain(&after)
+            .chain(&stopping)
+            .any(|l| l == "STOPPING=1"),
+        "no STOPPING=1: {stopping:?}"
+    );
+    assert!(status.success(), "{status:?}\n{}", bridge.log_text());
+    println!(
+        "installed bridge: READY=1 after {} messages, {pings} watchdog pings in 3 s, STOPPING=1, exit 0{}",
+        seen.len(),
+        if mdwe {
+            ", under memory-deny-write-execute"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The package installed on this machine, as an operator installs it
+/// (`apt-get install ./….deb`), then the service run the way its unit runs
+/// it: `ExecStartPre` and `ExecStart` as the package's system user, with
+/// the root-only environment file read by the "manager" (this test, as
+/// root), `Type=notify`. Then an edited conffile kept across a reinstall,
+/// and a purge that keeps the buffer.
+///
+/// It changes the machine (a package, a system user, /etc and /var/lib
+/// entries), so it runs only when asked: `BRIDGE_TESTS_INSTALL_PACKAGE=1` as root,
+/// which `.ci/run` sets on CI's throwaway machine. Without systemd as PID 1
+/// the postinst skips `systemctl`, which is what lets it run in a
+/// container; the unit itself is checked by `systemd-analyze` above.
+#[test]
+fn package_installs_and_its_service_runs_as_the_system_user() {
+    const USER: &str = "genesys-kafka-bridge";
+    const STATE: &str = "/var/lib/genesys-kafka-bridge";
+    const CONFIG: &str = "/etc/genesys-kafka-bridge/bridge.toml";
+    const ENV_FILE: &str = "/etc/genesys-kafka-bridge/bridge.env";
+    if std::env::var_os("BRIDGE_TESTS_INSTALL_PACKAGE").is_none_or(|v| v != "1") {
+        eprintln!(
+            "package install not tried (BRIDGE_TESTS_INSTALL_PACKAGE=1 as root does; .ci/run sets it)"
+        );
+        return;
+    }
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "BRIDGE_TESTS_INSTALL_PACKAGE=1 needs root"
+    );
+    let Some(pkg) = package() else { return };
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    // A rerun on the same machine starts from nothing.
+    let _ = Command::new("dpkg")
+        .args(["--purge", "genesys-kafka-bridge"])
+        .output();
+    let _ = std::fs::remove_dir_all(STATE);
+    let installed = run_ok(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .arg(&pkg.deb)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    );
+    assert!(
+        installed.contains("systemctl enable --now genesys-kafka-bridge"),
+        "postinst's first-install hint missing:\n{installed}"
+    );
+
+    let passwd = run_ok(Command::new("getent").args(["passwd", USER]));
+    let fields: Vec<&str> = passwd.trim().split(':').collect();
+    assert_eq!(fields[5], STATE, "{passwd}");
+    assert_eq!(fields[6], "/usr/sbin/nologin", "{passwd}");
+    let (uid, gid): (u32, u32) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    assert!(uid < 1000, "a system user: {passwd}");
+    let state = std::fs::metadata(STATE).unwrap();
+    assert_eq!((state.uid(), state.gid()), (uid, gid));
+    assert_eq!(state.permissions().mode() & 0o777, 0o750);
+    let env_meta = std::fs::metadata(ENV_FILE).unwrap();
+    assert_eq!(
+        (env_meta.uid(), env_meta.permissions().mode() & 0o777),
+        (0, 0o600)
+    );
+    let version = run_ok(Command::new("/usr/bin/genesys-kafka-bridge").arg("--version"));
+    assert!(version.starts_with("genesys-kafka-bridge "), "{version}");
+
+    // An operator's edit survives a reinstall of the package.
+    let mut edited = std::fs::read_to_string(CONFIG).unwrap();
+    edited.push_str("\n# edited by the operator\n");
+    std::fs::write(CONFIG, &edited).unwrap();
+    run_ok(Command::new("dpkg").arg("-i").arg(&pkg.deb));
+    assert_eq!(std::fs::read_to_string(CONFIG).unwrap(), edited);
+
+    // The service, as its unit runs it, against the simulator and a broker.
+    let dir = tempfile::tempdir().unwrap();
+    // The service user sends to the notify socket: it must reach it.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let notify_path = shared.join("notify");
+    let manager = UnixDatagram::bind(&notify_path).unwrap();
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let broker = Broker::start(dir.path());
+    for topic in TOPICS {
+        broker.create_topic(topic, 1);
+    }
+    let secret = format!("installed-secret-{}", std::process::id());
+    let sim = Simulator::start(
+        dir.path(),
+        &[
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            &secret,
+            "--queues",
+            "3",
+        ],
+    );
+    let config = bridge_config(
+        &sim.url,
+        &broker.bootstrap(),
+        &Path::new(STATE).join("buffer"),
+    )
+    .replace("E2E_CLIENT_SECRET", "GENESYS_CLIENT_SECRET");
+    std::fs::write(CONFIG, config).unwrap();
+    std::fs::write(ENV_FILE, format!("GENESYS_CLIENT_SECRET={secret}\n")).unwrap();
+
+    let unit = std::fs::read_to_string(Path::new("/").join(UNIT)).unwrap();
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(setting("User"), [USER]);
+    assert_eq!(setting("EnvironmentFile"), [ENV_FILE]);
+    let environment: Vec<(String, String)> = std::fs::read_to_string(ENV_FILE)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let health = format!("127.0.0.1:{}", free_port());
+    let as_unit_runs = |command_line: &str| -> Command {
+        let mut words = command_line.split_whitespace();
+        let mut cmd = Command::new(words.next().unwrap());
+        cmd.args(words)
+            .env_clear()
+            .envs(environment.iter().map(|(k, v)| (k, v)))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("GKB_HEALTH__LISTEN", &health)
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .current_dir(STATE)
+            .uid(uid)
+            .gid(gid);
+        cmd
+    };
+    for pre in setting("ExecStartPre") {
+        let out = as_unit_runs(&pre).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{pre}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let [start] = &setting("ExecStart")[..] else {
+        panic!("one ExecStart expected:\n{unit}");
+    };
+    let mut cmd = as_unit_runs(start);
+    cmd.env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "2000000");
+    let mut bridge = Proc::spawn("installed-bridge", cmd, dir.path());
+    let seen = await_ready(&manager, &bridge, &health);
+    let pings = receive(&manager, Duration::from_secs(3))
+        .iter()
+        .filter(|l| *l == "WATCHDOG=1")
+        .count();
+    assert!(pings >= 2, "watchdog pings in 3 s: {pings}");
+
+    // The buffer under /var/lib, the service user's; the tools read it
+    // through the running bridge.
+    let buffer = std::fs::metadata(Path::new(STATE).join("buffer")).unwrap();
+    assert_eq!(buffer.uid(), uid);
+    let stats: serde_json::Value = serde_json::from_str(&run_ok(
+        Command::new("/usr/bin/genesys-kafka-bridge")
+            .args(["buffer", "stats", "--json", "--config", CONFIG]),
+    ))
+    .unwrap();
+    assert_eq!(
+        stats["source"], "running bridge (control socket)",
+        "{stats}"
+    );
+
+    let status = bridge.terminate();
+    assert!(status.success(), "{status:?}\n{}", bridge.log_text());
+    let log = bridge.log_text();
+    assert!(!log.contains(&secret), "the secret is in the log");
+
+    run_ok(Command::new("dpkg").args(["--purge", "genesys-kafka-bridge"]));
+    assert!(!Path::new("/usr/bin/genesys-kafka-bridge").exists());
+    assert!(
+        !Path::new(CONFIG).exists(),
+        "purge removes the configuration"
+    );
+    assert!(
+        Path::new(STATE).join("buffer").is_dir(),
+        "purge keeps the buffer: it may hold events not yet in Kafka"
+    );
+    println!(
+        "apt-get install: user {USER} (uid {uid}), {STATE} 0750, {ENV_FILE} 0600 root; \
+         ExecStartPre passed as {USER}; READY=1 after {} messages; {pings} watchdog pings \
+         in 3 s; buffer stats through the control socket; SIGTERM exit 0; purge kept the buffer",
+        seen.len()
+    );
+    let _ = std::fs::remove_dir_all(STATE);
+}
+
+/// Notify messages received within `limit`, a line each.
+fn receive(manager: &UnixDatagram, limit: Duration) -> Vec<String> {
+    let end = Instant::now() + limit;
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        match manager.recv(&mut buf) {
+            Ok(n) => lines.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    lines
+}
+
+/// Reads notify messages until READY=1 (checking that `/readyz` then
+/// says 200); returns every line seen up to it.
+fn await_ready(manager: &UnixDatagram, bridge: &Proc, health: &str) -> Vec<String> {
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut buf = [0u8; 4096];
@@ -466,47 +716,7 @@ fn installed_bridge_notifies_systemd() {
                 "READY=1 while /readyz says {}",
                 readyz.body
             );
-            break;
+            return seen;
         }
     }
-    assert!(
-        seen.iter()
-            .any(|l| l.starts_with("STATUS=starting: waiting for")),
-        "{seen:?}"
-    );
-    assert!(
-        seen.iter().any(|l| l.starts_with("EXTEND_TIMEOUT_USEC=")),
-        "{seen:?}"
-    );
-
-    let after = receive(Duration::from_secs(3));
-    let pings = after.iter().filter(|l| *l == "WATCHDOG=1").count();
-    assert!(
-        pings >= 2,
-        "watchdog pings in 3 s with WATCHDOG_USEC=2s: {after:?}"
-    );
-    assert!(
-        !after.iter().any(|l| l == "READY=1"),
-        "READY=1 twice: {after:?}"
-    );
-
-    let status = bridge.terminate();
-    let stopping = receive(Duration::from_millis(500));
-    assert!(
-        seen.iter()
-            .chain(&after)
-            .chain(&stopping)
-            .any(|l| l == "STOPPING=1"),
-        "no STOPPING=1: {stopping:?}"
-    );
-    assert!(status.success(), "{status:?}\n{}", bridge.log_text());
-    println!(
-        "installed bridge: READY=1 after {} messages, {pings} watchdog pings in 3 s, STOPPING=1, exit 0{}",
-        seen.len(),
-        if mdwe {
-            ", under memory-deny-write-execute"
-        } else {
-            ""
-        }
-    );
 }

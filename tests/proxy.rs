@@ -6,7 +6,7 @@
 //!
 //! `tinyproxy` is found through `TINYPROXY_BIN`, else `PATH`; without it
 //! the tests fail (install: `apt-get install tinyproxy`, as scripts/test
-//! and .ci/run do) unless `GKB_SKIP_PROXY_TESTS=1` says to skip them.
+//! and .ci/run do) unless `BRIDGE_TESTS_SKIP_PROXY=1` says to skip them.
 
 mod support;
 
@@ -40,13 +40,13 @@ fn tinyproxy_bin() -> Option<PathBuf> {
     if on_path.is_some() {
         return on_path;
     }
-    if std::env::var_os("GKB_SKIP_PROXY_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("tinyproxy not found; skipped (GKB_SKIP_PROXY_TESTS=1)");
+    if std::env::var_os("BRIDGE_TESTS_SKIP_PROXY").is_some_and(|v| v == "1") {
+        eprintln!("tinyproxy not found; skipped (BRIDGE_TESTS_SKIP_PROXY=1)");
         return None;
     }
     panic!(
         "tinyproxy not found (TINYPROXY_BIN, PATH): install it with `apt-get install tinyproxy` \
-         (scripts/test and .ci/run do), or set GKB_SKIP_PROXY_TESTS=1 to skip the proxy tests"
+         (scripts/test and .ci/run do), or set BRIDGE_TESTS_SKIP_PROXY=1 to skip the proxy tests"
     );
 }
 

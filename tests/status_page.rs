@@ -20,7 +20,7 @@
 //!   what the browser rendered.
 //!
 //! chromium is required: the test fails when it is missing, unless
-//! `GKB_SKIP_BROWSER_TESTS=1` (then it is skipped and says so).
+//! `BRIDGE_TESTS_SKIP_BROWSER=1` (then it is skipped and says so).
 //! `CHROMIUM_BIN` names it.
 
 mod support;
@@ -48,13 +48,13 @@ fn chromium() -> Option<PathBuf> {
                     .find(|p| p.is_file())
             })
         });
-    if found.is_none() && std::env::var("GKB_SKIP_BROWSER_TESTS").as_deref() == Ok("1") {
-        println!("SKIPPED: chromium is missing and GKB_SKIP_BROWSER_TESTS=1");
+    if found.is_none() && std::env::var("BRIDGE_TESTS_SKIP_BROWSER").as_deref() == Ok("1") {
+        println!("SKIPPED: chromium is missing and BRIDGE_TESTS_SKIP_BROWSER=1");
         return None;
     }
     Some(found.expect(
         "chromium is missing: 'apt-get install chromium' (Debian), or set CHROMIUM_BIN, \
-         or GKB_SKIP_BROWSER_TESTS=1 to skip the browser test",
+         or BRIDGE_TESTS_SKIP_BROWSER=1 to skip the browser test",
     ))
 }
 
