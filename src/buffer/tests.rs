@@ -677,7 +677,18 @@ fn a_damaged_file_costs_what_follows_the_damage_and_never_wedges() {
         "nothing was damaged: the test proves nothing"
     );
     assert!(quarantined.is_empty());
-    assert_eq!(got[..], records[..got.len()], "what is read is intact");
+    // What sled loses depends on where the damage lies in its log, which
+    // depends on timing: usually the damaged record and all after it, but
+    // once seen (a CI rehearsal): record 10 lost, 11–17 kept, 18–80 lost.
+    // What it returns is always intact and in order.
+    for record in &got {
+        assert_eq!(
+            record,
+            &records[record.seq as usize - 1],
+            "what is read is intact"
+        );
+    }
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
     // The buffer works on; new events take sequences above every record
     // it still holds (those lost with the log's tail are free again).
     let seq = buffer.append(1, "v2.a", None, b"{}").unwrap();
