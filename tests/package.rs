@@ -388,22 +388,8 @@ fn installed_bridge_notifies_systemd() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
 
-    let broker = Broker::start(dir.path());
-    for topic in TOPICS {
-        broker.create_topic(topic, 1);
-    }
     let secret = format!("pkg-secret-{}", std::process::id());
-    let sim = Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            &secret,
-            "--queues",
-            "3",
-        ],
-    );
+    let (broker, sim) = broker_and_simulator(dir.path(), &secret);
     let config = dir.path().join("bridge.toml");
     std::fs::write(
         &config,
@@ -556,22 +542,8 @@ fn package_installs_and_its_service_runs_as_the_system_user() {
     manager
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let broker = Broker::start(dir.path());
-    for topic in TOPICS {
-        broker.create_topic(topic, 1);
-    }
     let secret = format!("installed-secret-{}", std::process::id());
-    let sim = Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            &secret,
-            "--queues",
-            "3",
-        ],
-    );
+    let (broker, sim) = broker_and_simulator(dir.path(), &secret);
     let config = bridge_config(
         &sim.url,
         &broker.bootstrap(),
@@ -719,4 +691,25 @@ fn await_ready(manager: &UnixDatagram, bridge: &Proc, health: &str) -> Vec<Strin
             return seen;
         }
     }
+}
+
+/// A broker with the test topics and a simulator with 3 queues whose
+/// OAuth client `e2e-client` has `secret`.
+fn broker_and_simulator(dir: &Path, secret: &str) -> (Broker, Simulator) {
+    let broker = Broker::start(dir);
+    for topic in TOPICS {
+        broker.create_topic(topic, 1);
+    }
+    let sim = Simulator::start(
+        dir,
+        &[
+            "--client-id",
+            "e2e-client",
+            "--client-secret",
+            secret,
+            "--queues",
+            "3",
+        ],
+    );
+    (broker, sim)
 }

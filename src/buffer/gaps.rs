@@ -17,7 +17,7 @@
 //! the topic lists no remaining gap names.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::IVec;
 
@@ -80,8 +80,8 @@ impl GapRecord {
         let end_ms = ms(end);
         GapRecord {
             connection: connection as u32,
-            start: rfc3339(start_ms),
-            end: rfc3339(end_ms),
+            start: crate::rfc3339_ms(start_ms),
+            end: crate::rfc3339_ms(end_ms),
             start_ms,
             end_ms,
             seconds: (end_ms - start_ms) as f64 / 1000.0,
@@ -296,11 +296,6 @@ fn ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// RFC 3339 with milliseconds, UTC.
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
 fn cut(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
@@ -315,6 +310,7 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn topics(n: usize, tag: &str) -> Vec<String> {
         (0..n)

@@ -219,13 +219,13 @@ pub fn write_stats_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<(
         writeln!(
             out,
             "oldest         {} ({} ago)",
-            super::rfc3339(oldest),
+            crate::rfc3339_ms(oldest),
             age(now, oldest)
         )?;
         writeln!(
             out,
             "newest         {} ({} ago)",
-            super::rfc3339(newest),
+            crate::rfc3339_ms(newest),
             age(now, newest)
         )?;
     }

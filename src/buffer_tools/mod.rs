@@ -288,7 +288,7 @@ pub fn export(
         let event = serde_json::from_slice::<&serde_json::value::RawValue>(&record.payload).ok();
         let line = ExportedRecord {
             seq: record.seq,
-            received_at: rfc3339(record.received_at_ms),
+            received_at: crate::rfc3339_ms(record.received_at_ms),
             received_at_ms: record.received_at_ms,
             genesys_topic: &record.topic_name,
             kafka_topic: &kafka_topic,
@@ -334,12 +334,6 @@ fn looks_like_id(part: &str) -> bool {
     part.len() >= 16
         && part.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
         && part.chars().any(|c| c.is_ascii_digit())
-}
-
-/// An RFC 3339 UTC time with milliseconds.
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
 }
 
 #[cfg(test)]
