@@ -1326,6 +1326,15 @@ impl Telemetry {
             "Whether Kafka answered the last probe.",
             ConstGauge::new(i64::from(kafka_up)),
         );
+        // The whole of /readyz in one series, so that one alert covers
+        // every reason (a token never granted included), not a guess from
+        // the parts.
+        register(
+            &mut r,
+            "ready",
+            "Whether /readyz answers 200 (1) or names reasons (0).",
+            ConstGauge::new(i64::from(self.readiness().is_ok())),
+        );
         register(
             &mut r,
             "uptime_seconds",

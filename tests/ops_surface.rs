@@ -3,6 +3,9 @@
 //! `ops/grafana/genesys-kafka-bridge.json`.
 //!
 //! - the rules pass `promtool check rules` (Debian's `prometheus` package);
+//! - the rules pass their unit tests, `promtool test rules` on
+//!   `ops/prometheus/alerts.test.yml`: each alert fires on its condition,
+//!   with its labels, and not before its `for:`;
 //! - every metric the rules and the dashboard query is one a real running
 //!   bridge exports on `/metrics` (simulator, Tansu, events flowing);
 //! - that `/metrics` is valid Prometheus text (`promtool check metrics`)
@@ -23,6 +26,9 @@ use std::time::Duration;
 use support::Stack;
 
 const RULES: &str = "ops/prometheus/alerts.yml";
+/// promtool unit tests of `RULES` (their `rule_files` path is relative to
+/// this file).
+const RULE_TESTS: &str = "ops/prometheus/alerts.test.yml";
 const DASHBOARD: &str = "ops/grafana/genesys-kafka-bridge.json";
 
 fn repo_file(path: &str) -> PathBuf {
@@ -66,6 +72,24 @@ fn alert_rules_pass_promtool_check_rules() {
     );
     println!("promtool check rules: {text}");
     assert!(out.status.success(), "promtool check rules failed:\n{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
+#[test]
+fn alert_rules_pass_their_promtool_unit_tests() {
+    let Some(promtool) = promtool() else { return };
+    let out = Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(repo_file(RULE_TESTS))
+        .output()
+        .expect("run promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("promtool test rules: {text}");
+    assert!(out.status.success(), "promtool test rules failed:\n{text}");
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
