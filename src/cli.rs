@@ -39,8 +39,9 @@ pub enum Command {
     /// frames that were not notifications. With --replay --config FILE,
     /// send the dead letters to Kafka again (routed by FILE's routes) and
     /// remove those Kafka acknowledged; exit 0 when none is left, 1 when
-    /// some were refused again (kept, with the new reason). The bridge must
-    /// be stopped (the buffer is locked while it runs).
+    /// some were refused again (kept, with the new reason). Listing works on
+    /// a running bridge (it answers on its control socket); --replay needs
+    /// it stopped (the buffer is locked while it runs).
     DeadLetters {
         /// The buffer directory (`buffer.path` of the configuration).
         #[arg(long)]
@@ -61,8 +62,8 @@ pub enum Command {
     /// List the recorded gaps: times a connection had no subscribed socket
     /// or the bridge was not running, so events Genesys sent then are
     /// missing (oldest first; the newest 10,000 are kept). Text, or one JSON
-    /// object a line with the topic names (--json). The bridge must be
-    /// stopped (the buffer is locked while it runs: read `/status` then).
+    /// object a line with the topic names (--json). On a running bridge
+    /// they are read through its control socket.
     Gaps {
         /// The buffer directory (`buffer.path` of the configuration).
         #[arg(long)]
@@ -316,21 +317,24 @@ fn buffer_target(
     })
 }
 
+/// The buffer tools' view of a buffer named by `--buffer` alone: the
+/// running bridge's control socket when it answers, else the files.
+fn buffer_at(path: &std::path::Path) -> crate::buffer_tools::client::Target {
+    crate::buffer_tools::client::Target {
+        dir: path.to_owned(),
+        config: crate::buffer::BufferConfig::default(),
+        routing: crate::buffer_tools::Routing::GenesysPattern,
+    }
+}
+
 fn dead_letters(path: &std::path::Path, quarantine: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
-    if !path.is_dir() {
-        anyhow::bail!("{} is not a buffer directory", path.display());
-    }
-    let buffer = crate::buffer::Buffer::open(path)?;
-    let mut out = std::io::stdout().lock();
-    let lines: Vec<String> = if quarantine {
-        buffer.quarantined()?.iter().map(to_json).collect()
-    } else {
-        buffer.dead_letters()?.iter().map(to_json).collect()
-    };
-    for line in lines {
-        writeln!(out, "{line}")?;
-    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    buffer_at(path).kept_aside(
+        crate::buffer_tools::KeptAsideFilter { quarantine },
+        &mut out,
+    )?;
+    out.flush()?;
     Ok(())
 }
 
@@ -344,29 +348,26 @@ fn gaps(
     json: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
-    if !path.is_dir() {
-        anyhow::bail!("{} is not a buffer directory", path.display());
-    }
-    let buffer = match crate::buffer::Buffer::open(path) {
-        Err(crate::buffer::BufferError::Locked { path }) => anyhow::bail!(
-            "the buffer at {} is in use by a running bridge; read its gaps on the bridge's \
-             /status (health listener), or stop the bridge first",
-            path.display()
-        ),
-        other => other?,
-    };
     let since_ms = since.map(|t| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     });
-    let gaps = buffer.gaps(since_ms, json)?;
+    let filter = crate::buffer_tools::GapFilter {
+        since_ms,
+        topics: json,
+    };
     let mut out = std::io::stdout().lock();
     if json {
-        for gap in &gaps {
-            writeln!(out, "{}", to_json(gap))?;
-        }
+        buffer_at(path).gaps(filter, &mut out)?;
         return Ok(());
     }
+    let mut lines = Vec::new();
+    buffer_at(path).gaps(filter, &mut lines)?;
+    let gaps = lines
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(serde_json::from_slice::<crate::buffer::GapRecord>)
+        .collect::<Result<Vec<_>, _>>()?;
     let total: f64 = gaps.iter().map(|g| g.seconds).sum();
     for g in &gaps {
         writeln!(
@@ -415,10 +416,6 @@ fn replay(buffer: &std::path::Path, config: &std::path::Path, timeout: Duration)
         Err(crate::replay::ReplayError::Config(e)) => config_failure(&e),
         Err(e) => exit(Err(anyhow::Error::from(e).context("dead-letter replay"))),
     }
-}
-
-fn to_json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string(value).expect("buffer entries serialise")
 }
 
 fn config_failure(error: &ConfigError) -> ExitCode {

@@ -45,10 +45,31 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     assert_eq!(settled.get("gkb_buffer_dead_letters"), dead);
 
     let buffer = dir.path().join("buffer");
+    // Listed by the running bridge itself (its control socket)…
+    let live = Command::new(BRIDGE)
+        .arg("dead-letters")
+        .arg("--buffer")
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&live.stdout).lines().count() as f64,
+        dead
+    );
+    // …but sent again only by a stopped one: the buffer is locked.
     let locked = Command::new(BRIDGE)
         .arg("dead-letters")
         .arg("--buffer")
         .arg(&buffer)
+        .arg("--replay")
+        .arg("--config")
+        .arg(&bridge.config)
+        .env("E2E_CLIENT_SECRET", &secret)
         .output()
         .unwrap();
     assert!(!locked.status.success());
@@ -72,6 +93,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
+    assert_eq!(listed.stdout, live.stdout, "the same list from the files");
     let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

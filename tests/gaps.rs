@@ -156,17 +156,16 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
             < 0.01
     );
 
-    // While the bridge runs the buffer is locked: a clear error, no hang.
-    let (ok, _, stderr, took) = gaps_command(&buffer, &["--json"]);
-    println!("gaps on a running bridge ({took:?}): {stderr}");
-    assert!(!ok && stderr.contains("/status"), "{stderr}");
-    assert!(took < Duration::from_secs(15));
-
-    // Stopped: the command lists the same gap, with its topic names.
+    // While the bridge runs, it answers the command itself (its control
+    // socket); stopped, the files give the same list.
+    let (ok, running, stderr, took) = gaps_command(&buffer, &["--json"]);
+    println!("gaps on a running bridge ({took:?})");
+    assert!(ok, "{stderr}");
     let stopped_at = now_ms();
     assert!(bridge.proc.terminate().success());
     let (ok, stdout, stderr, _) = gaps_command(&buffer, &["--json"]);
     assert!(ok, "{stderr}");
+    assert_eq!(running, stdout, "the running bridge's list and the files'");
     println!("gaps --json:\n{stdout}");
     let listed: Vec<Value> = stdout
         .lines()

@@ -6,8 +6,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use super::{
-    check, export, stats, CheckReport, ExportEnd, ExportFilter, Request, Routing, Stats, ToolError,
-    SOCKET_NAME,
+    check, export, gaps, kept_aside, stats, CheckReport, ExportEnd, ExportFilter, GapFilter,
+    KeptAsideFilter, ListEnd, Request, Routing, Stats, ToolError, SOCKET_NAME,
 };
 use crate::buffer::{Buffer, BufferConfig, BufferError};
 
@@ -127,34 +127,59 @@ impl Target {
     ) -> Result<ExportEnd, ClientError> {
         match self.source()? {
             Source::Files(buffer) => Ok(export(&buffer, &self.routing, &filter, out)?),
+            Source::Bridge(stream, path) => streamed(&stream, &path, &Request::Export(filter), out),
+        }
+    }
+
+    /// `gaps`: the recorded gaps as JSON lines to `out`.
+    pub fn gaps(&self, filter: GapFilter, out: &mut dyn Write) -> Result<ListEnd, ClientError> {
+        match self.source()? {
+            Source::Files(buffer) => Ok(gaps(&buffer, &filter, out)?),
+            Source::Bridge(stream, path) => streamed(&stream, &path, &Request::Gaps(filter), out),
+        }
+    }
+
+    /// `dead-letters` (without `--replay`): JSON lines to `out`.
+    pub fn kept_aside(
+        &self,
+        filter: KeptAsideFilter,
+        out: &mut dyn Write,
+    ) -> Result<ListEnd, ClientError> {
+        match self.source()? {
+            Source::Files(buffer) => Ok(kept_aside(&buffer, &filter, out)?),
             Source::Bridge(stream, path) => {
-                let lines = ask(&stream, &path, &Request::Export(filter))?;
-                for line in lines {
-                    let line = line.map_err(|source| socket_error(&path, source))?;
-                    // Records start with "seq"; only the last line and an
-                    // error are objects of another shape.
-                    if line.starts_with("{\"seq\":") {
-                        out.write_all(line.as_bytes())
-                            .and_then(|()| out.write_all(b"\n"))
-                            .map_err(ToolError::Output)?;
-                        continue;
-                    }
-                    let mut last: serde_json::Map<String, serde_json::Value> =
-                        serde_json::from_str(&line)
-                            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    if let Some(end) = last.remove("end") {
-                        return serde_json::from_value(end)
-                            .map_err(|e| ClientError::Protocol(e.to_string()));
-                    }
-                    return Err(bridge_error(last));
-                }
-                Err(ClientError::Protocol(
-                    "the bridge closed the connection before the export ended (was it stopped?)"
-                        .into(),
-                ))
+                streamed(&stream, &path, &Request::KeptAside(filter), out)
             }
         }
     }
+}
+
+/// Sends `request`, copies the entries' lines to `out` and returns the
+/// closing `{"end": …}`.
+fn streamed<T: serde::de::DeserializeOwned>(
+    stream: &UnixStream,
+    path: &Path,
+    request: &Request,
+    out: &mut dyn Write,
+) -> Result<T, ClientError> {
+    for line in ask(stream, path, request)? {
+        let line = line.map_err(|source| socket_error(path, source))?;
+        if !line.starts_with("{\"end\"") && !line.starts_with("{\"error\"") {
+            out.write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(ToolError::Output)?;
+            continue;
+        }
+        let mut last: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if let Some(end) = last.remove("end") {
+            return serde_json::from_value(end).map_err(|e| ClientError::Protocol(e.to_string()));
+        }
+        return Err(bridge_error(last));
+    }
+    Err(ClientError::Protocol(
+        "the bridge closed the connection before the listing ended (was it stopped?)".into(),
+    ))
 }
 
 /// Sends `request` and returns the answer's lines.

@@ -15,8 +15,10 @@
 //!
 //! Protocol on the socket: the client writes one JSON line (a
 //! [`Request`]), the server answers with JSON lines and closes. `stats`
-//! and `check` answer with one object; `export` with one object per
-//! record, then `{"end": …}`. A failure is `{"error": "…"}`.
+//! and `check` answer with one object; `export`, `gaps` and `kept_aside`
+//! (the `dead-letters` listing) with one object per entry, then
+//! `{"end": …}`. A failure is `{"error": "…"}`. No entry's line starts
+//! with `{"end"` or `{"error"`: their first field is another.
 
 pub mod client;
 pub mod server;
@@ -42,6 +44,28 @@ pub enum Request {
     Stats,
     Check,
     Export(ExportFilter),
+    /// The recorded gaps (`gaps`).
+    Gaps(GapFilter),
+    /// The dead letters or the quarantine (`dead-letters`).
+    KeptAside(KeptAsideFilter),
+}
+
+/// Which gaps `gaps` lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GapFilter {
+    /// Only gaps that end at or after this time, ms since the epoch.
+    pub since_ms: Option<u64>,
+    /// With the topic names.
+    pub topics: bool,
+}
+
+/// What `dead-letters` lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeptAsideFilter {
+    /// The quarantine instead of the dead letters.
+    pub quarantine: bool,
 }
 
 /// Which records `buffer export` writes.
@@ -312,6 +336,45 @@ pub fn export(
         Some(e) => Err(ToolError::Output(e)),
         None => Ok(end),
     }
+}
+
+/// The end of a `gaps` or `dead-letters` listing.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ListEnd {
+    pub listed: u64,
+}
+
+/// Writes the recorded gaps as JSON lines, oldest first.
+pub fn gaps(
+    buffer: &Buffer,
+    filter: &GapFilter,
+    out: &mut dyn Write,
+) -> Result<ListEnd, ToolError> {
+    let gaps = buffer.gaps(filter.since_ms, filter.topics)?;
+    write_lines(&gaps, out)
+}
+
+/// Writes the dead letters (or the quarantine) as JSON lines.
+pub fn kept_aside(
+    buffer: &Buffer,
+    filter: &KeptAsideFilter,
+    out: &mut dyn Write,
+) -> Result<ListEnd, ToolError> {
+    if filter.quarantine {
+        write_lines(&buffer.quarantined()?, out)
+    } else {
+        write_lines(&buffer.dead_letters()?, out)
+    }
+}
+
+fn write_lines<T: Serialize>(entries: &[T], out: &mut dyn Write) -> Result<ListEnd, ToolError> {
+    for entry in entries {
+        serde_json::to_writer(&mut *out, entry).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(ListEnd {
+        listed: entries.len() as u64,
+    })
 }
 
 /// `v2.routing.queues.<uuid>.conversations` → `v2.routing.queues.{id}.conversations`.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{check, export, stats, Request, Routing, ToolError, SOCKET_NAME};
+use super::{check, export, gaps, kept_aside, stats, Request, Routing, ToolError, SOCKET_NAME};
 use crate::buffer::Buffer;
 
 /// Requests served at once; more are answered `busy`.
@@ -167,6 +167,10 @@ fn serve(
         Request::Stats => stats(buffer, routing, SOURCE).and_then(|s| write_line(&mut out, &s)),
         Request::Check => check(buffer, SOURCE).and_then(|r| write_line(&mut out, &r)),
         Request::Export(filter) => export(buffer, routing, filter, &mut out)
+            .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
+        Request::Gaps(filter) => gaps(buffer, filter, &mut out)
+            .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
+        Request::KeptAside(filter) => kept_aside(buffer, filter, &mut out)
             .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
     };
     match answered {

@@ -197,7 +197,24 @@ fn a_directory_without_a_buffer_is_refused_not_created() {
 async fn a_running_bridge_answers_on_its_control_socket_as_the_files_would() {
     let dir = tempfile::tempdir().unwrap();
     let buffer = Buffer::open_with_config(dir.path(), &test_config()).unwrap();
-    fill(&buffer);
+    let seqs = fill(&buffer);
+    // One dead letter and one gap, for the listings.
+    let first = buffer.get(seqs[0]).unwrap().unwrap();
+    buffer
+        .dead_letter(&first, "queue-observations", "too large")
+        .unwrap();
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+    let gap = crate::buffer::GapRecord::new(
+        0,
+        start,
+        start + std::time::Duration::from_secs(3),
+        "socket dropped",
+        false,
+        &[QUEUE.to_owned()],
+    );
+    buffer
+        .record_gap_blocking(&gap, &[QUEUE.to_owned()])
+        .unwrap();
     let server =
         ControlServer::start(dir.path(), buffer.clone(), Routing::Routes(router())).unwrap();
     let socket = server.path().to_owned();
@@ -210,25 +227,45 @@ async fn a_running_bridge_answers_on_its_control_socket_as_the_files_would() {
         config: test_config(),
         routing: Routing::GenesysPattern,
     };
-    let (stats, report, exported, repair) = actix_rt::task::spawn_blocking(move || {
+    let (stats, report, exported, repair, listings) = actix_rt::task::spawn_blocking(move || {
         let mut out = Vec::new();
         let end = target.export(ExportFilter::default(), &mut out).unwrap();
-        assert_eq!(end.exported, 5);
+        assert_eq!(end.exported, 4);
+        let mut listings = (Vec::new(), Vec::new());
+        let gaps = GapFilter {
+            since_ms: None,
+            topics: true,
+        };
+        assert_eq!(target.gaps(gaps, &mut listings.0).unwrap().listed, 1);
+        let dead = KeptAsideFilter { quarantine: false };
+        assert_eq!(target.kept_aside(dead, &mut listings.1).unwrap().listed, 1);
         (
             target.stats().unwrap(),
             target.check(false).unwrap(),
             out,
             target.check(true),
+            listings,
         )
     })
     .await
     .unwrap();
     // The bridge's routes, not the client's (it has none).
     assert_eq!(stats.source, server::SOURCE);
-    assert_eq!(stats.events, 5);
+    assert_eq!((stats.events, stats.dead_letters, stats.gaps), (4, 1, 1));
     assert_eq!(stats.topics.len(), 2);
+    let mut direct_gaps = Vec::new();
+    let with_topics = GapFilter {
+        since_ms: None,
+        topics: true,
+    };
+    super::gaps(&buffer, &with_topics, &mut direct_gaps).unwrap();
+    assert_eq!(listings.0, direct_gaps);
+    let listed: crate::buffer::GapRecord = serde_json::from_slice(&listings.0).unwrap();
+    assert_eq!(listed.topics.as_deref(), Some(&[QUEUE.to_owned()][..]));
+    let letter: serde_json::Value = serde_json::from_slice(&listings.1).unwrap();
+    assert_eq!(letter["reason"], "too large");
     assert_eq!(stats.topics[1].topic, "queue-observations");
-    assert_eq!(report.events_checked, 5);
+    assert_eq!(report.events_checked, 4);
     assert!(!report.problems());
     let mut direct = Vec::new();
     export(
