@@ -128,11 +128,11 @@ async fn accept_loop(
         let buffer = buffer.clone();
         let routing = routing.clone();
         actix_rt::task::spawn_blocking(move || {
-            let _slot = slot.as_ref();
-            let busy = slot.is_none();
-            if let Err(e) = serve(stream, busy, &buffer, &routing) {
+            if let Err(e) = serve(stream, slot.is_none(), &buffer, &routing) {
                 tracing::debug!(error = %e, "control socket: request ended early");
             }
+            // Held until the answer is written.
+            drop(slot);
         });
     }
 }
