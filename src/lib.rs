@@ -55,7 +55,13 @@ pub fn now_ms() -> u64 {
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds
 /// (`2026-11-24T15:26:18.353Z`): how gaps and buffer tools show times.
+/// A time past 9999-12-31 (only a damaged record has one) is shown as
+/// its number, not formatted.
 pub fn rfc3339_ms(ms: u64) -> String {
+    const YEAR_10000_MS: u64 = 253_402_300_800_000;
+    if ms >= YEAR_10000_MS {
+        return format!("(not a time: {ms} ms since the epoch)");
+    }
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
 }

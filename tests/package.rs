@@ -582,6 +582,15 @@ fn package_installs_and_its_service_runs_as_the_system_user() {
             .current_dir(STATE)
             .uid(uid)
             .gid(gid);
+        assert_eq!(setting("UMask"), ["0027"]);
+        // SAFETY: umask is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o027);
+                Ok(())
+            });
+        }
         cmd
     };
     for pre in setting("ExecStartPre") {
@@ -610,6 +619,12 @@ fn package_installs_and_its_service_runs_as_the_system_user() {
     // through the running bridge.
     let buffer = std::fs::metadata(Path::new(STATE).join("buffer")).unwrap();
     assert_eq!(buffer.uid(), uid);
+    let socket = std::fs::metadata(Path::new(STATE).join("buffer/control.sock")).unwrap();
+    assert_eq!(
+        (socket.uid(), socket.permissions().mode() & 0o777),
+        (uid, 0o600),
+        "the control socket is the service user's alone"
+    );
     let stats: serde_json::Value = serde_json::from_str(&run_ok(
         Command::new("/usr/bin/genesys-kafka-bridge")
             .args(["buffer", "stats", "--json", "--config", CONFIG]),

@@ -291,6 +291,36 @@ pub fn read(
     Ok(out)
 }
 
+/// Visits the gaps that end at or after `since_ms`, oldest first, reading
+/// each one's topic list only when it is visited; `visit` returns `false`
+/// to stop.
+pub fn visit(
+    store: &Store,
+    since_ms: Option<u64>,
+    with_topics: bool,
+    mut visit: impl FnMut(GapRecord) -> bool,
+) -> Result<(), GapError> {
+    for entry in store.gaps.iter().values() {
+        let mut gap = match GapRecord::decode(&entry?) {
+            Ok(gap) => gap,
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable gap record");
+                continue;
+            }
+        };
+        if since_ms.is_some_and(|since| gap.end_ms < since) {
+            continue;
+        }
+        if with_topics {
+            gap.topics = Some(read_topics(store, &gap.topics_id)?);
+        }
+        if !visit(gap) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

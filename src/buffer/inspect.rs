@@ -86,6 +86,14 @@ impl Buffer {
                     }
                     Err(e) => return Err(BufferError::Read(e)),
                 };
+                // A walk holds the database open: after a storage failure
+                // it must let go, or the buffer cannot reopen (sled's lock)
+                // and refuses events until the walk ends.
+                if self.is_failing() {
+                    return Err(BufferError::Failing(
+                        "stopped a read-only walk so that the buffer can reopen".into(),
+                    ));
+                }
                 let seq = seq_of(&key);
                 pos = seq.saturating_add(1);
                 let held_bytes = held_size(&raw);

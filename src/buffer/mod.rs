@@ -802,9 +802,39 @@ impl Buffer {
         self.all_json(Area::DeadLetter)
     }
 
+    /// Visits every dead letter, oldest first, one at a time (they can be
+    /// large: a listing never holds them all); `visit` returns `false` to
+    /// stop.
+    pub fn each_dead_letter(
+        &self,
+        visit: impl FnMut(DeadLetter) -> bool,
+    ) -> Result<(), BufferError> {
+        self.each_json(Area::DeadLetter, visit)
+    }
+
+    /// [`Buffer::each_dead_letter`] for the quarantine.
+    pub fn each_quarantined(
+        &self,
+        visit: impl FnMut(Quarantined) -> bool,
+    ) -> Result<(), BufferError> {
+        self.each_json(Area::Quarantine, visit)
+    }
+
     fn all_json<T: serde::de::DeserializeOwned>(&self, area: Area) -> Result<Vec<T>, BufferError> {
-        let store = self.store()?;
         let mut out = Vec::new();
+        self.each_json(area, |entry| {
+            out.push(entry);
+            true
+        })?;
+        Ok(out)
+    }
+
+    fn each_json<T: serde::de::DeserializeOwned>(
+        &self,
+        area: Area,
+        mut visit: impl FnMut(T) -> bool,
+    ) -> Result<(), BufferError> {
+        let store = self.store()?;
         for entry in store.tree(area).iter() {
             let (key, raw) = entry.map_err(BufferError::Read)?;
             let value = match store.resolve(area, seq_of(&key), raw) {
@@ -818,13 +848,17 @@ impl Buffer {
             // Written by this module, but a damaged disk can change them:
             // `buffer check` reports such entries; listings skip them.
             match serde_json::from_slice(&value) {
-                Ok(entry) => out.push(entry),
+                Ok(entry) => {
+                    if !visit(entry) {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(seq = seq_of(&key), error = %e, "skipping an entry that does not decode")
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Stores `value` under `seq` in `area`, replacing (and uncounting) a
@@ -1232,6 +1266,19 @@ impl Buffer {
         Ok(gaps::read(&store, since_ms, None, with_topics)?)
     }
 
+    /// Visits the gaps that end at or after `since_ms`, oldest first, one
+    /// at a time (with topics, 10,000 gaps can name 600 MB of topics: a
+    /// listing never holds them all); `visit` returns `false` to stop.
+    pub fn each_gap(
+        &self,
+        since_ms: Option<u64>,
+        with_topics: bool,
+        visit: impl FnMut(GapRecord) -> bool,
+    ) -> Result<(), BufferError> {
+        let store = self.store()?;
+        Ok(gaps::visit(&store, since_ms, with_topics, visit)?)
+    }
+
     /// The newest `n` recorded gaps, oldest first, without topic names.
     pub fn recent_gaps(&self, n: usize) -> Result<Vec<GapRecord>, BufferError> {
         let store = self.store()?;
@@ -1283,6 +1330,11 @@ impl Buffer {
         lock(&self.inner.downtime_claimed)
             .insert(index)
             .then(|| std::time::UNIX_EPOCH + Duration::from_millis(since))
+    }
+
+    /// Whether a storage failure is being handled (reopen pending).
+    fn is_failing(&self) -> bool {
+        self.inner.shared.failing.load(Ordering::SeqCst)
     }
 
     /// The open database, or why there is none to use.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     check, export, gaps, kept_aside, stats, CheckReport, ExportEnd, ExportFilter, GapFilter,
-    KeptAsideFilter, ListEnd, Request, Routing, Stats, ToolError, SOCKET_NAME,
+    Interrupt, KeptAsideFilter, ListEnd, Request, Routing, Stats, ToolError, SOCKET_NAME,
 };
 use crate::buffer::{Buffer, BufferConfig, BufferError};
 
@@ -71,11 +71,14 @@ impl Target {
         let socket = self.dir.join(SOCKET_NAME);
         match UnixStream::connect(&socket) {
             Ok(stream) => return Ok(Source::Bridge(stream, socket)),
-            // No bridge, or a file left by one that was killed.
+            // No bridge, a file left by one that was killed, or a path
+            // too long for a socket address (the bridge then has none).
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    std::io::ErrorKind::NotFound
+                        | std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::InvalidInput
                 ) => {}
             Err(source) => {
                 return Err(ClientError::Socket {
@@ -95,7 +98,12 @@ impl Target {
     pub fn stats(&self) -> Result<Stats, ClientError> {
         match self.source()? {
             Source::Bridge(stream, path) => one_answer(stream, &path, &Request::Stats),
-            Source::Files(buffer) => Ok(stats(&buffer, &self.routing, FILES_SOURCE)?),
+            Source::Files(buffer) => Ok(stats(
+                &buffer,
+                &self.routing,
+                FILES_SOURCE,
+                &Interrupt::default(),
+            )?),
         }
     }
 
@@ -107,12 +115,12 @@ impl Target {
             Source::Bridge(_, path) if repair => Err(ClientError::RepairWhileRunning(path)),
             Source::Bridge(stream, path) => one_answer(stream, &path, &Request::Check),
             Source::Files(buffer) => {
-                let report = check(&buffer, FILES_SOURCE)?;
+                let report = check(&buffer, FILES_SOURCE, &Interrupt::default())?;
                 if !repair || !report.problems() {
                     return Ok(report);
                 }
                 let moved = buffer.salvage()?;
-                let mut again = check(&buffer, FILES_SOURCE)?;
+                let mut again = check(&buffer, FILES_SOURCE, &Interrupt::default())?;
                 again.repaired = Some(moved);
                 Ok(again)
             }
@@ -126,7 +134,13 @@ impl Target {
         out: &mut dyn Write,
     ) -> Result<ExportEnd, ClientError> {
         match self.source()? {
-            Source::Files(buffer) => Ok(export(&buffer, &self.routing, &filter, out)?),
+            Source::Files(buffer) => Ok(export(
+                &buffer,
+                &self.routing,
+                &filter,
+                out,
+                &Interrupt::default(),
+            )?),
             Source::Bridge(stream, path) => streamed(&stream, &path, &Request::Export(filter), out),
         }
     }
@@ -134,7 +148,7 @@ impl Target {
     /// `gaps`: the recorded gaps as JSON lines to `out`.
     pub fn gaps(&self, filter: GapFilter, out: &mut dyn Write) -> Result<ListEnd, ClientError> {
         match self.source()? {
-            Source::Files(buffer) => Ok(gaps(&buffer, &filter, out)?),
+            Source::Files(buffer) => Ok(gaps(&buffer, &filter, out, &Interrupt::default())?),
             Source::Bridge(stream, path) => streamed(&stream, &path, &Request::Gaps(filter), out),
         }
     }
@@ -146,7 +160,7 @@ impl Target {
         out: &mut dyn Write,
     ) -> Result<ListEnd, ClientError> {
         match self.source()? {
-            Source::Files(buffer) => Ok(kept_aside(&buffer, &filter, out)?),
+            Source::Files(buffer) => Ok(kept_aside(&buffer, &filter, out, &Interrupt::default())?),
             Source::Bridge(stream, path) => {
                 streamed(&stream, &path, &Request::KeptAside(filter), out)
             }

@@ -23,8 +23,11 @@
 pub mod client;
 pub mod server;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
+
+use serde_json::value::RawValue;
 
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +181,7 @@ pub struct ExportedRecord<'a> {
     /// The notification as received, when it is JSON (it always is for
     /// frames the bridge buffered); otherwise `payload` holds the text.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub event: Option<&'a serde_json::value::RawValue>,
+    pub event: Option<Cow<'a, RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
 }
@@ -191,9 +194,35 @@ pub struct ExportEnd {
     pub damaged: u64,
 }
 
+/// Asks long requests to end early: raised when the bridge stops, so a
+/// walk over a large backlog or a slow reader never holds up its exit.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Interrupt {
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn raised(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `Err(Interrupted)` once raised.
+    fn check(&self) -> Result<(), ToolError> {
+        if self.raised() {
+            Err(ToolError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Why a tool could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
+    #[error("the bridge is stopping; once it has, the tools read the files")]
+    Interrupted,
     #[error(transparent)]
     Buffer(#[from] BufferError),
     #[error("writing the output failed: {0}")]
@@ -203,7 +232,12 @@ pub enum ToolError {
 }
 
 /// Reads the whole buffer once and sums it up by topic.
-pub fn stats(buffer: &Buffer, routing: &Routing, source: &str) -> Result<Stats, ToolError> {
+pub fn stats(
+    buffer: &Buffer,
+    routing: &Routing,
+    source: &str,
+    interrupt: &Interrupt,
+) -> Result<Stats, ToolError> {
     let mut topics: BTreeMap<String, TopicStats> = BTreeMap::new();
     let (mut events, mut event_bytes, mut damaged) = (0u64, 0u64, 0u64);
     let (mut oldest, mut newest) = (None::<u64>, None::<u64>);
@@ -229,8 +263,9 @@ pub fn stats(buffer: &Buffer, routing: &Routing, source: &str) -> Result<Stats, 
             Walked::Damaged { .. } => damaged += 1,
             Walked::Unreadable { .. } => {}
         }
-        true
+        !interrupt.raised()
     })?;
+    interrupt.check()?;
     Ok(Stats {
         source: source.to_owned(),
         at_ms: crate::now_ms(),
@@ -249,7 +284,11 @@ pub fn stats(buffer: &Buffer, routing: &Routing, source: &str) -> Result<Stats, 
 }
 
 /// Verifies every entry, read-only.
-pub fn check(buffer: &Buffer, source: &str) -> Result<CheckReport, ToolError> {
+pub fn check(
+    buffer: &Buffer,
+    source: &str,
+    interrupt: &Interrupt,
+) -> Result<CheckReport, ToolError> {
     let mut report = CheckReport {
         source: source.to_owned(),
         ..CheckReport::default()
@@ -266,8 +305,9 @@ pub fn check(buffer: &Buffer, source: &str) -> Result<CheckReport, ToolError> {
             }
             Walked::Unreadable { from, to, error } => report.unreadable.push((from, to, error)),
         }
-        true
+        !interrupt.raised()
     })?;
+    interrupt.check()?;
     let SideAreas {
         dead_letters,
         quarantined,
@@ -287,11 +327,15 @@ pub fn export(
     routing: &Routing,
     filter: &ExportFilter,
     out: &mut dyn Write,
+    interrupt: &Interrupt,
 ) -> Result<ExportEnd, ToolError> {
     let mut end = ExportEnd::default();
     let mut failure = None;
     let limit = filter.limit.unwrap_or(u64::MAX);
     buffer.walk_events(|step| {
+        if interrupt.raised() {
+            return false;
+        }
         let record = match step {
             Walked::Record { .. } if end.exported >= limit => return false,
             Walked::Record { record, .. } => record,
@@ -309,7 +353,7 @@ pub fn export(
         {
             return true;
         }
-        let event = serde_json::from_slice::<&serde_json::value::RawValue>(&record.payload).ok();
+        let event = json_on_one_line(&record.payload);
         let line = ExportedRecord {
             seq: record.seq,
             received_at: crate::rfc3339_ms(record.received_at_ms),
@@ -317,10 +361,10 @@ pub fn export(
             genesys_topic: &record.topic_name,
             kafka_topic: &kafka_topic,
             correlation_id: record.correlation_id.as_deref(),
-            event,
             payload: event
                 .is_none()
                 .then(|| String::from_utf8_lossy(&record.payload).into_owned()),
+            event,
         };
         let written = serde_json::to_writer(&mut *out, &line)
             .map_err(std::io::Error::from)
@@ -332,10 +376,23 @@ pub fn export(
         end.exported += 1;
         true
     })?;
+    interrupt.check()?;
     match failure {
         Some(e) => Err(ToolError::Output(e)),
         None => Ok(end),
     }
+}
+
+/// The payload as JSON that fits on one line: as received when it has no
+/// line breaks (Genesys sends compact JSON), re-serialised when it has;
+/// `None` when it is not JSON.
+fn json_on_one_line(payload: &[u8]) -> Option<Cow<'_, RawValue>> {
+    let raw = serde_json::from_slice::<&RawValue>(payload).ok()?;
+    if !raw.get().contains(['\n', '\r']) {
+        return Some(Cow::Borrowed(raw));
+    }
+    let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
+    serde_json::value::to_raw_value(&value).ok().map(Cow::Owned)
 }
 
 /// The end of a `gaps` or `dead-letters` listing.
@@ -344,37 +401,79 @@ pub struct ListEnd {
     pub listed: u64,
 }
 
-/// Writes the recorded gaps as JSON lines, oldest first.
+/// Writes the recorded gaps as JSON lines, oldest first, one at a time.
 pub fn gaps(
     buffer: &Buffer,
     filter: &GapFilter,
     out: &mut dyn Write,
+    interrupt: &Interrupt,
 ) -> Result<ListEnd, ToolError> {
-    let gaps = buffer.gaps(filter.since_ms, filter.topics)?;
-    write_lines(&gaps, out)
+    let mut lines = Lines::new(out, interrupt);
+    buffer.each_gap(filter.since_ms, filter.topics, |gap| lines.write(&gap))?;
+    lines.end()
 }
 
-/// Writes the dead letters (or the quarantine) as JSON lines.
+/// Writes the dead letters (or the quarantine) as JSON lines, one at a
+/// time.
 pub fn kept_aside(
     buffer: &Buffer,
     filter: &KeptAsideFilter,
     out: &mut dyn Write,
+    interrupt: &Interrupt,
 ) -> Result<ListEnd, ToolError> {
+    let mut lines = Lines::new(out, interrupt);
     if filter.quarantine {
-        write_lines(&buffer.quarantined()?, out)
+        buffer.each_quarantined(|entry| lines.write(&entry))?;
     } else {
-        write_lines(&buffer.dead_letters()?, out)
+        buffer.each_dead_letter(|entry| lines.write(&entry))?;
     }
+    lines.end()
 }
 
-fn write_lines<T: Serialize>(entries: &[T], out: &mut dyn Write) -> Result<ListEnd, ToolError> {
-    for entry in entries {
-        serde_json::to_writer(&mut *out, entry).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
+/// A listing being written: counts lines, keeps the first write error.
+struct Lines<'a> {
+    out: &'a mut dyn Write,
+    interrupt: &'a Interrupt,
+    listed: u64,
+    failure: Option<std::io::Error>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(out: &'a mut dyn Write, interrupt: &'a Interrupt) -> Self {
+        Lines {
+            out,
+            interrupt,
+            listed: 0,
+            failure: None,
+        }
     }
-    Ok(ListEnd {
-        listed: entries.len() as u64,
-    })
+
+    /// Writes one entry; `false` to stop the visit.
+    fn write(&mut self, entry: &impl Serialize) -> bool {
+        let written = serde_json::to_writer(&mut *self.out, entry)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        match written {
+            Ok(()) => {
+                self.listed += 1;
+                !self.interrupt.raised()
+            }
+            Err(e) => {
+                self.failure = Some(e);
+                false
+            }
+        }
+    }
+
+    fn end(self) -> Result<ListEnd, ToolError> {
+        self.interrupt.check()?;
+        match self.failure {
+            Some(e) => Err(ToolError::Output(e)),
+            None => Ok(ListEnd {
+                listed: self.listed,
+            }),
+        }
+    }
 }
 
 /// `v2.routing.queues.<uuid>.conversations` → `v2.routing.queues.{id}.conversations`.

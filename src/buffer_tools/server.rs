@@ -10,11 +10,14 @@
 
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{check, export, gaps, kept_aside, stats, Request, Routing, ToolError, SOCKET_NAME};
+use super::{
+    check, export, gaps, kept_aside, stats, Interrupt, Request, Routing, ToolError, SOCKET_NAME,
+};
 use crate::buffer::Buffer;
 
 /// Requests served at once; more are answered `busy`.
@@ -47,6 +50,30 @@ pub enum ListenError {
 pub struct ControlServer {
     path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    requests: Requests,
+}
+
+/// The requests being served: told to end when the bridge stops, since
+/// the process cannot exit while a blocking task runs.
+#[derive(Clone, Default)]
+struct Requests {
+    interrupt: Interrupt,
+    /// A second handle on each client's stream, to unblock a write to a
+    /// client that stopped reading.
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<u64, UnixStream>>>,
+}
+
+impl Requests {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, UnixStream>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn end_all(&self) {
+        self.interrupt.raise();
+        for stream in self.lock().values() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl ControlServer {
@@ -66,17 +93,26 @@ impl ControlServer {
                 path: path.clone(),
                 source,
             })?;
-        // Whoever may read the buffer's files may ask; nobody else.
+        // The bridge's user (and root) may ask; nobody else, whatever
+        // the umask.
         if let Err(source) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         {
             let _ = std::fs::remove_file(&path);
             return Err(ListenError::Bind { path, source });
         }
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        actix_rt::spawn(accept_loop(listener, stopped, buffer, routing));
+        let requests = Requests::default();
+        actix_rt::spawn(accept_loop(
+            listener,
+            stopped,
+            buffer,
+            routing,
+            requests.clone(),
+        ));
         Ok(ControlServer {
             path,
             stop: Some(stop),
+            requests,
         })
     }
 
@@ -90,6 +126,7 @@ impl Drop for ControlServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.requests.end_all();
         // A socket file without a listener would send the next tool to a
         // dead end before it tries the files.
         let _ = std::fs::remove_file(&self.path);
@@ -101,8 +138,10 @@ async fn accept_loop(
     mut stopped: tokio::sync::oneshot::Receiver<()>,
     buffer: Buffer,
     routing: Routing,
+    requests: Requests,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    let mut next_id = 0u64;
     let mut backoff =
         crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
             .expect("constant bounds are valid");
@@ -125,12 +164,32 @@ async fn accept_loop(
         };
         backoff.reset();
         let slot = slots.clone().try_acquire_owned().ok();
+        let id = next_id;
+        next_id += 1;
+        match stream.try_clone() {
+            Ok(handle) => {
+                requests.lock().insert(id, handle);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket: cannot serve a request");
+                continue;
+            }
+        }
         let buffer = buffer.clone();
         let routing = routing.clone();
+        let requests = requests.clone();
         actix_rt::task::spawn_blocking(move || {
-            if let Err(e) = serve(stream, slot.is_none(), &buffer, &routing) {
+            let served = serve(
+                stream,
+                slot.is_none(),
+                &buffer,
+                &routing,
+                &requests.interrupt,
+            );
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "control socket: request ended early");
             }
+            requests.lock().remove(&id);
             // Held until the answer is written.
             drop(slot);
         });
@@ -139,38 +198,43 @@ async fn accept_loop(
 
 /// Reads one request and answers it. Blocking.
 fn serve(
-    stream: std::os::unix::net::UnixStream,
+    stream: UnixStream,
     busy: bool,
     buffer: &Buffer,
     routing: &Routing,
+    interrupt: &Interrupt,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut out = BufWriter::new(&stream);
+    // Read even when busy: closing before the client has written would
+    // show it a broken pipe instead of the reason.
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .take(MAX_REQUEST_BYTES)
+        .read_line(&mut line)?;
     if busy {
         return answer_error(
             &mut out,
             &format!("busy: {MAX_CONCURRENT} buffer tool requests are running; try again"),
         );
     }
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .take(MAX_REQUEST_BYTES)
-        .read_line(&mut line)?;
     let request = match serde_json::from_str::<Request>(line.trim_end()) {
         Ok(request) => request,
         Err(e) => return answer_error(&mut out, &format!("not a request: {e}")),
     };
     tracing::debug!(?request, "control socket: request");
     let answered = match &request {
-        Request::Stats => stats(buffer, routing, SOURCE).and_then(|s| write_line(&mut out, &s)),
-        Request::Check => check(buffer, SOURCE).and_then(|r| write_line(&mut out, &r)),
-        Request::Export(filter) => export(buffer, routing, filter, &mut out)
+        Request::Stats => {
+            stats(buffer, routing, SOURCE, interrupt).and_then(|s| write_line(&mut out, &s))
+        }
+        Request::Check => check(buffer, SOURCE, interrupt).and_then(|r| write_line(&mut out, &r)),
+        Request::Export(filter) => export(buffer, routing, filter, &mut out, interrupt)
             .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
-        Request::Gaps(filter) => gaps(buffer, filter, &mut out)
+        Request::Gaps(filter) => gaps(buffer, filter, &mut out, interrupt)
             .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
-        Request::KeptAside(filter) => kept_aside(buffer, filter, &mut out)
+        Request::KeptAside(filter) => kept_aside(buffer, filter, &mut out, interrupt)
             .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
     };
     match answered {

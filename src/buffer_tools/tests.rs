@@ -7,6 +7,10 @@ use crate::producer::routing::Route;
 const QUEUE: &str = "v2.routing.queues.6f1c1f2e-95a4-4d1f-9d0b-3a5e0c1d2b7a.observations";
 const USER: &str = "v2.users.0a1b2c3d-4e5f-6789-abcd-ef0123456789.presence";
 
+fn never() -> Interrupt {
+    Interrupt::default()
+}
+
 fn test_config() -> BufferConfig {
     BufferConfig {
         min_free_bytes: 4 * 1024 * 1024,
@@ -50,7 +54,7 @@ fn stats_count_every_event_by_kafka_topic_and_match_the_buffers_own_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let buffer = Buffer::open_with_config(dir.path(), &test_config()).unwrap();
     fill(&buffer);
-    let stats = stats(&buffer, &Routing::Routes(router()), "test").unwrap();
+    let stats = stats(&buffer, &Routing::Routes(router()), "test", &never()).unwrap();
     assert_eq!(stats.events, 5);
     assert_eq!(stats.events, buffer.len() as u64);
     assert_eq!(
@@ -80,7 +84,7 @@ fn stats_count_every_event_by_kafka_topic_and_match_the_buffers_own_bytes() {
         "the chunked event counts whole"
     );
 
-    let by_pattern = super::stats(&buffer, &Routing::GenesysPattern, "test").unwrap();
+    let by_pattern = super::stats(&buffer, &Routing::GenesysPattern, "test", &never()).unwrap();
     let names: Vec<_> = by_pattern.topics.iter().map(|t| t.topic.as_str()).collect();
     assert_eq!(
         names,
@@ -98,7 +102,14 @@ fn export_writes_every_record_in_order_and_filters_and_limits() {
     let seqs = fill(&buffer);
     let routing = Routing::Routes(router());
     let mut out = Vec::new();
-    let end = export(&buffer, &routing, &ExportFilter::default(), &mut out).unwrap();
+    let end = export(
+        &buffer,
+        &routing,
+        &ExportFilter::default(),
+        &mut out,
+        &never(),
+    )
+    .unwrap();
     assert_eq!((end.exported, end.damaged), (5, 0));
     let lines: Vec<serde_json::Value> = String::from_utf8(out)
         .unwrap()
@@ -121,7 +132,7 @@ fn export_writes_every_record_in_order_and_filters_and_limits() {
         kafka_topic: Some("queue-observations".into()),
         limit: Some(2),
     };
-    let end = export(&buffer, &routing, &filter, &mut out).unwrap();
+    let end = export(&buffer, &routing, &filter, &mut out, &never()).unwrap();
     assert_eq!(end.exported, 2);
     let text = String::from_utf8(out).unwrap();
     let seqs_out: Vec<u64> = text
@@ -140,7 +151,9 @@ fn export_writes_every_record_in_order_and_filters_and_limits() {
         ..ExportFilter::default()
     };
     assert_eq!(
-        export(&buffer, &routing, &none, &mut out).unwrap().exported,
+        export(&buffer, &routing, &none, &mut out, &never())
+            .unwrap()
+            .exported,
         0
     );
     assert!(out.is_empty());
@@ -154,13 +167,13 @@ fn check_finds_damage_read_only_and_repair_moves_it_to_the_quarantine() {
         fill(&buffer);
         buffer.damage_event_for_tests(99, &[42, 1, 2]);
         buffer.flush_blocking().unwrap();
-        let report = check(&buffer, "test").unwrap();
+        let report = check(&buffer, "test", &never()).unwrap();
         assert_eq!((report.events_checked, report.damaged_events), (6, 1));
         assert_eq!(report.damaged[0].0, 99);
         assert!(report.problems());
         // Read-only: the damaged entry is still there.
         assert_eq!(buffer.quarantine_len(), 0);
-        assert_eq!(check(&buffer, "test").unwrap().damaged_events, 1);
+        assert_eq!(check(&buffer, "test", &never()).unwrap().damaged_events, 1);
     }
     let target = Target {
         dir: dir.path().to_owned(),
@@ -258,7 +271,7 @@ async fn a_running_bridge_answers_on_its_control_socket_as_the_files_would() {
         since_ms: None,
         topics: true,
     };
-    super::gaps(&buffer, &with_topics, &mut direct_gaps).unwrap();
+    super::gaps(&buffer, &with_topics, &mut direct_gaps, &never()).unwrap();
     assert_eq!(listings.0, direct_gaps);
     let listed: crate::buffer::GapRecord = serde_json::from_slice(&listings.0).unwrap();
     assert_eq!(listed.topics.as_deref(), Some(&[QUEUE.to_owned()][..]));
@@ -273,6 +286,7 @@ async fn a_running_bridge_answers_on_its_control_socket_as_the_files_would() {
         &Routing::Routes(router()),
         &ExportFilter::default(),
         &mut direct,
+        &never(),
     )
     .unwrap();
     assert_eq!(
@@ -327,4 +341,98 @@ fn genesys_pattern_replaces_ids_only() {
         "v2.users.{id}?presence&routingStatus"
     );
     assert_eq!(genesys_pattern("channel.metadata"), "channel.metadata");
+}
+
+#[test]
+fn a_raised_interrupt_ends_every_walk_and_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open_with_config(dir.path(), &test_config()).unwrap();
+    fill(&buffer);
+    let stopping = Interrupt::default();
+    stopping.raise();
+    let routing = Routing::GenesysPattern;
+    let mut out = Vec::new();
+    assert!(matches!(
+        stats(&buffer, &routing, "test", &stopping),
+        Err(ToolError::Interrupted)
+    ));
+    assert!(matches!(
+        check(&buffer, "test", &stopping),
+        Err(ToolError::Interrupted)
+    ));
+    assert!(matches!(
+        export(
+            &buffer,
+            &routing,
+            &ExportFilter::default(),
+            &mut out,
+            &stopping
+        ),
+        Err(ToolError::Interrupted)
+    ));
+    assert!(out.is_empty(), "nothing written once raised");
+    assert!(matches!(
+        kept_aside(&buffer, &KeptAsideFilter::default(), &mut out, &stopping),
+        Ok(ListEnd { listed: 0 }) | Err(ToolError::Interrupted)
+    ));
+}
+
+#[test]
+fn an_event_with_line_breaks_is_exported_on_one_line_and_a_wild_time_shown_not_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open_with_config(dir.path(), &test_config()).unwrap();
+    let pretty = "{\n  \"a\": 1,\r\n  \"b\": [2, 3]\n}";
+    buffer
+        .append(1_000, QUEUE, None, pretty.as_bytes())
+        .unwrap();
+    // A damaged receive time: past the year 9999.
+    buffer.append(u64::MAX / 2, QUEUE, None, b"{}").unwrap();
+    let mut out = Vec::new();
+    export(
+        &buffer,
+        &Routing::GenesysPattern,
+        &ExportFilter::default(),
+        &mut out,
+        &never(),
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["event"], serde_json::json!({"a": 1, "b": [2, 3]}));
+    assert!(lines[1]["received_at"]
+        .as_str()
+        .unwrap()
+        .starts_with("(not a time"));
+}
+
+#[test]
+fn a_walk_does_not_call_an_event_removed_under_it_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open_with_config(dir.path(), &test_config()).unwrap();
+    // Chunked events, removed one step ahead of the walk, as the producer
+    // removes acknowledged events while a tool reads.
+    let large = vec![b'x'; 20_000];
+    let seqs: Vec<u64> = (0..50)
+        .map(|i| buffer.append(i, QUEUE, None, &large).unwrap())
+        .collect();
+    buffer.flush_blocking().unwrap();
+    let mut damaged = Vec::new();
+    let mut next = 1;
+    buffer
+        .walk_events(|step| {
+            if let crate::buffer::Walked::Damaged { seq, reason } = step {
+                damaged.push((seq, reason));
+            }
+            if next < seqs.len() {
+                buffer.remove(&[seqs[next]]).unwrap();
+                next += 2;
+            }
+            true
+        })
+        .unwrap();
+    assert!(damaged.is_empty(), "{damaged:?}");
 }
