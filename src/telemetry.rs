@@ -506,6 +506,17 @@ impl Telemetry {
         );
     }
 
+    /// Copies removed after their overlap was reported (the socket we left
+    /// closed while a copy was still on its way on the other one).
+    pub fn overlap_late_duplicates(&self, index: usize, count: u64) {
+        self.counters.overlap_duplicates.inc_by(count);
+        tracing::debug!(
+            connection = index,
+            duplicates_removed = count,
+            "copy removed just after a socket overlap"
+        );
+    }
+
     /// A time without any subscribed socket ended (or the bridge stops
     /// with one open): what was sent to the channel then is gone for good
     /// (Genesys replays nothing). Counted, logged and kept for /status;

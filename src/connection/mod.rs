@@ -1161,9 +1161,13 @@ impl ConnectionActor {
         }
         let key = self
             .overlap
-            .active()
+            .active(Instant::now())
             .then(|| overlap::FrameKey::of(text.as_bytes()));
         if key.is_some_and(|key| self.overlap.is_copy(key, socket)) {
+            let late = self.overlap.take_late();
+            if late > 0 {
+                self.telemetry.overlap_late_duplicates(self.index, late);
+            }
             return;
         }
         match self

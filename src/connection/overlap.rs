@@ -10,7 +10,11 @@
 //! they would both be kept: a duplicate, never a loss.
 //!
 //! The window is bounded by count and age, and only open during an
-//! overlap: outside one, no per-event work is done.
+//! overlap and for [`TAIL`] after it: the socket we left can close the
+//! moment it delivered a frame whose copy is still on its way on the
+//! other socket (seen when the service ended a channel with its token
+//! 7 ms after the new socket opened). Outside that, no per-event work is
+//! done.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +27,9 @@ const MAX_REMEMBERED: usize = 262_144;
 /// within seconds of each other.
 const MAX_AGE: Duration = Duration::from_secs(600);
 
+/// How long copies are still recognised after an overlap ended.
+pub const TAIL: Duration = Duration::from_secs(10);
+
 /// What an overlap did, reported when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverlapSummary {
@@ -32,8 +39,13 @@ pub struct OverlapSummary {
 
 #[derive(Default)]
 pub struct Overlap {
-    /// When the current overlap began (None: no overlap, nothing kept).
+    /// When the current overlap began (None: no overlap).
     since: Option<Instant>,
+    /// After an overlap: copies are recognised until then; after it,
+    /// nothing is kept.
+    tail_until: Option<Instant>,
+    /// Copies recognised in a tail, not yet reported.
+    late: u64,
     /// Frame hash → the socket that delivered the copy we kept.
     seen: HashMap<u64, u64>,
     order: VecDeque<(u64, Instant)>,
@@ -53,20 +65,35 @@ impl FrameKey {
 }
 
 impl Overlap {
-    pub fn active(&self) -> bool {
-        self.since.is_some()
+    /// Whether frames must be checked: during an overlap or its tail. A
+    /// tail that has run out is forgotten here.
+    pub fn active(&mut self, now: Instant) -> bool {
+        if self.since.is_some() {
+            return true;
+        }
+        match self.tail_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.tail_until = None;
+                self.seen.clear();
+                self.order.clear();
+                false
+            }
+            None => false,
+        }
     }
 
-    /// Opens the window (no-op when open).
+    /// Opens the window (no-op when open); a tail becomes an overlap.
     pub fn begin(&mut self, now: Instant) {
         self.since.get_or_insert(now);
+        self.tail_until = None;
     }
 
-    /// Closes the window and reports it (None when it was not open).
+    /// Ends the overlap and reports it (None when there was none); copies
+    /// are still recognised for [`TAIL`].
     pub fn end(&mut self, now: Instant) -> Option<OverlapSummary> {
         let since = self.since.take()?;
-        self.seen.clear();
-        self.order.clear();
+        self.tail_until = Some(now + TAIL);
         Some(OverlapSummary {
             duplicates: std::mem::take(&mut self.duplicates),
             lasted: now.saturating_duration_since(since),
@@ -79,22 +106,32 @@ impl Overlap {
     /// service's own repeat, not an overlap's copy, and is kept as it
     /// would be outside one.
     pub fn is_copy(&mut self, key: FrameKey, socket: u64) -> bool {
-        if self.since.is_none() {
+        if self.since.is_none() && self.tail_until.is_none() {
             return false;
         }
         match self.seen.get(&key.0) {
             Some(&kept_from) if kept_from != socket => {
-                self.duplicates += 1;
+                if self.since.is_some() {
+                    self.duplicates += 1;
+                } else {
+                    self.late += 1;
+                }
                 true
             }
             _ => false,
         }
     }
 
+    /// Copies recognised after their overlap was reported, since the last
+    /// call.
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
+    }
+
     /// Remembers a frame that was kept (appended to the buffer): only a
     /// kept frame may make a later copy redundant.
     pub fn kept(&mut self, key: FrameKey, socket: u64, now: Instant) {
-        if self.since.is_none() {
+        if self.since.is_none() && self.tail_until.is_none() {
             return;
         }
         while let Some(&(old, at)) = self.order.front() {
@@ -117,6 +154,9 @@ mod tests {
     /// Offers `frame` from `socket` as the actor does: dropped if a copy,
     /// else kept (appended) and remembered. Returns whether it was kept.
     fn offer(overlap: &mut Overlap, frame: &[u8], socket: u64, now: Instant) -> bool {
+        if !overlap.active(now) {
+            return true;
+        }
         let key = FrameKey::of(frame);
         if overlap.is_copy(key, socket) {
             return false;
@@ -147,8 +187,33 @@ mod tests {
                 lasted: Duration::from_secs(2)
             }
         );
-        assert!(offer(&mut overlap, b"a", 2, now));
-        assert_eq!(overlap.end(now), None);
+        let after_tail = now + Duration::from_secs(2) + TAIL;
+        assert!(offer(&mut overlap, b"a", 2, after_tail));
+        assert_eq!(overlap.end(after_tail), None);
+    }
+
+    #[test]
+    fn a_copy_arriving_just_after_the_overlap_is_still_dropped() {
+        // The socket we left delivered a frame and closed; its copy comes
+        // on the other socket a moment later.
+        let mut overlap = Overlap::default();
+        let now = Instant::now();
+        overlap.begin(now);
+        assert!(offer(&mut overlap, b"a", 1, now));
+        let summary = overlap.end(now + Duration::from_millis(7)).unwrap();
+        assert_eq!(summary.duplicates, 0);
+        let moment_later = now + Duration::from_millis(9);
+        assert!(!offer(&mut overlap, b"a", 2, moment_later));
+        assert_eq!(overlap.take_late(), 1);
+        assert_eq!(overlap.take_late(), 0);
+        assert!(
+            offer(&mut overlap, b"b", 2, moment_later),
+            "a new frame is kept"
+        );
+        let after_tail = now + Duration::from_millis(7) + TAIL;
+        assert!(!overlap.active(after_tail));
+        assert!(overlap.seen.is_empty(), "the tail's frames are forgotten");
+        assert!(offer(&mut overlap, b"a", 1, after_tail));
     }
 
     #[test]
