@@ -327,14 +327,7 @@ fn ms(t: SystemTime) -> u64 {
 }
 
 fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    crate::cut_at_char_boundary(text, max).to_owned()
 }
 
 #[cfg(test)]

@@ -174,14 +174,12 @@ impl ForwardRates {
 }
 
 fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+    let kept = crate::cut_at_char_boundary(text, max);
+    if kept.len() == text.len() {
+        kept.to_owned()
+    } else {
+        format!("{kept}…")
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]
