@@ -228,32 +228,16 @@ fn buffer_tool(tool: BufferTool) -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     let result: anyhow::Result<bool> = match tool {
-        BufferTool::Stats { json, .. } => {
-            target
-                .stats()
-                .map_err(anyhow::Error::from)
-                .and_then(|stats| {
-                    if json {
-                        serde_json::to_writer_pretty(&mut out, &stats)?;
-                        writeln!(out)?;
-                    } else {
-                        client::write_stats_text(&stats, &mut out)?;
-                    }
-                    Ok(true)
-                })
-        }
-        BufferTool::Check { repair, json, .. } => target
-            .check(repair)
-            .map_err(anyhow::Error::from)
-            .and_then(|report| {
-                if json {
-                    serde_json::to_writer_pretty(&mut out, &report)?;
-                    writeln!(out)?;
-                } else {
-                    client::write_check_text(&report, &mut out)?;
-                }
+        BufferTool::Stats { json, .. } => target.stats().map_err(Into::into).and_then(|stats| {
+            write_report(&mut out, json, &stats, client::write_stats_text)?;
+            Ok(true)
+        }),
+        BufferTool::Check { repair, json, .. } => {
+            target.check(repair).map_err(Into::into).and_then(|report| {
+                write_report(&mut out, json, &report, client::write_check_text)?;
                 Ok(!report.problems())
-            }),
+            })
+        }
         BufferTool::Export {
             kafka_topic, limit, ..
         } => {
@@ -292,17 +276,33 @@ fn buffer_tool(tool: BufferTool) -> ExitCode {
     }
 }
 
+/// A report as pretty JSON (`--json`) or as text for people.
+fn write_report<T: serde::Serialize>(
+    out: &mut dyn std::io::Write,
+    json: bool,
+    report: &T,
+    text: fn(&T, &mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, report)?;
+        writeln!(out)?;
+    } else {
+        text(report, out)?;
+    }
+    Ok(())
+}
+
 /// The buffer and routing of `--config` and `--buffer`.
 fn buffer_target(
     location: &BufferLocation,
 ) -> Result<crate::buffer_tools::client::Target, ConfigError> {
     use crate::buffer_tools::{client::Target, Routing};
     let Some(path) = &location.config else {
-        return Ok(Target {
-            dir: location.buffer.clone().expect("clap requires one of them"),
-            config: crate::buffer::BufferConfig::default(),
-            routing: Routing::GenesysPattern,
-        });
+        let dir = location
+            .buffer
+            .as_deref()
+            .expect("clap requires one of them");
+        return Ok(Target::at(dir));
     };
     let config = config::read(path)?;
     config.buffer.validate()?;
@@ -317,20 +317,10 @@ fn buffer_target(
     })
 }
 
-/// The buffer tools' view of a buffer named by `--buffer` alone: the
-/// running bridge's control socket when it answers, else the files.
-fn buffer_at(path: &std::path::Path) -> crate::buffer_tools::client::Target {
-    crate::buffer_tools::client::Target {
-        dir: path.to_owned(),
-        config: crate::buffer::BufferConfig::default(),
-        routing: crate::buffer_tools::Routing::GenesysPattern,
-    }
-}
-
 fn dead_letters(path: &std::path::Path, quarantine: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    buffer_at(path).kept_aside(
+    crate::buffer_tools::client::Target::at(path).kept_aside(
         crate::buffer_tools::KeptAsideFilter { quarantine },
         &mut out,
     )?;
@@ -358,11 +348,11 @@ fn gaps(
     };
     let mut out = std::io::stdout().lock();
     if json {
-        buffer_at(path).gaps(filter, &mut out)?;
+        crate::buffer_tools::client::Target::at(path).gaps(filter, &mut out)?;
         return Ok(());
     }
     let mut lines = Vec::new();
-    buffer_at(path).gaps(filter, &mut lines)?;
+    crate::buffer_tools::client::Target::at(path).gaps(filter, &mut lines)?;
     let gaps = lines
         .split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())

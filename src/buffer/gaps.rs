@@ -255,52 +255,43 @@ pub fn read(
     with_topics: bool,
 ) -> Result<Vec<GapRecord>, GapError> {
     let mut out = Vec::new();
-    let mut add = |raw: IVec| -> Result<bool, GapError> {
-        let mut gap = match GapRecord::decode(&raw) {
-            Ok(gap) => gap,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping an unreadable gap record");
-                return Ok(true);
-            }
-        };
-        if since_ms.is_some_and(|since| gap.end_ms < since) {
-            return Ok(true);
-        }
-        if with_topics {
-            gap.topics = Some(read_topics(store, &gap.topics_id)?);
-        }
-        out.push(gap);
-        Ok(last.map_or(true, |n| out.len() < n))
+    let order = match last {
+        Some(_) => Order::NewestFirst,
+        None => Order::OldestFirst,
     };
-    match last {
-        // Newest first, then turned around.
-        Some(_) => {
-            for entry in store.gaps.iter().values().rev() {
-                if !add(entry?)? {
-                    break;
-                }
-            }
-            out.reverse();
-        }
-        None => {
-            for entry in store.gaps.iter().values() {
-                add(entry?)?;
-            }
-        }
+    visit(store, since_ms, with_topics, order, |gap| {
+        out.push(gap);
+        last.map_or(true, |n| out.len() < n)
+    })?;
+    if last.is_some() {
+        out.reverse();
     }
     Ok(out)
 }
 
-/// Visits the gaps that end at or after `since_ms`, oldest first, reading
+/// Which end of the gap list a visit starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Visits the gaps that end at or after `since_ms` in `order`, reading
 /// each one's topic list only when it is visited; `visit` returns `false`
 /// to stop.
 pub fn visit(
     store: &Store,
     since_ms: Option<u64>,
     with_topics: bool,
+    order: Order,
     mut visit: impl FnMut(GapRecord) -> bool,
 ) -> Result<(), GapError> {
-    for entry in store.gaps.iter().values() {
+    let values = store.gaps.iter().values();
+    let values: Box<dyn Iterator<Item = sled::Result<IVec>>> = match order {
+        Order::OldestFirst => Box::new(values),
+        Order::NewestFirst => Box::new(values.rev()),
+    };
+    for entry in values {
         let mut gap = match GapRecord::decode(&entry?) {
             Ok(gap) => gap,
             Err(e) => {

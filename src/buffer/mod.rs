@@ -1276,7 +1276,13 @@ impl Buffer {
         visit: impl FnMut(GapRecord) -> bool,
     ) -> Result<(), BufferError> {
         let store = self.store()?;
-        Ok(gaps::visit(&store, since_ms, with_topics, visit)?)
+        Ok(gaps::visit(
+            &store,
+            since_ms,
+            with_topics,
+            gaps::Order::OldestFirst,
+            visit,
+        )?)
     }
 
     /// The newest `n` recorded gaps, oldest first, without topic names.

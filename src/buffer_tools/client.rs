@@ -62,6 +62,16 @@ enum Source {
 }
 
 impl Target {
+    /// The buffer at `dir` with the default bounds, grouped by Genesys
+    /// topic pattern: what `--buffer DIR` alone gives.
+    pub fn at(dir: &Path) -> Target {
+        Target {
+            dir: dir.to_owned(),
+            config: BufferConfig::default(),
+            routing: Routing::GenesysPattern,
+        }
+    }
+
     /// The running bridge when one answers on the control socket;
     /// otherwise the files (which a stopped bridge has unlocked).
     fn source(&self) -> Result<Source, ClientError> {

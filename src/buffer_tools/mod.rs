@@ -227,8 +227,6 @@ pub enum ToolError {
     Buffer(#[from] BufferError),
     #[error("writing the output failed: {0}")]
     Output(#[from] std::io::Error),
-    #[error("{0}")]
-    Refused(String),
 }
 
 /// Reads the whole buffer once and sums it up by topic.
@@ -329,18 +327,18 @@ pub fn export(
     out: &mut dyn Write,
     interrupt: &Interrupt,
 ) -> Result<ExportEnd, ToolError> {
-    let mut end = ExportEnd::default();
-    let mut failure = None;
     let limit = filter.limit.unwrap_or(u64::MAX);
+    let mut lines = Lines::new(out, interrupt);
+    let mut damaged = 0;
     buffer.walk_events(|step| {
         if interrupt.raised() {
             return false;
         }
         let record = match step {
-            Walked::Record { .. } if end.exported >= limit => return false,
+            Walked::Record { .. } if lines.listed >= limit => return false,
             Walked::Record { record, .. } => record,
             Walked::Damaged { .. } => {
-                end.damaged += 1;
+                damaged += 1;
                 return true;
             }
             Walked::Unreadable { .. } => return true,
@@ -354,7 +352,7 @@ pub fn export(
             return true;
         }
         let event = json_on_one_line(&record.payload);
-        let line = ExportedRecord {
+        lines.write(&ExportedRecord {
             seq: record.seq,
             received_at: crate::rfc3339_ms(record.received_at_ms),
             received_at_ms: record.received_at_ms,
@@ -365,22 +363,12 @@ pub fn export(
                 .is_none()
                 .then(|| String::from_utf8_lossy(&record.payload).into_owned()),
             event,
-        };
-        let written = serde_json::to_writer(&mut *out, &line)
-            .map_err(std::io::Error::from)
-            .and_then(|()| out.write_all(b"\n"));
-        if let Err(e) = written {
-            failure = Some(e);
-            return false;
-        }
-        end.exported += 1;
-        true
+        })
     })?;
-    interrupt.check()?;
-    match failure {
-        Some(e) => Err(ToolError::Output(e)),
-        None => Ok(end),
-    }
+    Ok(ExportEnd {
+        exported: lines.finish()?,
+        damaged,
+    })
 }
 
 /// The payload as JSON that fits on one line: as received when it has no
@@ -410,7 +398,9 @@ pub fn gaps(
 ) -> Result<ListEnd, ToolError> {
     let mut lines = Lines::new(out, interrupt);
     buffer.each_gap(filter.since_ms, filter.topics, |gap| lines.write(&gap))?;
-    lines.end()
+    Ok(ListEnd {
+        listed: lines.finish()?,
+    })
 }
 
 /// Writes the dead letters (or the quarantine) as JSON lines, one at a
@@ -427,7 +417,9 @@ pub fn kept_aside(
     } else {
         buffer.each_dead_letter(|entry| lines.write(&entry))?;
     }
-    lines.end()
+    Ok(ListEnd {
+        listed: lines.finish()?,
+    })
 }
 
 /// A listing being written: counts lines, keeps the first write error.
@@ -450,10 +442,7 @@ impl<'a> Lines<'a> {
 
     /// Writes one entry; `false` to stop the visit.
     fn write(&mut self, entry: &impl Serialize) -> bool {
-        let written = serde_json::to_writer(&mut *self.out, entry)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
-        match written {
+        match write_json_line(self.out, entry) {
             Ok(()) => {
                 self.listed += 1;
                 !self.interrupt.raised()
@@ -465,15 +454,20 @@ impl<'a> Lines<'a> {
         }
     }
 
-    fn end(self) -> Result<ListEnd, ToolError> {
+    /// The number of lines written, or why the listing ended early.
+    fn finish(self) -> Result<u64, ToolError> {
         self.interrupt.check()?;
         match self.failure {
             Some(e) => Err(ToolError::Output(e)),
-            None => Ok(ListEnd {
-                listed: self.listed,
-            }),
+            None => Ok(self.listed),
         }
     }
+}
+
+/// One JSON value and a line break: a line of the tools' output.
+pub(crate) fn write_json_line(out: &mut dyn Write, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
 }
 
 /// `v2.routing.queues.<uuid>.conversations` → `v2.routing.queues.{id}.conversations`.

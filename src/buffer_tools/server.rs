@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    check, export, gaps, kept_aside, stats, Interrupt, Request, Routing, ToolError, SOCKET_NAME,
+    check, export, gaps, kept_aside, stats, write_json_line, Interrupt, Request, Routing,
+    ToolError, SOCKET_NAME,
 };
 use crate::buffer::Buffer;
 
@@ -231,11 +232,12 @@ fn serve(
         }
         Request::Check => check(buffer, SOURCE, interrupt).and_then(|r| write_line(&mut out, &r)),
         Request::Export(filter) => export(buffer, routing, filter, &mut out, interrupt)
-            .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
-        Request::Gaps(filter) => gaps(buffer, filter, &mut out, interrupt)
-            .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
+            .and_then(|end| write_end(&mut out, &end)),
+        Request::Gaps(filter) => {
+            gaps(buffer, filter, &mut out, interrupt).and_then(|end| write_end(&mut out, &end))
+        }
         Request::KeptAside(filter) => kept_aside(buffer, filter, &mut out, interrupt)
-            .and_then(|end| write_line(&mut out, &serde_json::json!({ "end": end }))),
+            .and_then(|end| write_end(&mut out, &end)),
     };
     match answered {
         Ok(()) => out.flush(),
@@ -246,14 +248,15 @@ fn serve(
 }
 
 fn write_line(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), ToolError> {
-    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
-    Ok(())
+    Ok(write_json_line(out, value)?)
+}
+
+/// The last line of a listing.
+fn write_end(out: &mut dyn Write, end: &impl serde::Serialize) -> Result<(), ToolError> {
+    write_line(out, &serde_json::json!({ "end": end }))
 }
 
 fn answer_error(out: &mut dyn Write, error: &str) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, &serde_json::json!({ "error": error }))
-        .map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
+    write_json_line(out, &serde_json::json!({ "error": error }))?;
     out.flush()
 }
