@@ -46,6 +46,17 @@ pub mod telemetry;
 pub mod telemetry_init;
 pub mod token;
 
+/// jemalloc's options for every binary of this package (the bridge and
+/// the sled memory benchmark, so its figures match): give freed memory back
+/// to the system within a second or so (a drain's peak should not stay
+/// resident for the life of a months-long process), from jemalloc's own
+/// background thread rather than on the hot paths. Each binary exports it
+/// as `malloc_conf`, the symbol jemalloc reads at start-up;
+/// `MALLOC_CONF=confirm_conf:true genesys-kafka-bridge --version` shows
+/// what it applied.
+pub const JEMALLOC_CONF: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -30,11 +30,10 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// The bridge's own jemalloc settings (src/main.rs), so the figures match.
+/// The bridge's own jemalloc settings, so the figures match.
 #[allow(non_upper_case_globals)]
 #[export_name = "malloc_conf"]
-pub static malloc_conf: &[u8; 60] =
-    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8; 60] = genesys_kafka_bridge::JEMALLOC_CONF;
 
 /// The benchmark's average frame (benches/forwarding).
 const RECORD_BYTES: usize = 1533;
