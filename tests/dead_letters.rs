@@ -46,11 +46,8 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
 
     let buffer = dir.path().join("buffer");
     // Listed by the running bridge itself (its control socket)…
-    let live = list_dead_letters(&buffer);
-    assert_eq!(
-        String::from_utf8_lossy(&live.stdout).lines().count() as f64,
-        dead
-    );
+    let live = support::list_dead_letters(&buffer);
+    assert_eq!(live.lines().count() as f64, dead);
     // …but sent again only by a stopped one: the buffer is locked.
     let locked = Command::new(BRIDGE)
         .arg("dead-letters")
@@ -72,9 +69,9 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
         "SIGTERM should end the bridge cleanly: {status}"
     );
 
-    let listed = list_dead_letters(&buffer);
-    assert_eq!(listed.stdout, live.stdout, "the same list from the files");
-    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+    let listed = support::list_dead_letters(&buffer);
+    assert_eq!(listed, live, "the same list from the files");
+    let letters: Vec<serde_json::Value> = listed
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -237,20 +234,4 @@ fn a_missing_topic_holds_back_only_its_own_events() {
         report.reordered
     );
     assert!(report.is_perfect(), "{report:#?}");
-}
-
-/// `dead-letters --buffer DIR`, which must succeed.
-fn list_dead_letters(buffer: &std::path::Path) -> std::process::Output {
-    let listed = Command::new(BRIDGE)
-        .arg("dead-letters")
-        .arg("--buffer")
-        .arg(buffer)
-        .output()
-        .unwrap();
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    listed
 }

@@ -81,18 +81,7 @@ fn start(dir: &Path, missing: Option<&str>, bridge_env: &[(&str, &str)]) -> Runn
 }
 
 fn dead_letters(buffer: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(BRIDGE)
-        .arg("dead-letters")
-        .arg("--buffer")
-        .arg(buffer)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    support::list_dead_letters(buffer)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

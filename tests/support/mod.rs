@@ -546,6 +546,24 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     sum.or(declared.then_some(0.0))
 }
 
+/// `dead-letters --buffer DIR` (from the running bridge's control socket,
+/// or from the files of a stopped one), which must succeed: its stdout,
+/// one JSON line per dead letter.
+pub fn list_dead_letters(buffer: &Path) -> String {
+    let out = Command::new(BRIDGE)
+        .arg("dead-letters")
+        .arg("--buffer")
+        .arg(buffer)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dead-letters failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("dead-letters prints UTF-8")
+}
+
 /// Kafka topics the process tests route to.
 pub const TOPICS: [&str; 3] = [
     "genesys.queue-observations",
