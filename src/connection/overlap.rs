@@ -106,7 +106,7 @@ impl Overlap {
     /// service's own repeat, not an overlap's copy, and is kept as it
     /// would be outside one.
     pub fn is_copy(&mut self, key: FrameKey, socket: u64) -> bool {
-        if self.since.is_none() && self.tail_until.is_none() {
+        if !self.remembering() {
             return false;
         }
         match self.seen.get(&key.0) {
@@ -122,6 +122,12 @@ impl Overlap {
         }
     }
 
+    /// Whether frames are remembered and compared: during an overlap or
+    /// its tail (which `active` ends once it has run out).
+    fn remembering(&self) -> bool {
+        self.since.is_some() || self.tail_until.is_some()
+    }
+
     /// Copies recognised after their overlap was reported, since the last
     /// call.
     pub fn take_late(&mut self) -> u64 {
@@ -131,7 +137,7 @@ impl Overlap {
     /// Remembers a frame that was kept (appended to the buffer): only a
     /// kept frame may make a later copy redundant.
     pub fn kept(&mut self, key: FrameKey, socket: u64, now: Instant) {
-        if self.since.is_none() && self.tail_until.is_none() {
+        if !self.remembering() {
             return;
         }
         while let Some(&(old, at)) = self.order.front() {
