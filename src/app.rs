@@ -98,7 +98,7 @@ impl Bridge {
                 "buffer holds events from an earlier run; forwarding them first"
             );
         }
-        telemetry.attach_buffer(buffer.clone());
+        telemetry.attach_buffer(std::sync::Arc::new(buffer.clone()));
         {
             // Earlier runs' gaps for /status; from now on `last_alive`
             // dates a crash (written by the buffer's watcher thread).

@@ -164,7 +164,7 @@ pub fn main() -> ExitCode {
         } => exit(gaps(&buffer, since, json)),
         Command::Buffer { tool } => buffer_tool(tool),
         Command::Simulate(args) => {
-            crate::telemetry_init::init_plain("info");
+            crate::telemetry::init::init_plain("info");
             match actix_rt::System::new().block_on(genesys_simulator::run(*args)) {
                 // The simulator names the flag (`--tls-cert` and the like).
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -203,7 +203,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return config_failure(&e),
     };
-    crate::telemetry_init::init(&settings.config.log);
+    crate::telemetry::init::init(&settings.config.log);
     let result = actix_rt::System::new().block_on(crate::app::run(settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -387,7 +387,7 @@ fn replay(buffer: &std::path::Path, config: &std::path::Path, timeout: Duration)
             buffer.display()
         )));
     }
-    crate::telemetry_init::init_plain("warn");
+    crate::telemetry::init::init_plain("warn");
     match crate::replay::replay(buffer, &settings, timeout) {
         Ok(outcome) => {
             for kept in &outcome.kept {

@@ -59,7 +59,7 @@ impl Drop for BrokerProcess {
 /// only after the actor system (and with it the bridge's Kafka clients) is
 /// gone, so the clients do not log the broker's disappearance.
 pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
-    crate::telemetry_init::init_plain("info,librdkafka=warn,rdkafka=warn,actix_server=warn");
+    crate::telemetry::init::init_plain("info,librdkafka=warn,rdkafka=warn,actix_server=warn");
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;

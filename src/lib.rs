@@ -43,7 +43,6 @@ pub mod secret;
 pub mod subscriptions;
 pub mod systemd;
 pub mod telemetry;
-pub mod telemetry_init;
 pub mod token;
 
 /// jemalloc's options for every binary of this package (the bridge and

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The service refuses more than this many topics on one channel (HTTP 400).
 pub const MAX_TOPICS_PER_CHANNEL: usize = 1_000;

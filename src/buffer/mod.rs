@@ -113,6 +113,7 @@ mod store;
 mod tail;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,9 +12,13 @@
 //! as one (numbers, booleans, arrays) and as a string otherwise.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+pub mod error;
+
+pub use error::ConfigError;
 
 use crate::buffer::BufferConfig;
 use crate::genesys::config::{GenesysConfig, SecretSource};
@@ -22,6 +26,7 @@ use crate::health::HealthConfig;
 use crate::producer::KafkaConfig;
 use crate::secret::Secret;
 use crate::subscriptions::TopicsConfig;
+use crate::telemetry::init::LogConfig;
 
 /// `sysexits.h` EX_CONFIG: what the binary exits with on a bad configuration.
 pub const EXIT_CONFIG: i32 = 78;
@@ -45,66 +50,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// `[log]`: how the bridge logs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    /// `text` for people, `json` (one object a line) for log collectors.
-    #[serde(default)]
-    pub format: LogFormat,
-    /// Default level filter, e.g. `info` or `genesys_kafka_bridge=debug`.
-    /// `RUST_LOG` overrides it.
-    #[serde(default = "default_log_level")]
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-fn default_log_level() -> String {
-    "info".into()
-}
-
-impl LogConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        tracing_subscriber::EnvFilter::try_new(&self.level)
-            .map(drop)
-            .map_err(|e| {
-                ConfigError::invalid(
-                    "log.level",
-                    format!("{:?} is not a level filter ({e})", self.level),
-                )
-            })?;
-        // A bare word that is not a level parses as a target name and turns
-        // logging off: refuse it.
-        let known = ["trace", "debug", "info", "warn", "error", "off"];
-        for directive in self.level.split(',') {
-            let level = directive.rsplit('=').next().unwrap_or_default().trim();
-            if !directive.contains('=') && !known.contains(&level.to_ascii_lowercase().as_str()) {
-                return Err(ConfigError::invalid(
-                    "log.level",
-                    format!("{level:?} is not a level (trace, debug, info, warn, error, off)"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: default_log_level(),
-        }
-    }
-}
-
 /// A configuration that was checked, with its secrets resolved.
 #[derive(Clone)]
 pub struct Settings {
@@ -115,37 +60,6 @@ pub struct Settings {
     pub client_secret_source: SecretSource,
     /// librdkafka properties, secrets included.
     pub kafka_properties: BTreeMap<String, String>,
-}
-
-/// Why a configuration was refused. Each names the key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("config key `{key}`: {reason}")]
-    Invalid { key: String, reason: String },
-}
-
-impl ConfigError {
-    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-
-    /// The key at fault, when there is one.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
-    }
 }
 
 /// Reads, overrides, checks and resolves the configuration at `path`.

@@ -15,11 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::secret::Secret;
 
 use super::rate_limit::RateLimiter;
+pub use super::rate_limit::MAX_RETRY_AFTER;
 
 /// Largest REST reply we read (queue listings of big orgs are a few MB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-/// Longest `Retry-After` honoured as given.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
 /// Page size for listings: the API's maximum.
 const PAGE_SIZE: u32 = 100;
 /// Never follow more pages than this (100,000 entities): a bound on a loop
@@ -531,7 +530,7 @@ impl GenesysApi {
                     status: s.as_u16(),
                     code: err.code.unwrap_or_default(),
                     // Genesys echoes channel ids, which are credentials.
-                    message: crate::telemetry::mask_channel_ids(&err.message.unwrap_or_default()),
+                    message: super::channel_id::mask_channel_ids(&err.message.unwrap_or_default()),
                 })
             }
         }
@@ -541,7 +540,7 @@ impl GenesysApi {
 fn transport(what: &'static str, e: impl std::fmt::Display) -> ApiError {
     ApiError::Transport {
         what,
-        reason: crate::telemetry::mask_channel_ids(&e.to_string()),
+        reason: super::channel_id::mask_channel_ids(&e.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::genesys::api::HttpClientSettings;
 use crate::genesys::proxy;
 use crate::genesys::proxy::ProxyUrlSetting;

@@ -3,6 +3,7 @@
 //! connections to it go through.
 
 pub mod api;
+pub mod channel_id;
 pub mod config;
 pub mod protocol;
 pub mod proxy;

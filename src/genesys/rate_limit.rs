@@ -25,7 +25,13 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::api::MAX_RETRY_AFTER;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+
+/// The longest `Retry-After` honoured: the official SDKs give up beyond
+/// it; an answer asking for more waits this long and tries again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
 
 /// First pause after a 429 without `Retry-After`.
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
@@ -153,6 +159,27 @@ impl RateLimiter {
     /// Time calls waited for their slot, in total.
     pub fn waited(&self) -> Duration {
         Duration::from_millis(self.waited_millis.load(Ordering::Relaxed))
+    }
+}
+
+/// The limiter's own series on `/metrics` (`gkb_api_rate_limited_total`,
+/// `gkb_api_rate_limit_wait_seconds_total`), read at each scrape.
+impl Collector for RateLimiter {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let limited = ConstCounter::new(self.rate_limited_total());
+        limited.encode(encoder.encode_descriptor(
+            "api_rate_limited",
+            "REST calls Genesys answered with 429",
+            None,
+            limited.metric_type(),
+        )?)?;
+        let waited = ConstCounter::new(self.waited().as_secs_f64());
+        waited.encode(encoder.encode_descriptor(
+            "api_rate_limit_wait_seconds",
+            "Time REST calls waited before being sent: the client-side pace and the pauses after a 429",
+            None,
+            waited.metric_type(),
+        )?)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The health, readiness and metrics endpoint.
 #[derive(Debug, Clone, Deserialize, Serialize)]

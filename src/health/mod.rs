@@ -163,14 +163,14 @@ async fn status(t: web::Data<Telemetry>) -> HttpResponse {
 /// read by scripts: they keep their shape (fields are only added).
 fn status_report(t: &Telemetry) -> serde_json::Value {
     serde_json::json!({
-        "connections": t.connections_report(),
-        "kafka_topics": t.topics(),
+        "connections": t.connections.report(),
+        "kafka_topics": t.kafka.topics(),
         // The reasons the bridge is not ready; empty when it is.
         "ready": t.readiness().err().unwrap_or_default(),
-        "gaps": t.gaps_report(),
+        "gaps": t.gaps.report(),
         "health": health_report(t).1,
-        "token": t.token_report(),
-        "forwarded": t.forwarded_report(),
+        "token": t.token.report(),
+        "forwarded": t.kafka.forwarded_report(),
         "recent_problems": t.recent_problems(),
         "generated_at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     })

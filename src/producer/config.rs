@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::partitioner::Partitioner;
 use super::routing::{Route, Router};
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 use crate::secret::MASK;
 
 /// The Kafka cluster and how events are routed into its topics.

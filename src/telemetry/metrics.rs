@@ -184,3 +184,26 @@ pub type PerConnectionSeconds = Family<ConnectionLabel, Counter<f64, AtomicU64>>
 pub fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
     registry.register(name, help.trim_end_matches('.'), metric);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_reasons_fall_into_a_fixed_set() {
+        for (reason, class) in [
+            ("setup failed: HTTP 500", "setup_failed"),
+            (
+                "no heartbeat for 20s (half-open socket)",
+                "heartbeat_timeout",
+            ),
+            ("socket dropped without a close frame (1006)", "dropped"),
+            ("socket protocol error: overflow", "protocol_error"),
+            ("socket closed by the service (Normal)", "closed_by_service"),
+            ("anything else", "other"),
+        ] {
+            assert_eq!(reconnect_class(reason), class);
+            assert!(RECONNECT_REASONS.contains(&class));
+        }
+    }
+}

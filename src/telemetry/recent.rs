@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::mask_channel_ids;
+use crate::genesys::channel_id::mask_channel_ids;
 
 /// Warnings and errors kept for `/status`, at most.
 pub const RECENT_PROBLEMS: usize = 50;
