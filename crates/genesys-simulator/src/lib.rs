@@ -26,6 +26,33 @@
 //! connectUris are `wss://`; [`TestCa`] makes a throwaway CA and a server
 //! certificate for 127.0.0.1/localhost (clients trust the CA certificate).
 //!
+//! # Code map
+//!
+//! Handlers over a state layer; imports point down this list, never up:
+//!
+//! * `server`: the listeners, [`start`], [`run`], [`RunningSimulator`].
+//! * `http/`: one file per API area, each a set of handlers over the
+//!   state: `oauth` (login, the bearer check), `channels` (Notification
+//!   Service REST), `socket` (the channel WebSocket actor), `directory`
+//!   (queue and user listings), `control/` (`/sim/`: `generate`,
+//!   `inspect`, `faults`, `directory`), `request` (reading input);
+//!   `http::routes` maps paths to handlers. A new API area is one file
+//!   here plus its routes.
+//! * `generator/`: `emit` (a batch of events, under the state lock) and
+//!   `job` (background jobs at a rate).
+//! * `janitor`: expires channels and tokens when nobody calls.
+//! * `state/`: `SimState` behind one lock, and its parts: `tokens`,
+//!   `channels`, `subscriptions`, `log` (the event log), `counters`,
+//!   `view` (`GET /sim/state`), `settings`, `sockets` and `jobs` (the
+//!   messages the state sends socket and generator actors, held as
+//!   `actix::Recipient`s: the state imports no handler or actor).
+//! * `events/`: event bodies per topic family, and the envelope.
+//! * `model/`: what persists between events: queue `observations` and the
+//!   live `conversations`.
+//! * `topics` (topic names, the subscription check), `directory` (the
+//!   organisation: queues, users, presences), `faults`, `config`
+//!   ([`SimulatorArgs`]), `tls` ([`TestCa`]), `errors`, `ids`, `clock`.
+//!
 //! # Genesys Cloud API
 //!
 //! * `POST /oauth/token`: client credentials grant. HTTP Basic

@@ -10,7 +10,7 @@ use crate::directory::Media;
 use crate::model::conversations::Conversation;
 use crate::topics::DetailKind;
 
-/// A detail event of a pool conversation (see `conversations`).
+/// A detail event of a pool conversation (see `model::conversations`).
 pub(crate) fn pool_detail_event(
     conv: &Conversation,
     kind: DetailKind,

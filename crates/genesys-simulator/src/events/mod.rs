@@ -36,7 +36,7 @@ use detail::detail_event;
 use facts::ConversationFacts;
 
 /// The body of one event on `topic`. Detail topics of pool conversations
-/// are the generator's business (see `conversations`); here a detail topic
+/// are the generator's business (see `model::conversations`); here a detail topic
 /// gets an event of its own kind with facts derived from its id.
 pub(crate) fn body(
     topic: &Topic,

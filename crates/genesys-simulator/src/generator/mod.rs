@@ -1,4 +1,4 @@
-//! Event generation: [`emit`] generates a batch now (under the state lock,
+//! Event generation: [`emit()`] generates a batch now (under the state lock,
 //! in chunks); background jobs ([`start_job`]) generate at a rate.
 
 mod emit;
