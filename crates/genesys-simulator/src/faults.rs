@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::errors::ApiError;
+use crate::errors::ApiError;
 
 /// Where an injected status applies.
 #[derive(Debug, Clone, Copy)]

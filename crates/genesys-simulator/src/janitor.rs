@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, AsyncContext, Context};
 use actix_web::web;
 
-use super::state::SimState;
+use crate::state::SimState;
 
 /// Expiry precision: a channel's socket closes at most this late.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);

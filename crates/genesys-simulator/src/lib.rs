@@ -26,6 +26,33 @@
 //! connectUris are `wss://`; [`TestCa`] makes a throwaway CA and a server
 //! certificate for 127.0.0.1/localhost (clients trust the CA certificate).
 //!
+//! # Code map
+//!
+//! Handlers over a state layer; imports point down this list, never up:
+//!
+//! * `server`: the listeners, [`start`], [`run`], [`RunningSimulator`].
+//! * `http/`: one file per API area, each a set of handlers over the
+//!   state: `oauth` (login, the bearer check), `channels` (Notification
+//!   Service REST), `socket` (the channel WebSocket actor), `directory`
+//!   (queue and user listings), `control/` (`/sim/`: `generate`,
+//!   `inspect`, `faults`, `directory`), `request` (reading input);
+//!   `http::routes` maps paths to handlers. A new API area is one file
+//!   here plus its routes.
+//! * `generator/`: `emit` (a batch of events, under the state lock) and
+//!   `job` (background jobs at a rate).
+//! * `janitor`: expires channels and tokens when nobody calls.
+//! * `state/`: `SimState` behind one lock, and its parts: `tokens`,
+//!   `channels`, `subscriptions`, `log` (the event log), `counters`,
+//!   `view` (`GET /sim/state`), `settings`, `sockets` and `jobs` (the
+//!   messages the state sends socket and generator actors, held as
+//!   `actix::Recipient`s: the state imports no handler or actor).
+//! * `events/`: event bodies per topic family, and the envelope.
+//! * `model/`: what persists between events: queue `observations` and the
+//!   live `conversations`.
+//! * `topics` (topic names, the subscription check), `directory` (the
+//!   organisation: queues, users, presences), `faults`, `config`
+//!   ([`SimulatorArgs`]), `tls` ([`TestCa`]), `errors`, `ids`, `clock`.
+//!
 //! # Genesys Cloud API
 //!
 //! * `POST /oauth/token`: client credentials grant. HTTP Basic
@@ -272,341 +299,22 @@
 //!
 //! Errors of the control API use the Genesys error shape too.
 
-mod channels;
 mod clock;
 mod config;
-mod control;
-mod conversations;
 mod directory;
 mod errors;
 mod events;
 mod faults;
 mod generator;
+mod http;
 mod ids;
 mod janitor;
-mod oauth;
-mod observations;
-mod request;
-mod socket;
+mod model;
+mod server;
 mod state;
 mod tls;
 mod topics;
 
-use std::io::{self, Write as _};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
-use actix::Actor as _;
-use actix_web::dev::ServerHandle;
-use actix_web::{web, App, HttpResponse, HttpServer};
-
 pub use config::SimulatorArgs;
+pub use server::{run, start, RunningSimulator};
 pub use tls::{TestCa, TestCaFiles};
-
-use errors::ApiError;
-use state::SimState;
-
-/// Request bodies up to this size (a 1000-topic subscription is ~80 KB).
-const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// A simulator serving in the current actix system.
-pub struct RunningSimulator {
-    /// `http://127.0.0.1:43123` (`https://` with TLS): the API base URL
-    /// (REST, WebSocket, control API), no trailing slash.
-    pub base_url: String,
-    /// The login base URL (`POST {login_url}/oauth/token`): a listener of
-    /// its own, or `base_url` with `--login-on-api-port`.
-    pub login_url: String,
-    pub server: ServerHandle,
-    login_server: Option<ServerHandle>,
-    /// The bound address of the API listener (port 0 resolved).
-    pub local_addr: SocketAddr,
-    state: web::Data<SimState>,
-    task: actix_web::rt::task::JoinHandle<io::Result<()>>,
-}
-
-impl RunningSimulator {
-    /// The base of channel connectUris (`ws://127.0.0.1:43123`).
-    pub fn ws_base_url(&self) -> &str {
-        &self.state.settings.ws_base
-    }
-
-    /// Stops generators, closes every socket (1001 "server shutting down")
-    /// and stops the servers gracefully.
-    pub async fn stop(self) {
-        self.state.begin_shutdown();
-        generator::stop_jobs(&self.state);
-        self.state.close_all_sockets();
-        if let Some(login) = &self.login_server {
-            login.stop(true).await;
-        }
-        self.server.stop(true).await;
-        let _ = self.task.await;
-    }
-}
-
-/// Which routes a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// REST, WebSocket and control API; login too when `with_login`.
-    Api { with_login: bool },
-    /// `POST /oauth/token` only.
-    Login,
-}
-
-/// The address clients connect to: 0.0.0.0 / :: cannot be connected to,
-/// so loopback is advertised instead.
-fn advertised(local_addr: SocketAddr) -> SocketAddr {
-    match local_addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local_addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local_addr.port())
-        }
-        _ => local_addr,
-    }
-}
-
-fn serve(
-    state: web::Data<SimState>,
-    role: Role,
-    listener: std::net::TcpListener,
-    args: &SimulatorArgs,
-) -> io::Result<actix_web::dev::Server> {
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(web::PayloadConfig::new(MAX_BODY))
-            .wrap(
-                actix_web::middleware::ErrorHandlers::new().default_handler(errors::genesys_shape),
-            )
-            .wrap_fn(|req, srv| {
-                use actix_web::dev::Service as _;
-                let response = srv.call(req);
-                async move {
-                    let mut response = response.await?;
-                    oauth::add_rate_limit_headers(&mut response);
-                    Ok(response)
-                }
-            })
-            .configure(|cfg| routes(cfg, role))
-            .default_service(web::to(not_found))
-    })
-    .workers(if role == Role::Login { 1 } else { 2 })
-    // `run` handles signals itself; tests must not have the server react
-    // to the test runner's signals.
-    .disable_signals()
-    .shutdown_timeout(2);
-    let server = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => server.listen_openssl(listener, tls::acceptor(cert, key)?)?,
-        _ => server.listen(listener)?,
-    };
-    Ok(server.run())
-}
-
-/// Binds and starts serving; must be called inside an actix System
-/// (actix_rt). Returns once bound.
-pub async fn start(args: SimulatorArgs) -> io::Result<RunningSimulator> {
-    args.validate()?;
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        // Fail before binding anything, naming the file at fault.
-        tls::acceptor(cert, key)?;
-    }
-    let (http, ws) = if args.tls_cert.is_some() {
-        ("https", "wss")
-    } else {
-        ("http", "ws")
-    };
-    let listener = std::net::TcpListener::bind(&args.listen)?;
-    let local_addr = listener.local_addr()?;
-    let api_addr = advertised(local_addr);
-    let base_url = format!("{http}://{api_addr}");
-    let login_listener = match args.login_address() {
-        Some(addr) => Some(
-            std::net::TcpListener::bind(&addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("login listener on {addr}: {e}")))?,
-        ),
-        None => None,
-    };
-    let login_url = match &login_listener {
-        Some(l) => format!("{http}://{}", advertised(l.local_addr()?)),
-        None => base_url.clone(),
-    };
-    let state = web::Data::new(SimState::new(&args, format!("{ws}://{api_addr}"))?);
-
-    let api = serve(
-        state.clone(),
-        Role::Api {
-            with_login: login_listener.is_none(),
-        },
-        listener,
-        &args,
-    )?;
-    let handle = api.handle();
-    let login = match login_listener {
-        Some(l) => Some(serve(state.clone(), Role::Login, l, &args)?),
-        None => None,
-    };
-    let login_handle = login.as_ref().map(|s| s.handle());
-    let task = actix_web::rt::spawn(async move {
-        match login {
-            Some(login) => futures_util::future::try_join(api, login).await.map(|_| ()),
-            None => api.await,
-        }
-    });
-
-    janitor::Janitor {
-        state: state.clone(),
-    }
-    .start();
-    if args.rate > 0.0 {
-        generator::start_job(
-            state.clone(),
-            args.rate,
-            None,
-            generator::GenerateOptions::default(),
-        );
-    }
-    tracing::info!(
-        %base_url,
-        %login_url,
-        client_id = %args.client_id,
-        queues = args.queues,
-        users = args.users,
-        rate = args.rate,
-        "Genesys Cloud simulator started"
-    );
-    Ok(RunningSimulator {
-        base_url,
-        login_url,
-        server: handle,
-        login_server: login_handle,
-        local_addr,
-        state,
-        task,
-    })
-}
-
-/// The `simulate` subcommand: start(), print `listening on <base_url>` and
-/// `login on <login_url>` to stdout (flushed) first, then serve until
-/// SIGINT/SIGTERM.
-pub async fn run(args: SimulatorArgs) -> io::Result<()> {
-    let mut sim = start(args).await?;
-    {
-        let mut out = io::stdout().lock();
-        writeln!(out, "listening on {}", sim.base_url)?;
-        writeln!(out, "login on {}", sim.login_url)?;
-        out.flush()?;
-    }
-    let stopped_by_itself = {
-        let signal = std::pin::pin!(shutdown_signal());
-        match futures_util::future::select(signal, &mut sim.task).await {
-            futures_util::future::Either::Left((signal, _)) => {
-                signal?;
-                None
-            }
-            futures_util::future::Either::Right((result, _)) => Some(result),
-        }
-    };
-    match stopped_by_itself {
-        Some(result) => result.map_err(io::Error::other)?,
-        None => {
-            tracing::info!("shutting down the simulator");
-            sim.stop().await;
-            Ok(())
-        }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use actix_web::rt::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let ctrl_c = std::pin::pin!(actix_web::rt::signal::ctrl_c());
-        let term = std::pin::pin!(term.recv());
-        match futures_util::future::select(ctrl_c, term).await {
-            futures_util::future::Either::Left((result, _)) => result,
-            futures_util::future::Either::Right(_) => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        actix_web::rt::signal::ctrl_c().await
-    }
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("HTTP 404 Not Found"))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method.not.allowed",
-        "HTTP 405 Method Not Allowed",
-    ))
-}
-
-/// A resource whose unsupported methods get a Genesys-shaped 405.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-fn routes(cfg: &mut web::ServiceConfig, role: Role) {
-    match role {
-        Role::Login => {
-            cfg.service(resource("/oauth/token").route(web::post().to(oauth::token)));
-            return;
-        }
-        Role::Api { with_login: true } => {
-            cfg.service(resource("/oauth/token").route(web::post().to(oauth::token)));
-        }
-        Role::Api { with_login: false } => {}
-    }
-    cfg.service(
-        resource("/api/v2/notifications/channels")
-            .route(web::post().to(channels::create))
-            .route(web::get().to(channels::list)),
-    )
-    .service(resource("/api/v2/notifications/channels/{id}").route(web::head().to(channels::head)))
-    .service(
-        resource("/api/v2/notifications/channels/{id}/subscriptions")
-            .route(web::get().to(channels::get_subscriptions))
-            .route(web::put().to(channels::put_subscriptions))
-            .route(web::post().to(channels::post_subscriptions))
-            .route(web::delete().to(channels::delete_subscriptions)),
-    )
-    .service(resource("/api/v2/routing/queues").route(web::get().to(directory::list_queues)))
-    .service(resource("/api/v2/routing/queues/{id}").route(web::get().to(directory::get_queue)))
-    .service(resource("/api/v2/users").route(web::get().to(directory::list_users)))
-    .service(resource("/api/v2/users/{id}").route(web::get().to(directory::get_user)))
-    .service(resource("/channels/{id}").route(web::get().to(socket::connect)))
-    .service(resource("/sim/generate").route(web::post().to(control::generate)))
-    .service(resource("/sim/emitted").route(web::get().to(control::emitted)))
-    .service(resource("/sim/state").route(web::get().to(control::sim_state)))
-    .service(resource("/sim/conversations").route(web::get().to(control::conversations)))
-    .service(resource("/sim/observations").route(web::get().to(control::observations)))
-    .service(resource("/sim/directory/{kind}").route(web::post().to(control::add_entries)))
-    .service(resource("/sim/directory/{kind}/{id}").route(web::delete().to(control::remove_entry)))
-    .service(resource("/sim/stop-generator").route(web::post().to(control::stop_generator)))
-    .service(
-        resource("/sim/faults")
-            .route(web::get().to(control::get_faults))
-            .route(web::post().to(control::set_faults))
-            .route(web::delete().to(control::clear_faults)),
-    )
-    .service(resource("/sim/faults/drop-sockets").route(web::post().to(control::drop_sockets)))
-    .service(resource("/sim/faults/socket-closing").route(web::post().to(control::socket_closing)))
-    .service(resource("/sim/faults/expire-tokens").route(web::post().to(control::expire_tokens)))
-    .service(resource("/sim/faults/revoke-token").route(web::post().to(control::revoke_token)))
-    .service(
-        resource("/sim/faults/expire-channels").route(web::post().to(control::expire_channels)),
-    )
-    .route(
-        "/",
-        web::get()
-            .to(|| async { HttpResponse::Ok().body("Genesys Cloud simulator: see /sim/state\n") }),
-    );
-}

@@ -5,7 +5,7 @@
 //! name queues of the directory, user ids users of the directory;
 //! conversation ids may be any UUID.
 
-use super::directory::Directory;
+use crate::directory::Directory;
 
 /// Kinds of per-conversation detail events
 /// (`v2.detail.events.conversation.{id}.<kind>`).

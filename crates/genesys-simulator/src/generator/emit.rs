@@ -6,29 +6,21 @@
 //! sockets during a rollover see it); it is recorded once per channel, and
 //! as undelivered when the channel has no open socket (Genesys drops it).
 //! A frame queued to an open socket counts as delivered once the socket has
-//! written it (see `socket::Progress`).
+//! written it (see `state::Progress`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
-use actix_web::web;
-
-use super::clock::epoch_ms;
-use super::conversations::DetailDue;
-use super::events::{self, BodyContext};
-use super::socket::{Deliver, Progress};
-use super::state::{EmittedRecord, Inner, SimState, SocketRef, EVENT_LOG_MAX_BYTES};
-use super::topics::Topic;
+use crate::clock::epoch_ms;
+use crate::events::{self, BodyContext};
+use crate::model::conversations::DetailDue;
+use crate::state::{EmittedRecord, Inner, Progress, SimState, SocketRef, EVENT_LOG_MAX_BYTES};
+use crate::topics::{DetailKind, Topic};
 
 /// Events generated per lock acquisition: keeps REST calls and sockets
 /// responsive while a large batch is generated.
 const CHUNK: u64 = 256;
-/// Most events one tick of a background job generates.
-const MAX_PER_TICK: u64 = 20_000;
-/// Tick of background jobs.
-const TICK: Duration = Duration::from_millis(20);
 /// Most frame bytes queued to one socket and not written yet. A client that
 /// stops reading would otherwise make its socket's queue grow without end
 /// (a `--rate` job runs forever): beyond this the simulator gives up on the
@@ -120,8 +112,8 @@ fn emit_chunk(
 
     // topic → its subscribers (and their sockets), for live channels.
     let mut subscribers: BTreeMap<Arc<str>, Vec<Subscriber>> = BTreeMap::new();
-    for channel in inner.channels.values().filter(|c| c.alive(now)) {
-        for topic in &channel.topics {
+    for channel in inner.channels.iter().filter(|c| c.alive(now)) {
+        for topic in channel.topics.iter() {
             subscribers
                 .entry(topic.clone())
                 .or_default()
@@ -156,8 +148,8 @@ fn emit_chunk(
             return Err(NoTopics);
         };
         let name = &name;
-        let seq = inner.next_seq;
-        inner.next_seq += 1;
+        let seq = inner.log.next_seq;
+        inner.log.next_seq += 1;
         inner.counters.events_generated += 1;
         let correlation_id = uuid::Uuid::new_v4();
         let frame: Arc<str> = events::envelope(name, &body, &correlation_id).into();
@@ -182,7 +174,7 @@ fn emit_chunk(
                             if s.progress.backlog_bytes() + frame.len() as u64
                                 > MAX_BACKLOG_BYTES =>
                         {
-                            inner.give_up_socket(channel_id, s);
+                            inner.channels.give_up_socket(channel_id, s);
                             None
                         }
                         other => other,
@@ -190,10 +182,7 @@ fn emit_chunk(
                     if let Some(socket) = socket {
                         // Queued under the lock: mailbox order is seq order.
                         let position = socket.progress.queue(frame.len());
-                        socket.addr.do_send(Deliver {
-                            frame: frame.clone(),
-                            seq,
-                        });
+                        socket.deliver(frame.clone(), seq);
                         let runs = &mut outcome
                             .sockets
                             .entry(socket.id)
@@ -246,8 +235,7 @@ fn next_event(
             return Some((name.clone(), body));
         };
         let pool = &mut inner.model.conversations;
-        let subscribed =
-            |k: crate::topics::DetailKind| names.contains(k.topic(conversation_id).as_str());
+        let subscribed = |k: DetailKind| names.contains(k.topic(conversation_id).as_str());
         let mut due = pool.detail_due(conversation_id, subscribed);
         // A whole round without an event: this conversation moves on.
         let mut stages = 0;
@@ -270,111 +258,4 @@ fn next_event(
         }
     }
     None
-}
-
-/// A background generation job: `rate` events per second, until `remaining`
-/// runs out (forever when `None`), the job is stopped, or the server stops.
-pub(crate) struct GeneratorJob {
-    state: web::Data<SimState>,
-    id: u64,
-    rate: f64,
-    remaining: Option<u64>,
-    opts: GenerateOptions,
-    /// Events due but not generated yet (token bucket).
-    budget: f64,
-    last_tick: Instant,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct StopJob;
-
-impl Actor for GeneratorJob {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(job = self.id, rate = self.rate, count = ?self.remaining, "generator started");
-        self.last_tick = Instant::now();
-        ctx.run_interval(TICK, |job, ctx| job.tick(ctx));
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        tracing::info!(job = self.id, "generator stopped");
-        self.state.lock().jobs.remove(&self.id);
-    }
-}
-
-impl Handler<StopJob> for GeneratorJob {
-    type Result = ();
-
-    fn handle(&mut self, _msg: StopJob, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-impl GeneratorJob {
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.state.shutting_down() || self.remaining == Some(0) {
-            ctx.stop();
-            return;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
-        self.last_tick = now;
-        // After a stall, catch up by at most one second's worth of events.
-        self.budget = (self.budget + self.rate * elapsed).min(self.rate + 1.0);
-        // Bounded per tick, so one tick never holds the arbiter for long.
-        let mut due = (self.budget.floor() as u64).min(MAX_PER_TICK);
-        if let Some(remaining) = self.remaining {
-            due = due.min(remaining);
-        }
-        if due == 0 {
-            return;
-        }
-        match emit(&self.state, due, &self.opts) {
-            Ok(outcome) => {
-                self.budget -= outcome.emitted as f64;
-                if let Some(remaining) = &mut self.remaining {
-                    *remaining -= outcome.emitted.min(*remaining);
-                }
-            }
-            // Nobody subscribed: nothing is owed for the idle time.
-            Err(NoTopics) => self.budget = 0.0,
-        }
-    }
-}
-
-/// Starts a background job on the current arbiter; returns its id.
-pub(crate) fn start_job(
-    state: web::Data<SimState>,
-    rate: f64,
-    count: Option<u64>,
-    opts: GenerateOptions,
-) -> u64 {
-    let id = {
-        let mut inner = state.lock();
-        inner.next_job_id += 1;
-        inner.next_job_id
-    };
-    let job = GeneratorJob {
-        state: state.clone(),
-        id,
-        rate,
-        remaining: count,
-        opts,
-        budget: 0.0,
-        last_tick: Instant::now(),
-    };
-    let addr = job.start();
-    state.lock().jobs.insert(id, addr);
-    id
-}
-
-/// Stops every background job; returns how many there were.
-pub(crate) fn stop_jobs(state: &SimState) -> usize {
-    let jobs: Vec<_> = state.lock().jobs.drain().collect();
-    for (_, addr) in &jobs {
-        addr.do_send(StopJob);
-    }
-    jobs.len()
 }

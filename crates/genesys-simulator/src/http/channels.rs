@@ -4,10 +4,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::errors::ApiError;
 use super::oauth::authorize;
 use super::request::{parse_json, query_bool, query_params};
-use super::state::{channel_not_found, SimState, SubscribeMode};
+use crate::errors::ApiError;
+use crate::state::{channel_not_found, SimState, SubscribeMode};
 
 /// `POST /api/v2/notifications/channels` (the body, if any, is ignored: the
 /// Python SDK sends `null`).

@@ -5,10 +5,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
-use super::errors::{ApiError, OAuthError};
-use super::faults::Target;
-use super::ids::token_prefix;
-use super::state::{Auth, RateLimitInfo, SimState};
+use crate::errors::{ApiError, OAuthError};
+use crate::faults::Target;
+use crate::ids::token_prefix;
+use crate::state::{Auth, RateLimitInfo, SimState};
 
 /// Client id and secret from `Authorization: Basic …`, or failing that from
 /// the form (`client_id` / `client_secret`, which RFC 6749 also allows).

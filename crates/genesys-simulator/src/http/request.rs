@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::errors::ApiError;
+use crate::errors::ApiError;
 
 /// Parses a JSON request body, turning every failure (including an empty
 /// body) into a Genesys-shaped 400 that says what was wrong.
@@ -52,5 +52,16 @@ pub(crate) fn query_bool(
         Some(v) => Err(ApiError::bad_request(format!(
             "Query parameter {name}={v:?} must be true or false."
         ))),
+    }
+}
+
+/// Parses an optional JSON body: empty means all defaults.
+pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(body)
     }
 }

@@ -25,8 +25,8 @@ use std::collections::{HashMap, VecDeque};
 
 use rand::Rng;
 
-use super::ids::{hash_str, splitmix64};
-use super::topics::DetailKind;
+use crate::ids::{hash_str, splitmix64};
+use crate::topics::DetailKind;
 
 /// Stages in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
