@@ -76,7 +76,8 @@ impl Buffer {
     /// the appending thread after the first append that follows the
     /// registration or the last [`AppendWatch::rearm`], once, when the
     /// record can already be read. It must return quickly, must not block
-    /// (sending one message on a channel is the intended use), and must
+    /// (sending one message on a channel is the intended use), must not
+    /// register or drop a watch (it runs under the readers' lock) and must
     /// not hold a [`Buffer`] (the buffer would never close). Register
     /// before the first read, so that no append falls between the two.
     pub fn wake_on_append(&self, wake: impl Fn() + Send + Sync + 'static) -> AppendWatch {

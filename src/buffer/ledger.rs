@@ -13,6 +13,8 @@ use super::recovery::Failure;
 use super::store::{Area, Census};
 use super::watch::Watch;
 
+/// The ledger of one buffer, shared by its handles, its watcher thread and
+/// its metrics collector.
 pub(super) struct Shared {
     pub(super) admission: Admission,
     pub(super) check_interval: Duration,

@@ -116,9 +116,10 @@
 //! an append that lands during the read wakes it again. The function must
 //! be quick and must not block (sending one message on a channel is the
 //! intended use: a thread waiting on its queue, such as the forwarding
-//! thread, gets one coalesced message) and must not hold a [`Buffer`]
-//! (that would keep the buffer open for ever). Dropping the watch
-//! unregisters it. The buffer knows nothing of who reads.
+//! thread, gets one coalesced message), must not register or drop a watch
+//! (it runs under the readers' lock) and must not hold a [`Buffer`] (that
+//! would keep the buffer open for ever). Dropping the watch unregisters
+//! it. The buffer knows nothing of who reads.
 //!
 //! [`Buffer::append_and_hand_off`] is the whole hand-off of a received
 //! event in one call: the append (which wakes readers) and a grouped
@@ -127,10 +128,10 @@
 //!
 //! # Metrics
 //!
-//! The buffer registers its own metrics: [`Buffer::metrics`] is a
+//! The buffer describes its own metrics: [`Buffer::metrics`] is a
 //! `prometheus-client` collector of every `gkb_buffer_*` series (gauges,
-//! counters and the flush-time histogram), read from its counters at
-//! scrape time (`metrics.rs`).
+//! counters and the flush-time histogram) for `/metrics` to register,
+//! read from the buffer's counters at each scrape (`metrics.rs`).
 //!
 //! # Files
 //!
@@ -152,7 +153,9 @@
 //! - `alive.rs`: `last_alive` and the downtime it dates; `gaps.rs`: gap
 //!   records;
 //! - `inspect.rs`: read-only walks for the operator's tools;
-//!   `metrics.rs`: the collector.
+//!   `metrics.rs`: the collector; `config.rs`: `[buffer]`;
+//! - `tests/`: the buffer as a whole, by concern (the model-based proptest
+//!   in `tests/model.rs`).
 
 mod admission;
 mod alive;
