@@ -99,6 +99,7 @@ impl Bridge {
             );
         }
         telemetry.attach_buffer(std::sync::Arc::new(buffer.clone()));
+        telemetry.register_collector(std::sync::Arc::new(buffer.metrics()));
         {
             // Earlier runs' gaps for /status; from now on `last_alive`
             // dates a crash (written by the buffer's watcher thread).

@@ -15,13 +15,19 @@
 //! Bounded: at most [`MAX_GAPS`] records are kept; past that the oldest
 //! are removed (down to [`PRUNE_TO`], so pruning is rare) together with
 //! the topic lists no remaining gap names.
+//!
+//! Written off the actors' threads ([`Buffer::record_gap`]), read by the
+//! status pages and the operator's tools.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::IVec;
 
 use super::store::Store;
+use super::{Buffer, BufferError};
 
 /// Gap records kept at most (the newest).
 pub const MAX_GAPS: usize = 10_000;
@@ -310,6 +316,99 @@ pub fn visit(
         }
     }
     Ok(())
+}
+
+impl Buffer {
+    /// Records a gap without blocking the caller: the sled writes (and a
+    /// prune, rarely) run on the blocking pool, then a grouped flush is
+    /// requested. A failure is logged with the gap's bounds (the gap was
+    /// logged and counted by telemetry already). Await the handle to know
+    /// the write was made (shutdown does, before its final flush). Must be
+    /// called from within an actix/tokio runtime.
+    pub fn record_gap(
+        &self,
+        gap: GapRecord,
+        topics: Arc<Vec<String>>,
+    ) -> actix_rt::task::JoinHandle<()> {
+        let buffer = self.clone();
+        actix_rt::spawn(async move {
+            let b = buffer.clone();
+            let (start, end) = (gap.start.clone(), gap.end.clone());
+            let written =
+                actix_rt::task::spawn_blocking(move || b.record_gap_blocking(&gap, &topics)).await;
+            match written {
+                Ok(Ok(())) => buffer.request_flush(),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, start, end, "gap not recorded in the buffer")
+                }
+                Err(e) => tracing::error!(error = %e, start, end, "gap recording task failed"),
+            }
+        })
+    }
+
+    /// [`Buffer::record_gap`] on the calling thread (blocking: sled writes,
+    /// and at most once per 500 gaps a prune of the oldest).
+    pub fn record_gap_blocking(
+        &self,
+        gap: &GapRecord,
+        topics: &[String],
+    ) -> Result<(), BufferError> {
+        let store = self.store()?;
+        match write(&store, gap, topics) {
+            Ok(kept) => {
+                self.inner
+                    .shared
+                    .gaps_len
+                    .store(kept as u64, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a gap write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// Recorded gaps that end at or after `since_ms`, oldest first, with
+    /// their topic names when `with_topics`.
+    pub fn gaps(
+        &self,
+        since_ms: Option<u64>,
+        with_topics: bool,
+    ) -> Result<Vec<GapRecord>, BufferError> {
+        let store = self.store()?;
+        Ok(read(&store, since_ms, None, with_topics)?)
+    }
+
+    /// Visits the gaps that end at or after `since_ms`, oldest first, one
+    /// at a time (with topics, 10,000 gaps can name 600 MB of topics: a
+    /// listing never holds them all); `visit` returns `false` to stop.
+    pub fn each_gap(
+        &self,
+        since_ms: Option<u64>,
+        with_topics: bool,
+        visit: impl FnMut(GapRecord) -> bool,
+    ) -> Result<(), BufferError> {
+        let store = self.store()?;
+        Ok(self::visit(
+            &store,
+            since_ms,
+            with_topics,
+            Order::OldestFirst,
+            visit,
+        )?)
+    }
+
+    /// The newest `n` recorded gaps, oldest first, without topic names.
+    pub fn recent_gaps(&self, n: usize) -> Result<Vec<GapRecord>, BufferError> {
+        let store = self.store()?;
+        Ok(read(&store, None, Some(n), false)?)
+    }
+
+    /// Gap records kept (at most [`MAX_GAPS`]).
+    pub fn gaps_len(&self) -> u64 {
+        self.inner.shared.gaps_len.load(Ordering::SeqCst)
+    }
 }
 
 fn ms(t: SystemTime) -> u64 {

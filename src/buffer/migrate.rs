@@ -1,0 +1,56 @@
+//! The format marker and the migrations run at open (one page per format
+//! in `migrations/`): a new database is marked with [`FORMAT_VERSION`], an
+//! older one is moved up step by step, a newer one is refused untouched.
+
+use std::path::Path;
+
+use super::store::{self, Store};
+use super::{open_error, BufferError};
+
+/// On-disk format this build writes. Older formats are migrated at open
+/// (see `migrations/`); newer ones are refused, never rewritten.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// `meta` key of the format marker: u32 BE.
+pub(super) const META_FORMAT_KEY: &[u8] = b"format_version";
+
+/// Checks the format marker; writes it into a new database and moves a
+/// version-1 database to version 2 (nothing to rewrite: v1 records read as
+/// they are; their unsynced blob files are synced once).
+pub(super) fn migrate(store: &Store, path: &Path) -> Result<(), BufferError> {
+    let open_err = |source: sled::Error| open_error(path, source);
+    let found = match store.meta.get(META_FORMAT_KEY).map_err(open_err)? {
+        None => None,
+        Some(raw) => Some(u32::from_be_bytes(raw.as_ref().try_into().map_err(
+            |_| BufferError::BadFormatMarker {
+                path: path.to_owned(),
+            },
+        )?)),
+    };
+    match found {
+        Some(v) if v > FORMAT_VERSION => {
+            return Err(BufferError::NewerFormat {
+                path: path.to_owned(),
+                found: v,
+            })
+        }
+        Some(FORMAT_VERSION) => return Ok(()),
+        Some(1) => {
+            let synced =
+                store::sync_legacy_blobs(path).map_err(|e| open_err(sled::Error::Io(e)))?;
+            tracing::info!(
+                blobs_synced = synced,
+                "buffer format 1 → 2 (large values are chunked from now on; see migrations/v2.md)"
+            );
+        }
+        Some(_) | None => {}
+    }
+    store
+        .meta
+        .insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+        .map_err(open_err)?;
+    store
+        .sync()
+        .map_err(|e| BufferError::Flush(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The reader path: records in sequence order (from the tail while the
+//! reader keeps up, from sled otherwise), one record by sequence, and the
+//! removal of what Kafka acknowledged. What cannot be read never stops a
+//! read: an undecodable entry is quarantined (`side_trees.rs`), a range
+//! sled cannot read is found, recorded and skipped (see the module docs of
+//! `buffer`, "Unreadable entries").
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use super::store::{self, is_local, seq_of, Area, ReadError, Store};
+use super::{lock, side_trees, Buffer, BufferError, Record};
+
+impl Buffer {
+    /// The record under `seq`, if the buffer holds it. An entry that
+    /// cannot be decoded is moved to the quarantine and reads as `None`.
+    pub fn get(&self, seq: u64) -> Result<Option<Record>, BufferError> {
+        let store = self.store()?;
+        match store.get(Area::Events, seq) {
+            Ok(None) => Ok(None),
+            Ok(Some(value)) => match Record::decode(seq, &value) {
+                Ok(record) => Ok(Some(record)),
+                Err(e) => {
+                    self.quarantine_entry(&store, seq, &e.to_string(), &value)?;
+                    Ok(None)
+                }
+            },
+            Err(ReadError::Incomplete { reason, found }) => {
+                self.quarantine_entry(&store, seq, &reason, &found)?;
+                Ok(None)
+            }
+            Err(ReadError::Sled(e)) => Err(self.read_failed(e)),
+        }
+    }
+
+    /// Up to `limit` records with a sequence above `after`, in order.
+    /// Entries that cannot be decoded are moved to the quarantine tree and
+    /// skipped; their sequences are returned in the second list. Ranges
+    /// sled cannot read are skipped (see the module docs).
+    pub fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Vec<u64>), BufferError> {
+        if let Some(records) = lock(&self.inner.tail).read_after(after, limit) {
+            return Ok((records, Vec::new()));
+        }
+        let store = self.store()?;
+        let mut records = Vec::with_capacity(limit.min(1024));
+        let mut quarantined = Vec::new();
+        let mut pos = after.saturating_add(1);
+        // Each turn either ends the read or moves `pos` past a range sled
+        // cannot read, which only happens below `last_seq`.
+        'scan: while records.len() < limit && pos <= self.last_seq() {
+            pos = self.skip_known_unreadable(pos);
+            for entry in store.events.range(pos.to_be_bytes()..) {
+                if records.len() >= limit {
+                    break 'scan;
+                }
+                let (key, raw) = match entry {
+                    Ok(kv) => kv,
+                    Err(e) if is_local(&e) => {
+                        pos = self.skip_unreadable(&store, pos, &e)?;
+                        continue 'scan;
+                    }
+                    Err(e) => return Err(self.read_failed(e)),
+                };
+                let seq = seq_of(&key);
+                pos = seq.saturating_add(1);
+                let bad = match store.resolve(Area::Events, seq, raw) {
+                    Ok(value) => match Record::decode(seq, &value) {
+                        Ok(record) => {
+                            records.push(record);
+                            continue;
+                        }
+                        Err(e) => (e.to_string(), value.to_vec()),
+                    },
+                    Err(ReadError::Incomplete { reason, found }) => (reason, found),
+                    Err(ReadError::Sled(e)) if is_local(&e) => (e.to_string(), Vec::new()),
+                    Err(ReadError::Sled(e)) => return Err(self.read_failed(e)),
+                };
+                self.quarantine_entry(&store, seq, &bad.0, &bad.1)?;
+                quarantined.push(seq);
+            }
+            break;
+        }
+        Ok((records, quarantined))
+    }
+
+    /// Removes records Kafka acknowledged.
+    pub fn remove(&self, seqs: &[u64]) -> Result<(), BufferError> {
+        let store = self.store()?;
+        // An ack seen twice must not count twice.
+        let unique: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        match store.remove_many(Area::Events, &unique) {
+            Ok((present, freed)) => {
+                let shared = &self.inner.shared;
+                shared.events_len.fetch_sub(present, Ordering::SeqCst);
+                shared
+                    .admission
+                    .held_bytes
+                    .fetch_sub(freed, Ordering::SeqCst);
+                lock(&self.inner.tail).remove(unique.iter().copied());
+                // Kafka has them: a reopen must not write them back.
+                let mut unflushed = self.lock_unflushed();
+                for seq in unique {
+                    unflushed.removed(seq);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a removal", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// Finds the first readable key after a read error at `from` and
+    /// records the range in between as unreadable. Returns where to go on.
+    fn skip_unreadable(
+        &self,
+        store: &Store,
+        from: u64,
+        error: &sled::Error,
+    ) -> Result<u64, BufferError> {
+        let Some(good) = store::first_readable(&store.events, from) else {
+            return Err(self.read_failed(error.clone()));
+        };
+        let last_bad = good - 1;
+        lock(&self.inner.unreadable).push((from, last_bad));
+        self.inner
+            .shared
+            .unreadable_ranges
+            .fetch_add(1, Ordering::SeqCst);
+        tracing::error!(from, to = last_bad, error = %error, "buffer range sled cannot read: skipped and recorded in the quarantine");
+        let seq = self.inner.shared.next_seq.fetch_add(1, Ordering::SeqCst);
+        let reason = format!("sequences {from}..={last_bad} cannot be read: {error}");
+        let value = side_trees::quarantine_json(seq, "unreadable buffer range", &reason, &[]);
+        self.put_counted(store, Area::Quarantine, seq, value)?;
+        Ok(good)
+    }
+
+    fn skip_known_unreadable(&self, mut pos: u64) -> u64 {
+        let ranges = lock(&self.inner.unreadable);
+        // Ranges may touch one another; a few passes settle it.
+        for _ in 0..=ranges.len() {
+            match ranges.iter().find(|(a, b)| (*a..=*b).contains(&pos)) {
+                Some((_, b)) => pos = b.saturating_add(1),
+                None => break,
+            }
+        }
+        pos
+    }
+
+    /// Writes raw bytes as event `seq` behind the buffer's back, as a bad
+    /// disk would: for tests of the tools that find such damage.
+    #[cfg(test)]
+    pub(crate) fn damage_event_for_tests(&self, seq: u64, bytes: &[u8]) {
+        self.store()
+            .unwrap()
+            .events
+            .insert(seq.to_be_bytes(), bytes)
+            .unwrap();
+    }
+
+    /// Test hook: read everything from sled, as after a restart.
+    #[cfg(test)]
+    pub(crate) fn forget_tail(&self) {
+        lock(&self.inner.tail).reset(self.inner.shared.next_seq.load(Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,135 @@
+//! The buffer's own thread: it samples admission every `check_interval`,
+//! writes the alive mark every [`ALIVE_EVERY`] while a bridge runs, and
+//! while the buffer is failing retries the reopen with backoff and jitter.
+//! It holds the ledger and only a weak handle on the database, and ends
+//! when the last [`Buffer`] is dropped.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::admission::Transition;
+use super::ledger::Shared;
+use super::{lock, Buffer, Inner, ALIVE_EVERY};
+
+/// Reopen attempts: first after ~100 ms, then doubling to 10 s.
+const REOPEN_MIN_DELAY: Duration = Duration::from_millis(100);
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// What wakes the thread before its next turn.
+#[derive(Default)]
+pub(super) struct Watch {
+    closed: bool,
+    poked: bool,
+}
+
+impl Shared {
+    /// Wakes the watcher now (a failure to handle).
+    pub(super) fn poke(&self) {
+        lock(&self.watch).poked = true;
+        self.wake.notify_all();
+    }
+
+    /// Sleeps up to `timeout` or until poked; false once the buffer is gone.
+    fn sleep(&self, timeout: Duration) -> bool {
+        let watch = lock(&self.watch);
+        let (mut watch, _) = self
+            .wake
+            .wait_timeout_while(watch, timeout, |w| !w.closed && !w.poked)
+            .unwrap_or_else(|e| e.into_inner());
+        watch.poked = false;
+        !watch.closed
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut watch = lock(&self.shared.watch);
+        watch.closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// Starts the watcher thread for the buffer `buffer` at `dir`.
+pub(super) fn spawn(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("gkb-buffer-watch".into())
+        .spawn(move || watch(shared, buffer, dir))
+        .map(drop)
+}
+
+/// The watcher thread's loop.
+fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
+    let mut backoff = crate::backoff::Backoff::new(REOPEN_MIN_DELAY, REOPEN_MAX_DELAY)
+        .expect("constant bounds are valid");
+    let mut next_attempt: Option<Instant> = None;
+    let mut last_mark: Option<Instant> = None;
+    loop {
+        let wait = match next_attempt {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => shared.check_interval.min(ALIVE_EVERY),
+        };
+        if !shared.sleep(wait) {
+            return;
+        }
+        if shared.alive_marks.load(Ordering::SeqCst)
+            && !shared.failing.load(Ordering::SeqCst)
+            && last_mark.map_or(true, |at| at.elapsed() >= ALIVE_EVERY)
+        {
+            let Some(inner) = buffer.upgrade() else {
+                return;
+            };
+            // A failed mark is retried next turn; a failing buffer is
+            // reopened by the code below.
+            if (Buffer { inner }).mark_alive().is_ok() {
+                last_mark = Some(Instant::now());
+            }
+        }
+        match shared.admission.sample(&dir) {
+            Transition::Closed(reason) => tracing::warn!(
+                reason = ?reason,
+                disk_bytes = shared.admission.disk_bytes.load(Ordering::Relaxed),
+                held_bytes = shared.admission.held_bytes.load(Ordering::Relaxed),
+                free_bytes = shared.admission.free_bytes.load(Ordering::Relaxed),
+                "buffer at its bound: refusing new events, keeping what it holds"
+            ),
+            Transition::Opened => tracing::info!(
+                refused = shared.refused.load(Ordering::SeqCst),
+                "buffer below its bound again: taking new events"
+            ),
+            Transition::None => {}
+        }
+        if !shared.failing.load(Ordering::SeqCst) || !shared.auto_reopen.load(Ordering::SeqCst) {
+            next_attempt = None;
+            backoff.reset();
+            continue;
+        }
+        match next_attempt {
+            Some(at) if Instant::now() >= at => {}
+            Some(_) => continue,
+            None => {
+                next_attempt = Some(Instant::now() + backoff.next_delay());
+                continue;
+            }
+        }
+        let Some(inner) = buffer.upgrade() else {
+            return;
+        };
+        let handle = Buffer { inner };
+        match handle.reopen() {
+            Ok(()) => {
+                backoff.reset();
+                next_attempt = None;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "buffer reopen attempt failed");
+                if let Some(f) = lock(&shared.failure).as_mut() {
+                    f.attempts += 1;
+                    f.last_attempt_error = Some(e);
+                }
+                next_attempt = Some(Instant::now() + backoff.next_delay());
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The writer path: appends of received events, in sequence order, each
+//! journalled until a flush covers it (`recovery.rs`), pushed to the tail
+//! and handed to the readers (`handoff.rs`); and the counted writes every
+//! area uses.
+
+use std::sync::atomic::Ordering;
+
+use sled::IVec;
+
+use super::store::{Area, Store};
+use super::{lock, Buffer, BufferError, Record};
+
+impl Buffer {
+    /// Stores a received notification and returns its sequence. The record
+    /// is visible to readers at once (registered readers are woken, see
+    /// [`Buffer::wake_on_append`]) and durable after the next flush.
+    /// Refused at once (and counted) while the buffer is at its bound or
+    /// failing.
+    pub fn append(
+        &self,
+        received_at_ms: u64,
+        topic_name: &str,
+        correlation_id: Option<&str>,
+        payload: &[u8],
+    ) -> Result<u64, BufferError> {
+        let shared = &self.inner.shared;
+        if let Some(refusal) = self.refusal() {
+            shared.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(BufferError::Refused(self.refusal_text(refusal)));
+        }
+        let store = match self.store() {
+            Ok(store) => store,
+            Err(e) => {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let mut unflushed = self.lock_unflushed();
+        let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
+        let record = Record {
+            seq,
+            received_at_ms,
+            topic_name: topic_name.to_owned(),
+            correlation_id: correlation_id.map(str::to_owned),
+            payload: payload.to_vec(),
+        };
+        let value: IVec = record.encode().into();
+        match store.put(Area::Events, seq, value.clone()) {
+            Ok(bytes) => {
+                unflushed.add(seq, Area::Events, &value);
+                // Still under the append lock: the tail gets sequences in order.
+                lock(&self.inner.tail).push(record);
+                shared.events_len.fetch_add(1, Ordering::SeqCst);
+                shared
+                    .admission
+                    .held_bytes
+                    .fetch_add(bytes, Ordering::SeqCst);
+                drop(unflushed);
+                self.inner.readers.notify();
+                Ok(seq)
+            }
+            Err(e) => {
+                drop(unflushed);
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                self.fail("a write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// The whole hand-off of a received notification: [`Buffer::append`]
+    /// (which wakes the readers) and, once it is stored,
+    /// [`Buffer::request_flush`]. Must be called from within an actix/tokio
+    /// runtime.
+    pub fn append_and_hand_off(
+        &self,
+        received_at_ms: u64,
+        topic_name: &str,
+        correlation_id: Option<&str>,
+        payload: &[u8],
+    ) -> Result<u64, BufferError> {
+        let seq = self.append(received_at_ms, topic_name, correlation_id, payload)?;
+        self.request_flush();
+        Ok(seq)
+    }
+
+    /// Stores `value` under `seq` in `area`, replacing (and uncounting) a
+    /// value already there.
+    pub(super) fn put_counted(
+        &self,
+        store: &Store,
+        area: Area,
+        seq: u64,
+        value: IVec,
+    ) -> Result<(), BufferError> {
+        let result = store
+            .remove(area, seq)
+            .and_then(|old| Ok((old, store.put(area, seq, value)?)));
+        match result {
+            Ok((old, added)) => {
+                self.count_removed(area, old);
+                self.inner
+                    .shared
+                    .counter(area)
+                    .fetch_add(1, Ordering::SeqCst);
+                self.inner
+                    .shared
+                    .admission
+                    .held_bytes
+                    .fetch_add(added, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail("a write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// Uncounts an entry of `area` that was removed (`freed` bytes), if
+    /// there was one.
+    pub(super) fn count_removed(&self, area: Area, freed: Option<u64>) {
+        if let Some(freed) = freed {
+            self.inner
+                .shared
+                .counter(area)
+                .fetch_sub(1, Ordering::SeqCst);
+            self.inner
+                .shared
+                .admission
+                .held_bytes
+                .fetch_sub(freed, Ordering::SeqCst);
+        }
+    }
+}
