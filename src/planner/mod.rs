@@ -23,6 +23,7 @@
 
 pub mod assignment;
 pub mod guard;
+pub mod listing;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +31,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::backoff::Backoff;
-use crate::connection::plan::{self, OrgListing};
 use crate::connection::{ConnectionActor, SetTopics};
 use crate::genesys::api::GenesysApi;
 use crate::subscriptions::{channels_needed, TooManyChannels, TopicsConfig, MAX_CHANNELS};
@@ -39,6 +39,7 @@ use crate::token::TokenActor;
 
 use assignment::Assignment;
 use guard::{ShrinkGuard, Verdict};
+use listing::OrgListing;
 
 /// List the org now (SIGHUP).
 #[derive(Message)]
@@ -91,7 +92,7 @@ pub struct Planner {
     api: GenesysApi,
     tokens: Addr<TokenActor>,
     telemetry: Arc<Telemetry>,
-    /// Retries within one listing (see `connection::rest`).
+    /// Retries within one listing (see `token::rest`).
     call_backoff: Backoff,
     /// Delay between failed listings.
     retry: Backoff,
@@ -177,7 +178,7 @@ impl Planner {
         let telemetry = self.telemetry.clone();
         let backoff = self.call_backoff.clone();
         let listing =
-            async move { plan::list_org(&config, &api, &tokens, &telemetry, &backoff).await };
+            async move { listing::list_org(&config, &api, &tokens, &telemetry, &backoff).await };
         ctx.spawn(listing.into_actor(self).map(move |result, act, ctx| {
             if act.generation != generation || act.closing {
                 return;

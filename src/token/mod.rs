@@ -5,6 +5,8 @@
 //! grant. Token lifetimes are per OAuth client (300 s to 48 h), so the
 //! refresh point is computed from each grant's `expires_in`.
 
+pub mod rest;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
