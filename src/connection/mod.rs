@@ -38,8 +38,6 @@
 
 pub mod channel;
 pub mod overlap;
-pub mod plan;
-pub mod rest;
 mod silence;
 pub mod slots;
 
@@ -59,7 +57,7 @@ use crate::genesys::api::{GenesysApi, TopicOutcome};
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
 use crate::secret::Secret;
 use crate::telemetry::{ConnectionState, Telemetry, LIVENESS_INTERVAL};
-use crate::token::{ExpiryOf, GetToken, RenewToken, TokenActor, TokenRevoked};
+use crate::token::{rest, ExpiryOf, GetToken, RenewToken, TokenActor, TokenRevoked};
 use channel::HeldChannel;
 use overlap::Overlap;
 use silence::{SilenceClock, Verdict};
