@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use actix::Addr;
 
+use super::{GetToken, TokenActor, TokenRejected, TokenUnavailable};
 use crate::backoff::Backoff;
 use crate::genesys::api::ApiError;
 use crate::secret::Secret;
 use crate::telemetry::Telemetry;
-use super::{GetToken, TokenActor, TokenRejected, TokenUnavailable};
 
 /// Most attempts at one call before the caller gets the error.
 const MAX_ATTEMPTS: u32 = 5;
