@@ -4,7 +4,7 @@
 //! When an attempt runs is decided in [`super::moves`].
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::io::SinkWrite;
 use actix::prelude::*;
@@ -76,7 +76,7 @@ pub(super) enum EstablishError {
 
 impl EstablishError {
     /// How long the service asked us to wait, if it did.
-    pub(super) fn retry_after(&self) -> Option<std::time::Duration> {
+    pub(super) fn retry_after(&self) -> Option<Duration> {
         match self {
             EstablishError::Call(rest::CallError::Api(api)) => api.retry_after(),
             _ => None,
