@@ -1,8 +1,9 @@
 //! The topic planner: lists the org, expands `[topics]`, assigns topics to
 //! channels and keeps that assignment up to date while the bridge runs.
 //!
-//! At start-up it lists the org's queues and users (retrying with backoff
-//! until a listing succeeds: without it there is nothing to subscribe),
+//! At start-up it lists the org's queues and users ([`listing`];
+//! retrying with backoff until a listing succeeds: without it there is
+//! nothing to subscribe),
 //! refuses a plan needing more than [`MAX_CHANNELS`] channels (the
 //! refusal goes to `app::run`, which exits as for a configuration error),
 //! and starts one supervised connection actor per channel.
