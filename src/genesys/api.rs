@@ -3,7 +3,7 @@
 //!
 //! Calls take the bearer token as an argument: getting, caching and
 //! refreshing it is the token actor's job, and "401 → new token, retry
-//! once" is the caller's (see `connection::rest`).
+//! once" is the caller's (see `token::rest`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -448,7 +448,7 @@ impl GenesysApi {
     /// One REST call, paced by the rate limiter. A 429 pauses every
     /// caller (Retry-After, or a doubling delay with jitter) and is tried
     /// again here up to [`MAX_RATE_LIMITED_ATTEMPTS`] times; after that
-    /// the caller's own retry (`connection::rest`) takes over.
+    /// the caller's own retry (`token::rest`) takes over.
     async fn call(
         &self,
         what: &'static str,

@@ -1,8 +1,9 @@
 //! The topic planner: lists the org, expands `[topics]`, assigns topics to
 //! channels and keeps that assignment up to date while the bridge runs.
 //!
-//! At start-up it lists the org's queues and users (retrying with backoff
-//! until a listing succeeds: without it there is nothing to subscribe),
+//! At start-up it lists the org's queues and users ([`listing`];
+//! retrying with backoff until a listing succeeds: without it there is
+//! nothing to subscribe),
 //! refuses a plan needing more than [`MAX_CHANNELS`] channels (the
 //! refusal goes to `app::run`, which exits as for a configuration error),
 //! and starts one supervised connection actor per channel.
@@ -23,6 +24,7 @@
 
 pub mod assignment;
 pub mod guard;
+pub mod listing;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +32,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::backoff::Backoff;
-use crate::connection::plan::{self, OrgListing};
 use crate::connection::{ConnectionActor, SetTopics};
 use crate::genesys::api::GenesysApi;
 use crate::subscriptions::{channels_needed, TooManyChannels, TopicsConfig, MAX_CHANNELS};
@@ -39,6 +40,7 @@ use crate::token::TokenActor;
 
 use assignment::Assignment;
 use guard::{ShrinkGuard, Verdict};
+use listing::OrgListing;
 
 /// List the org now (SIGHUP).
 #[derive(Message)]
@@ -91,7 +93,7 @@ pub struct Planner {
     api: GenesysApi,
     tokens: Addr<TokenActor>,
     telemetry: Arc<Telemetry>,
-    /// Retries within one listing (see `connection::rest`).
+    /// Retries within one listing (see `token::rest`).
     call_backoff: Backoff,
     /// Delay between failed listings.
     retry: Backoff,
@@ -177,7 +179,7 @@ impl Planner {
         let telemetry = self.telemetry.clone();
         let backoff = self.call_backoff.clone();
         let listing =
-            async move { plan::list_org(&config, &api, &tokens, &telemetry, &backoff).await };
+            async move { listing::list_org(&config, &api, &tokens, &telemetry, &backoff).await };
         ctx.spawn(listing.into_actor(self).map(move |result, act, ctx| {
             if act.generation != generation || act.closing {
                 return;

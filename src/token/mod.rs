@@ -4,6 +4,11 @@
 //! Genesys has no refresh tokens: "refresh" is a new client-credentials
 //! grant. Token lifetimes are per OAuth client (300 s to 48 h), so the
 //! refresh point is computed from each grant's `expires_in`.
+//!
+//! Its callers make their REST calls through [`rest::call`] (a token from
+//! this actor, one retry after a 401, bounded retries with backoff).
+
+pub mod rest;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,16 +1,15 @@
-//! Listing the org for the topic planner (`crate::planner`): the ids of
-//! its queues and users, as far as `[topics]` needs them.
+//! Listing the org for the topic planner: the ids of its queues and
+//! users, as far as `[topics]` needs them.
 
 use std::sync::Arc;
 
 use actix::Addr;
 
-use super::rest;
 use crate::backoff::Backoff;
 use crate::genesys::api::GenesysApi;
 use crate::subscriptions::TopicsConfig;
 use crate::telemetry::Telemetry;
-use crate::token::TokenActor;
+use crate::token::{rest, TokenActor};
 
 /// The org's entities that templates expand over; `None` where no
 /// template needs the listing.

@@ -1,17 +1,17 @@
-//! REST calls made on behalf of a connection: with a token from the token
-//! actor, one retry after a 401, and retries with backoff for the failures
-//! that pass (429 honouring `Retry-After`, 5xx, transport errors).
+//! REST calls with a token from the token actor (the connections' and the
+//! planner's): one retry after a 401, and retries with backoff for the
+//! failures that pass (429 honouring `Retry-After`, 5xx, transport errors).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use actix::Addr;
 
+use super::{GetToken, TokenActor, TokenRejected, TokenUnavailable};
 use crate::backoff::Backoff;
 use crate::genesys::api::ApiError;
 use crate::secret::Secret;
 use crate::telemetry::Telemetry;
-use crate::token::{GetToken, TokenActor, TokenRejected};
 
 /// Most attempts at one call before the caller gets the error.
 const MAX_ATTEMPTS: u32 = 5;
@@ -22,7 +22,7 @@ pub enum CallError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]
-    Token(#[from] crate::token::TokenUnavailable),
+    Token(#[from] TokenUnavailable),
     #[error("the token actor is gone")]
     TokenActorGone,
 }
