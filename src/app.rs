@@ -110,7 +110,7 @@ impl Bridge {
             })
             .await
             .expect("the gap listing task does not panic")?;
-            telemetry.remember_gaps(recent);
+            telemetry.gaps.remember(recent);
         }
 
         let (server, health_addr) = crate::health::start(&config.health.listen, telemetry.clone())
@@ -160,10 +160,10 @@ impl Bridge {
         let request_timeout = Duration::from_secs(genesys.request_timeout_secs);
         let http = api::http_client(genesys.http_client_settings(&process_env)?);
         let api_limiter = Arc::new(RateLimiter::per_minute(genesys.api_requests_per_minute));
-        telemetry.watch_api_limiter(api_limiter.clone());
+        telemetry.register_collector(api_limiter.clone());
         let genesys_api = GenesysApi::new(http, &settings.api_base_url, &settings.login_base_url)
             .with_rate_limiter(api_limiter)
-            .with_request_timings(telemetry.request_seconds());
+            .with_request_timings(telemetry.token.request_seconds());
         let tokens = {
             let api = genesys_api.clone();
             let client_id = genesys.client_id.clone();

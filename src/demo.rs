@@ -143,7 +143,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
     bridge.shutdown(crate::app::DRAIN_GRACE).await;
     sim.server.stop(true).await;
     // Let the consumer print what Kafka acknowledged, for a few seconds at most.
-    let forwarded = telemetry.counters.events_forwarded.get();
+    let forwarded = telemetry.kafka.forwarded();
     target.store(forwarded, Ordering::SeqCst);
     let mut joined = actix_rt::task::spawn_blocking(move || consumer.join());
     let finished = match actix_rt::time::timeout(Duration::from_secs(5), &mut joined).await {
@@ -154,7 +154,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<impl Drop> {
         }
     };
     let printed = finished?.map_err(|_| anyhow::anyhow!("the demo consumer panicked"))??;
-    let received = telemetry.counters.events_received.get();
+    let received = telemetry.connections.events_received();
     println!(
         "demo: the bridge received {received} events, Kafka acknowledged {forwarded}, the demo consumer printed {printed}. \
          Broker store and buffer stay in {}",

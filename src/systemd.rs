@@ -480,16 +480,18 @@ mod tests {
         assert!(lines.contains(&"WATCHDOG=1".to_owned()), "{lines:?}");
 
         // What /readyz needs: a token, every connection open, Kafka answering.
-        telemetry.token_granted(Duration::from_secs(3600), Duration::from_secs(3000));
-        telemetry.connection_open(0, "channel-abc", 10, 0);
-        telemetry.kafka_reachable(Ok(()));
+        telemetry
+            .token
+            .granted(Duration::from_secs(3600), Duration::from_secs(3000));
+        telemetry.connections.open(0, "channel-abc", 10, 0);
+        telemetry.kafka.reachable(Ok(()));
         assert_eq!(telemetry.readiness(), Ok(()));
         watch.tick().unwrap();
         let lines = m.lines();
         assert!(lines.contains(&"READY=1".to_owned()), "{lines:?}");
 
         // /healthz red (Kafka refuses the bridge's settings): no more pings.
-        telemetry.producer_misconfigured("acks refused");
+        telemetry.kafka.producer_misconfigured("acks refused");
         watch.tick().unwrap();
         let lines = m.lines();
         assert!(!lines.contains(&"WATCHDOG=1".to_owned()), "{lines:?}");

@@ -132,39 +132,13 @@ pub fn resolve(
     config.health.validate()?;
     config.log.validate()?;
     let (api_base_url, login_base_url) = config.genesys.base_urls()?;
-    let client_secret_source = config.genesys.secret_source()?;
-    let client_secret = match &client_secret_source {
-        SecretSource::Env(name) => env(name).ok_or_else(|| {
-            ConfigError::invalid(
-                "genesys.client_secret_env",
-                format!("environment variable {name} is not set"),
-            )
-        })?,
-        SecretSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                ConfigError::invalid(
-                    "genesys.client_secret_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?
-            .trim()
-            .to_owned(),
-    };
-    if client_secret.is_empty() {
-        return Err(ConfigError::invalid(
-            match client_secret_source {
-                SecretSource::Env(_) => "genesys.client_secret_env",
-                SecretSource::File(_) => "genesys.client_secret_file",
-            },
-            format!("the client secret from {client_secret_source} is empty"),
-        ));
-    }
+    let (client_secret, client_secret_source) = config.genesys.client_secret(env)?;
     let kafka_properties = config.kafka.client_properties(env)?;
     Ok(Settings {
         config,
         api_base_url,
         login_base_url,
-        client_secret: Secret::new(client_secret),
+        client_secret,
         client_secret_source,
         kafka_properties,
     })

@@ -192,6 +192,39 @@ impl GenesysConfig {
         }
     }
 
+    /// The client secret, read from where [`Self::secret_source`] says
+    /// (an environment variable through `env`, or a file), and where it
+    /// came from. An unset variable, an unreadable file or an empty secret
+    /// is an error naming the key.
+    pub fn client_secret(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Secret, SecretSource), ConfigError> {
+        let source = self.secret_source()?;
+        let key = match source {
+            SecretSource::Env(_) => "genesys.client_secret_env",
+            SecretSource::File(_) => "genesys.client_secret_file",
+        };
+        let secret = match &source {
+            SecretSource::Env(name) => env(name).ok_or_else(|| {
+                ConfigError::invalid(key, format!("environment variable {name} is not set"))
+            })?,
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_owned(),
+        };
+        if secret.is_empty() {
+            return Err(ConfigError::invalid(
+                key,
+                format!("the client secret from {source} is empty"),
+            ));
+        }
+        Ok((Secret::new(secret), source))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let (api, login) = self.base_urls()?;
         for (key, value) in [

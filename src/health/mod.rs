@@ -293,21 +293,25 @@ mod tests {
     #[actix_rt::test]
     async fn status_keeps_its_fields_and_adds_what_the_page_shows() {
         let t = Arc::new(Telemetry::default());
-        t.token_granted(Duration::from_secs(3600), Duration::from_secs(1800));
-        t.channel_created(
+        t.token
+            .granted(Duration::from_secs(3600), Duration::from_secs(1800));
+        t.connections.channel_created(
             0,
             "streaming-0-fmtdmf8cdis7jh14udg5p89t6z",
             Some("2099-01-01T00:00:00Z"),
         );
-        t.connection_open(0, "streaming-0-fmtdmf8cdis7jh14udg5p89t6z", 6, 0);
-        t.reconnecting(
+        t.connections
+            .open(0, "streaming-0-fmtdmf8cdis7jh14udg5p89t6z", 6, 0);
+        t.connections.reconnecting(
             0,
             Some("streaming-0-fmtdmf8cdis7jh14udg5p89t6z"),
             "socket dropped without a close frame (1006)",
             Duration::ZERO,
         );
-        t.connection_open(0, "streaming-0-fmtdmf8cdis7jh14udg5p89t6z", 6, 0);
-        t.dead_lettered(9, "genesys.events", "MessageSizeTooLarge");
+        t.connections
+            .open(0, "streaming-0-fmtdmf8cdis7jh14udg5p89t6z", 6, 0);
+        t.kafka
+            .dead_lettered(9, "genesys.events", "MessageSizeTooLarge");
         let report = |acknowledged| crate::telemetry::TopicReport {
             topic: "genesys.events".into(),
             backlog: 2,
@@ -318,9 +322,9 @@ mod tests {
             forwarded: 0,
             forwarded_per_sec: 0.0,
         };
-        t.kafka_topics(vec![report(0)]);
-        t.events_forwarded(25);
-        t.kafka_topics(vec![report(25)]);
+        t.kafka.topics_report(vec![report(0)]);
+        t.kafka.events_forwarded(25);
+        t.kafka.topics_report(vec![report(25)]);
 
         let base = serve(t);
         let mut answer = awc::Client::new()
