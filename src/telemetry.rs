@@ -863,12 +863,16 @@ impl Telemetry {
         }
     }
 
-    /// A record was acknowledged by Kafka: its receive → acknowledged
-    /// time goes into the latency histogram.
-    pub fn acknowledged(&self, received_at_ms: u64) {
+    /// Records were acknowledged by Kafka (one batch of delivery reports,
+    /// by their receive times): each one's receive → acknowledged time
+    /// goes into the latency histogram.
+    pub fn acknowledged(&self, received_at_ms: &[u64]) {
         // Per acknowledged record: three relaxed atomic adds, no lock.
-        let ms = crate::now_ms().saturating_sub(received_at_ms);
-        self.receive_to_ack.observe(ms as f64 / 1000.0);
+        let now_ms = crate::now_ms();
+        for at in received_at_ms {
+            let ms = now_ms.saturating_sub(*at);
+            self.receive_to_ack.observe(ms as f64 / 1000.0);
+        }
     }
 
     /// The forwarding thread's view of every routed Kafka topic (once a
@@ -1879,7 +1883,7 @@ mod tests {
         t.socket_gap(&gap);
         t.dead_lettered(7, "genesys.events", "too large");
         t.token_granted(Duration::from_secs(600), Duration::from_secs(300));
-        t.acknowledged(crate::now_ms() - 30);
+        t.acknowledged(&[crate::now_ms() - 30]);
         observe_request(&t.request_seconds(), "create channel", 0.2);
         let text = t.render_metrics();
         println!("{text}");
