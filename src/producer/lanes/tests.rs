@@ -74,6 +74,18 @@ impl Port for FakePort {
             overtaken.is_empty(),
             "record {seq} overtook {overtaken:?} on {lane:?}"
         );
+        // And nothing newer of this lane is in flight: a failed lane sends
+        // again from its failure only once its in-flight records settled.
+        let newer: Vec<u64> = self
+            .in_flight
+            .range(seq..)
+            .map(|(s, _)| *s)
+            .filter(|s| self.lane[s] == lane)
+            .collect();
+        assert!(
+            newer.is_empty(),
+            "record {seq} sent while newer {newer:?} of {lane:?} are in flight"
+        );
         self.sent.push((seq, sent.alone));
         self.in_flight.insert(seq, sent);
         Ok(())
@@ -440,9 +452,9 @@ enum Op {
     Advance,
     /// Acknowledges the oldest record in flight on this lane.
     Ack(i32),
-    /// Fails every record in flight on this lane, as a refused batch or
-    /// a lost leader does.
-    Fail(i32, RDKafkaErrorCode),
+    /// Fails the oldest record in flight on this lane, or every one (as
+    /// a refused batch or a lost leader does).
+    Fail(i32, RDKafkaErrorCode, bool),
     /// The probe finds OTHER_TOPIC missing, or back.
     OtherMissing(bool),
     Later,
@@ -459,7 +471,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => lane.clone().prop_map(Op::Append),
         3 => Just(Op::Advance),
         4 => lane.clone().prop_map(Op::Ack),
-        1 => (lane, error).prop_map(|(l, code)| Op::Fail(l, code)),
+        2 => (lane, error, any::<bool>()).prop_map(|(l, code, all)| Op::Fail(l, code, all)),
         1 => any::<bool>().prop_map(Op::OtherMissing),
         1 => Just(Op::Later),
     ]
@@ -500,8 +512,10 @@ proptest! {
                         h.ack([*seq]);
                     }
                 }
-                Op::Fail(lane, code) => {
-                    for seq in h.in_flight_on(lane) {
+                Op::Fail(lane, code, all) => {
+                    let in_flight = h.in_flight_on(lane);
+                    let failed = if all { &in_flight[..] } else { &in_flight[..in_flight.len().min(1)] };
+                    for &seq in failed {
                         h.settle(seq, Err(produce(code)));
                     }
                 }
