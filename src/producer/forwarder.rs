@@ -91,11 +91,12 @@ impl Port for Io {
         record: &Record,
         topic: &str,
         partition: i32,
+        key: &str,
         sent: Box<InFlight>,
     ) -> Result<(), KafkaError> {
         let kafka_record = BaseRecord::with_opaque_to(topic, sent)
             .partition(partition)
-            .key(record::key(record))
+            .key(key)
             .payload(&record.payload)
             .headers(record::headers(record));
         // On failure librdkafka hands the record back; only the error is

@@ -51,13 +51,15 @@ pub trait Port {
     /// Up to `limit` records after sequence `after`, oldest first; `None`
     /// when the read failed (the port reports why).
     fn read_after(&mut self, after: u64, limit: usize) -> Option<Vec<Record>>;
-    /// Hands a record to Kafka, for `partition` of `topic`; its delivery
-    /// report comes back with `sent`. An error means it did not leave.
+    /// Hands a record to Kafka, for `partition` of `topic` under `key`
+    /// (its [`record::key`]); its delivery report comes back with `sent`.
+    /// An error means it did not leave.
     fn send(
         &mut self,
         record: &Record,
         topic: &str,
         partition: i32,
+        key: &str,
         sent: Box<InFlight>,
     ) -> Result<(), KafkaError>;
     /// Kafka acknowledged a record: it is to be removed from the buffer.
@@ -499,8 +501,9 @@ impl Lanes {
             self.hold(Unit::Lane(t, p), record.seq, record.received_at_ms);
             return Offer::Held;
         }
+        let key = record::key(&record);
         let bytes = record.payload.len()
-            + record::key(&record).len()
+            + key.len()
             + record.topic_name.len()
             + record.correlation_id.as_ref().map_or(0, String::len)
             + RECORD_OVERHEAD;
@@ -518,7 +521,7 @@ impl Lanes {
             bytes: bytes as u32,
             alone: lane.single_until.is_some(),
         });
-        let error = match port.send(&record, &self.topics[t].name, p as i32, sent) {
+        let error = match port.send(&record, &self.topics[t].name, p as i32, key, sent) {
             Ok(()) => {
                 self.count_read(t, &record);
                 self.in_flight += 1;

@@ -49,8 +49,10 @@ impl Port for FakePort {
         record: &Record,
         topic: &str,
         partition: i32,
+        key: &str,
         sent: Box<InFlight>,
     ) -> Result<(), KafkaError> {
+        assert_eq!(key, record::key(record));
         if let Some(error) = self.refuse.remove(&record.seq) {
             return Err(error);
         }
