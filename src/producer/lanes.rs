@@ -17,29 +17,26 @@
 //! hold whose `from` is at or below its sequence, so nothing is skipped
 //! for good and, per lane, nothing overtakes an older record.
 //!
-//! **Failures** (classified in `failure.rs`): a record-size refusal first
-//! puts the lane into single-record mode (a broker refusing a whole batch
-//! fails every small record in it), and only a record refused while sent
-//! alone is dead-lettered; a topic-scoped error blocks that topic with its
-//! own backoff; a configuration error halts forwarding loudly; a fatal
-//! producer error halts it so the actor restarts the producer. A failed
-//! lane starts again from its failure once all its in-flight records
-//! settled: a failure costs duplicates, never a gap.
+//! **Failures** (`settle.rs`, classified in `failure.rs`) hold the failed
+//! record's lane, or its topic, the same way.
+//!
+//! What delivery reports change is in `settle.rs`; the metadata probe's
+//! view and the per-topic figures in `topics.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::error::KafkaError;
 
-use super::delivery::{InFlight, Report};
-use super::failure::{classify, refusal, Failure, Refusal};
+use super::delivery::InFlight;
+use super::failure::{refusal, Refusal};
 use super::partitioner::Partitioner;
 use super::record;
 use super::routing::Router;
 use crate::backoff::Backoff;
 use crate::buffer::Record;
-use crate::telemetry::{Telemetry, TopicReport};
+use crate::telemetry::Telemetry;
 
 /// Records read from the buffer per read.
 const READ_BATCH: usize = 512;
@@ -575,109 +572,6 @@ impl Lanes {
         }
     }
 
-    /// Takes a delivery report: frees its place in the budgets and its
-    /// lane, and acknowledges the record or handles its failure.
-    pub fn settle(&mut self, report: Report, port: &mut impl Port, now: Instant) {
-        let Report {
-            sent,
-            result,
-            refused,
-        } = report;
-        let (t, p) = (sent.topic as usize, sent.partition as usize);
-        self.in_flight -= 1;
-        self.in_flight_bytes -= sent.bytes as usize;
-        let topic = &mut self.topics[t];
-        topic.in_flight.remove(&sent.seq);
-        let lane = &mut topic.lanes[p];
-        lane.in_flight -= 1;
-        match result {
-            Ok(()) => {
-                if lane.single_until.is_some_and(|until| sent.seq >= until) {
-                    lane.single_until = None;
-                }
-                topic.outstanding = topic.outstanding.saturating_sub(1);
-                topic.acknowledged += 1;
-                if topic.last_error.take().is_some() {
-                    topic.backoff.reset();
-                    self.telemetry.kafka_topic_recovered(&topic.name);
-                }
-                port.acknowledged(sent.seq, sent.received_at_ms);
-            }
-            Err(error) => self.failed(&sent, error, refused, port, now),
-        }
-    }
-
-    fn failed(
-        &mut self,
-        sent: &InFlight,
-        error: KafkaError,
-        refused: Option<Record>,
-        port: &mut impl Port,
-        now: Instant,
-    ) {
-        let (t, p) = (sent.topic as usize, sent.partition as usize);
-        if let Some(reason) = port.fatal_error() {
-            self.hold(Unit::Lane(t, p), sent.seq, sent.received_at_ms);
-            self.halt = Some(Halt::Fatal(reason));
-            return;
-        }
-        let kind = classify(&error);
-        let first = self.topics[t].last_error.is_none();
-        self.telemetry
-            .delivery_failed(sent.seq, &self.topics[t].name, &error, first);
-        match kind {
-            Failure::RecordOrBatch if sent.alone => {
-                // The delivery report carried the record back (see
-                // `delivery.rs`): no read of the buffer.
-                let Some(record) = refused else {
-                    // Not expected: every record the bridge sends carries
-                    // its headers. It stays in the buffer and goes again.
-                    tracing::error!(
-                        seq = sent.seq,
-                        kafka_topic = %self.topics[t].name,
-                        "a record Kafka refused came back without the bridge's headers; it stays in the buffer"
-                    );
-                    self.hold(Unit::Lane(t, p), sent.seq, sent.received_at_ms);
-                    self.topics[t].lanes[p].retry_at = Some(now + self.lane_backoff.next_delay());
-                    return;
-                };
-                self.dead_letter(t, &record, &error, port);
-                let lane = &mut self.topics[t].lanes[p];
-                if lane.single_until.is_some_and(|until| sent.seq >= until) {
-                    lane.single_until = None;
-                }
-            }
-            Failure::RecordOrBatch => {
-                // Perhaps only the batch was too large: send this lane's
-                // records one at a time until past everything that was in
-                // flight with it.
-                let lane = &mut self.topics[t].lanes[p];
-                lane.single_until = Some(lane.single_until.unwrap_or(0).max(lane.max_sent));
-                lane.retry_at = Some(now);
-                self.hold(Unit::Lane(t, p), sent.seq, sent.received_at_ms);
-            }
-            Failure::Topic => {
-                self.block_topic(t, &error, now);
-                self.hold(Unit::Lane(t, p), sent.seq, sent.received_at_ms);
-                self.topics[t].lanes[p].retry_at = Some(now);
-            }
-            Failure::Configuration => {
-                self.hold(Unit::Lane(t, p), sent.seq, sent.received_at_ms);
-                self.halt = Some(Halt::Configuration(format!(
-                    "Kafka refused the bridge's settings while sending to {}: {error}",
-                    self.topics[t].name
-                )));
-            }
-            Failure::Transient => {
-                self.hold(Unit::Lane(t, p), sent.seq, sent.received_at_ms);
-                self.topics[t].lanes[p].retry_at = Some(now + self.lane_backoff.next_delay());
-                self.topics[t]
-                    .last_error
-                    .get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
-
     fn block_topic(&mut self, t: usize, error: &KafkaError, now: Instant) {
         let topic = &mut self.topics[t];
         let delay = topic.backoff.next_delay();
@@ -704,75 +598,9 @@ impl Lanes {
                 .dead_lettered(record.seq, &topic.name, &reason);
         }
     }
-
-    /// Takes the metadata probe's view of the routed topics.
-    pub fn metadata(&mut self, view: BTreeMap<String, Result<i32, String>>) {
-        for topic in &mut self.topics {
-            match view.get(&topic.name) {
-                Some(Ok(partitions)) if *partitions > 0 => {
-                    let partitions = *partitions;
-                    if topic.lanes.len() < partitions as usize {
-                        topic.lanes.resize_with(partitions as usize, Lane::default);
-                    }
-                    topic.partitions = Some(partitions);
-                    if topic.missing.take().is_some() {
-                        // It exists now: what waited for it goes at once,
-                        // and /readyz turns green even if no event of it
-                        // comes (the missing reason was its last error).
-                        topic.blocked = None;
-                        topic.last_error = None;
-                        self.telemetry.kafka_topic_recovered(&topic.name);
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(reason)) => {
-                    if topic.missing.is_none() {
-                        self.telemetry
-                            .kafka_topic_blocked(&topic.name, reason, Duration::ZERO);
-                    }
-                    topic.missing = Some(reason.clone());
-                    if topic.partitions.is_none() {
-                        topic.last_error = Some(reason.clone());
-                    }
-                }
-                // Not in this probe (it failed as a whole): keep what we knew.
-                None => {}
-            }
-        }
-    }
-
-    /// Each topic's figures since the last report, for telemetry.
-    pub fn report(&mut self) -> Vec<TopicReport> {
-        let now_ms = crate::now_ms();
-        self.topics
-            .iter_mut()
-            .map(|topic| {
-                let oldest_in_flight = topic.in_flight.values().min().copied();
-                let oldest_held = std::iter::once(topic.hold)
-                    .chain(topic.lanes.iter().map(|l| l.hold))
-                    .flatten()
-                    .map(|h| h.received_at_ms)
-                    .min();
-                let oldest = [oldest_in_flight, oldest_held].into_iter().flatten().min();
-                TopicReport {
-                    topic: topic.name.clone(),
-                    backlog: topic.outstanding,
-                    in_flight: topic.in_flight.len() as u64,
-                    oldest_unacknowledged_age_ms: oldest.map(|at| now_ms.saturating_sub(at)),
-                    blocked: topic
-                        .blocked
-                        .as_ref()
-                        .map(|b| b.reason.clone())
-                        .or_else(|| topic.missing.clone())
-                        .or_else(|| topic.last_error.clone()),
-                    acknowledged: std::mem::take(&mut topic.acknowledged),
-                    forwarded: 0,
-                    forwarded_per_sec: 0.0,
-                }
-            })
-            .collect()
-    }
 }
 
+mod settle;
 #[cfg(test)]
 mod tests;
+mod topics;

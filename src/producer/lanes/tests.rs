@@ -2,11 +2,13 @@
 //! log of sends for librdkafka, and the tests hand back delivery results.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::*;
+use crate::producer::delivery::Report;
 use crate::producer::routing::Route;
 
 const TOPIC: &str = "kafka-events";
