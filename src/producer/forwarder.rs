@@ -144,7 +144,8 @@ impl Port for Io {
         match self.buffer.dead_letter(record, topic, reason) {
             Ok(()) => true,
             Err(e) => {
-                // Stays in the buffer, owed to its lane: tried again later.
+                // Stays in the buffer. No hold owes it (this loop's cursor
+                // is past it): it goes again when the forwarder restarts.
                 self.telemetry.buffer_write_failed(&e);
                 false
             }

@@ -588,7 +588,8 @@ impl Lanes {
     }
 
     /// Dead-letters a record Kafka refused for good; if the buffer cannot
-    /// take it, the record stays where it is.
+    /// take it, the record stays in the buffer, owed to no hold (as before
+    /// the lanes had a file of their own): sent again by the next loop.
     fn dead_letter(&mut self, t: usize, record: &Record, error: &KafkaError, port: &mut impl Port) {
         let reason = error.to_string();
         let topic = &mut self.topics[t];
