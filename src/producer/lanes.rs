@@ -588,8 +588,8 @@ impl Lanes {
     }
 
     /// Dead-letters a record Kafka refused for good; if the buffer cannot
-    /// take it, the record stays in the buffer, owed to no hold (as before
-    /// the lanes had a file of their own): sent again by the next loop.
+    /// take it, the record stays in the buffer, owed to no hold: the next
+    /// forwarding loop sends it again.
     fn dead_letter(&mut self, t: usize, record: &Record, error: &KafkaError, port: &mut impl Port) {
         let reason = error.to_string();
         let topic = &mut self.topics[t];
