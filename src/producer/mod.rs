@@ -5,10 +5,11 @@
 //! producer (acks=all, retries without end, partitions chosen by the
 //! bridge) and starts the forwarding thread ([`forwarder`]) that does the
 //! work, off the actor threads that read the sockets; it passes wake-ups
-//! on (coalesced), probes Kafka's metadata for the routed topics, creates
-//! topics when asked to, and restarts the producer after a fatal error.
-//! See `forwarder.rs` for how partitions are kept apart and how failures
-//! are handled.
+//! on (coalesced, [`inbox`]), probes Kafka's metadata for the routed
+//! topics, creates topics when asked to, and restarts the producer after
+//! a fatal error. See [`lanes`] for how partitions are kept apart and how
+//! failures are handled, [`failure`] for the failure classes and
+//! [`delivery`] for librdkafka's delivery reports.
 //!
 //! Kafka record ([`record`]): value = the notification text exactly as
 //! received; key = the entity id from the topic name; headers
@@ -16,7 +17,11 @@
 //! `genesys-received-at-ms`.
 
 mod config;
+mod delivery;
+mod failure;
 mod forwarder;
+mod inbox;
+mod lanes;
 pub mod partitioner;
 pub mod record;
 pub mod routing;
@@ -35,7 +40,10 @@ use rdkafka::producer::{BaseProducer, Producer};
 use tokio::sync::oneshot;
 
 pub use config::KafkaConfig;
-use forwarder::{DeliveryContext, Event, Exit, Forwarder, KafkaProducer, Limits, Waker};
+use delivery::{DeliveryContext, KafkaProducer};
+use forwarder::{Exit, Forwarder};
+use inbox::{Event, Waker};
+use lanes::Limits;
 pub use partitioner::Partitioner;
 pub use record::{HEADER_CORRELATION_ID, HEADER_RECEIVED_AT, HEADER_TOPIC};
 use routing::Router;

@@ -1,5 +1,5 @@
-//! The producer actor against a real broker (Tansu):
-//! behaviour that cannot be provoked from outside the process.
+//! The producer actor against a real broker (Tansu) and librdkafka's mock
+//! broker: behaviour that cannot be provoked from outside the process.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -170,7 +170,7 @@ fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
 // ---- Faults Tansu cannot produce -------------------------------------
 //
 // Tansu has no size limit and no leader elections, and a batch it refuses
-// kills its store (see tests/kafka_faults.rs). The two tests below inject
+// kills its store (see tests/kafka_faults.rs). The tests below inject
 // those faults with librdkafka's own mock broker instead. They prove how
 // the forwarder *reacts* to a broker's answer; that forwarding reaches a
 // real broker is proved by the process tests in tests/.
@@ -325,4 +325,73 @@ fn a_partition_without_a_leader_holds_back_only_its_own_events() {
     println!("leaderless partition: {stuck} of {EVENTS} events waited for partition 0; the other {} flowed; then all acknowledged", EVENTS - stuck);
     assert_eq!(counter(&telemetry.counters.events_forwarded), EVENTS);
     assert_eq!(buffer.dead_letter_len(), 0);
+}
+
+#[test]
+fn a_record_the_broker_refuses_alone_is_dead_lettered_as_it_was_buffered() {
+    const RECEIVED_AT: u64 = 1_700_000_000_000;
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic("refused-record", 1, 1).unwrap();
+    // The first produce request refuses the record in a batch (perhaps
+    // only the batch was too large); the second refuses it sent alone.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 2],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open_for_tests(dir.path()).unwrap();
+    let topic = "v2.users.00000000-0000-4000-8000-000000000007.presence";
+    let payload = "{\"eventBody\":{\"presence\":\"disponível\"}}";
+    let seq = buffer
+        .append(RECEIVED_AT, topic, Some("corr-7"), payload.as_bytes())
+        .unwrap();
+    let telemetry = Arc::new(Telemetry::default());
+    actix_rt::System::new().block_on(async {
+        let actor = start_producer(
+            &mock.bootstrap_servers(),
+            "refused-record",
+            "",
+            &buffer,
+            &telemetry,
+        );
+        until("the record dead-lettered", Duration::from_secs(60), || {
+            buffer.dead_letter_len() == 1 && buffer.is_empty()
+        })
+        .await;
+        drain(&actor).await;
+    });
+    // Dead-lettered from its delivery report (no read of the buffer):
+    // the same event as buffered.
+    let letters = buffer.dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        (
+            letter.seq,
+            letter.received_at_ms,
+            letter.topic_name.as_str(),
+            letter.correlation_id.as_deref(),
+            letter.payload.as_str(),
+            letter.kafka_topic.as_str(),
+        ),
+        (
+            seq,
+            RECEIVED_AT,
+            topic,
+            Some("corr-7"),
+            payload,
+            "refused-record"
+        )
+    );
+    assert!(
+        letter.reason.contains("MessageSizeTooLarge"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(
+        counter(&telemetry.counters.kafka_delivery_errors),
+        2,
+        "refused in a batch, then alone"
+    );
+    assert_eq!(counter(&telemetry.counters.events_forwarded), 0);
 }

@@ -128,7 +128,7 @@ impl Telemetry {
     pub fn kafka_client_problem(&self, kind: &str, message: &str) {
         self.kafka.client_problem(kind, message)
     }
-    pub fn acknowledged(&self, received_at_ms: u64) {
+    pub fn acknowledged(&self, received_at_ms: &[u64]) {
         self.kafka.acknowledged(received_at_ms)
     }
     pub fn kafka_topics(&self, reports: Vec<TopicReport>) {

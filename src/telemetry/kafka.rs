@@ -321,12 +321,16 @@ impl KafkaTelemetry {
         }
     }
 
-    /// A record was acknowledged by Kafka: its receive → acknowledged
-    /// time goes into the latency histogram.
-    pub fn acknowledged(&self, received_at_ms: u64) {
+    /// Records were acknowledged by Kafka (one batch of delivery reports,
+    /// by their receive times): each one's receive → acknowledged time
+    /// goes into the latency histogram.
+    pub fn acknowledged(&self, received_at_ms: &[u64]) {
         // Per acknowledged record: three relaxed atomic adds, no lock.
-        let ms = crate::now_ms().saturating_sub(received_at_ms);
-        self.receive_to_ack.observe(ms as f64 / 1000.0);
+        let now_ms = crate::now_ms();
+        for at in received_at_ms {
+            let ms = now_ms.saturating_sub(*at);
+            self.receive_to_ack.observe(ms as f64 / 1000.0);
+        }
     }
 
     /// The forwarding thread's view of every routed Kafka topic (once a

@@ -38,7 +38,7 @@ fn metrics_render_through_the_library_with_labels_and_histograms() {
     t.kafka.dead_lettered(7, "genesys.events", "too large");
     t.token
         .granted(Duration::from_secs(600), Duration::from_secs(300));
-    t.kafka.acknowledged(crate::now_ms() - 30);
+    t.kafka.acknowledged(&[crate::now_ms() - 30]);
     observe_request(&t.token.request_seconds(), "create channel", 0.2);
     let text = t.render_metrics();
     println!("{text}");
