@@ -69,7 +69,7 @@ fn stats_on_a_running_bridge_with_a_backlog_match_the_metrics_and_the_files_afte
         sim,
         mut bridge,
         ..
-    } = Stack::start(dir.path(), 10);
+    } = Stack::builder(dir.path()).queues(10).start();
     broker.kill9();
     sim.generate(EVENTS);
     let scrape = bridge.wait_for_metrics(

@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::tmpfs::Tmpfs;
-use support::{consumer, http, ledger, Metrics, Stack, TOPICS};
+use support::{http, ledger, Metrics, Stack};
 
 const MIB: u64 = 1 << 20;
 
@@ -30,14 +30,11 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
         sim,
         bridge,
         ..
-    } = Stack::start_with_buffer(
-        dir.path(),
-        30,
-        &[],
-        &[],
-        &fs.path.join("buffer"),
-        &buffer_keys,
-    );
+    } = Stack::builder(dir.path())
+        .queues(30)
+        .buffer(&fs.path.join("buffer"))
+        .buffer_keys(&buffer_keys)
+        .start();
     let metrics = || Metrics(bridge.metrics().unwrap_or_default());
     let readyz = || http::get(&format!("{}/readyz", bridge.health)).unwrap();
 
@@ -155,9 +152,7 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
         200
     );
 
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let emitted = ledger::emitted(&sim.url);
-    let report = ledger::reconcile(&emitted, &consumed);
+    let report = ledger::check("disk full", &sim, &broker);
     let refused = last.get("gkb_buffer_refused_events_total");
     println!(
         "disk full: {} events delivered to the bridge's sockets; filler {} MiB; refused {refused} \

@@ -229,7 +229,7 @@ fn dashboard_and_alerts_query_only_metrics_a_running_bridge_exports() {
         sim,
         secret,
         broker: _broker,
-    } = Stack::start(dir.path(), 3);
+    } = Stack::builder(dir.path()).queues(3).start();
     sim.generate(300);
     let scrape = bridge.wait_forwarded(300, Duration::from_secs(120));
     let text = scrape.0;

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use support::{
-    bridge_config, consumer, eventually, free_port, http, ledger, wait_for_port, Bridge, Broker,
-    Proc, Simulator, TOPICS,
+    eventually, free_port, http, ledger, wait_for_port, with_genesys_keys, Bridge, Proc, Stack,
 };
 
 const PROXY_USER: &str = "alice";
@@ -159,11 +158,6 @@ min_free_bytes = 4194304
     )
 }
 
-/// A configuration with extra `[genesys]` keys (TOML lines).
-fn config_with_genesys_keys(config: String, keys: &str) -> String {
-    config.replacen("[genesys]\n", &format!("[genesys]\n{keys}\n"), 1)
-}
-
 /// Every rendering of the proxy password that must never be shown.
 fn password_renderings(user: &str, password: &str) -> Vec<String> {
     vec![
@@ -229,49 +223,35 @@ fn events_through_the_proxy(
     genesys_keys: &str,
 ) {
     const BATCH: usize = 1_000;
-    let broker = Broker::start(dir);
-    for topic in TOPICS {
-        broker.create_topic(topic, 3);
-    }
     let mut proxy = Tinyproxy::start(tinyproxy, dir, Some((PROXY_USER, PROXY_PASSWORD)));
-    let secret = format!("test-secret-{}", std::process::id());
-    let mut flags = vec![
-        "--client-id",
-        "e2e-client",
-        "--client-secret",
-        &secret,
-        "--queues",
-        "20",
-    ];
-    flags.extend_from_slice(simulator_flags);
-    let sim = Simulator::start(dir, &flags);
-    let proxy_variable = if sim.url.starts_with("https://") {
-        "HTTPS_PROXY"
-    } else {
-        "HTTP_PROXY"
-    };
+    let tls = simulator_flags.contains(&"--tls-cert");
+    let proxy_variable = if tls { "HTTPS_PROXY" } else { "HTTP_PROXY" };
     // The proxy from the environment, as an operator sets it; `no_proxy =
     // ""` so that a `NO_PROXY` inherited from the test's environment (CI
     // machines often list 127.0.0.1) cannot send the bridge around it.
     let proxy_url = format!("http://{PROXY_USER}:s3cr3t%2Dpw@{}", proxy.address());
-    let config = config_with_genesys_keys(
-        bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
-        &format!("no_proxy = \"\"\n{genesys_keys}"),
+    let Stack {
+        broker,
+        sim,
+        bridge,
+        ..
+    } = Stack::builder(dir)
+        .queues(20)
+        .simulator_args(simulator_flags)
+        .genesys_keys(&format!("no_proxy = \"\"\n{genesys_keys}"))
+        .env(proxy_variable, &proxy_url)
+        .env("https_proxy", "")
+        .env("http_proxy", "")
+        .env("wss_proxy", "")
+        .env("ws_proxy", "")
+        .env("all_proxy", "")
+        .start();
+    assert_eq!(
+        sim.url.starts_with("https://"),
+        tls,
+        "{proxy_variable} is the variable for {}",
+        sim.url
     );
-    let bridge = Bridge::start(
-        dir,
-        &config,
-        &[
-            ("E2E_CLIENT_SECRET", secret.as_str()),
-            (proxy_variable, proxy_url.as_str()),
-            ("https_proxy", ""),
-            ("http_proxy", ""),
-            ("wss_proxy", ""),
-            ("ws_proxy", ""),
-            ("all_proxy", ""),
-        ],
-    );
-    bridge.wait_ready();
     sim.generate(BATCH);
     bridge.wait_forwarded(BATCH, Duration::from_secs(120));
 
@@ -317,23 +297,15 @@ fn events_through_the_proxy(
         "no new CONNECT after the proxy came back"
     );
 
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let emitted = ledger::emitted(&sim.url);
-    let report = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "proxy e2e: {} events through {requests_after} CONNECTs; records in Kafka {}; arrived once {}; \
-         lost {}; duplicates {}; reordered {}; unknown {}",
+    ledger::assert_exactly_once(
+        &format!(
+            "proxy e2e: {} events through {requests_after} CONNECTs",
+            2 * BATCH
+        ),
+        &sim,
+        &broker,
         2 * BATCH,
-        consumed.len(),
-        report.arrived_once,
-        report.lost,
-        report.duplicates,
-        report.reordered,
-        report.unknown,
     );
-    assert_eq!(report.expected, 2 * BATCH);
-    assert!(report.is_perfect(), "{report:#?}");
-    assert_eq!(consumed.len(), 2 * BATCH);
 
     let log = bridge.proc.log_text();
     let routes = log
@@ -361,12 +333,7 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let proxy = Tinyproxy::start(tinyproxy, dir.path(), Some((PROXY_USER, PROXY_PASSWORD)));
-    let sim = Simulator::start(
-        dir.path(),
-        &["--client-id", "e2e-client", "--client-secret", "x"],
-    );
-    // Kafka plays no part: the bridge never gets a token.
-    let base = bridge_config(&sim.url, "127.0.0.1:9", &dir.path().join("buffer"));
+    let sim = Stack::builder(dir.path()).start_simulator();
     let wrong_password = "wr0ng-pw-value";
     for (case, keys, expected, shown_proxy) in [
         (
@@ -387,14 +354,11 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
     ] {
         let case_dir = dir.path().join(case.replace(' ', "-"));
         std::fs::create_dir_all(&case_dir).unwrap();
-        let mut bridge = Bridge::start(
-            &case_dir,
-            &config_with_genesys_keys(base.clone(), &keys),
-            &[
-                ("E2E_CLIENT_SECRET", "x"),
-                ("E2E_PROXY_PASSWORD", wrong_password),
-            ],
-        );
+        // Kafka plays no part: the bridge never gets a token.
+        let mut bridge = Stack::builder(&case_dir)
+            .genesys_keys(&keys)
+            .env("E2E_PROXY_PASSWORD", wrong_password)
+            .start_bridge(&sim, "127.0.0.1:9");
         let line = eventually(
             &format!("the bridge to report the proxy's refusal ({case})"),
             Duration::from_secs(60),
@@ -422,7 +386,7 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
 /// `[genesys]`: exit code and stderr.
 fn check_config(dir: &Path, keys: &str, env: &[(&str, &str)]) -> (i32, String) {
     let path = dir.join("check.toml");
-    let config = config_with_genesys_keys(
+    let config = with_genesys_keys(
         standalone_config(
             "http://127.0.0.1:9",
             "http://127.0.0.1:9",
@@ -661,7 +625,7 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
     std::fs::create_dir_all(&untrusted_dir).unwrap();
     let mut bridge = Bridge::start(
         &untrusted_dir,
-        &config_with_genesys_keys(base.clone(), &proxy_key),
+        &with_genesys_keys(base.clone(), &proxy_key),
         &[("E2E_CLIENT_SECRET", "x")],
     );
     let refusal = eventually(
@@ -690,7 +654,7 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
     std::fs::create_dir_all(&trusted_dir).unwrap();
     let mut bridge = Bridge::start(
         &trusted_dir,
-        &config_with_genesys_keys(
+        &with_genesys_keys(
             base,
             &format!("{proxy_key}\nca_file = \"{}\"", ca.display()),
         ),
