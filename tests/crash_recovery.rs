@@ -12,12 +12,8 @@ use support::{ledger, Metrics, Stack};
 #[test]
 fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        mut broker,
-        sim,
-        mut bridge,
-        ..
-    } = Stack::builder(dir.path()).queues(30).start();
+    let mut stack = Stack::builder(dir.path()).queues(30).start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &mut stack.bridge);
 
     // 1. Normal traffic.
     sim.generate(2_000);
@@ -53,7 +49,7 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     println!(
         "crash recovery: {buffered} events waited in the buffer through a broker kill -9 and a bridge kill -9"
     );
-    ledger::assert_exactly_once("crash recovery", &sim, &broker, 7_000);
+    ledger::assert_exactly_once("crash recovery", sim, broker, 7_000);
     assert!(
         buffered > 0.0,
         "the outage batch should have waited in the buffer"
@@ -63,12 +59,8 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
 #[test]
 fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path()).queues(30).start();
+    let stack = Stack::builder(dir.path()).queues(30).start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     sim.generate(1_000);
 
     // What a proxy does to an idle connection: the TCP connection vanishes
@@ -96,8 +88,8 @@ fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
     );
     ledger::assert_exactly_once(
         "socket drops, an abort (1006) and a close",
-        &sim,
-        &broker,
+        sim,
+        broker,
         3_000,
     );
 }

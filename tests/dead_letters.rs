@@ -18,15 +18,12 @@ const LIMIT: &str = "2000";
 #[test]
 fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        mut bridge,
-        secret,
-    } = Stack::builder(dir.path())
+    let mut stack = Stack::builder(dir.path())
         .queues(10)
         .env("GKB_KAFKA__PROPERTIES__message.max.bytes", LIMIT)
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &mut stack.bridge);
+    let secret = stack.secret.as_str();
     sim.generate(1_000);
     let settled = bridge.wait_for_metrics(
         "every event forwarded or dead-lettered",
@@ -47,7 +44,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     let live = support::list_dead_letters(&buffer);
     assert_eq!(live.lines().count() as f64, dead);
     // …but sent again only by a stopped one: the buffer is locked.
-    let locked = replay_dead_letters(&buffer, &bridge.config, &secret, &[]);
+    let locked = replay_dead_letters(&buffer, &bridge.config, secret, &[]);
     assert!(!locked.status.success());
     let stderr = String::from_utf8_lossy(&locked.stderr);
     assert!(stderr.contains("in use"), "{stderr}");
@@ -71,8 +68,8 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
             "dead letters: 1000 events; dead-lettered {dead} (listed {})",
             letters.len()
         ),
-        &sim,
-        &broker,
+        sim,
+        broker,
     );
     assert!(
         dead > 0.0 && forwarded > 0.0,
@@ -105,7 +102,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     // The limit raised (the override is gone from the replay's
     // environment): every dead letter reaches Kafka, the area is empty.
     let started = std::time::Instant::now();
-    let replayed = replay_dead_letters(&buffer, &bridge.config, &secret, &[]);
+    let replayed = replay_dead_letters(&buffer, &bridge.config, secret, &[]);
     let summary = String::from_utf8_lossy(&replayed.stdout);
     assert!(
         replayed.status.success(),
@@ -132,8 +129,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
             letters.len(),
             started.elapsed().as_secs_f64(),
         ),
-        &sim,
-        &broker,
+        sim, broker,
     );
     assert_eq!((report.lost, report.duplicates, report.unknown), (0, 0, 0));
     assert!(report.reordered <= letters.len(), "{report:#?}");
@@ -146,15 +142,11 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
 fn a_missing_topic_holds_back_only_its_own_events() {
     let dir = tempfile::tempdir().unwrap();
     let missing = "genesys.queue-conversations";
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(10)
         .without_topic(missing)
         .spawn();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     bridge.wait_unready_naming(missing);
     sim.generate(1_000);
     let emitted = ledger::emitted(&sim.url);
@@ -178,8 +170,8 @@ fn a_missing_topic_holds_back_only_its_own_events() {
     bridge.wait_forwarded(1_000, Duration::from_secs(120));
     let report = ledger::check(
         &format!("missing topic: {held_back} of 1000 events waited for their topic"),
-        &sim,
-        &broker,
+        sim,
+        broker,
     );
     assert!(report.is_perfect(), "{report:#?}");
 }

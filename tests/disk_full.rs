@@ -25,16 +25,12 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
         24 * MIB,
         6 * MIB
     );
-    let Stack {
-        mut broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let mut stack = Stack::builder(dir.path())
         .queues(30)
         .buffer(&fs.path.join("buffer"))
         .buffer_keys(&buffer_keys)
         .start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &stack.bridge);
     let metrics = || Metrics(bridge.metrics().unwrap_or_default());
     let readyz = || http::get(&format!("{}/readyz", bridge.health)).unwrap();
 
@@ -152,7 +148,7 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
         200
     );
 
-    let report = ledger::check("disk full", &sim, &broker);
+    let report = ledger::check("disk full", sim, broker);
     let refused = last.get("gkb_buffer_refused_events_total");
     println!(
         "disk full: {} events delivered to the bridge's sockets; filler {} MiB; refused {refused} \

@@ -16,12 +16,8 @@ const EVENTS: usize = 10_000;
 fn ten_thousand_events_arrive_exactly_once_in_order() {
     let test_started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path()).queues(60).start();
+    let stack = Stack::builder(dir.path()).queues(60).start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     let subscribed = sim.subscribed_topics().len();
     assert!(
         subscribed >= 50,
@@ -42,6 +38,5 @@ fn ten_thousand_events_arrive_exactly_once_in_order() {
         elapsed.as_secs_f64(),
         EVENTS as f64 / elapsed.as_secs_f64(),
     );
-    ledger::assert_exactly_once("e2e", &sim, &broker, EVENTS);
-    drop(sim);
+    ledger::assert_exactly_once("e2e", sim, broker, EVENTS);
 }

@@ -78,16 +78,12 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     let dir = dir.path();
     let buffer = dir.join("buffer");
     // Two queues: four topics, one connection.
-    let Stack {
-        broker: _broker,
-        sim,
-        mut bridge,
-        ..
-    } = Stack::builder(dir).queues(2).start();
+    let mut stack = Stack::builder(dir).queues(2).start();
+    let (sim, bridge) = (&stack.sim, &mut stack.bridge);
     // 50 events/s for up to 4 minutes: they flow through every phase.
     sim.generate_in_background(12_000, 50.0);
     eventually("events to flow", Duration::from_secs(60), || {
-        (emitted(&sim).len() >= 100).then_some(())
+        (emitted(sim).len() >= 100).then_some(())
     });
 
     // The socket dropped, the next four upgrades refused.
@@ -100,10 +96,10 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
         serde_json::json!({ "mode": "abort" }),
     );
     let gap = eventually("the gap on /status", Duration::from_secs(60), || {
-        recent_gaps(&bridge)?.first().cloned()
+        recent_gaps(bridge)?.first().cloned()
     });
     let (start, end) = bounds(&gap);
-    let events = emitted(&sim);
+    let events = emitted(sim);
     let missed: Vec<u64> = events.iter().filter(|e| !e.1).map(|e| e.0).collect();
     let (first, last) = (*missed.iter().min().unwrap(), *missed.iter().max().unwrap());
     println!(
@@ -170,7 +166,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     bridge.restart();
     bridge.wait_ready();
     let stop_gap = eventually("the stop's gap", Duration::from_secs(60), || {
-        recent_gaps(&bridge)?
+        recent_gaps(bridge)?
             .into_iter()
             .find(|g| g["reason"] == "bridge not running")
     });
@@ -188,7 +184,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     bridge.restart();
     bridge.wait_ready();
     let crash_gap = eventually("the crash's gap", Duration::from_secs(60), || {
-        recent_gaps(&bridge)?
+        recent_gaps(bridge)?
             .into_iter()
             .filter(|g| g["reason"] == "bridge not running")
             .nth(1)
@@ -202,9 +198,9 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     assert!(e >= restarted_at, "{crash_gap}");
 
     // Every event emitted to no socket lies within a recorded gap.
-    let gaps = recent_gaps(&bridge).unwrap();
+    let gaps = recent_gaps(bridge).unwrap();
     assert_eq!(gaps.len(), 3, "{gaps:?}");
-    let events = emitted(&sim);
+    let events = emitted(sim);
     let uncovered: Vec<u64> = events
         .iter()
         .filter(|e| !e.1)

@@ -64,16 +64,13 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
     let dir = tempfile::tempdir().unwrap();
     // Lingering puts the records produced around the large one into the
     // same batches, as on a busy producer.
-    let Stack {
-        broker,
-        sim,
-        mut bridge,
-        secret,
-    } = Stack::builder(dir.path())
+    let mut stack = Stack::builder(dir.path())
         .queues(10)
         .env(LIMIT.0, LIMIT.1)
         .env("GKB_KAFKA__PROPERTIES__linger.ms", "100")
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &mut stack.bridge);
+    let secret = stack.secret.as_str();
 
     sim.generate(300);
     let large_topic = ledger::emitted(&sim.url)
@@ -120,8 +117,8 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
              forwarded {forwarded}; failed deliveries {failed}",
             letters.len()
         ),
-        &sim,
-        &broker,
+        sim,
+        broker,
     );
     assert_eq!(large.len(), 1, "one large frame emitted");
     assert_eq!(dead, 1.0, "only the oversized record is dead-lettered");
@@ -143,7 +140,7 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
 
     // Replayed while the limit still holds: refused again, kept, with the
     // new refusal as its reason.
-    let again = replay_dead_letters(&buffer, &bridge.config, &secret, &[LIMIT]);
+    let again = replay_dead_letters(&buffer, &bridge.config, secret, &[LIMIT]);
     println!("{}", text(&again).trim());
     assert!(!again.status.success(), "{}", text(&again));
     assert!(
@@ -161,7 +158,7 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
     assert!(kept[0]["dead_at_ms"].as_u64() > letters[0]["dead_at_ms"].as_u64());
 
     // The limit raised (the override gone): delivered, the tree empty.
-    let done = replay_dead_letters(&buffer, &bridge.config, &secret, &[]);
+    let done = replay_dead_letters(&buffer, &bridge.config, secret, &[]);
     println!("{}", text(&done).trim());
     assert!(done.status.success(), "{}", text(&done));
     assert!(
@@ -172,8 +169,8 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
     assert!(dead_letters(&buffer).is_empty());
     let after = ledger::check(
         "after replay (a replayed record lands after the newer events of its key)",
-        &sim,
-        &broker,
+        sim,
+        broker,
     );
     assert_eq!((after.lost, after.duplicates, after.unknown), (0, 0, 0));
     assert!(after.reordered <= 1, "{after:#?}");

@@ -14,12 +14,7 @@ use support::{http, ledger, Stack};
 #[test]
 fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        secret,
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(10)
         .simulator_args(&[
             "--token-ttl",
@@ -30,6 +25,8 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
             "false",
         ])
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
+    let secret = stack.secret.as_str();
 
     // 1,500 events over 15 s: several token lifetimes, two channel lifetimes.
     sim.generate_in_background(1_500, 100.0);
@@ -48,7 +45,7 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
          tokens granted {tokens}, channels created {channels}",
         distinct - delivered,
     );
-    ledger::assert_exactly_once("lifecycle", &sim, &broker, delivered);
+    ledger::assert_exactly_once("lifecycle", sim, broker, delivered);
     assert_eq!(distinct, 1_500);
     assert!(tokens >= 4.0, "tokens were not refreshed: {tokens}");
     assert!(channels >= 2.0, "channels were not rolled over: {channels}");
@@ -63,7 +60,7 @@ fn expiring_tokens_and_channels_are_replaced_while_events_flow() {
         ("/metrics", m.0),
     ] {
         assert!(
-            !text.contains(&secret),
+            !text.contains(secret),
             "the client secret appears in the bridge's {what}"
         );
     }

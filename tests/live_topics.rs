@@ -58,31 +58,27 @@ fn emit_on(sim: &Simulator, topic: &str) {
 fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
     let dir = tempfile::tempdir().unwrap();
     let refresh = REFRESH.as_secs().to_string();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(6)
         .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", &refresh)
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
 
     // Added: subscribed on the open channel, no reconnect.
     let sockets_before = sim.state()["sockets_opened"].clone();
     let added_at = Instant::now();
-    let queue = add_queue(&sim);
+    let queue = add_queue(sim);
     let topics = eventually(
         "the new queue's topics to be subscribed",
         REFRESH * 3,
-        || Some(subscribed_naming(&sim, &queue)).filter(|t| t.len() == 2),
+        || Some(subscribed_naming(sim, &queue)).filter(|t| t.len() == 2),
     );
     let subscribed_after = added_at.elapsed();
     let observations = format!("v2.analytics.queues.{queue}.observations");
     assert!(topics.contains(&observations), "{topics:?}");
 
     // Its events reach Kafka.
-    emit_on(&sim, &observations);
+    emit_on(sim, &observations);
     let record = eventually(
         "the new queue's event in Kafka",
         Duration::from_secs(60),
@@ -106,11 +102,11 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 
     // Removed: unsubscribed within the interval.
     let removed_at = Instant::now();
-    remove_queue(&sim, &queue);
+    remove_queue(sim, &queue);
     eventually(
         "the removed queue's topics to be unsubscribed",
         REFRESH * 3,
-        || Some(subscribed_naming(&sim, &queue)).filter(Vec::is_empty),
+        || Some(subscribed_naming(sim, &queue)).filter(Vec::is_empty),
     );
     let unsubscribed_after = removed_at.elapsed();
 
@@ -138,32 +134,28 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 fn sighup_lists_the_org_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // 0: no interval; only SIGHUP lists the org again.
-    let Stack {
-        broker: _broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(4)
         .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", "0")
         .start();
-    let queue = add_queue(&sim);
+    let (sim, bridge) = (&stack.sim, &stack.bridge);
+    let queue = add_queue(sim);
     let signalled = Instant::now();
-    sighup(&bridge);
+    sighup(bridge);
     eventually(
         "the new queue to be subscribed after SIGHUP",
         Duration::from_secs(30),
-        || Some(subscribed_naming(&sim, &queue)).filter(|t| t.len() == 2),
+        || Some(subscribed_naming(sim, &queue)).filter(|t| t.len() == 2),
     );
     let added_after = signalled.elapsed();
 
-    remove_queue(&sim, &queue);
+    remove_queue(sim, &queue);
     let signalled = Instant::now();
-    sighup(&bridge);
+    sighup(bridge);
     eventually(
         "the removed queue to be unsubscribed after SIGHUP",
         Duration::from_secs(30),
-        || Some(subscribed_naming(&sim, &queue)).filter(Vec::is_empty),
+        || Some(subscribed_naming(sim, &queue)).filter(Vec::is_empty),
     );
     let removed_after = signalled.elapsed();
     println!(
@@ -176,25 +168,25 @@ fn sighup_lists_the_org_at_once() {
     assert!(bridge.proc.log_text().contains("SIGHUP"));
 
     // A topic the service refuses later is reported; the rest stay.
-    let queue = add_queue(&sim);
+    let queue = add_queue(sim);
     let refused = format!("v2.analytics.queues.{queue}.observations");
     sim.control(
         "/sim/faults",
         serde_json::json!({ "deny_topics": [refused] }),
     );
-    sighup(&bridge);
+    sighup(bridge);
     let metrics = bridge.wait_for_metrics(
         "the refused topic to be reported",
         Duration::from_secs(30),
         |m| m.get("gkb_topics_refused") == 1.0,
     );
-    let topics = subscribed_naming(&sim, &queue);
+    let topics = subscribed_naming(sim, &queue);
     assert_eq!(
         topics,
         [format!("v2.routing.queues.{queue}.conversations")],
         "the queue's other topic is subscribed"
     );
-    let all = subscribed_naming(&sim, "v2.").len();
+    let all = subscribed_naming(sim, "v2.").len();
     assert_eq!(all, 4 * 2 + 1, "the other queues' topics stay subscribed");
     let status = bridge.status().unwrap();
     let rejected: u64 = status["connections"]
@@ -310,12 +302,7 @@ fn a_start_up_plan_over_twenty_channels_is_refused() {
 #[test]
 fn combined_user_topics_arrive_under_their_expanded_names() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(2)
         .simulator_args(&["--users", "3"])
         .env(
@@ -324,12 +311,13 @@ fn combined_user_topics_arrive_under_their_expanded_names() {
         )
         .env("GKB_TOPICS__COMBINE_USER_TOPICS", "true")
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     // 2 queues × 2 templates + 3 users × 1 combined topic.
     let metrics = bridge.metrics().unwrap();
     assert_eq!(support::metric(&metrics, "gkb_topics_planned"), Some(7.0));
     // The service subscribes each combined topic's sub-topics.
     let user_topics = eventually("the users' sub-topics", Duration::from_secs(30), || {
-        Some(subscribed_naming(&sim, "v2.users.")).filter(|t| t.len() == 6)
+        Some(subscribed_naming(sim, "v2.users.")).filter(|t| t.len() == 6)
     });
     let presence = user_topics
         .iter()
@@ -337,7 +325,7 @@ fn combined_user_topics_arrive_under_their_expanded_names() {
         .unwrap()
         .clone();
     let user = presence.split('.').nth(2).unwrap().to_owned();
-    emit_on(&sim, &presence);
+    emit_on(sim, &presence);
     let record = eventually("the user's event in Kafka", Duration::from_secs(60), || {
         consumer::read_all(
             &broker.bootstrap(),

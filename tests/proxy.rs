@@ -230,12 +230,7 @@ fn events_through_the_proxy(
     // ""` so that a `NO_PROXY` inherited from the test's environment (CI
     // machines often list 127.0.0.1) cannot send the bridge around it.
     let proxy_url = format!("http://{PROXY_USER}:s3cr3t%2Dpw@{}", proxy.address());
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir)
+    let stack = Stack::builder(dir)
         .queues(20)
         .simulator_args(simulator_flags)
         .genesys_keys(&format!("no_proxy = \"\"\n{genesys_keys}"))
@@ -246,6 +241,7 @@ fn events_through_the_proxy(
         .env("ws_proxy", "")
         .env("all_proxy", "")
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     assert_eq!(
         sim.url.starts_with("https://"),
         tls,
@@ -302,8 +298,8 @@ fn events_through_the_proxy(
             "proxy e2e: {} events through {requests_after} CONNECTs",
             2 * BATCH
         ),
-        &sim,
-        &broker,
+        sim,
+        broker,
         2 * BATCH,
     );
 

@@ -31,16 +31,12 @@ fn message(line: &serde_json::Value) -> &str {
 #[test]
 fn a_two_minute_kafka_outage_is_a_handful_of_log_lines_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        mut broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let mut stack = Stack::builder(dir.path())
         .queues(10)
         .env("RUST_LOG", "info")
         .env("GKB_LOG__FORMAT", "json")
         .start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &stack.bridge);
 
     // 1. Events flowing.
     sim.generate(500);
@@ -110,8 +106,8 @@ fn a_two_minute_kafka_outage_is_a_handful_of_log_lines_and_loses_nothing() {
     }
     ledger::assert_exactly_once(
         &format!("quiet logs: {sent} events sent"),
-        &sim,
-        &broker,
+        sim,
+        broker,
         sent,
     );
 

@@ -29,16 +29,12 @@ fn written_twice(emitted: &[ledger::Emitted]) -> usize {
 #[test]
 fn a_30_second_pause_loses_nothing_the_service_wrote_to_the_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        mut bridge,
-        ..
-    } = Stack::builder(dir.path()).queues(10).start();
+    let mut stack = Stack::builder(dir.path()).queues(10).start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &mut stack.bridge);
     // 100 events/s for 60 s; the heartbeat timeout is 20 s (support's
     // bridge_config), so a 30 s pause is what used to kill the socket.
     sim.generate_in_background(6_000, 100.0);
-    wait_emitted(&sim, 1_000);
+    wait_emitted(sim, 1_000);
 
     bridge.proc.signal(libc::SIGSTOP);
     let paused_at = sim.state()["last_seq"].as_u64().unwrap();
@@ -60,7 +56,7 @@ fn a_30_second_pause_loses_nothing_the_service_wrote_to_the_socket() {
         m.get("gkb_reconnects_total"),
         resumed.elapsed().as_secs_f64(),
     );
-    ledger::assert_exactly_once("pause", &sim, &broker, delivered);
+    ledger::assert_exactly_once("pause", sim, broker, delivered);
     assert_eq!(distinct, 6_000);
     assert!(
         resumed_at - paused_at >= 2_000,
@@ -82,12 +78,7 @@ fn rollovers_and_socket_closing_lose_nothing_and_duplicate_nothing() {
     // Channels live 20 s and subscribing does not extend them: in 60 s at
     // 200 events/s, several rollovers plus two `socket_closing` notices,
     // after which the service closes the socket by itself (its default).
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(10)
         .simulator_args(&[
             "--channel-ttl",
@@ -96,9 +87,10 @@ fn rollovers_and_socket_closing_lose_nothing_and_duplicate_nothing() {
             "false",
         ])
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     sim.generate_in_background(12_000, 200.0);
     for at in [2_500, 7_500] {
-        wait_emitted(&sim, at);
+        wait_emitted(sim, at);
         sim.control("/sim/faults/socket-closing", serde_json::json!({}));
     }
     sim.wait_generated(Duration::from_secs(300));
@@ -116,7 +108,7 @@ fn rollovers_and_socket_closing_lose_nothing_and_duplicate_nothing() {
         m.get("gkb_socket_gaps_total"),
         m.get("gkb_socket_gap_seconds_total"),
     );
-    ledger::assert_exactly_once("rollovers", &sim, &broker, delivered);
+    ledger::assert_exactly_once("rollovers", sim, broker, delivered);
     assert_eq!(distinct, 12_000);
     assert_eq!(delivered, distinct, "every event reached an open socket");
     assert!(
@@ -141,16 +133,11 @@ fn rollovers_and_socket_closing_lose_nothing_and_duplicate_nothing() {
 #[test]
 fn ten_failed_attempts_in_a_row_leave_at_most_two_channels() {
     let dir = tempfile::tempdir().unwrap();
-    // The broker must be bound: a `..` pattern would drop (and stop) it here.
-    let Stack {
-        broker: _broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path()).queues(10).start();
+    let stack = Stack::builder(dir.path()).queues(10).start();
+    let (sim, bridge) = (&stack.sim, &stack.bridge);
     let channels_alive =
         |sim: &Simulator| -> usize { sim.state()["channels"].as_array().unwrap().len() };
-    assert_eq!(channels_alive(&sim), 1);
+    assert_eq!(channels_alive(sim), 1);
 
     // Ten socket upgrades refused, then the socket dropped: the bridge
     // fails ten attempts in a row before one succeeds.
@@ -175,7 +162,7 @@ fn ten_failed_attempts_in_a_row_leave_at_most_two_channels() {
             &format!("the refused {what} to run out and the bridge to reconnect"),
             Duration::from_secs(240),
             || {
-                most = most.max(channels_alive(&sim));
+                most = most.max(channels_alive(sim));
                 let state = sim.state();
                 let faults = &state["faults"];
                 let drained = faults["websocket"].is_null() && faults["api"].is_null();
@@ -186,7 +173,7 @@ fn ten_failed_attempts_in_a_row_leave_at_most_two_channels() {
         bridge.wait_ready();
         let m = Metrics(bridge.metrics().unwrap());
         let failed = m.get("gkb_reconnects_total") - reconnects;
-        most = most.max(channels_alive(&sim));
+        most = most.max(channels_alive(sim));
         println!(
             "failed attempts ({what}): {failed} reconnect attempts; at most {most} channels alive; {} created in all",
             m.get("gkb_channels_created_total")

@@ -151,12 +151,8 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     let Some(chromium) = chromium() else { return };
     let began = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        bridge,
-        sim,
-        secret,
-        broker: _broker,
-    } = Stack::builder(dir.path()).queues(3).start();
+    let stack = Stack::builder(dir.path()).queues(3).start();
+    let (bridge, sim, secret) = (&stack.bridge, &stack.sim, stack.secret.as_str());
     let base = bridge.health.clone();
     let url = format!("{base}/");
 
@@ -181,7 +177,7 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     assert_eq!(header("x-content-type-options"), "nosniff");
     assert_eq!(header("cache-control"), "no-store");
     assert_eq!(header("referrer-policy"), "no-referrer");
-    assert!(!page.body.contains(&secret), "the OAuth secret is in /");
+    assert!(!page.body.contains(secret), "the OAuth secret is in /");
     let post = http::post_json(&url, &json!({})).unwrap();
     assert_eq!(post.status, 405, "POST / must be refused: {}", post.body);
 
@@ -453,12 +449,12 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     let rendered = cdp.evaluate("document.documentElement.outerHTML").unwrap();
     assert!(rendered.as_str().unwrap().contains("streaming-0-"));
     assert!(
-        !rendered.as_str().unwrap().contains(&secret),
+        !rendered.as_str().unwrap().contains(secret),
         "the secret is rendered"
     );
     let status_text = http::get(&format!("{base}/status")).unwrap().body;
     assert!(
-        !status_text.contains(&secret),
+        !status_text.contains(secret),
         "the OAuth secret is in /status"
     );
     drop(browser);

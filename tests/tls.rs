@@ -25,16 +25,12 @@ fn every_event_arrives_exactly_once_over_tls() {
     let key = files.server_key.to_str().unwrap();
     let ca = files.ca_cert.to_str().unwrap();
 
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(30)
         .simulator_args(&["--tls-cert", cert, "--tls-key", key])
         .env("SSL_CERT_FILE", ca)
         .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     assert!(sim.url.api.starts_with("https://"), "{:?}", sim.url);
     assert!(sim.url.login.starts_with("https://"), "{:?}", sim.url);
     assert_ne!(
@@ -67,6 +63,5 @@ fn every_event_arrives_exactly_once_over_tls() {
         elapsed.as_secs_f64(),
         EVENTS as f64 / elapsed.as_secs_f64(),
     );
-    ledger::assert_exactly_once("tls e2e", &sim, &broker, EVENTS);
-    drop(sim);
+    ledger::assert_exactly_once("tls e2e", sim, broker, EVENTS);
 }
