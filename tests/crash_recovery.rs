@@ -22,14 +22,7 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     // 2. Kafka dies; events keep coming and must wait, durably, in the buffer.
     broker.kill9();
     sim.generate(3_000);
-    let flushed = bridge.wait_for_metrics(
-        "the outage batch received and flushed",
-        Duration::from_secs(120),
-        |m| {
-            m.get("gkb_events_received_total") >= 5_000.0
-                && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
-        },
-    );
+    let flushed = bridge.wait_received_and_flushed(5_000, Duration::from_secs(120));
     let buffered = flushed.get("gkb_buffer_events");
 
     // 3. The bridge dies too, without a chance to clean up.

@@ -40,14 +40,7 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
     // 1. Kafka goes away: events wait in the buffer.
     broker.kill9();
     sim.generate(2_000);
-    bridge.wait_for_metrics(
-        "the outage batch buffered and flushed",
-        Duration::from_secs(60),
-        |m| {
-            m.get("gkb_events_received_total") >= 3_000.0
-                && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
-        },
-    );
+    bridge.wait_received_and_flushed(3_000, Duration::from_secs(60));
 
     // 2. Something else fills the disk to the last byte; events keep
     //    coming, so sled meets ENOSPC (unless the sampler sees the floor

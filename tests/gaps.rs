@@ -48,6 +48,19 @@ fn emitted(sim: &Simulator) -> Vec<(u64, bool)> {
     events.into_values().collect()
 }
 
+/// The socket dropped without a close frame, the next `upgrades` socket
+/// upgrades refused (503).
+fn drop_socket_refusing(sim: &Simulator, upgrades: u64) {
+    sim.control(
+        "/sim/faults",
+        serde_json::json!({ "ws_status": 503, "ws_status_count": upgrades }),
+    );
+    sim.control(
+        "/sim/faults/drop-sockets",
+        serde_json::json!({ "mode": "abort" }),
+    );
+}
+
 fn bounds(gap: &Value) -> (u64, u64) {
     (
         gap["start_ms"].as_u64().unwrap(),
@@ -87,14 +100,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     });
 
     // The socket dropped, the next four upgrades refused.
-    sim.control(
-        "/sim/faults",
-        serde_json::json!({ "ws_status": 503, "ws_status_count": 4 }),
-    );
-    sim.control(
-        "/sim/faults/drop-sockets",
-        serde_json::json!({ "mode": "abort" }),
-    );
+    drop_socket_refusing(sim, 4);
     let gap = eventually("the gap on /status", Duration::from_secs(60), || {
         recent_gaps(bridge)?.first().cloned()
     });
@@ -221,14 +227,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     assert!(uncovered.is_empty(), "{uncovered:?}");
 
     // A gap still open at shutdown is recorded as open, ending then.
-    sim.control(
-        "/sim/faults",
-        serde_json::json!({ "ws_status": 503, "ws_status_count": 1_000 }),
-    );
-    sim.control(
-        "/sim/faults/drop-sockets",
-        serde_json::json!({ "mode": "abort" }),
-    );
+    drop_socket_refusing(sim, 1_000);
     eventually("the bridge to notice", Duration::from_secs(30), || {
         let m = support::Metrics(bridge.metrics()?);
         (m.get("gkb_connections_open") == 0.0).then_some(())

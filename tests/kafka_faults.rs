@@ -190,14 +190,19 @@ fn routed(genesys_topic: &str) -> &'static str {
 
 /// Emits `count` events on `topics` (all subscribed topics when empty) and
 /// returns how long until the bridge forwarded `expect_forwarded` in all.
-fn timed_burst(run: &Stack, count: usize, topics: &[String], expect_forwarded: usize) -> Duration {
+fn timed_burst(
+    stack: &Stack,
+    count: usize,
+    topics: &[String],
+    expect_forwarded: usize,
+) -> Duration {
     let start = Instant::now();
     let mut body = serde_json::json!({ "count": count });
     if !topics.is_empty() {
         body["topics"] = serde_json::json!(topics);
     }
-    run.sim.generate_with(body);
-    run.bridge.wait_for_metrics(
+    stack.sim.generate_with(body);
+    stack.bridge.wait_for_metrics(
         &format!("{expect_forwarded} events forwarded"),
         Duration::from_secs(60),
         |m| m.get("gkb_events_forwarded_total") >= expect_forwarded as f64,
@@ -219,15 +224,15 @@ fn timed_burst(run: &Stack, count: usize, topics: &[String], expect_forwarded: u
 fn a_refused_topic_holds_back_only_its_own_events() {
     let dir = tempfile::tempdir().unwrap();
     let refused = "genesys.queue-conversations";
-    let run = Stack::builder(dir.path())
+    let stack = Stack::builder(dir.path())
         .queues(10)
         .without_topic(refused)
         .spawn();
-    run.bridge.wait_unready_naming(refused);
+    stack.bridge.wait_unready_naming(refused);
     const BURST: usize = 2_000;
 
     // The observation topics: they flow to genesys.queue-observations.
-    let observations: Vec<String> = run
+    let observations: Vec<String> = stack
         .sim
         .subscribed_topics()
         .into_iter()
@@ -236,18 +241,18 @@ fn a_refused_topic_holds_back_only_its_own_events() {
     assert_eq!(observations.len(), 10);
 
     // Control: the other topics' share of a burst, nothing held back.
-    let control = timed_burst(&run, BURST / 2, &observations, BURST / 2);
+    let control = timed_burst(&stack, BURST / 2, &observations, BURST / 2);
     // The same events for the other topics, now interleaved with as many
     // for the refused topic.
-    let blocked = timed_burst(&run, BURST, &[], BURST / 2 + BURST / 2);
-    let emitted = ledger::emitted(&run.sim.url);
+    let blocked = timed_burst(&stack, BURST, &[], BURST / 2 + BURST / 2);
+    let emitted = ledger::emitted(&stack.sim.url);
     let held = emitted
         .iter()
         .filter(|e| routed(&e.topic) == refused)
         .count();
     assert_eq!(held, BURST / 2, "the simulator alternates the two families");
-    let readyz = run.bridge.wait_unready_naming(refused);
-    let waiting = run.bridge.metrics().map(support::Metrics).unwrap();
+    let readyz = stack.bridge.wait_unready_naming(refused);
+    let waiting = stack.bridge.metrics().map(support::Metrics).unwrap();
     let others = BURST / 2;
     println!(
         "refused topic: the other topics' {others} events in {:.2} s with nothing held ({:.0}/s), \
@@ -273,14 +278,15 @@ fn a_refused_topic_holds_back_only_its_own_events() {
     );
 
     // The cause removed: the topic's events follow.
-    run.broker.create_topic(refused, 3);
-    run.bridge.wait_ready();
-    run.bridge
+    stack.broker.create_topic(refused, 3);
+    stack.bridge.wait_ready();
+    stack
+        .bridge
         .wait_forwarded(BURST / 2 + BURST, Duration::from_secs(90));
     let report = ledger::check(
         &format!("refused topic: {} events", emitted.len()),
-        &run.sim,
-        &run.broker,
+        &stack.sim,
+        &stack.broker,
     );
     assert!(report.is_perfect(), "{report:#?}");
 }

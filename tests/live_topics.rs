@@ -12,7 +12,8 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{consumer, eventually, http, Bridge, Simulator, Stack};
+use support::consumer::{self, Consumed};
+use support::{eventually, http, Bridge, Broker, Simulator, Stack};
 
 /// The refresh interval of the interval test.
 const REFRESH: Duration = Duration::from_secs(5);
@@ -42,6 +43,19 @@ fn remove_queue(sim: &Simulator, id: &str) {
     );
     let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(reply["removed"], id, "{reply}");
+}
+
+/// Waits until Kafka's `topic` holds a record keyed `key`; returns it.
+fn wait_record_keyed(broker: &Broker, topic: &str, key: &str) -> Consumed {
+    eventually(
+        &format!("a record keyed {key} in {topic}"),
+        Duration::from_secs(60),
+        || {
+            consumer::read_all(&broker.bootstrap(), &[topic], Duration::from_secs(10))
+                .into_iter()
+                .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+        },
+    )
 }
 
 fn sighup(bridge: &Bridge) {
@@ -79,19 +93,7 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 
     // Its events reach Kafka.
     emit_on(sim, &observations);
-    let record = eventually(
-        "the new queue's event in Kafka",
-        Duration::from_secs(60),
-        || {
-            consumer::read_all(
-                &broker.bootstrap(),
-                &["genesys.queue-observations"],
-                Duration::from_secs(10),
-            )
-            .into_iter()
-            .find(|r| r.key.as_deref() == Some(queue.as_bytes()))
-        },
-    );
+    let record = wait_record_keyed(broker, "genesys.queue-observations", &queue);
     let in_kafka_after = added_at.elapsed();
     assert_eq!(record.topic, "genesys.queue-observations");
     let sockets_after = sim.state()["sockets_opened"].clone();
@@ -326,15 +328,7 @@ fn combined_user_topics_arrive_under_their_expanded_names() {
         .clone();
     let user = presence.split('.').nth(2).unwrap().to_owned();
     emit_on(sim, &presence);
-    let record = eventually("the user's event in Kafka", Duration::from_secs(60), || {
-        consumer::read_all(
-            &broker.bootstrap(),
-            &["genesys.events"],
-            Duration::from_secs(10),
-        )
-        .into_iter()
-        .find(|r| r.key.as_deref() == Some(user.as_bytes()))
-    });
+    let record = wait_record_keyed(broker, "genesys.events", &user);
     let value: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
     println!(
         "combined user topics: 7 planned topics for 10 sub-topics; event on {presence} in Kafka topic {} keyed by the user",

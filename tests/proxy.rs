@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use support::{
-    eventually, free_port, http, ledger, wait_for_port, with_genesys_keys, Bridge, Proc, Stack,
+    bridge_config, eventually, free_port, http, ledger, wait_for_port, with_genesys_keys, Bridge,
+    Proc, SimUrls, Stack,
 };
 
 const PROXY_USER: &str = "alice";
@@ -129,33 +130,14 @@ fn authority(url: &str) -> String {
         .to_owned()
 }
 
-/// A bridge configuration for runs without a simulator or broker (no
-/// event ever flows): `api` and `login` base URLs, Kafka nowhere.
-fn standalone_config(api: &str, login: &str, buffer: &Path) -> String {
-    format!(
-        r#"
-[genesys]
-api_base_url = "{api}"
-login_base_url = "{login}"
-client_id = "e2e-client"
-client_secret_env = "E2E_CLIENT_SECRET"
-retry_min_delay_ms = 100
-retry_max_delay_ms = 2000
-
-[topics]
-per_queue = ["v2.routing.queues.{{id}}.conversations"]
-
-[kafka]
-bootstrap_servers = "127.0.0.1:9"
-default_topic = "genesys.events"
-
-[buffer]
-path = "{buffer}"
-# The lowest floor check-config accepts: CI machines may have little disk free.
-min_free_bytes = 4194304
-"#,
-        buffer = buffer.display()
-    )
+/// The tests' bridge configuration for runs without a simulator or
+/// broker (no event ever flows): `url` for login and API, Kafka nowhere.
+fn standalone_config(url: &str, buffer: &Path) -> String {
+    let urls = SimUrls {
+        api: url.to_owned(),
+        login: url.to_owned(),
+    };
+    bridge_config(&urls, "127.0.0.1:9", buffer)
 }
 
 /// Every rendering of the proxy password that must never be shown.
@@ -355,17 +337,10 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
             .genesys_keys(&keys)
             .env("E2E_PROXY_PASSWORD", wrong_password)
             .start_bridge(&sim, "127.0.0.1:9");
-        let line = eventually(
+        let line = bridge.proc.wait_log_line(
             &format!("the bridge to report the proxy's refusal ({case})"),
+            expected,
             Duration::from_secs(60),
-            || {
-                bridge
-                    .proc
-                    .log_text()
-                    .lines()
-                    .find(|l| l.contains(expected))
-                    .map(str::to_owned)
-            },
         );
         println!("{case}: {line}");
         assert!(line.contains(&shown_proxy), "{case}: {line}");
@@ -383,11 +358,7 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
 fn check_config(dir: &Path, keys: &str, env: &[(&str, &str)]) -> (i32, String) {
     let path = dir.join("check.toml");
     let config = with_genesys_keys(
-        standalone_config(
-            "http://127.0.0.1:9",
-            "http://127.0.0.1:9",
-            &dir.join("buffer"),
-        ),
+        standalone_config("http://127.0.0.1:9", &dir.join("buffer")),
         keys,
     );
     std::fs::write(&path, config).unwrap();
@@ -613,7 +584,7 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
             .unwrap_or_else(|| panic!("unexpected first line from the TLS origin: {line:?}"))
             .to_owned()
     };
-    let base = standalone_config(&origin_url, &origin_url, &dir.path().join("buffer"));
+    let base = standalone_config(&origin_url, &dir.path().join("buffer"));
     let proxy_key = format!("proxy_url = \"http://{}\"", proxy.address());
 
     // Without the CA, the origin's certificate is refused inside the tunnel.
@@ -624,17 +595,10 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
         &with_genesys_keys(base.clone(), &proxy_key),
         &[("E2E_CLIENT_SECRET", "x")],
     );
-    let refusal = eventually(
+    let refusal = bridge.proc.wait_log_line(
         "the bridge to refuse the origin's certificate",
+        "certificate verify failed",
         Duration::from_secs(60),
-        || {
-            bridge
-                .proc
-                .log_text()
-                .lines()
-                .find(|l| l.contains("certificate verify failed"))
-                .map(str::to_owned)
-        },
     );
     println!("without ca_file: {refusal}");
     bridge.proc.terminate();

@@ -100,6 +100,19 @@ impl Bridge {
         })
     }
 
+    /// Waits until the bridge received at least `events` and every event
+    /// it holds is durable in the buffer (flushed to disk).
+    pub fn wait_received_and_flushed(&self, events: usize, limit: Duration) -> Metrics {
+        self.wait_for_metrics(
+            &format!("{events} events received and flushed"),
+            limit,
+            |m| {
+                m.get("gkb_events_received_total") >= events as f64
+                    && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
+            },
+        )
+    }
+
     /// Waits until Kafka acknowledged at least `events` and the buffer is empty.
     pub fn wait_forwarded(&self, events: usize, limit: Duration) -> Metrics {
         self.wait_for_metrics(

@@ -5,6 +5,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::eventually;
 
 /// A child process whose output is logged to a file.
 pub struct Proc {
@@ -72,6 +75,16 @@ impl Proc {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until a line of the log contains `text`; returns that line.
+    pub fn wait_log_line(&self, what: &str, text: &str, limit: Duration) -> String {
+        eventually(what, limit, || {
+            self.log_text()
+                .lines()
+                .find(|l| l.contains(text))
+                .map(str::to_owned)
+        })
     }
 }
 
