@@ -4,12 +4,17 @@
 //! the bridge configured for both, started in that order.
 //!
 //! ```ignore
-//! let Stack { broker, sim, bridge, .. } = Stack::builder(dir.path())
+//! let stack = Stack::builder(dir.path())
 //!     .queues(10)
 //!     .simulator_args(&["--channel-ttl", "20"])
 //!     .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", "5")
 //!     .start();
+//! let (sim, bridge) = (&stack.sim, &stack.bridge);
 //! ```
+//!
+//! The stack is kept whole and its parts borrowed: it stops all three
+//! when it goes, at the end of the test (a `let Stack { sim, .. } =`
+//! pattern would stop the parts it leaves out at once).
 
 use std::path::{Path, PathBuf};
 
