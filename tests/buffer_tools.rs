@@ -64,12 +64,8 @@ fn topic_series(metrics: &str, name: &str, topic: &str) -> Option<f64> {
 #[test]
 fn stats_on_a_running_bridge_with_a_backlog_match_the_metrics_and_the_files_after_a_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        mut broker,
-        sim,
-        mut bridge,
-        ..
-    } = Stack::start(dir.path(), 10);
+    let mut stack = Stack::builder(dir.path()).queues(10).start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &mut stack.bridge);
     broker.kill9();
     sim.generate(EVENTS);
     let scrape = bridge.wait_for_metrics(

@@ -7,17 +7,13 @@ mod support;
 
 use std::time::Duration;
 
-use support::{consumer, http, ledger, Metrics, Stack, TOPICS};
+use support::{ledger, Metrics, Stack};
 
 #[test]
 fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        mut broker,
-        sim,
-        mut bridge,
-        ..
-    } = Stack::start(dir.path(), 30);
+    let mut stack = Stack::builder(dir.path()).queues(30).start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &mut stack.bridge);
 
     // 1. Normal traffic.
     sim.generate(2_000);
@@ -26,14 +22,7 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
     // 2. Kafka dies; events keep coming and must wait, durably, in the buffer.
     broker.kill9();
     sim.generate(3_000);
-    let flushed = bridge.wait_for_metrics(
-        "the outage batch received and flushed",
-        Duration::from_secs(120),
-        |m| {
-            m.get("gkb_events_received_total") >= 5_000.0
-                && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
-        },
-    );
+    let flushed = bridge.wait_received_and_flushed(5_000, Duration::from_secs(120));
     let buffered = flushed.get("gkb_buffer_events");
 
     // 3. The bridge dies too, without a chance to clean up.
@@ -50,47 +39,31 @@ fn events_survive_a_kafka_outage_and_a_bridge_kill() {
         |m| m.get("gkb_events_received_total") >= 2_000.0 && m.get("gkb_buffer_events") == 0.0,
     );
 
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let report = ledger::reconcile(&ledger::emitted(&sim.url), &consumed);
     println!(
-        "crash recovery: {} events emitted; {buffered} waited in the buffer through a broker kill -9 and a bridge kill -9; \
-         in Kafka {}; arrived once {}; lost {}; duplicates {}; reordered {}",
-        report.expected,
-        consumed.len(),
-        report.arrived_once,
-        report.lost,
-        report.duplicates,
-        report.reordered
+        "crash recovery: {buffered} events waited in the buffer through a broker kill -9 and a bridge kill -9"
     );
-    assert_eq!(report.expected, 7_000);
+    ledger::assert_exactly_once("crash recovery", sim, broker, 7_000);
     assert!(
         buffered > 0.0,
         "the outage batch should have waited in the buffer"
     );
-    assert!(report.is_perfect(), "{report:#?}");
 }
 
 #[test]
 fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::start(dir.path(), 30);
+    let stack = Stack::builder(dir.path()).queues(30).start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     sim.generate(1_000);
 
     // What a proxy does to an idle connection: the TCP connection vanishes
     // without a close frame (1006), then, once replaced, a polite close.
     for mode in ["abort", "close"] {
         let before = Metrics(bridge.metrics().unwrap()).get("gkb_reconnects_total");
-        let reply = http::post_json(
-            &format!("{}/sim/faults/drop-sockets", sim.url),
-            &serde_json::json!({ "mode": mode }),
-        )
-        .unwrap();
-        assert_eq!(reply.status, 200, "{}", reply.body);
+        sim.control(
+            "/sim/faults/drop-sockets",
+            serde_json::json!({ "mode": mode }),
+        );
         bridge.wait_for_metrics(
             "the bridge to notice and reconnect",
             Duration::from_secs(60),
@@ -106,16 +79,10 @@ fn a_dropped_socket_is_replaced_and_nothing_received_is_lost() {
         1.0,
         "a dropped socket reconnects to its channel, which is still alive"
     );
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let report = ledger::reconcile(&ledger::emitted(&sim.url), &consumed);
-    println!(
-        "socket drops: {} events delivered around an abort (1006) and a close; in Kafka {}; lost {}; duplicates {}; reordered {}",
-        report.expected,
-        consumed.len(),
-        report.lost,
-        report.duplicates,
-        report.reordered
+    ledger::assert_exactly_once(
+        "socket drops, an abort (1006) and a close",
+        sim,
+        broker,
+        3_000,
     );
-    assert_eq!(report.expected, 3_000);
-    assert!(report.is_perfect(), "{report:#?}");
 }

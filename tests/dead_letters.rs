@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{consumer, eventually, ledger, Stack, BRIDGE, TOPICS};
+use support::{ledger, replay_dead_letters, Stack, BRIDGE};
 
 /// librdkafka refuses records above `message.max.bytes` before sending;
 /// the simulator's frames run from about 900 to 3,800 bytes.
@@ -18,17 +18,12 @@ const LIMIT: &str = "2000";
 #[test]
 fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        mut bridge,
-        secret,
-    } = Stack::start_with(
-        dir.path(),
-        10,
-        &[],
-        &[("GKB_KAFKA__PROPERTIES__message.max.bytes", LIMIT)],
-    );
+    let mut stack = Stack::builder(dir.path())
+        .queues(10)
+        .env("GKB_KAFKA__PROPERTIES__message.max.bytes", LIMIT)
+        .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &mut stack.bridge);
+    let secret = stack.secret.as_str();
     sim.generate(1_000);
     let settled = bridge.wait_for_metrics(
         "every event forwarded or dead-lettered",
@@ -49,16 +44,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     let live = support::list_dead_letters(&buffer);
     assert_eq!(live.lines().count() as f64, dead);
     // …but sent again only by a stopped one: the buffer is locked.
-    let locked = Command::new(BRIDGE)
-        .arg("dead-letters")
-        .arg("--buffer")
-        .arg(&buffer)
-        .arg("--replay")
-        .arg("--config")
-        .arg(&bridge.config)
-        .env("E2E_CLIENT_SECRET", &secret)
-        .output()
-        .unwrap();
+    let locked = replay_dead_letters(&buffer, &bridge.config, secret, &[]);
     assert!(!locked.status.success());
     let stderr = String::from_utf8_lossy(&locked.stderr);
     assert!(stderr.contains("in use"), "{stderr}");
@@ -77,22 +63,20 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
         .collect();
 
     let emitted = ledger::emitted(&sim.url);
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let report = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "dead letters: 1000 events; in Kafka {}; dead-lettered {dead} (listed {}); lost {}; duplicates {}; reordered {}",
-        consumed.len(),
-        letters.len(),
-        report.lost - letters.len(),
-        report.duplicates,
-        report.reordered
+    let report = ledger::check(
+        &format!(
+            "dead letters: 1000 events; dead-lettered {dead} (listed {})",
+            letters.len()
+        ),
+        sim,
+        broker,
     );
     assert!(
         dead > 0.0 && forwarded > 0.0,
         "the limit should split the events"
     );
     assert_eq!(letters.len() as f64, dead);
-    assert_eq!(consumed.len() as f64, forwarded);
+    assert_eq!(report.records as f64, forwarded);
     // Every event missing from Kafka is a listed dead letter, with its
     // payload intact and the broker's reason.
     let by_corr: std::collections::HashMap<&str, &ledger::Emitted> = emitted
@@ -118,16 +102,7 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
     // The limit raised (the override is gone from the replay's
     // environment): every dead letter reaches Kafka, the area is empty.
     let started = std::time::Instant::now();
-    let replayed = Command::new(BRIDGE)
-        .arg("dead-letters")
-        .arg("--buffer")
-        .arg(&buffer)
-        .arg("--replay")
-        .arg("--config")
-        .arg(&bridge.config)
-        .env("E2E_CLIENT_SECRET", &secret)
-        .output()
-        .unwrap();
+    let replayed = replay_dead_letters(&buffer, &bridge.config, secret, &[]);
     let summary = String::from_utf8_lossy(&replayed.stdout);
     assert!(
         replayed.status.success(),
@@ -148,16 +123,13 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
         .output()
         .unwrap();
     assert!(left.status.success() && left.stdout.is_empty());
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let report = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "replay: {} dead letters in {:.1} s; in Kafka {}; lost {}; duplicates {}; reordered {} (replayed records land after newer events of their key)",
-        letters.len(),
-        started.elapsed().as_secs_f64(),
-        consumed.len(),
-        report.lost,
-        report.duplicates,
-        report.reordered
+    let report = ledger::check(
+        &format!(
+            "replay: {} dead letters in {:.1} s (replayed records land after newer events of their key)",
+            letters.len(),
+            started.elapsed().as_secs_f64(),
+        ),
+        sim, broker,
     );
     assert_eq!((report.lost, report.duplicates, report.unknown), (0, 0, 0));
     assert!(report.reordered <= letters.len(), "{report:#?}");
@@ -168,42 +140,14 @@ fn records_kafka_refuses_are_dead_lettered_and_the_rest_flow() {
 /// it is created, they follow, in order and exactly once.
 #[test]
 fn a_missing_topic_holds_back_only_its_own_events() {
-    use support::{Bridge, Broker, Simulator};
-
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    let (missing, present) = (
-        "genesys.queue-conversations",
-        ["genesys.queue-observations", "genesys.events"],
-    );
-    for topic in present {
-        broker.create_topic(topic, 3);
-    }
-    let secret = "missing-topic-secret";
-    let sim = Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            secret,
-            "--queues",
-            "10",
-        ],
-    );
-    let bridge = Bridge::start(
-        dir.path(),
-        &support::bridge_config(&sim.url, &broker.bootstrap(), &dir.path().join("buffer")),
-        &[("E2E_CLIENT_SECRET", secret)],
-    );
-    eventually(
-        "the bridge to report the missing topic",
-        Duration::from_secs(60),
-        || {
-            let r = support::http::get(&format!("{}/readyz", bridge.health)).ok()?;
-            (r.status == 503 && r.body.contains(missing)).then_some(())
-        },
-    );
+    let missing = "genesys.queue-conversations";
+    let stack = Stack::builder(dir.path())
+        .queues(10)
+        .without_topic(missing)
+        .spawn();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
+    bridge.wait_unready_naming(missing);
     sim.generate(1_000);
     let emitted = ledger::emitted(&sim.url);
     let held_back = emitted
@@ -224,14 +168,10 @@ fn a_missing_topic_holds_back_only_its_own_events() {
     broker.create_topic(missing, 3);
     bridge.wait_ready();
     bridge.wait_forwarded(1_000, Duration::from_secs(120));
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let report = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "missing topic: {held_back} of 1000 events waited for their topic; in Kafka {}; lost {}; duplicates {}; reordered {}",
-        consumed.len(),
-        report.lost,
-        report.duplicates,
-        report.reordered
+    let report = ledger::check(
+        &format!("missing topic: {held_back} of 1000 events waited for their topic"),
+        sim,
+        broker,
     );
     assert!(report.is_perfect(), "{report:#?}");
 }

@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::tmpfs::Tmpfs;
-use support::{consumer, http, ledger, Metrics, Stack, TOPICS};
+use support::{http, ledger, Metrics, Stack};
 
 const MIB: u64 = 1 << 20;
 
@@ -25,19 +25,12 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
         24 * MIB,
         6 * MIB
     );
-    let Stack {
-        mut broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::start_with_buffer(
-        dir.path(),
-        30,
-        &[],
-        &[],
-        &fs.path.join("buffer"),
-        &buffer_keys,
-    );
+    let mut stack = Stack::builder(dir.path())
+        .queues(30)
+        .buffer(&fs.path.join("buffer"))
+        .buffer_keys(&buffer_keys)
+        .start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &stack.bridge);
     let metrics = || Metrics(bridge.metrics().unwrap_or_default());
     let readyz = || http::get(&format!("{}/readyz", bridge.health)).unwrap();
 
@@ -47,14 +40,7 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
     // 1. Kafka goes away: events wait in the buffer.
     broker.kill9();
     sim.generate(2_000);
-    bridge.wait_for_metrics(
-        "the outage batch buffered and flushed",
-        Duration::from_secs(60),
-        |m| {
-            m.get("gkb_events_received_total") >= 3_000.0
-                && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
-        },
-    );
+    bridge.wait_received_and_flushed(3_000, Duration::from_secs(60));
 
     // 2. Something else fills the disk to the last byte; events keep
     //    coming, so sled meets ENOSPC (unless the sampler sees the floor
@@ -155,9 +141,7 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
         200
     );
 
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let emitted = ledger::emitted(&sim.url);
-    let report = ledger::reconcile(&emitted, &consumed);
+    let report = ledger::check("disk full", sim, broker);
     let refused = last.get("gkb_buffer_refused_events_total");
     println!(
         "disk full: {} events delivered to the bridge's sockets; filler {} MiB; refused {refused} \

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::{eventually, http, ledger, Simulator, Stack, BRIDGE};
+use support::{eventually, ledger, Bridge, Simulator, Stack, BRIDGE};
 
 /// How far a gap's bound may sit from the events around it: the bridge
 /// notices a dropped socket, and the simulator sends on a reused channel
@@ -27,22 +27,8 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn status(health: &str) -> Option<Value> {
-    let reply = http::get(&format!("{health}/status")).ok()?;
-    (reply.status == 200).then(|| serde_json::from_str(&reply.body).ok())?
-}
-
-fn recent_gaps(health: &str) -> Option<Vec<Value>> {
-    Some(status(health)?["gaps"]["recent"].as_array()?.clone())
-}
-
-fn post(sim: &Simulator, path: &str, body: Value) {
-    let reply = http::post_json(&format!("{}{path}", sim.url), &body).unwrap();
-    assert!(
-        reply.status == 200 || reply.status == 202,
-        "{path}: {}",
-        reply.body
-    );
+fn recent_gaps(bridge: &Bridge) -> Option<Vec<Value>> {
+    Some(bridge.status()?["gaps"]["recent"].as_array()?.clone())
 }
 
 /// (emitted_at_ms, delivered) of every distinct event so far: delivered
@@ -60,6 +46,19 @@ fn emitted(sim: &Simulator) -> Vec<(u64, bool)> {
         entry.1 |= e.delivered;
     }
     events.into_values().collect()
+}
+
+/// The socket dropped without a close frame, the next `upgrades` socket
+/// upgrades refused (503).
+fn drop_socket_refusing(sim: &Simulator, upgrades: u64) {
+    sim.control(
+        "/sim/faults",
+        serde_json::json!({ "ws_status": 503, "ws_status_count": upgrades }),
+    );
+    sim.control(
+        "/sim/faults/drop-sockets",
+        serde_json::json!({ "mode": "abort" }),
+    );
 }
 
 fn bounds(gap: &Value) -> (u64, u64) {
@@ -92,38 +91,21 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     let dir = dir.path();
     let buffer = dir.join("buffer");
     // Two queues: four topics, one connection.
-    let Stack {
-        broker: _broker,
-        sim,
-        mut bridge,
-        ..
-    } = Stack::start(dir, 2);
+    let mut stack = Stack::builder(dir).queues(2).start();
+    let (sim, bridge) = (&stack.sim, &mut stack.bridge);
     // 50 events/s for up to 4 minutes: they flow through every phase.
-    post(
-        &sim,
-        "/sim/generate",
-        serde_json::json!({ "count": 12_000, "rate_per_sec": 50 }),
-    );
+    sim.generate_in_background(12_000, 50.0);
     eventually("events to flow", Duration::from_secs(60), || {
-        (emitted(&sim).len() >= 100).then_some(())
+        (emitted(sim).len() >= 100).then_some(())
     });
 
     // The socket dropped, the next four upgrades refused.
-    post(
-        &sim,
-        "/sim/faults",
-        serde_json::json!({ "ws_status": 503, "ws_status_count": 4 }),
-    );
-    post(
-        &sim,
-        "/sim/faults/drop-sockets",
-        serde_json::json!({ "mode": "abort" }),
-    );
+    drop_socket_refusing(sim, 4);
     let gap = eventually("the gap on /status", Duration::from_secs(60), || {
-        recent_gaps(&bridge.health)?.first().cloned()
+        recent_gaps(bridge)?.first().cloned()
     });
     let (start, end) = bounds(&gap);
-    let events = emitted(&sim);
+    let events = emitted(sim);
     let missed: Vec<u64> = events.iter().filter(|e| !e.1).map(|e| e.0).collect();
     let (first, last) = (*missed.iter().min().unwrap(), *missed.iter().max().unwrap());
     println!(
@@ -146,7 +128,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     assert_eq!(gap["connection"], 0);
     assert_eq!(gap["topic_count"], 4);
     assert_eq!(gap["open"], false);
-    let report = status(&bridge.health).unwrap();
+    let report = bridge.status().unwrap();
     assert_eq!(report["gaps"]["this_run"]["gaps"], 1, "{report}");
     assert_eq!(report["gaps"]["recorded"], 1, "{report}");
     let metrics = support::Metrics(bridge.metrics().unwrap());
@@ -190,7 +172,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     bridge.restart();
     bridge.wait_ready();
     let stop_gap = eventually("the stop's gap", Duration::from_secs(60), || {
-        recent_gaps(&bridge.health)?
+        recent_gaps(bridge)?
             .into_iter()
             .find(|g| g["reason"] == "bridge not running")
     });
@@ -208,7 +190,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     bridge.restart();
     bridge.wait_ready();
     let crash_gap = eventually("the crash's gap", Duration::from_secs(60), || {
-        recent_gaps(&bridge.health)?
+        recent_gaps(bridge)?
             .into_iter()
             .filter(|g| g["reason"] == "bridge not running")
             .nth(1)
@@ -222,9 +204,9 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     assert!(e >= restarted_at, "{crash_gap}");
 
     // Every event emitted to no socket lies within a recorded gap.
-    let gaps = recent_gaps(&bridge.health).unwrap();
+    let gaps = recent_gaps(bridge).unwrap();
     assert_eq!(gaps.len(), 3, "{gaps:?}");
-    let events = emitted(&sim);
+    let events = emitted(sim);
     let uncovered: Vec<u64> = events
         .iter()
         .filter(|e| !e.1)
@@ -245,16 +227,7 @@ fn socket_gaps_and_downtime_are_recorded_with_the_bounds_of_what_was_missed() {
     assert!(uncovered.is_empty(), "{uncovered:?}");
 
     // A gap still open at shutdown is recorded as open, ending then.
-    post(
-        &sim,
-        "/sim/faults",
-        serde_json::json!({ "ws_status": 503, "ws_status_count": 1_000 }),
-    );
-    post(
-        &sim,
-        "/sim/faults/drop-sockets",
-        serde_json::json!({ "mode": "abort" }),
-    );
+    drop_socket_refusing(sim, 1_000);
     eventually("the bridge to notice", Duration::from_secs(30), || {
         let m = support::Metrics(bridge.metrics()?);
         (m.get("gkb_connections_open") == 0.0).then_some(())

@@ -28,78 +28,16 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::{consumer, eventually, http, ledger, Bridge, Broker, Simulator, BRIDGE, TOPICS};
-
-struct Running {
-    broker: Broker,
-    sim: Simulator,
-    bridge: Bridge,
-    secret: String,
-}
-
-/// Broker, simulator (10 queues) and bridge; every topic of [`TOPICS`]
-/// created but `missing`, and the bridge ready (or, with a topic
-/// missing, naming it on /readyz).
-fn start(dir: &Path, missing: Option<&str>, bridge_env: &[(&str, &str)]) -> Running {
-    let broker = Broker::start(dir);
-    for topic in TOPICS.into_iter().filter(|t| Some(*t) != missing) {
-        broker.create_topic(topic, 3);
-    }
-    let secret = format!("faults-secret-{}", std::process::id());
-    let sim = Simulator::start(
-        dir,
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            &secret,
-            "--queues",
-            "10",
-        ],
-    );
-    let env = [&[("E2E_CLIENT_SECRET", secret.as_str())], bridge_env].concat();
-    let bridge = Bridge::start(
-        dir,
-        &support::bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
-        &env,
-    );
-    match missing {
-        None => bridge.wait_ready(),
-        Some(topic) => {
-            readyz_naming(&bridge, topic);
-        }
-    }
-    Running {
-        broker,
-        sim,
-        bridge,
-        secret,
-    }
-}
+use support::{ledger, replay_dead_letters, Stack};
 
 fn dead_letters(buffer: &Path) -> Vec<serde_json::Value> {
     support::list_dead_letters(buffer)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn replay(buffer: &Path, config: &Path, secret: &str, env: &[(&str, &str)]) -> Output {
-    Command::new(BRIDGE)
-        .arg("dead-letters")
-        .arg("--buffer")
-        .arg(buffer)
-        .arg("--replay")
-        .arg("--config")
-        .arg(config)
-        .args(["--timeout-secs", "30"])
-        .env("E2E_CLIENT_SECRET", secret)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -126,16 +64,13 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
     let dir = tempfile::tempdir().unwrap();
     // Lingering puts the records produced around the large one into the
     // same batches, as on a busy producer.
-    let Running {
-        broker,
-        sim,
-        mut bridge,
-        secret,
-    } = start(
-        dir.path(),
-        None,
-        &[LIMIT, ("GKB_KAFKA__PROPERTIES__linger.ms", "100")],
-    );
+    let mut stack = Stack::builder(dir.path())
+        .queues(10)
+        .env(LIMIT.0, LIMIT.1)
+        .env("GKB_KAFKA__PROPERTIES__linger.ms", "100")
+        .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &mut stack.bridge);
+    let secret = stack.secret.as_str();
 
     sim.generate(300);
     let large_topic = ledger::emitted(&sim.url)
@@ -143,12 +78,9 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
         .find(|e| e.topic.ends_with(".observations"))
         .expect("an observation topic")
         .topic;
-    let reply = http::post_json(
-        &format!("{}/sim/generate", sim.url),
-        &serde_json::json!({"count": 1, "topics": [large_topic], "observation_conversations": 40}),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    sim.generate_with(
+        serde_json::json!({"count": 1, "topics": [large_topic], "observation_conversations": 40}),
+    );
     sim.generate(300);
     let total = 601;
 
@@ -179,16 +111,14 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
         .iter()
         .filter(|e| ledger::expected_key(&e.topic) == ledger::expected_key(&large_topic))
         .count();
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(60));
-    let before = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "oversized record: {total} events ({same_key} of its key); dead-lettered {dead}; forwarded {forwarded}; \
-         failed deliveries {failed}; in Kafka {}; lost {} (dead letters {}); duplicates {}; reordered {}",
-        consumed.len(),
-        before.lost,
-        letters.len(),
-        before.duplicates,
-        before.reordered
+    let before = ledger::check(
+        &format!(
+            "oversized record: {total} events ({same_key} of its key); dead-lettered {dead} (listed {}); \
+             forwarded {forwarded}; failed deliveries {failed}",
+            letters.len()
+        ),
+        sim,
+        broker,
     );
     assert_eq!(large.len(), 1, "one large frame emitted");
     assert_eq!(dead, 1.0, "only the oversized record is dead-lettered");
@@ -210,7 +140,7 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
 
     // Replayed while the limit still holds: refused again, kept, with the
     // new refusal as its reason.
-    let again = replay(&buffer, &bridge.config, &secret, &[LIMIT]);
+    let again = replay_dead_letters(&buffer, &bridge.config, secret, &[LIMIT]);
     println!("{}", text(&again).trim());
     assert!(!again.status.success(), "{}", text(&again));
     assert!(
@@ -228,7 +158,7 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
     assert!(kept[0]["dead_at_ms"].as_u64() > letters[0]["dead_at_ms"].as_u64());
 
     // The limit raised (the override gone): delivered, the tree empty.
-    let done = replay(&buffer, &bridge.config, &secret, &[]);
+    let done = replay_dead_letters(&buffer, &bridge.config, secret, &[]);
     println!("{}", text(&done).trim());
     assert!(done.status.success(), "{}", text(&done));
     assert!(
@@ -237,14 +167,10 @@ fn one_oversized_record_among_small_ones_is_dead_lettered_and_replay_delivers_it
         text(&done)
     );
     assert!(dead_letters(&buffer).is_empty());
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(60));
-    let after = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "after replay: in Kafka {}; lost {}; duplicates {}; reordered {} (a replayed record lands after the newer events of its key)",
-        consumed.len(),
-        after.lost,
-        after.duplicates,
-        after.reordered
+    let after = ledger::check(
+        "after replay (a replayed record lands after the newer events of its key)",
+        sim,
+        broker,
     );
     assert_eq!((after.lost, after.duplicates, after.unknown), (0, 0, 0));
     assert!(after.reordered <= 1, "{after:#?}");
@@ -262,22 +188,10 @@ fn routed(genesys_topic: &str) -> &'static str {
     }
 }
 
-/// Waits until /readyz is red and names `topic`; returns its body.
-fn readyz_naming(bridge: &Bridge, topic: &str) -> String {
-    eventually(
-        &format!("/readyz to name {topic}"),
-        Duration::from_secs(60),
-        || {
-            let r = http::get(&format!("{}/readyz", bridge.health)).ok()?;
-            (r.status == 503 && r.body.contains(topic)).then_some(r.body)
-        },
-    )
-}
-
 /// Emits `count` events on `topics` (all subscribed topics when empty) and
 /// returns how long until the bridge forwarded `expect_forwarded` in all.
 fn timed_burst(
-    run: &Running,
+    stack: &Stack,
     count: usize,
     topics: &[String],
     expect_forwarded: usize,
@@ -287,9 +201,8 @@ fn timed_burst(
     if !topics.is_empty() {
         body["topics"] = serde_json::json!(topics);
     }
-    let reply = http::post_json(&format!("{}/sim/generate", run.sim.url), &body).unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    run.bridge.wait_for_metrics(
+    stack.sim.generate_with(body);
+    stack.bridge.wait_for_metrics(
         &format!("{expect_forwarded} events forwarded"),
         Duration::from_secs(60),
         |m| m.get("gkb_events_forwarded_total") >= expect_forwarded as f64,
@@ -311,36 +224,35 @@ fn timed_burst(
 fn a_refused_topic_holds_back_only_its_own_events() {
     let dir = tempfile::tempdir().unwrap();
     let refused = "genesys.queue-conversations";
-    let run = start(dir.path(), Some(refused), &[]);
+    let stack = Stack::builder(dir.path())
+        .queues(10)
+        .without_topic(refused)
+        .spawn();
+    stack.bridge.wait_unready_naming(refused);
     const BURST: usize = 2_000;
 
     // The observation topics: they flow to genesys.queue-observations.
-    let state = http::get(&format!("{}/sim/state", run.sim.url)).unwrap();
-    let state: serde_json::Value = serde_json::from_str(&state.body).unwrap();
-    let observations: Vec<String> = state["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c["topics"].as_array().unwrap().iter())
-        .filter_map(|t| t.as_str())
+    let observations: Vec<String> = stack
+        .sim
+        .subscribed_topics()
+        .into_iter()
         .filter(|t| t.ends_with(".observations"))
-        .map(str::to_owned)
         .collect();
     assert_eq!(observations.len(), 10);
 
     // Control: the other topics' share of a burst, nothing held back.
-    let control = timed_burst(&run, BURST / 2, &observations, BURST / 2);
+    let control = timed_burst(&stack, BURST / 2, &observations, BURST / 2);
     // The same events for the other topics, now interleaved with as many
     // for the refused topic.
-    let blocked = timed_burst(&run, BURST, &[], BURST / 2 + BURST / 2);
-    let emitted = ledger::emitted(&run.sim.url);
+    let blocked = timed_burst(&stack, BURST, &[], BURST / 2 + BURST / 2);
+    let emitted = ledger::emitted(&stack.sim.url);
     let held = emitted
         .iter()
         .filter(|e| routed(&e.topic) == refused)
         .count();
     assert_eq!(held, BURST / 2, "the simulator alternates the two families");
-    let readyz = readyz_naming(&run.bridge, refused);
-    let waiting = run.bridge.metrics().map(support::Metrics).unwrap();
+    let readyz = stack.bridge.wait_unready_naming(refused);
+    let waiting = stack.bridge.metrics().map(support::Metrics).unwrap();
     let others = BURST / 2;
     println!(
         "refused topic: the other topics' {others} events in {:.2} s with nothing held ({:.0}/s), \
@@ -366,19 +278,15 @@ fn a_refused_topic_holds_back_only_its_own_events() {
     );
 
     // The cause removed: the topic's events follow.
-    run.broker.create_topic(refused, 3);
-    run.bridge.wait_ready();
-    run.bridge
+    stack.broker.create_topic(refused, 3);
+    stack.bridge.wait_ready();
+    stack
+        .bridge
         .wait_forwarded(BURST / 2 + BURST, Duration::from_secs(90));
-    let consumed = consumer::read_all(&run.broker.bootstrap(), &TOPICS, Duration::from_secs(60));
-    let report = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "refused topic: {} events; in Kafka {}; lost {}; duplicates {}; reordered {}",
-        emitted.len(),
-        consumed.len(),
-        report.lost,
-        report.duplicates,
-        report.reordered
+    let report = ledger::check(
+        &format!("refused topic: {} events", emitted.len()),
+        &stack.sim,
+        &stack.broker,
     );
     assert!(report.is_perfect(), "{report:#?}");
 }

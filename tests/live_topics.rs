@@ -12,50 +12,30 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{consumer, eventually, http, Bridge, Stack};
+use support::consumer::{self, Consumed};
+use support::{eventually, http, Bridge, Broker, Simulator, Stack};
 
 /// The refresh interval of the interval test.
 const REFRESH: Duration = Duration::from_secs(5);
 
-fn sim_state(sim_url: &str) -> Option<serde_json::Value> {
-    let reply = http::get(&format!("{sim_url}/sim/state")).ok()?;
-    serde_json::from_str(&reply.body).ok()
-}
-
 /// Topics subscribed on the simulator's channels that name `id`.
-fn subscribed_naming(sim_url: &str, id: &str) -> Option<Vec<String>> {
-    let state = sim_state(sim_url)?;
-    let channels = state["channels"].as_array()?;
-    Some(
-        channels
-            .iter()
-            .flat_map(|c| c["topics"].as_array().cloned().unwrap_or_default())
-            .filter_map(|t| t.as_str().map(str::to_owned))
-            .filter(|t| t.contains(id))
-            .collect(),
-    )
+fn subscribed_naming(sim: &Simulator, id: &str) -> Vec<String> {
+    sim.subscribed_topics()
+        .into_iter()
+        .filter(|t| t.contains(id))
+        .collect()
 }
 
-fn add_queue(sim_url: &str) -> String {
-    let reply = http::post_json(
-        &format!("{sim_url}/sim/directory/queues"),
-        &serde_json::json!({ "count": 1 }),
-    )
-    .unwrap();
-    assert_eq!(
-        reply.status, 200,
-        "POST /sim/directory/queues: {}",
-        reply.body
-    );
-    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+fn add_queue(sim: &Simulator) -> String {
+    let reply = sim.control("/sim/directory/queues", serde_json::json!({ "count": 1 }));
     reply["ids"][0]
         .as_str()
         .unwrap_or_else(|| panic!("no id in {reply}"))
         .to_owned()
 }
 
-fn remove_queue(sim_url: &str, id: &str) {
-    let reply = http::delete(&format!("{sim_url}/sim/directory/queues/{id}")).unwrap();
+fn remove_queue(sim: &Simulator, id: &str) {
+    let reply = http::delete(&format!("{}/sim/directory/queues/{id}", sim.url)).unwrap();
     assert_eq!(
         reply.status, 200,
         "DELETE /sim/directory/queues/{id}: {}",
@@ -65,23 +45,26 @@ fn remove_queue(sim_url: &str, id: &str) {
     assert_eq!(reply["removed"], id, "{reply}");
 }
 
+/// Waits until Kafka's `topic` holds a record keyed `key`; returns it.
+fn wait_record_keyed(broker: &Broker, topic: &str, key: &str) -> Consumed {
+    eventually(
+        &format!("a record keyed {key} in {topic}"),
+        Duration::from_secs(60),
+        || {
+            consumer::read_all(&broker.bootstrap(), &[topic], Duration::from_secs(10))
+                .into_iter()
+                .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+        },
+    )
+}
+
 fn sighup(bridge: &Bridge) {
-    let status = Command::new("kill")
-        .args(["-HUP", &bridge.proc.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    bridge.proc.signal(libc::SIGHUP);
 }
 
 /// Emits one event on `topic` and asserts it reached the bridge's socket.
-fn emit_on(sim_url: &str, topic: &str) {
-    let reply = http::post_json(
-        &format!("{sim_url}/sim/generate"),
-        &serde_json::json!({ "count": 1, "topics": [topic] }),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+fn emit_on(sim: &Simulator, topic: &str) {
+    let reply = sim.generate_with(serde_json::json!({ "count": 1, "topics": [topic] }));
     assert_eq!(reply["delivered"], 1, "{reply}");
 }
 
@@ -89,49 +72,31 @@ fn emit_on(sim_url: &str, topic: &str) {
 fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
     let dir = tempfile::tempdir().unwrap();
     let refresh = REFRESH.as_secs().to_string();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::start_with(
-        dir.path(),
-        6,
-        &[],
-        &[("GKB_TOPICS__REFRESH_INTERVAL_SECS", refresh.as_str())],
-    );
+    let stack = Stack::builder(dir.path())
+        .queues(6)
+        .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", &refresh)
+        .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
 
     // Added: subscribed on the open channel, no reconnect.
-    let sockets_before = sim_state(&sim.url).unwrap()["sockets_opened"].clone();
+    let sockets_before = sim.state()["sockets_opened"].clone();
     let added_at = Instant::now();
-    let queue = add_queue(&sim.url);
+    let queue = add_queue(sim);
     let topics = eventually(
         "the new queue's topics to be subscribed",
         REFRESH * 3,
-        || subscribed_naming(&sim.url, &queue).filter(|t| t.len() == 2),
+        || Some(subscribed_naming(sim, &queue)).filter(|t| t.len() == 2),
     );
     let subscribed_after = added_at.elapsed();
     let observations = format!("v2.analytics.queues.{queue}.observations");
     assert!(topics.contains(&observations), "{topics:?}");
 
     // Its events reach Kafka.
-    emit_on(&sim.url, &observations);
-    let record = eventually(
-        "the new queue's event in Kafka",
-        Duration::from_secs(60),
-        || {
-            consumer::read_all(
-                &broker.bootstrap(),
-                &["genesys.queue-observations"],
-                Duration::from_secs(10),
-            )
-            .into_iter()
-            .find(|r| r.key.as_deref() == Some(queue.as_bytes()))
-        },
-    );
+    emit_on(sim, &observations);
+    let record = wait_record_keyed(broker, "genesys.queue-observations", &queue);
     let in_kafka_after = added_at.elapsed();
     assert_eq!(record.topic, "genesys.queue-observations");
-    let sockets_after = sim_state(&sim.url).unwrap()["sockets_opened"].clone();
+    let sockets_after = sim.state()["sockets_opened"].clone();
     assert_eq!(
         sockets_before, sockets_after,
         "a topic change must not reconnect"
@@ -139,11 +104,11 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 
     // Removed: unsubscribed within the interval.
     let removed_at = Instant::now();
-    remove_queue(&sim.url, &queue);
+    remove_queue(sim, &queue);
     eventually(
         "the removed queue's topics to be unsubscribed",
         REFRESH * 3,
-        || subscribed_naming(&sim.url, &queue).filter(Vec::is_empty),
+        || Some(subscribed_naming(sim, &queue)).filter(Vec::is_empty),
     );
     let unsubscribed_after = removed_at.elapsed();
 
@@ -171,34 +136,28 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 fn sighup_lists_the_org_at_once() {
     let dir = tempfile::tempdir().unwrap();
     // 0: no interval; only SIGHUP lists the org again.
-    let Stack {
-        broker: _broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::start_with(
-        dir.path(),
-        4,
-        &[],
-        &[("GKB_TOPICS__REFRESH_INTERVAL_SECS", "0")],
-    );
-    let queue = add_queue(&sim.url);
+    let stack = Stack::builder(dir.path())
+        .queues(4)
+        .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", "0")
+        .start();
+    let (sim, bridge) = (&stack.sim, &stack.bridge);
+    let queue = add_queue(sim);
     let signalled = Instant::now();
-    sighup(&bridge);
+    sighup(bridge);
     eventually(
         "the new queue to be subscribed after SIGHUP",
         Duration::from_secs(30),
-        || subscribed_naming(&sim.url, &queue).filter(|t| t.len() == 2),
+        || Some(subscribed_naming(sim, &queue)).filter(|t| t.len() == 2),
     );
     let added_after = signalled.elapsed();
 
-    remove_queue(&sim.url, &queue);
+    remove_queue(sim, &queue);
     let signalled = Instant::now();
-    sighup(&bridge);
+    sighup(bridge);
     eventually(
         "the removed queue to be unsubscribed after SIGHUP",
         Duration::from_secs(30),
-        || subscribed_naming(&sim.url, &queue).filter(Vec::is_empty),
+        || Some(subscribed_naming(sim, &queue)).filter(Vec::is_empty),
     );
     let removed_after = signalled.elapsed();
     println!(
@@ -211,34 +170,27 @@ fn sighup_lists_the_org_at_once() {
     assert!(bridge.proc.log_text().contains("SIGHUP"));
 
     // A topic the service refuses later is reported; the rest stay.
-    let queue = add_queue(&sim.url);
+    let queue = add_queue(sim);
     let refused = format!("v2.analytics.queues.{queue}.observations");
-    let reply = http::post_json(
-        &format!("{}/sim/faults", sim.url),
-        &serde_json::json!({ "deny_topics": [refused] }),
-    )
-    .unwrap();
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    sighup(&bridge);
+    sim.control(
+        "/sim/faults",
+        serde_json::json!({ "deny_topics": [refused] }),
+    );
+    sighup(bridge);
     let metrics = bridge.wait_for_metrics(
         "the refused topic to be reported",
         Duration::from_secs(30),
         |m| m.get("gkb_topics_refused") == 1.0,
     );
-    let topics = subscribed_naming(&sim.url, &queue).unwrap();
+    let topics = subscribed_naming(sim, &queue);
     assert_eq!(
         topics,
         [format!("v2.routing.queues.{queue}.conversations")],
         "the queue's other topic is subscribed"
     );
-    let all = subscribed_naming(&sim.url, "v2.").unwrap().len();
+    let all = subscribed_naming(sim, "v2.").len();
     assert_eq!(all, 4 * 2 + 1, "the other queues' topics stay subscribed");
-    let status: serde_json::Value = serde_json::from_str(
-        &http::get(&format!("{}/status", bridge.health))
-            .unwrap()
-            .body,
-    )
-    .unwrap();
+    let status = bridge.status().unwrap();
     let rejected: u64 = status["connections"]
         .as_object()
         .unwrap()
@@ -321,21 +273,12 @@ default_topic = "genesys.events"
 #[test]
 fn a_start_up_plan_over_twenty_channels_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = "refusal-secret";
     // 10,001 queues × 2 templates = 20,002 topics: 21 channels.
-    let sim = support::Simulator::start(
-        dir.path(),
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            secret,
-            "--queues",
-            "10001",
-        ],
-    );
-    let config = support::bridge_config(&sim.url, "127.0.0.1:1", &dir.path().join("buffer"));
-    let mut bridge = Bridge::start(dir.path(), &config, &[("E2E_CLIENT_SECRET", secret)]);
+    let setup = Stack::builder(dir.path()).queues(10_001);
+    let sim = setup.start_simulator();
+    // No broker: the plan is refused before Kafka is needed.
+    let mut bridge = setup.start_bridge(&sim, "127.0.0.1:1");
+    let secret = setup.secret();
     let started = Instant::now();
     let status = eventually("the bridge to exit", Duration::from_secs(120), || {
         bridge.proc.child.try_wait().unwrap()
@@ -354,36 +297,29 @@ fn a_start_up_plan_over_twenty_channels_is_refused() {
     assert!(log.contains("× 10001 queues"), "{log}");
     assert!(!log.contains(secret), "the secret leaked: {log}");
     // Nothing was subscribed on the way out.
-    let state = sim_state(&sim.url).unwrap();
+    let state = sim.state();
     assert_eq!(state["channels_created"], 0, "{state}");
 }
 
 #[test]
 fn combined_user_topics_arrive_under_their_expanded_names() {
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        broker,
-        sim,
-        bridge,
-        ..
-    } = Stack::start_with(
-        dir.path(),
-        2,
-        &["--users", "3"],
-        &[
-            (
-                "GKB_TOPICS__PER_USER",
-                r#"["v2.users.{id}.presence", "v2.users.{id}.routingStatus"]"#,
-            ),
-            ("GKB_TOPICS__COMBINE_USER_TOPICS", "true"),
-        ],
-    );
+    let stack = Stack::builder(dir.path())
+        .queues(2)
+        .simulator_args(&["--users", "3"])
+        .env(
+            "GKB_TOPICS__PER_USER",
+            r#"["v2.users.{id}.presence", "v2.users.{id}.routingStatus"]"#,
+        )
+        .env("GKB_TOPICS__COMBINE_USER_TOPICS", "true")
+        .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
     // 2 queues × 2 templates + 3 users × 1 combined topic.
     let metrics = bridge.metrics().unwrap();
     assert_eq!(support::metric(&metrics, "gkb_topics_planned"), Some(7.0));
     // The service subscribes each combined topic's sub-topics.
     let user_topics = eventually("the users' sub-topics", Duration::from_secs(30), || {
-        subscribed_naming(&sim.url, "v2.users.").filter(|t| t.len() == 6)
+        Some(subscribed_naming(sim, "v2.users.")).filter(|t| t.len() == 6)
     });
     let presence = user_topics
         .iter()
@@ -391,16 +327,8 @@ fn combined_user_topics_arrive_under_their_expanded_names() {
         .unwrap()
         .clone();
     let user = presence.split('.').nth(2).unwrap().to_owned();
-    emit_on(&sim.url, &presence);
-    let record = eventually("the user's event in Kafka", Duration::from_secs(60), || {
-        consumer::read_all(
-            &broker.bootstrap(),
-            &["genesys.events"],
-            Duration::from_secs(10),
-        )
-        .into_iter()
-        .find(|r| r.key.as_deref() == Some(user.as_bytes()))
-    });
+    emit_on(sim, &presence);
+    let record = wait_record_keyed(broker, "genesys.events", &user);
     let value: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
     println!(
         "combined user topics: 7 planned topics for 10 sub-topics; event on {presence} in Kafka topic {} keyed by the user",

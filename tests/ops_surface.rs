@@ -224,12 +224,8 @@ fn promtool_check_metrics(promtool: &Path, text: &str) -> (bool, String) {
 fn dashboard_and_alerts_query_only_metrics_a_running_bridge_exports() {
     let promtool = promtool();
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        bridge,
-        sim,
-        secret,
-        broker: _broker,
-    } = Stack::start(dir.path(), 3);
+    let stack = Stack::builder(dir.path()).queues(3).start();
+    let (bridge, sim, secret) = (&stack.bridge, &stack.sim, stack.secret.as_str());
     sim.generate(300);
     let scrape = bridge.wait_forwarded(300, Duration::from_secs(120));
     let text = scrape.0;
@@ -281,7 +277,7 @@ fn dashboard_and_alerts_query_only_metrics_a_running_bridge_exports() {
     }
     let acknowledged = support::metric(&text, "gkb_receive_to_ack_seconds_count").unwrap();
     assert!(acknowledged >= 300.0, "{acknowledged} latencies observed");
-    assert!(!text.contains(&secret), "the OAuth secret is in /metrics");
+    assert!(!text.contains(secret), "the OAuth secret is in /metrics");
 
     match promtool {
         Some(promtool) => {

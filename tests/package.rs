@@ -22,7 +22,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use support::{bridge_config, free_port, http, Broker, Proc, Simulator, TOPICS};
+use support::{bridge_config, free_port, http, Broker, Proc, Simulator, Stack};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const UNIT: &str = "lib/systemd/system/genesys-kafka-bridge.service";
@@ -388,8 +388,7 @@ fn installed_bridge_notifies_systemd() {
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
 
-    let secret = format!("pkg-secret-{}", std::process::id());
-    let (broker, sim) = broker_and_simulator(dir.path(), &secret);
+    let (broker, sim, secret) = broker_and_simulator(dir.path());
     let config = dir.path().join("bridge.toml");
     std::fs::write(
         &config,
@@ -542,8 +541,7 @@ fn package_installs_and_its_service_runs_as_the_system_user() {
     manager
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let secret = format!("installed-secret-{}", std::process::id());
-    let (broker, sim) = broker_and_simulator(dir.path(), &secret);
+    let (broker, sim, secret) = broker_and_simulator(dir.path());
     let config = bridge_config(
         &sim.url,
         &broker.bootstrap(),
@@ -708,23 +706,11 @@ fn await_ready(manager: &UnixDatagram, bridge: &Proc, health: &str) -> Vec<Strin
     }
 }
 
-/// A broker with the test topics and a simulator with 3 queues whose
-/// OAuth client `e2e-client` has `secret`.
-fn broker_and_simulator(dir: &Path, secret: &str) -> (Broker, Simulator) {
-    let broker = Broker::start(dir);
-    for topic in TOPICS {
-        broker.create_topic(topic, 1);
-    }
-    let sim = Simulator::start(
-        dir,
-        &[
-            "--client-id",
-            "e2e-client",
-            "--client-secret",
-            secret,
-            "--queues",
-            "3",
-        ],
-    );
-    (broker, sim)
+/// A broker with the test topics and a simulator with 3 queues, and the
+/// secret of its OAuth client `e2e-client`.
+fn broker_and_simulator(dir: &Path) -> (Broker, Simulator, String) {
+    let setup = Stack::builder(dir).queues(3);
+    let broker = setup.start_broker();
+    let sim = setup.start_simulator();
+    (broker, sim, setup.secret().to_owned())
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use support::{
-    bridge_config, consumer, eventually, free_port, http, ledger, wait_for_port, Bridge, Broker,
-    Proc, Simulator, TOPICS,
+    bridge_config, eventually, free_port, http, ledger, wait_for_port, with_genesys_keys, Bridge,
+    Proc, SimUrls, Stack,
 };
 
 const PROXY_USER: &str = "alice";
@@ -130,38 +130,14 @@ fn authority(url: &str) -> String {
         .to_owned()
 }
 
-/// A bridge configuration for runs without a simulator or broker (no
-/// event ever flows): `api` and `login` base URLs, Kafka nowhere.
-fn standalone_config(api: &str, login: &str, buffer: &Path) -> String {
-    format!(
-        r#"
-[genesys]
-api_base_url = "{api}"
-login_base_url = "{login}"
-client_id = "e2e-client"
-client_secret_env = "E2E_CLIENT_SECRET"
-retry_min_delay_ms = 100
-retry_max_delay_ms = 2000
-
-[topics]
-per_queue = ["v2.routing.queues.{{id}}.conversations"]
-
-[kafka]
-bootstrap_servers = "127.0.0.1:9"
-default_topic = "genesys.events"
-
-[buffer]
-path = "{buffer}"
-# The lowest floor check-config accepts: CI machines may have little disk free.
-min_free_bytes = 4194304
-"#,
-        buffer = buffer.display()
-    )
-}
-
-/// A configuration with extra `[genesys]` keys (TOML lines).
-fn config_with_genesys_keys(config: String, keys: &str) -> String {
-    config.replacen("[genesys]\n", &format!("[genesys]\n{keys}\n"), 1)
+/// The tests' bridge configuration for runs without a simulator or
+/// broker (no event ever flows): `url` for login and API, Kafka nowhere.
+fn standalone_config(url: &str, buffer: &Path) -> String {
+    let urls = SimUrls {
+        api: url.to_owned(),
+        login: url.to_owned(),
+    };
+    bridge_config(&urls, "127.0.0.1:9", buffer)
 }
 
 /// Every rendering of the proxy password that must never be shown.
@@ -229,49 +205,31 @@ fn events_through_the_proxy(
     genesys_keys: &str,
 ) {
     const BATCH: usize = 1_000;
-    let broker = Broker::start(dir);
-    for topic in TOPICS {
-        broker.create_topic(topic, 3);
-    }
     let mut proxy = Tinyproxy::start(tinyproxy, dir, Some((PROXY_USER, PROXY_PASSWORD)));
-    let secret = format!("test-secret-{}", std::process::id());
-    let mut flags = vec![
-        "--client-id",
-        "e2e-client",
-        "--client-secret",
-        &secret,
-        "--queues",
-        "20",
-    ];
-    flags.extend_from_slice(simulator_flags);
-    let sim = Simulator::start(dir, &flags);
-    let proxy_variable = if sim.url.starts_with("https://") {
-        "HTTPS_PROXY"
-    } else {
-        "HTTP_PROXY"
-    };
+    let tls = simulator_flags.contains(&"--tls-cert");
+    let proxy_variable = if tls { "HTTPS_PROXY" } else { "HTTP_PROXY" };
     // The proxy from the environment, as an operator sets it; `no_proxy =
     // ""` so that a `NO_PROXY` inherited from the test's environment (CI
     // machines often list 127.0.0.1) cannot send the bridge around it.
     let proxy_url = format!("http://{PROXY_USER}:s3cr3t%2Dpw@{}", proxy.address());
-    let config = config_with_genesys_keys(
-        bridge_config(&sim.url, &broker.bootstrap(), &dir.join("buffer")),
-        &format!("no_proxy = \"\"\n{genesys_keys}"),
+    let stack = Stack::builder(dir)
+        .queues(20)
+        .simulator_args(simulator_flags)
+        .genesys_keys(&format!("no_proxy = \"\"\n{genesys_keys}"))
+        .env(proxy_variable, &proxy_url)
+        .env("https_proxy", "")
+        .env("http_proxy", "")
+        .env("wss_proxy", "")
+        .env("ws_proxy", "")
+        .env("all_proxy", "")
+        .start();
+    let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
+    assert_eq!(
+        sim.url.starts_with("https://"),
+        tls,
+        "{proxy_variable} is the variable for {}",
+        sim.url
     );
-    let bridge = Bridge::start(
-        dir,
-        &config,
-        &[
-            ("E2E_CLIENT_SECRET", secret.as_str()),
-            (proxy_variable, proxy_url.as_str()),
-            ("https_proxy", ""),
-            ("http_proxy", ""),
-            ("wss_proxy", ""),
-            ("ws_proxy", ""),
-            ("all_proxy", ""),
-        ],
-    );
-    bridge.wait_ready();
     sim.generate(BATCH);
     bridge.wait_forwarded(BATCH, Duration::from_secs(120));
 
@@ -317,23 +275,15 @@ fn events_through_the_proxy(
         "no new CONNECT after the proxy came back"
     );
 
-    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
-    let emitted = ledger::emitted(&sim.url);
-    let report = ledger::reconcile(&emitted, &consumed);
-    println!(
-        "proxy e2e: {} events through {requests_after} CONNECTs; records in Kafka {}; arrived once {}; \
-         lost {}; duplicates {}; reordered {}; unknown {}",
+    ledger::assert_exactly_once(
+        &format!(
+            "proxy e2e: {} events through {requests_after} CONNECTs",
+            2 * BATCH
+        ),
+        sim,
+        broker,
         2 * BATCH,
-        consumed.len(),
-        report.arrived_once,
-        report.lost,
-        report.duplicates,
-        report.reordered,
-        report.unknown,
     );
-    assert_eq!(report.expected, 2 * BATCH);
-    assert!(report.is_perfect(), "{report:#?}");
-    assert_eq!(consumed.len(), 2 * BATCH);
 
     let log = bridge.proc.log_text();
     let routes = log
@@ -361,12 +311,7 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let proxy = Tinyproxy::start(tinyproxy, dir.path(), Some((PROXY_USER, PROXY_PASSWORD)));
-    let sim = Simulator::start(
-        dir.path(),
-        &["--client-id", "e2e-client", "--client-secret", "x"],
-    );
-    // Kafka plays no part: the bridge never gets a token.
-    let base = bridge_config(&sim.url, "127.0.0.1:9", &dir.path().join("buffer"));
+    let sim = Stack::builder(dir.path()).start_simulator();
     let wrong_password = "wr0ng-pw-value";
     for (case, keys, expected, shown_proxy) in [
         (
@@ -387,25 +332,15 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
     ] {
         let case_dir = dir.path().join(case.replace(' ', "-"));
         std::fs::create_dir_all(&case_dir).unwrap();
-        let mut bridge = Bridge::start(
-            &case_dir,
-            &config_with_genesys_keys(base.clone(), &keys),
-            &[
-                ("E2E_CLIENT_SECRET", "x"),
-                ("E2E_PROXY_PASSWORD", wrong_password),
-            ],
-        );
-        let line = eventually(
+        // Kafka plays no part: the bridge never gets a token.
+        let mut bridge = Stack::builder(&case_dir)
+            .genesys_keys(&keys)
+            .env("E2E_PROXY_PASSWORD", wrong_password)
+            .start_bridge(&sim, "127.0.0.1:9");
+        let line = bridge.proc.wait_log_line(
             &format!("the bridge to report the proxy's refusal ({case})"),
+            expected,
             Duration::from_secs(60),
-            || {
-                bridge
-                    .proc
-                    .log_text()
-                    .lines()
-                    .find(|l| l.contains(expected))
-                    .map(str::to_owned)
-            },
         );
         println!("{case}: {line}");
         assert!(line.contains(&shown_proxy), "{case}: {line}");
@@ -422,12 +357,8 @@ fn proxy_authentication_failures_are_named_and_leak_nothing() {
 /// `[genesys]`: exit code and stderr.
 fn check_config(dir: &Path, keys: &str, env: &[(&str, &str)]) -> (i32, String) {
     let path = dir.join("check.toml");
-    let config = config_with_genesys_keys(
-        standalone_config(
-            "http://127.0.0.1:9",
-            "http://127.0.0.1:9",
-            &dir.join("buffer"),
-        ),
+    let config = with_genesys_keys(
+        standalone_config("http://127.0.0.1:9", &dir.join("buffer")),
         keys,
     );
     std::fs::write(&path, config).unwrap();
@@ -653,7 +584,7 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
             .unwrap_or_else(|| panic!("unexpected first line from the TLS origin: {line:?}"))
             .to_owned()
     };
-    let base = standalone_config(&origin_url, &origin_url, &dir.path().join("buffer"));
+    let base = standalone_config(&origin_url, &dir.path().join("buffer"));
     let proxy_key = format!("proxy_url = \"http://{}\"", proxy.address());
 
     // Without the CA, the origin's certificate is refused inside the tunnel.
@@ -661,20 +592,13 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
     std::fs::create_dir_all(&untrusted_dir).unwrap();
     let mut bridge = Bridge::start(
         &untrusted_dir,
-        &config_with_genesys_keys(base.clone(), &proxy_key),
+        &with_genesys_keys(base.clone(), &proxy_key),
         &[("E2E_CLIENT_SECRET", "x")],
     );
-    let refusal = eventually(
+    let refusal = bridge.proc.wait_log_line(
         "the bridge to refuse the origin's certificate",
+        "certificate verify failed",
         Duration::from_secs(60),
-        || {
-            bridge
-                .proc
-                .log_text()
-                .lines()
-                .find(|l| l.contains("certificate verify failed"))
-                .map(str::to_owned)
-        },
     );
     println!("without ca_file: {refusal}");
     bridge.proc.terminate();
@@ -690,7 +614,7 @@ fn tls_inside_the_tunnel_trusts_the_ca_file_and_only_it() {
     std::fs::create_dir_all(&trusted_dir).unwrap();
     let mut bridge = Bridge::start(
         &trusted_dir,
-        &config_with_genesys_keys(
+        &with_genesys_keys(
             base,
             &format!("{proxy_key}\nca_file = \"{}\"", ca.display()),
         ),

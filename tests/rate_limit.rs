@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{http, Stack};
+use support::{http, Simulator, Stack};
 
 const QUEUES: usize = 2_500;
 /// Listings to watch after start-up: 14 × 25 pages = 350 calls, more than
@@ -23,9 +23,8 @@ const QUEUES: usize = 2_500;
 const REFRESHES: f64 = 14.0;
 
 /// The simulator's count of 429s answered so far (both forms).
-fn sim_429s(sim_url: &str) -> u64 {
-    let state: serde_json::Value =
-        serde_json::from_str(&http::get(&format!("{sim_url}/sim/state")).unwrap().body).unwrap();
+fn sim_429s(sim: &Simulator) -> u64 {
+    let state = sim.state();
     [
         "rate_limited_with_retry_after",
         "rate_limited_without_retry_after",
@@ -43,22 +42,17 @@ fn sim_429s(sim_url: &str) -> u64 {
 fn five_thousand_topics_start_and_run_without_a_429() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let Stack {
-        broker: _broker,
-        sim,
-        bridge,
-        secret,
-    } = Stack::start_with(
-        dir.path(),
-        QUEUES,
-        &["--rate-limit-per-minute", "300"],
-        &[("GKB_TOPICS__REFRESH_INTERVAL_SECS", "1")],
-    );
+    let stack = Stack::builder(dir.path())
+        .queues(QUEUES)
+        .simulator_args(&["--rate-limit-per-minute", "300"])
+        .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", "1")
+        .start();
+    let (sim, bridge, secret) = (&stack.sim, &stack.bridge, stack.secret.as_str());
     let ready_after = started.elapsed();
     let at_start = bridge.wait_for_metrics("the start-up plan", Duration::from_secs(60), |m| {
         m.get("gkb_topics_planned") == 5_000.0 && m.get("gkb_connections_open") == 5.0
     });
-    let during_start_up = sim_429s(&sim.url);
+    let during_start_up = sim_429s(sim);
     let refreshes_at_start = at_start.get("gkb_topic_refreshes_total");
 
     let running = Instant::now();
@@ -68,7 +62,7 @@ fn five_thousand_topics_start_and_run_without_a_429() {
         |m| m.get("gkb_topic_refreshes_total") >= refreshes_at_start + REFRESHES,
     );
     let ran_for = running.elapsed();
-    let after_start_up = sim_429s(&sim.url) - during_start_up;
+    let after_start_up = sim_429s(sim) - during_start_up;
     let waited = after.get("gkb_api_rate_limit_wait_seconds_total");
     let bridge_saw = after.get("gkb_api_rate_limited_total");
     println!(
@@ -88,7 +82,7 @@ fn five_thousand_topics_start_and_run_without_a_429() {
 
     // And the simulator's limit is real: a token of the test's own, used
     // without pacing, is refused within 301 calls.
-    let token = own_token(&sim.url.login, &secret);
+    let token = own_token(&sim.url.login, secret);
     let mut refused_at = None;
     for call in 1..=310 {
         let status = get_with_token(
@@ -103,7 +97,7 @@ fn five_thousand_topics_start_and_run_without_a_429() {
     }
     let refused_at = refused_at.expect("the simulator never answered 429");
     println!("rate limit: an unpaced client was refused at call {refused_at}");
-    assert!(sim_429s(&sim.url) > during_start_up + after_start_up);
+    assert!(sim_429s(sim) > during_start_up + after_start_up);
     bridge.wait_ready();
 }
 

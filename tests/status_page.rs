@@ -25,274 +25,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::devtools::{chromium, Browser, Cdp};
 use support::{eventually, http, Stack, TOPICS};
 
-/// chromium, or `None` when the run says to skip browser tests.
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("CHROMIUM_BIN")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let paths = std::env::var_os("PATH")?;
-            std::env::split_paths(&paths).find_map(|dir| {
-                ["chromium", "chromium-browser", "google-chrome"]
-                    .iter()
-                    .map(|name| dir.join(name))
-                    .find(|p| p.is_file())
-            })
-        });
-    if found.is_none() && std::env::var("BRIDGE_TESTS_SKIP_BROWSER").as_deref() == Ok("1") {
-        println!("SKIPPED: chromium is missing and BRIDGE_TESTS_SKIP_BROWSER=1");
-        return None;
-    }
-    Some(found.expect(
-        "chromium is missing: 'apt-get install chromium' (Debian), or set CHROMIUM_BIN, \
-         or BRIDGE_TESTS_SKIP_BROWSER=1 to skip the browser test",
-    ))
+/// What the page shows now, read from its DOM.
+fn read_shown(cdp: &mut Cdp) -> Option<Shown> {
+    let value = cdp.evaluate(SHOWN_JS)?;
+    Some(Shown(value))
 }
 
-/// Headless chromium showing one URL, in a process group of its own so
-/// that its helper processes end with it.
-struct Browser {
-    child: Child,
-    profile: PathBuf,
-}
-
-impl Browser {
-    fn open(chromium: &Path, profile: &Path, url: &str) -> Browser {
-        std::fs::create_dir_all(profile).unwrap();
-        let log = std::fs::File::create(profile.with_extension("log")).unwrap();
-        let child = Command::new(chromium)
-            .args([
-                "--headless",
-                "--disable-gpu",
-                // The test runs as root in CI containers, where the
-                // sandbox cannot start.
-                "--no-sandbox",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-extensions",
-                "--disable-background-networking",
-                "--disable-background-timer-throttling",
-                "--disable-renderer-backgrounding",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
-        Browser {
-            child,
-            profile: profile.to_owned(),
-        }
-    }
-
-    /// The DevTools connection to the page showing `url`.
-    fn page(&mut self, url: &str) -> Cdp {
-        // chromium writes the port it took (asked for 0) and the browser's
-        // DevTools path into the profile.
-        let port_file = self.profile.join("DevToolsActivePort");
-        let browser = eventually("chromium's DevTools port", Duration::from_secs(60), || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("chromium exited with {status}:\n{}", self.log());
-            }
-            let text = std::fs::read_to_string(&port_file).ok()?;
-            let mut lines = text.lines();
-            let port: u16 = lines.next()?.trim().parse().ok()?;
-            let path = lines.next()?.trim();
-            Some(format!("ws://127.0.0.1:{port}{path}"))
-        });
-        let mut cdp = Cdp::connect(&browser);
-        let target = eventually(
-            "the page's DevTools target",
-            Duration::from_secs(30),
-            || {
-                let targets = cdp.call("Target.getTargets", json!({}));
-                targets["targetInfos"]
-                    .as_array()?
-                    .iter()
-                    .find(|t| t["type"] == "page" && t["url"].as_str() == Some(url))
-                    .map(|t| t["targetId"].clone())
-            },
-        );
-        let attached = cdp.call(
-            "Target.attachToTarget",
-            json!({"targetId": target, "flatten": true}),
-        );
-        cdp.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
-        cdp
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.profile.with_extension("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // The group is chromium and its helpers, all started here.
-        let group = -(self.child.id() as i32);
-        unsafe { libc::kill(group, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unsafe { libc::kill(group, libc::SIGKILL) };
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- chromium ----\n{}", self.log());
-        }
-    }
-}
-
-/// A DevTools protocol client on a minimal WebSocket (RFC 6455: masked
-/// text frames out, unmasked frames in), enough for `Runtime.evaluate`.
-struct Cdp {
-    stream: BufReader<TcpStream>,
-    next_id: u64,
-    /// The page's session on the browser's connection, once attached.
-    session: Option<String>,
-}
-
-impl Cdp {
-    fn connect(url: &str) -> Cdp {
-        let rest = url.strip_prefix("ws://").expect("a ws:// URL");
-        let (host, path) = rest.split_at(rest.find('/').unwrap());
-        let mut tcp = TcpStream::connect(host).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            tcp,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut stream = BufReader::new(tcp);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            stream.read_line(&mut line).unwrap();
-            head.push_str(&line);
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        assert!(head.starts_with("HTTP/1.1 101"), "DevTools said: {head}");
-        Cdp {
-            stream,
-            next_id: 1,
-            session: None,
-        }
-    }
-
-    fn send(&mut self, text: &str) {
-        let payload = text.as_bytes();
-        let mask = [0x5a, 0x3c, 0x96, 0xe1];
-        let mut frame = vec![0x81];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.get_mut().write_all(&frame).unwrap();
-    }
-
-    fn receive(&mut self) -> String {
-        let mut message = Vec::new();
-        loop {
-            let mut head = [0u8; 2];
-            self.stream.read_exact(&mut head).unwrap();
-            let (fin, opcode) = (head[0] & 0x80 != 0, head[0] & 0x0f);
-            let len = match head[1] & 0x7f {
-                126 => {
-                    let mut n = [0u8; 2];
-                    self.stream.read_exact(&mut n).unwrap();
-                    u16::from_be_bytes(n) as usize
-                }
-                127 => {
-                    let mut n = [0u8; 8];
-                    self.stream.read_exact(&mut n).unwrap();
-                    u64::from_be_bytes(n) as usize
-                }
-                n => n as usize,
-            };
-            let mut payload = vec![0u8; len];
-            self.stream.read_exact(&mut payload).unwrap();
-            match opcode {
-                0x8 => panic!("DevTools closed the connection"),
-                0x9 | 0xa => continue,
-                _ => message.extend_from_slice(&payload),
-            }
-            if fin {
-                return String::from_utf8(message).unwrap();
-            }
-        }
-    }
-
-    /// A DevTools command (to the page once attached); its result.
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut command = json!({"id": id, "method": method, "params": params});
-        if let Some(session) = &self.session {
-            command["sessionId"] = session.clone().into();
-        }
-        self.send(&command.to_string());
-        loop {
-            let reply: Value = serde_json::from_str(&self.receive()).unwrap();
-            // Events (no id) and answers to others are not this call's.
-            if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
-            }
-        }
-    }
-
-    /// The value of a JavaScript expression in the page, or `None` if it
-    /// threw (the page not loaded yet).
-    fn evaluate(&mut self, expression: &str) -> Option<Value> {
-        let result = self.call(
-            "Runtime.evaluate",
-            json!({"expression": expression, "returnByValue": true}),
-        );
-        if result.get("exceptionDetails").is_some() {
-            return None;
-        }
-        Some(result["result"]["value"].clone())
-    }
-
-    /// What the page shows now, read from its DOM.
-    fn shown(&mut self) -> Option<Shown> {
-        let value = self.evaluate(SHOWN_JS)?;
-        Some(Shown(value))
-    }
-
-    /// Waits until what the page shows satisfies `done`.
-    fn wait_shown(&mut self, what: &str, limit: Duration, done: impl Fn(&Shown) -> bool) -> Shown {
-        eventually(what, limit, || self.shown().filter(|s| done(s)))
-    }
+/// Waits until what the page shows satisfies `done`.
+fn wait_shown(cdp: &mut Cdp, what: &str, limit: Duration, done: impl Fn(&Shown) -> bool) -> Shown {
+    eventually(what, limit, || read_shown(cdp).filter(|s| done(s)))
 }
 
 /// Reads the rendered page: texts of the cells as the browser holds
@@ -390,19 +137,6 @@ fn span_secs(text: &str) -> f64 {
     }
 }
 
-fn status(base: &str) -> Option<Value> {
-    let reply = http::get(&format!("{base}/status")).ok()?;
-    (reply.status == 200).then(|| serde_json::from_str(&reply.body).unwrap())
-}
-
-fn signal(pid: u32, signal: i32) {
-    assert_eq!(
-        unsafe { libc::kill(pid as i32, signal) },
-        0,
-        "kill {signal}"
-    );
-}
-
 /// Continues a stopped bridge even when the test fails meanwhile.
 struct Resume(u32);
 
@@ -417,12 +151,8 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     let Some(chromium) = chromium() else { return };
     let began = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let Stack {
-        bridge,
-        sim,
-        secret,
-        broker: _broker,
-    } = Stack::start(dir.path(), 3);
+    let stack = Stack::builder(dir.path()).queues(3).start();
+    let (bridge, sim, secret) = (&stack.bridge, &stack.sim, stack.secret.as_str());
     let base = bridge.health.clone();
     let url = format!("{base}/");
 
@@ -447,22 +177,17 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     assert_eq!(header("x-content-type-options"), "nosniff");
     assert_eq!(header("cache-control"), "no-store");
     assert_eq!(header("referrer-policy"), "no-referrer");
-    assert!(!page.body.contains(&secret), "the OAuth secret is in /");
+    assert!(!page.body.contains(secret), "the OAuth secret is in /");
     let post = http::post_json(&url, &json!({})).unwrap();
     assert_eq!(post.status, 405, "POST / must be refused: {}", post.body);
 
     // A gap and its warnings: the socket dropped without a close frame.
-    let dropped = http::post_json(
-        &format!("{}/sim/faults/drop-sockets", sim.url),
-        &json!({"mode": "abort"}),
-    )
-    .unwrap();
-    assert_eq!(dropped.status, 200, "{}", dropped.body);
+    sim.control("/sim/faults/drop-sockets", json!({"mode": "abort"}));
     eventually(
         "the gap on /status and the socket open again",
         Duration::from_secs(60),
         || {
-            let s = status(&base)?;
+            let s = bridge.status()?;
             (s["gaps"]["this_run"]["gaps"].as_u64() >= Some(1)
                 && s["connections"]["0"]["phase"] == "open"
                 && s["ready"].as_array().is_some_and(|r| r.is_empty()))
@@ -474,10 +199,13 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     let mut browser = Browser::open(&chromium, &dir.path().join("chromium"), &url);
     let mut cdp = browser.page(&url);
     let opened = Instant::now();
-    let first = cdp.wait_shown("the page's first refresh", Duration::from_secs(30), |s| {
-        s.refreshes() >= 1
-    });
-    let now = status(&base).unwrap();
+    let first = wait_shown(
+        &mut cdp,
+        "the page's first refresh",
+        Duration::from_secs(30),
+        |s| s.refreshes() >= 1,
+    );
+    let now = bridge.status().unwrap();
     println!(
         "status page: first refresh {:.1} s after chromium started",
         opened.elapsed().as_secs_f64()
@@ -577,12 +305,7 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     // measures itself from /metrics.
     let rate = 100.0;
     let events = 2400;
-    let started = http::post_json(
-        &format!("{}/sim/generate", sim.url),
-        &json!({"count": events, "rate_per_sec": rate}),
-    )
-    .unwrap();
-    assert_eq!(started.status, 202, "{}", started.body);
+    sim.generate_in_background(events as u64, rate);
     let flow_started = Instant::now();
     // The rate shown is over the last 10 s: compared once that span
     // (and a poll) holds nothing but the flow.
@@ -590,7 +313,7 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
         "a full rate window of forwarding",
         Duration::from_secs(60),
         || {
-            let s = status(&base)?;
+            let s = bridge.status()?;
             (flow_started.elapsed() >= Duration::from_secs(12)
                 && s["forwarded"]["per_sec"].as_f64()? >= 0.6 * rate)
                 .then_some(())
@@ -599,8 +322,9 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     let forwarded =
         || support::metric(&bridge.metrics().unwrap(), "gkb_events_forwarded_total").unwrap();
     let (t1, f1) = (Instant::now(), forwarded());
-    let refreshes = cdp.shown().unwrap().refreshes();
-    let flowing = cdp.wait_shown(
+    let refreshes = read_shown(&mut cdp).unwrap().refreshes();
+    let flowing = wait_shown(
+        &mut cdp,
         "5 s more and two more refreshes",
         Duration::from_secs(30),
         |s| t1.elapsed() >= Duration::from_secs(5) && s.refreshes() >= refreshes + 2,
@@ -632,7 +356,7 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
         "/status's per-topic counts to reach gkb_events_forwarded_total",
         Duration::from_secs(30),
         || {
-            let s = status(&base)?;
+            let s = bridge.status()?;
             let sum: u64 = s["kafka_topics"]
                 .as_array()?
                 .iter()
@@ -646,8 +370,9 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
         total_forwarded,
         settled["forwarded"]["total"].as_u64().unwrap() as f64
     );
-    let refreshes = cdp.shown().unwrap().refreshes();
-    let done = cdp.wait_shown(
+    let refreshes = read_shown(&mut cdp).unwrap().refreshes();
+    let done = wait_shown(
+        &mut cdp,
         "two refreshes after the drain",
         Duration::from_secs(30),
         |s| s.refreshes() >= refreshes + 2,
@@ -689,11 +414,11 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     assert!(!done.banner() && !done.0["stale"].as_bool().unwrap());
 
     // The bridge stops answering: the page says so, and since when.
-    let pid = bridge.proc.pid();
-    signal(pid, libc::SIGSTOP);
-    let resume = Resume(pid);
+    bridge.proc.signal(libc::SIGSTOP);
+    let resume = Resume(bridge.proc.pid());
     let stopped = Instant::now();
-    let stale = cdp.wait_shown(
+    let stale = wait_shown(
+        &mut cdp,
         "the no-answer banner",
         Duration::from_secs(20),
         Shown::banner,
@@ -711,7 +436,8 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
         stopped.elapsed().as_secs_f64()
     );
     drop(resume);
-    let back = cdp.wait_shown(
+    let back = wait_shown(
+        &mut cdp,
         "the banner gone once the bridge answers again",
         Duration::from_secs(30),
         |s| !s.banner() && s.refreshes() > stale.refreshes(),
@@ -723,12 +449,12 @@ fn the_status_page_shows_the_live_bridge_in_a_real_browser() {
     let rendered = cdp.evaluate("document.documentElement.outerHTML").unwrap();
     assert!(rendered.as_str().unwrap().contains("streaming-0-"));
     assert!(
-        !rendered.as_str().unwrap().contains(&secret),
+        !rendered.as_str().unwrap().contains(secret),
         "the secret is rendered"
     );
     let status_text = http::get(&format!("{base}/status")).unwrap().body;
     assert!(
-        !status_text.contains(&secret),
+        !status_text.contains(secret),
         "the OAuth secret is in /status"
     );
     drop(browser);

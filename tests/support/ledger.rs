@@ -3,10 +3,12 @@
 //! every record checked for key, headers and byte-identical value.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::consumer::Consumed;
+use super::consumer::{self, Consumed};
+use super::{Broker, Simulator, TOPICS};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Emitted {
@@ -25,6 +27,9 @@ pub struct Emitted {
 
 #[derive(Debug, Default)]
 pub struct Report {
+    /// Records read from Kafka.
+    pub records: usize,
+    /// Events delivered to a socket: those that must arrive.
     pub expected: usize,
     pub arrived_once: usize,
     pub lost: usize,
@@ -42,6 +47,63 @@ impl Report {
             && self.unknown == 0
             && self.mismatches.is_empty()
     }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} delivered to a socket; records in Kafka {}; arrived once {}; lost {}; \
+             duplicates {}; reordered {}; unknown {}; mismatches {}",
+            self.expected,
+            self.records,
+            self.arrived_once,
+            self.lost,
+            self.duplicates,
+            self.reordered,
+            self.unknown,
+            self.mismatches.len()
+        )
+    }
+}
+
+/// Reads every record of [`TOPICS`] from `broker` and reconciles them with
+/// what `sim` emitted; prints the counts after `label`.
+pub fn check(label: &str, sim: &Simulator, broker: &Broker) -> Report {
+    let reading = Instant::now();
+    let consumed = consumer::read_all(&broker.bootstrap(), &TOPICS, Duration::from_secs(120));
+    let read_in = reading.elapsed();
+    let report = reconcile(&emitted(&sim.url), &consumed);
+    println!(
+        "{label}: {report} (Kafka read in {:.2}s)",
+        read_in.as_secs_f64()
+    );
+    report
+}
+
+/// [`check`], asserting that each of the `events` the simulator delivered
+/// to a socket is in Kafka exactly once, in emit order per key, with its
+/// key, headers and value, and that Kafka holds nothing else.
+pub fn assert_exactly_once(label: &str, sim: &Simulator, broker: &Broker, events: usize) -> Report {
+    let report = check(label, sim, broker);
+    assert_eq!(report.expected, events, "{report:#?}");
+    assert!(report.is_perfect(), "{report:#?}");
+    assert_eq!(report.records, events, "{report:#?}");
+    report
+}
+
+/// Distinct events emitted, and how many of them reached an open socket
+/// (the log has an entry per receiving channel: an event sent to an old
+/// channel without a socket and a new one with it is one event,
+/// delivered).
+pub fn distinct_and_delivered(emitted: &[Emitted]) -> (usize, usize) {
+    let distinct: HashSet<&str> = emitted.iter().map(|e| e.correlation_id.as_str()).collect();
+    let delivered: HashSet<&str> = emitted
+        .iter()
+        .filter(|e| e.delivered)
+        .map(|e| e.correlation_id.as_str())
+        .collect();
+    (distinct.len(), delivered.len())
 }
 
 /// The events the simulator says it emitted (and delivered to a socket).
@@ -73,6 +135,7 @@ pub fn reconcile(emitted: &[Emitted], consumed: &[Consumed]) -> Report {
         .map(|e| (e.correlation_id.as_str(), e))
         .collect();
     let mut report = Report {
+        records: consumed.len(),
         expected: delivered.len(),
         ..Report::default()
     };
