@@ -305,6 +305,93 @@ fn the_simulator_has_no_import_circle() {
     assert!(found.is_empty(), "{found}");
 }
 
+/// The files under `dir/` that import from a file of `forbidden`, as
+/// "file -> target" lines.
+fn imports_from(
+    graph: &BTreeMap<String, BTreeSet<String>>,
+    dirs: &[&str],
+    allowed: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    graph
+        .iter()
+        .filter(|(file, _)| dirs.iter().any(|d| file.starts_with(d)))
+        .flat_map(|(file, targets)| {
+            targets
+                .iter()
+                .filter(|t| !allowed(t))
+                .map(move |t| format!("{file} -> {t}"))
+        })
+        .collect()
+}
+
+fn bridge_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    edges(&read_tree(&root))
+}
+
+/// Telemetry knows nothing of the components: they push facts into its
+/// areas or register their own metrics with it. It may use the leaves
+/// only (the config error type, channel-id masking, the gap record, the
+/// crate root's helpers).
+#[test]
+fn telemetry_imports_no_component() {
+    const LEAVES: &[&str] = &[
+        "lib.rs",
+        "config/error.rs",
+        "genesys/channel_id.rs",
+        "gap.rs",
+        "secret.rs",
+        "backoff.rs",
+    ];
+    let found = imports_from(&bridge_graph(), &["telemetry/"], |t| {
+        t.starts_with("telemetry/") || LEAVES.contains(&t)
+    });
+    assert!(
+        found.is_empty(),
+        "telemetry imports a component:\n{}",
+        found.join("\n")
+    );
+}
+
+/// Nothing the connection actor uses imports it back: the buffer, the
+/// producer, the token actor, the Genesys client, the network layer and
+/// telemetry work without knowing who reads the sockets.
+#[test]
+fn nothing_below_the_connection_imports_it() {
+    let below = [
+        "buffer/",
+        "producer/",
+        "token/",
+        "genesys/",
+        "net/",
+        "telemetry/",
+        "gap.rs",
+    ];
+    let found = imports_from(&bridge_graph(), &below, |t| !t.starts_with("connection/"));
+    assert!(
+        found.is_empty(),
+        "imports the connection:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The simulator is a test double kept out of the product: only the
+/// command line (`simulate`) and the demo use it.
+#[test]
+fn only_the_cli_and_the_demo_use_the_simulator() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let users: Vec<String> = read_tree(&root)
+        .into_iter()
+        .filter(|(_, text)| text.contains("genesys_simulator"))
+        .map(|(file, _)| file)
+        .collect();
+    assert_eq!(
+        users,
+        ["cli.rs", "demo.rs"],
+        "files using the simulator crate"
+    );
+}
+
 #[test]
 fn a_deliberate_circle_is_found() {
     let files: BTreeMap<String, String> = [

@@ -201,7 +201,8 @@ impl Planner {
                         _ => backoff,
                     };
                     act.telemetry
-                        .topic_listing_failed(&e, delay, act.planned.is_some());
+                        .plan
+                        .listing_failed(&e, delay, act.planned.is_some());
                     act.schedule(ctx, Some(delay), Trigger::Retry);
                 }
             }
@@ -235,7 +236,7 @@ impl Planner {
                 .config
                 .check_fits(topics.len(), queues.len(), users.len())
             {
-                self.telemetry.topic_plan_refused(&refused);
+                self.telemetry.plan.refused(&refused);
                 if let Some(report) = self.start_refused.take() {
                     let _ = report.send(refused);
                 }
@@ -259,18 +260,20 @@ impl Planner {
             lock(&self.shared).push(addr);
         }
         if change.left_out > 0 {
-            self.telemetry.topics_over_channel_limit(
+            self.telemetry.plan.over_channel_limit(
                 topics.len(),
                 channels_needed(topics.len()),
+                MAX_CHANNELS,
                 change.left_out,
                 !self.over_limit,
             );
             self.over_limit = true;
         } else if std::mem::take(&mut self.over_limit) {
             self.telemetry
-                .topics_fit_again(topics.len(), self.connections.len());
+                .plan
+                .fit_again(topics.len(), self.connections.len());
         }
-        self.telemetry.topics_planned(
+        self.telemetry.plan.planned(
             trigger.as_str(),
             queues.len(),
             users.len(),
@@ -305,7 +308,8 @@ impl Planner {
         let verdict = guard.judge(planned, &listed);
         if let Verdict::Hold { removed, why } = &verdict {
             self.telemetry
-                .topic_listing_held(kind, planned.len(), listed.len(), *removed, why);
+                .plan
+                .listing_held(kind, planned.len(), listed.len(), *removed, why);
         }
         guard::effective(planned, listed, &verdict)
     }

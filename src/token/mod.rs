@@ -140,7 +140,7 @@ impl TokenActor {
                     let delay = error
                         .retry_after()
                         .unwrap_or_else(|| act.backoff.next_delay());
-                    act.telemetry.token_failed(&error, delay);
+                    act.telemetry.token.failed(&error, delay);
                     act.schedule(ctx, delay);
                 }
             }
@@ -152,7 +152,7 @@ impl TokenActor {
         let lifetime = grant.expires_in;
         // Never wait past four fifths of a lifetime, however short it is.
         let refresh_in = lifetime.saturating_sub(self.refresh_margin.min(lifetime / 5));
-        self.telemetry.token_granted(lifetime, refresh_in);
+        self.telemetry.token.granted(lifetime, refresh_in);
         let replaced = self
             .current
             .replace((grant.access_token.clone(), Instant::now() + lifetime));

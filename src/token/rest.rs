@@ -57,7 +57,7 @@ where
             Err(ApiError::Unauthorized) => return Err(ApiError::Unauthorized.into()),
             Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
                 let delay = e.retry_after().unwrap_or_else(|| backoff.next_delay());
-                telemetry.api_retry(what, &e, delay);
+                telemetry.token.api_retry(what, &e, delay);
                 actix_rt::time::sleep(delay).await;
             }
             Err(e) => return Err(e.into()),
