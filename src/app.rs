@@ -190,7 +190,6 @@ impl Bridge {
             let api = genesys_api.clone();
             let tokens = tokens.clone();
             let buffer = buffer.clone();
-            let producer = producer.clone();
             let telemetry = telemetry.clone();
             let backoff = backoff.clone();
             Box::new(move |index, topics, first_plan| {
@@ -200,13 +199,12 @@ impl Bridge {
                 let api = api.clone();
                 let tokens = tokens.clone();
                 let buffer = buffer.clone();
-                let recipient = producer.clone().recipient();
                 let telemetry = telemetry.clone();
                 let backoff = backoff.clone();
                 let settings = connection_settings.clone();
                 Supervisor::start(move |_| {
                     ConnectionActor::new(
-                        index, topics, settings, api, tokens, buffer, recipient, telemetry, backoff,
+                        index, topics, settings, api, tokens, buffer, telemetry, backoff,
                     )
                     .with_downtime(downtime)
                 })

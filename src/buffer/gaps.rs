@@ -91,7 +91,10 @@ impl GapRecord {
             start_ms,
             end_ms,
             seconds: (end_ms - start_ms) as f64 / 1000.0,
-            reason: cut(&crate::telemetry::mask_channel_ids(reason), REASON_MAX),
+            reason: cut(
+                &crate::genesys::channel_id::mask_channel_ids(reason),
+                REASON_MAX,
+            ),
             open,
             topic_count: topics.len() as u32,
             topics_id: format!("{:016x}", topics_id(topics)),

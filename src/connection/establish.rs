@@ -11,42 +11,19 @@ use actix::prelude::*;
 use awc::ws;
 use futures_util::stream::StreamExt;
 
+use super::actor::ConnectionActor;
 use super::channel::{self, HeldChannel};
-use super::moves::STABLE_AFTER;
-use super::retired::Retirement;
+use super::schedule::STABLE_AFTER;
+use super::settings::ConnectionSettings;
 use super::silence::SilenceClock;
-use super::{slots, ConnectionActor, ConnectionSettings, Current, Socket};
+use super::slots;
+use super::socket::{Current, Retirement, Socket};
 use crate::backoff::Backoff;
 use crate::genesys::api::{GenesysApi, TopicOutcome};
 use crate::genesys::protocol;
 use crate::secret::Secret;
 use crate::telemetry::Telemetry;
 use crate::token::{rest, ExpiryOf, GetToken, RenewToken, TokenActor};
-
-/// The attempt under way, and what the next one starts from.
-#[derive(Default)]
-pub(super) struct Setup {
-    /// Bumped when an attempt starts and on restart: a late result of an
-    /// abandoned attempt is recognised and dropped.
-    attempt: u64,
-    /// An attempt is under way.
-    pub(super) running: bool,
-    /// A channel the next attempt should reuse (created by an attempt that
-    /// failed later, or the channel of a socket that failed).
-    pub(super) candidate: Option<HeldChannel>,
-    /// The id of the last socket opened (ids tell the sockets' frames
-    /// apart).
-    last_socket_id: u64,
-}
-
-impl Setup {
-    /// The actor restarted: its attempt's future is gone.
-    pub(super) fn restart(&mut self) {
-        self.candidate = None;
-        self.attempt += 1;
-        self.running = false;
-    }
-}
 
 /// What a successful attempt produces.
 struct Established {
@@ -203,7 +180,7 @@ impl ConnectionActor {
                 act.check_due(id, ctx)
             }),
         );
-        self.telemetry.connection_open(
+        self.telemetry.connections.open(
             self.index,
             &channel.channel.id,
             topics.len(),
@@ -245,7 +222,7 @@ impl ConnectionActor {
         }
         if let Some(gap) = self.gap.take() {
             let record = gap.record(self.index, false);
-            self.telemetry.socket_gap(&record);
+            self.telemetry.gaps.socket_gap(&record);
             // Off this thread: sled writes on the blocking pool.
             drop(self.buffer.record_gap(record, gap.topics));
         }
@@ -383,7 +360,9 @@ async fn create_channel(
         async move { api.create_channel(&t).await }
     })
     .await?;
-    telemetry.channel_created(index, &channel.id, channel.expires.as_deref());
+    telemetry
+        .connections
+        .channel_created(index, &channel.id, channel.expires.as_deref());
     let token = used.borrow_mut().take();
     let token_expires = match &token {
         Some(token) => tokens.send(ExpiryOf(token.clone())).await.ok().flatten(),

@@ -10,8 +10,9 @@ use actix::prelude::*;
 use awc::ws;
 use bytes::{Bytes, BytesMut};
 
+use super::actor::ConnectionActor;
 use super::overlap;
-use super::{ConnectionActor, EventsBuffered, Socket};
+use super::socket::Socket;
 use crate::buffer::field_fits;
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
 use crate::token::TokenRevoked;
@@ -177,7 +178,7 @@ impl ConnectionActor {
                 return;
             }
         };
-        self.telemetry.protocol_frame();
+        self.telemetry.connections.protocol_frame();
         if !is_current {
             // A socket we left: only its notifications still matter.
             return;
@@ -252,24 +253,26 @@ impl ConnectionActor {
         if key.is_some_and(|key| self.overlap.is_copy(key, socket)) {
             let late = self.overlap.take_late();
             if late > 0 {
-                self.telemetry.overlap_late_duplicates(self.index, late);
+                self.telemetry
+                    .connections
+                    .overlap_late_duplicates(self.index, late);
             }
             return;
         }
-        match self
-            .buffer
-            .append(crate::now_ms(), topic_name, correlation_id, text.as_bytes())
-        {
+        match self.buffer.append_and_hand_off(
+            crate::now_ms(),
+            topic_name,
+            correlation_id,
+            text.as_bytes(),
+        ) {
             Ok(_) => {
                 if let Some(key) = key {
                     self.overlap.kept(key, socket, Instant::now());
                 }
-                self.telemetry.event_received();
-                self.telemetry.buffer_write_ok();
-                self.buffer.request_flush();
-                self.producer.do_send(EventsBuffered);
+                self.telemetry.connections.event_received();
+                self.telemetry.buffer.write_ok();
             }
-            Err(e) => self.telemetry.buffer_write_failed(&e),
+            Err(e) => self.telemetry.buffer.write_failed(&e),
         }
     }
 
@@ -277,9 +280,10 @@ impl ConnectionActor {
     /// buffer's quarantine rather than dropped.
     fn reject_frame(&self, reason: &str, frame: &[u8]) {
         self.telemetry
+            .connections
             .malformed_frame(self.index, &reason, frame.len());
         if let Err(e) = self.buffer.quarantine_frame(reason, frame) {
-            self.telemetry.buffer_write_failed(&e);
+            self.telemetry.buffer.write_failed(&e);
         }
     }
 }

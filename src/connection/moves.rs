@@ -14,43 +14,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 
+use super::actor::ConnectionActor;
 use super::establish::EstablishError;
-use super::retired::Retirement;
+use super::gap::Gap;
+use super::schedule::STABLE_AFTER;
 use super::silence::Verdict;
-use super::{ConnectionActor, Gap};
-use crate::backoff::Backoff;
+use super::socket::Retirement;
 use crate::genesys::protocol;
-
-/// A socket open this long resets the reconnect backoff, and planned moves
-/// further apart than this are not a loop.
-pub(super) const STABLE_AFTER: Duration = Duration::from_secs(60);
-
-/// When the next attempt runs.
-pub(super) struct Schedule {
-    /// Grows with failed attempts, repeated planned moves and failed
-    /// subscription updates; reset once a socket stays up
-    /// [`STABLE_AFTER`].
-    pub(super) backoff: Backoff,
-    /// The next attempt, when one is scheduled.
-    next: Option<SpawnHandle>,
-    last_planned_move: Option<Instant>,
-}
-
-impl Schedule {
-    pub(super) fn new(backoff: Backoff) -> Schedule {
-        Schedule {
-            backoff,
-            next: None,
-            last_planned_move: None,
-        }
-    }
-
-    /// The actor restarted: its timers are gone.
-    pub(super) fn restart(&mut self) {
-        self.next = None;
-        self.backoff.reset();
-    }
-}
 
 impl ConnectionActor {
     /// Runs an attempt after `delay`, replacing any scheduled one.
@@ -82,9 +52,11 @@ impl ConnectionActor {
         let reason = format!("setup failed: {error}");
         if self.current.is_some() {
             // The live socket keeps delivering meanwhile.
-            self.telemetry.move_failed(self.index, &reason, delay);
+            self.telemetry
+                .connections
+                .move_failed(self.index, &reason, delay);
         } else {
-            self.telemetry.reconnecting(
+            self.telemetry.connections.reconnecting(
                 self.index,
                 self.setup.candidate.as_ref().map(|c| c.channel.id.as_str()),
                 &reason,
@@ -105,7 +77,9 @@ impl ConnectionActor {
         {
             Verdict::Alive => {}
             Verdict::Resumed { stalled_for } => {
-                self.telemetry.stall_detected(self.index, stalled_for);
+                self.telemetry
+                    .connections
+                    .stall_detected(self.index, stalled_for);
                 // A ping answered proves the socket alive sooner than the
                 // next heartbeat would.
                 self.send_text(protocol::PING);
@@ -154,7 +128,9 @@ impl ConnectionActor {
         } else {
             Duration::ZERO
         };
-        self.telemetry.planned_move(self.index, reason, delay);
+        self.telemetry
+            .connections
+            .planned_move(self.index, reason, delay);
         // Whatever channel was kept for reuse belongs to the old plan.
         if let Some(unused) = self.setup.candidate.take() {
             if Some(&unused.channel.id) != self.current_channel_id() {
@@ -211,7 +187,7 @@ impl ConnectionActor {
             topics,
         });
         let delay = self.schedule.backoff.next_delay();
-        self.telemetry.reconnecting(
+        self.telemetry.connections.reconnecting(
             self.index,
             self.setup.candidate.as_ref().map(|c| c.channel.id.as_str()),
             reason,

@@ -8,56 +8,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use awc::ws;
 
-use super::{ConnectionActor, Socket};
+use super::actor::ConnectionActor;
+use super::socket::{Retired, Retirement, Socket, MOVE_SETTLE, RETIRED_MAX};
 use crate::token::rest;
-
-/// A retired socket is read until the service closes it, it has been idle
-/// this long (30 s for a socket left by a planned move), or
-/// [`RETIRED_MAX`] has passed.
-const RETIRED_IDLE: Duration = Duration::from_secs(5);
-const RETIRED_IDLE_MOVED: Duration = Duration::from_secs(30);
-const RETIRED_MAX: Duration = Duration::from_secs(90);
-/// How long a replaced socket stays subscribed beside its successor.
-const MOVE_SETTLE: Duration = Duration::from_secs(2);
-
-/// A socket we left and still read: frames the service sent before it
-/// saw our close (or before we judged the socket) are still ours to keep.
-pub(super) struct Retired {
-    pub(super) socket: Socket,
-    since: Instant,
-    pub(super) last_frame: Instant,
-    /// Idle this long (while the actor could read) ends it.
-    idle_limit: Duration,
-    /// The last run of its check: a late one means the actor was stalled,
-    /// and idleness restarts.
-    last_check: Instant,
-    check: SpawnHandle,
-}
-
-/// Why a socket is retired, which decides how long it is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Retirement {
-    /// Replaced by a subscribed socket (make-before-break). It stays
-    /// subscribed for [`MOVE_SETTLE`] more, as the new subscription may take
-    /// effect on the service a little after the REST reply; then its
-    /// channel is emptied and it is sent a close frame.
-    Moved,
-    /// Taken for dead (silence): whatever it still yields is read.
-    Failed,
-    /// Shutdown: closed at once, read until the service closes it.
-    Shutdown,
-}
-
-impl Retirement {
-    fn idle_limit(self) -> Duration {
-        match self {
-            // A healthy socket we closed: the service answers the close;
-            // idleness is only the fallback for one that never does.
-            Retirement::Moved => RETIRED_IDLE_MOVED,
-            Retirement::Failed | Retirement::Shutdown => RETIRED_IDLE,
-        }
-    }
-}
 
 impl ConnectionActor {
     /// Best effort: a channel we left keeps living until it expires (there
@@ -202,7 +155,11 @@ impl ConnectionActor {
             return;
         }
         if let Some(summary) = self.overlap.end(Instant::now()) {
-            self.telemetry.overlap_ended(self.index, summary);
+            self.telemetry.connections.overlap_ended(
+                self.index,
+                summary.duplicates,
+                summary.lasted,
+            );
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Keeps the open channel's subscriptions in step with the planner's topic
-//! list ([`super::SetTopics`]) without touching the socket: additions with
+//! list ([`super::messages::SetTopics`]) without touching the socket: additions with
 //! `POST`, removals (and re-applying after `subscription_changed`) with a
 //! `PUT` of the whole list, one update at a time.
 
@@ -8,35 +8,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::ConnectionActor;
+use super::actor::ConnectionActor;
 use crate::genesys::api::TopicOutcome;
 use crate::token::rest;
 
 /// `subscription_changed` notices re-apply the topic list at most this
 /// often (our own updates may cause them).
 const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(60);
-
-/// The open channel's subscription.
-#[derive(Default)]
-pub(super) struct Subscription {
-    /// The topic list the open channel was last subscribed with (None: no
-    /// open channel); differs from the actor's `topics` while an update is
-    /// pending.
-    pub(super) subscribed: Option<Arc<Vec<String>>>,
-    /// A subscription update is in flight: later ones wait for it.
-    updating: bool,
-    /// The next update replaces the whole list (`PUT`), whatever changed.
-    resubscribe: bool,
-    last_resubscribe: Option<Instant>,
-}
-
-impl Subscription {
-    /// The actor restarted: no channel is open, no update in flight.
-    pub(super) fn restart(&mut self) {
-        self.subscribed = None;
-        self.updating = false;
-    }
-}
 
 impl ConnectionActor {
     /// Replaces the open channel's whole topic list once more (at most every
@@ -129,7 +107,7 @@ impl ConnectionActor {
                             o.rejection_reason.as_deref().unwrap_or("no reason given")
                         )
                     });
-                    act.telemetry.subscriptions_updated(
+                    act.telemetry.connections.subscriptions_updated(
                         act.index,
                         wanted.len(),
                         refused.len(),
@@ -141,6 +119,7 @@ impl ConnectionActor {
                 Err(e) => {
                     let delay = act.schedule.backoff.next_delay();
                     act.telemetry
+                        .connections
                         .subscriptions_update_failed(act.index, &e, delay);
                     ctx.run_later(delay, |act, ctx| act.apply_topics(ctx));
                 }

@@ -80,7 +80,7 @@ impl ClientContext for DeliveryContext {
         use rdkafka::config::RDKafkaLogLevel::*;
         match level {
             Emerg | Alert | Critical | Error | Warning => {
-                self.telemetry.kafka_client_problem(facility, message)
+                self.telemetry.kafka.client_problem(facility, message)
             }
             Notice | Info | Debug => {
                 tracing::debug!(target: "librdkafka", facility, detail = message)
@@ -93,7 +93,7 @@ impl ClientContext for DeliveryContext {
             KafkaError::Global(code) => format!("{code:?}"),
             other => other.to_string(),
         };
-        self.telemetry.kafka_client_problem(&kind, reason);
+        self.telemetry.kafka.client_problem(&kind, reason);
     }
 }
 

@@ -17,12 +17,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer};
 
 use super::delivery::{InFlight, KafkaProducer};
-use super::inbox::{Event, Waker};
+use super::inbox::Event;
 use super::lanes::{Halt, Lanes, Limits, Port};
 use super::partitioner::Partitioner;
 use super::record;
 use super::routing::Router;
 use crate::backoff::Backoff;
+use crate::buffer::AppendWatch;
 use crate::buffer::{Buffer, Record};
 use crate::telemetry::Telemetry;
 
@@ -75,12 +76,12 @@ impl Port for Io {
         match self.buffer.read_after(after, limit) {
             Ok((records, quarantined)) => {
                 if !quarantined.is_empty() {
-                    self.telemetry.quarantined(quarantined.len());
+                    self.telemetry.buffer.quarantined(quarantined.len());
                 }
                 Some(records)
             }
             Err(e) => {
-                self.telemetry.buffer_read_failed(&e);
+                self.telemetry.buffer.read_failed(&e);
                 None
             }
         }
@@ -118,7 +119,9 @@ impl Port for Io {
         }
         match self.buffer.remove(&self.acked) {
             Ok(()) => {
-                self.telemetry.events_forwarded(self.acked.len() as u64);
+                self.telemetry
+                    .kafka
+                    .events_forwarded(self.acked.len() as u64);
                 self.acked.clear();
                 self.oldest_ack = None;
                 if std::mem::take(&mut self.removal_failing) {
@@ -146,7 +149,7 @@ impl Port for Io {
             Err(e) => {
                 // Stays in the buffer. No hold owes it (this loop's cursor
                 // is past it): it goes again when the forwarder restarts.
-                self.telemetry.buffer_write_failed(&e);
+                self.telemetry.buffer.write_failed(&e);
                 false
             }
         }
@@ -162,7 +165,8 @@ impl Port for Io {
 
 pub struct Forwarder {
     events: Receiver<Event>,
-    waker: Waker,
+    /// The buffer's wake-up after appends: re-armed before each read.
+    appended: AppendWatch,
     lanes: Lanes,
     io: Io,
     draining: Option<(Instant, tokio::sync::oneshot::Sender<bool>)>,
@@ -177,7 +181,7 @@ impl Forwarder {
     pub fn new(
         producer: Arc<KafkaProducer>,
         events: Receiver<Event>,
-        waker: Waker,
+        appended: AppendWatch,
         buffer: Buffer,
         telemetry: Arc<Telemetry>,
         router: Router,
@@ -187,7 +191,7 @@ impl Forwarder {
     ) -> Self {
         Forwarder {
             events,
-            waker,
+            appended,
             lanes: Lanes::new(router, partitioner, limits, backoff, telemetry.clone()),
             io: Io {
                 producer,
@@ -251,11 +255,15 @@ impl Forwarder {
                 }
                 // One call for the whole batch of acknowledgements.
                 if !self.io.ack_received_at.is_empty() {
-                    self.io.telemetry.acknowledged(&self.io.ack_received_at);
+                    self.io
+                        .telemetry
+                        .kafka
+                        .acknowledged(&self.io.ack_received_at);
                     self.io.ack_received_at.clear();
                 }
             }
-            Event::Wake => self.waker.woken(),
+            // The read that follows re-arms the watch.
+            Event::Wake => {}
             Event::Metadata(topics) => self.lanes.metadata(topics),
             Event::Drain { deadline, done } => self.draining = Some((deadline, done)),
             Event::Stop => self.exit = Some(Exit::Stopped),
@@ -292,6 +300,8 @@ impl Forwarder {
         if self.io.buffer.generation() != self.generation {
             self.buffer_reopened();
         }
+        // Before the read: an append during it wakes the thread again.
+        self.appended.rearm();
         self.lanes.advance(&mut self.io, now);
     }
 
@@ -312,6 +322,6 @@ impl Forwarder {
     fn report(&mut self) {
         self.last_report = Instant::now();
         self.io.telemetry.alive("producer");
-        self.io.telemetry.kafka_topics(self.lanes.report());
+        self.io.telemetry.kafka.topics_report(self.lanes.report());
     }
 }

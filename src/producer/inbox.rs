@@ -12,7 +12,8 @@ use std::time::Instant;
 pub enum Event {
     /// Delivery reports are waiting (coalesced like wakes).
     Reports,
-    /// New records in the buffer (coalesced: see [`Waker`]).
+    /// New records in the buffer (from its append watch, coalesced: one
+    /// until the thread re-armed it).
     Wake,
     /// The metadata probe's view of each routed topic: its partition
     /// count, or why it cannot be used.
@@ -25,37 +26,26 @@ pub enum Event {
     Stop,
 }
 
-/// Wakes the forwarding thread at most once per batch (of appends, or of
-/// delivery reports): one message in its queue until it looked.
+/// Wakes the forwarding thread at most once per batch of delivery
+/// reports: one `Event::Reports` in its queue until it looked. (Appends
+/// wake it through the buffer's own watch, coalesced the same way.)
 #[derive(Clone)]
 pub struct Waker {
     pending: Arc<AtomicBool>,
     events: Sender<Event>,
-    event: fn() -> Event,
 }
 
 impl Waker {
-    /// Wakes with `Event::Wake` (new records in the buffer).
-    pub fn new(events: Sender<Event>) -> Self {
-        Waker {
-            pending: Arc::default(),
-            events,
-            event: || Event::Wake,
-        }
-    }
-
-    /// Wakes with `Event::Reports` (delivery reports to take).
     pub fn for_reports(events: Sender<Event>) -> Self {
         Waker {
             pending: Arc::default(),
             events,
-            event: || Event::Reports,
         }
     }
 
     pub fn wake(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
-            let _ = self.events.send((self.event)());
+            let _ = self.events.send(Event::Reports);
         }
     }
 

@@ -578,7 +578,8 @@ impl Lanes {
         let reason = format!("Kafka refused records for this topic: {error}");
         if topic.blocked.is_none() {
             self.telemetry
-                .kafka_topic_blocked(&topic.name, &reason, delay);
+                .kafka
+                .topic_blocked(&topic.name, &reason, delay);
         }
         topic.last_error = Some(reason.clone());
         topic.blocked = Some(Block {
@@ -596,6 +597,7 @@ impl Lanes {
         if port.dead_letter(record, &topic.name, &reason) {
             topic.outstanding = topic.outstanding.saturating_sub(1);
             self.telemetry
+                .kafka
                 .dead_lettered(record.seq, &topic.name, &reason);
         }
     }

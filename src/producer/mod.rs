@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 pub use config::KafkaConfig;
 use delivery::{DeliveryContext, KafkaProducer};
 use forwarder::{Exit, Forwarder};
-use inbox::{Event, Waker};
+use inbox::Event;
 use lanes::Limits;
 pub use partitioner::Partitioner;
 pub use record::{HEADER_CORRELATION_ID, HEADER_RECEIVED_AT, HEADER_TOPIC};
@@ -50,7 +50,6 @@ use routing::Router;
 
 use crate::backoff::Backoff;
 use crate::buffer::Buffer;
-use crate::connection::EventsBuffered;
 use crate::telemetry::Telemetry;
 
 /// How often Kafka's metadata is probed for the routed topics.
@@ -112,7 +111,6 @@ struct Running {
     /// and never dropped on the actor thread.
     producer: std::sync::Weak<KafkaProducer>,
     events: Sender<Event>,
-    waker: Waker,
 }
 
 impl ProducerActor {
@@ -152,11 +150,17 @@ impl ProducerActor {
             .create_with_context(DeliveryContext::new(events.clone(), self.telemetry.clone()))
             .map_err(|e| ClientSettingsError(e.to_string()))?;
         let producer = Arc::new(producer);
-        let waker = Waker::new(events.clone());
+        // The buffer wakes the thread after appends (once per burst: the
+        // thread re-arms the watch before each read). Registered before
+        // the thread's first read, so no append falls between the two.
+        let wake = events.clone();
+        let appended = self.buffer.wake_on_append(move || {
+            let _ = wake.send(Event::Wake);
+        });
         let forwarder = Forwarder::new(
             producer.clone(),
             receiver,
-            waker.clone(),
+            appended,
             self.buffer.clone(),
             self.telemetry.clone(),
             self.router.clone(),
@@ -178,7 +182,6 @@ impl ProducerActor {
         self.running = Some(Running {
             producer: Arc::downgrade(&producer),
             events,
-            waker,
         });
         Ok(())
     }
@@ -237,7 +240,7 @@ impl ProducerActor {
                 Ok(r) => r,
                 Err(e) => Err(format!("probe task failed: {e}")),
             };
-            act.telemetry.kafka_reachable(reachable);
+            act.telemetry.kafka.reachable(reachable);
         }));
     }
 
@@ -303,7 +306,7 @@ impl Actor for ProducerActor {
             // Properties were checked at start-up; this is not expected
             // to pass with time, but the supervisor's restart is the
             // only way to try again.
-            self.telemetry.kafka_reachable(Err(e.to_string()));
+            self.telemetry.kafka.reachable(Err(e.to_string()));
             ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
             return;
         }
@@ -326,16 +329,6 @@ impl Supervised for ProducerActor {
     }
 }
 
-impl Handler<EventsBuffered> for ProducerActor {
-    type Result = ();
-
-    fn handle(&mut self, _: EventsBuffered, _: &mut Context<Self>) {
-        if let Some(running) = &self.running {
-            running.waker.wake();
-        }
-    }
-}
-
 impl Handler<ForwarderExited> for ProducerActor {
     type Result = ();
 
@@ -347,7 +340,7 @@ impl Handler<ForwarderExited> for ProducerActor {
                 // builds a new producer that reads the buffer from its
                 // start, so every unacknowledged record goes again in order.
                 let delay = self.backoff.next_delay();
-                self.telemetry.producer_fatal(&reason, delay);
+                self.telemetry.kafka.producer_fatal(&reason, delay);
                 self.running = None;
                 ctx.run_later(delay, |_, ctx| ctx.stop());
             }
@@ -356,7 +349,7 @@ impl Handler<ForwarderExited> for ProducerActor {
                 // so on /healthz, so the process supervisor (and whoever
                 // watches it) sees it.
                 self.running = None;
-                self.telemetry.producer_misconfigured(&reason);
+                self.telemetry.kafka.producer_misconfigured(&reason);
             }
         }
     }

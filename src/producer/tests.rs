@@ -106,7 +106,7 @@ fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
         until(
             "the first acknowledgements",
             Duration::from_secs(60),
-            || counter(&telemetry.counters.events_forwarded) >= 500,
+            || telemetry.kafka.forwarded() >= 500,
         )
         .await;
         assert!(
@@ -121,7 +121,7 @@ fn a_fatal_error_restarts_the_producer_once_and_keeps_per_key_order() {
         .await;
         drain(&actor).await;
     });
-    let restarts = counter(&telemetry.counters.producer_restarts);
+    let restarts = telemetry.kafka.producer_restarts();
     assert_eq!(restarts, 1, "one fatal error, one restart");
 
     // Read everything back: every event at least once, per key in order.
@@ -220,10 +220,6 @@ async fn drain(actor: &Addr<ProducerActor>) {
         .await;
 }
 
-fn counter(c: &prometheus_client::metrics::counter::Counter) -> u64 {
-    c.get()
-}
-
 #[test]
 fn a_batch_the_broker_refuses_as_too_large_is_sent_again_record_by_record() {
     const EVENTS: u64 = 3_000;
@@ -254,8 +250,8 @@ fn a_batch_the_broker_refuses_as_too_large_is_sent_again_record_by_record() {
         .await;
         drain(&actor).await;
     });
-    let refused = counter(&telemetry.counters.kafka_delivery_errors);
-    let forwarded = counter(&telemetry.counters.events_forwarded);
+    let refused = telemetry.kafka.delivery_errors();
+    let forwarded = telemetry.kafka.forwarded();
     println!(
         "refused batch: {refused} deliveries refused with the batch, {} dead-lettered, {forwarded} of {EVENTS} acknowledged",
         buffer.dead_letter_len()
@@ -307,6 +303,7 @@ fn a_partition_without_a_leader_holds_back_only_its_own_events() {
             Duration::from_secs(5),
             || {
                 telemetry
+                    .kafka
                     .topics()
                     .first()
                     .is_some_and(|t| t.backlog == stuck)
@@ -323,7 +320,7 @@ fn a_partition_without_a_leader_holds_back_only_its_own_events() {
         drain(&actor).await;
     });
     println!("leaderless partition: {stuck} of {EVENTS} events waited for partition 0; the other {} flowed; then all acknowledged", EVENTS - stuck);
-    assert_eq!(counter(&telemetry.counters.events_forwarded), EVENTS);
+    assert_eq!(telemetry.kafka.forwarded(), EVENTS);
     assert_eq!(buffer.dead_letter_len(), 0);
 }
 
@@ -389,9 +386,9 @@ fn a_record_the_broker_refuses_alone_is_dead_lettered_as_it_was_buffered() {
         letter.reason
     );
     assert_eq!(
-        counter(&telemetry.counters.kafka_delivery_errors),
+        telemetry.kafka.delivery_errors(),
         2,
         "refused in a batch, then alone"
     );
-    assert_eq!(counter(&telemetry.counters.events_forwarded), 0);
+    assert_eq!(telemetry.kafka.forwarded(), 0);
 }

@@ -315,10 +315,6 @@ impl ConnectionTelemetry {
         self.events_received.get()
     }
 
-    pub(super) fn received_counter(&self) -> Counter {
-        self.events_received.clone()
-    }
-
     pub fn states(&self) -> BTreeMap<usize, ConnectionState> {
         lock(&self.states).clone()
     }

@@ -503,18 +503,6 @@ impl KafkaTelemetry {
         self.producer_restarts.get()
     }
 
-    pub(super) fn forwarded_counter(&self) -> Counter {
-        self.events_forwarded.clone()
-    }
-
-    pub(super) fn delivery_errors_counter(&self) -> Counter {
-        self.delivery_errors.clone()
-    }
-
-    pub(super) fn producer_restarts_counter(&self) -> Counter {
-        self.producer_restarts.clone()
-    }
-
     pub fn topics(&self) -> Vec<TopicReport> {
         lock(&self.topics).clone()
     }

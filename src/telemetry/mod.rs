@@ -24,7 +24,6 @@
 //! the `[log]` section and the `tracing` set-up.
 
 pub mod buffer;
-mod compat;
 pub mod connection;
 pub mod gaps;
 pub mod init;
@@ -46,9 +45,6 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 
-pub use compat::Counters;
-// TEMPORARY (see compat.rs): callers on other branches still name them here.
-pub use crate::genesys::channel_id::{channel_label, mask_channel_ids};
 pub use connection::ConnectionState;
 pub use gaps::RECENT_GAPS;
 pub use kafka::TopicReport;
@@ -72,8 +68,6 @@ pub struct Telemetry {
     pub kafka: kafka::KafkaTelemetry,
     pub plan: planner::PlanTelemetry,
     pub buffer: buffer::BufferTelemetry,
-    /// Handles on a few counters, for callers that read them.
-    pub counters: Counters,
     shared: Arc<shared::Shared>,
     started: Instant,
     liveness: Mutex<BTreeMap<&'static str, Instant>>,
@@ -86,7 +80,6 @@ impl Default for Telemetry {
         let connections = connection::ConnectionTelemetry::new(shared.clone(), gap_series.clone());
         let kafka = kafka::KafkaTelemetry::new(shared.clone());
         Telemetry {
-            counters: Counters::of(&connections, &kafka),
             token: token::TokenTelemetry::new(shared.clone()),
             connections,
             gaps: gaps::GapTelemetry::new(shared.clone(), gap_series),

@@ -44,7 +44,7 @@ impl Lanes {
                 topic.acknowledged += 1;
                 if topic.last_error.take().is_some() {
                     topic.backoff.reset();
-                    self.telemetry.kafka_topic_recovered(&topic.name);
+                    self.telemetry.kafka.topic_recovered(&topic.name);
                 }
                 port.acknowledged(sent.seq, sent.received_at_ms);
             }
@@ -69,6 +69,7 @@ impl Lanes {
         let kind = classify(&error);
         let first = self.topics[t].last_error.is_none();
         self.telemetry
+            .kafka
             .delivery_failed(sent.seq, &self.topics[t].name, &error, first);
         match kind {
             Failure::RecordOrBatch if sent.alone => {

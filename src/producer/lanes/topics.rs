@@ -25,14 +25,15 @@ impl Lanes {
                         // comes (the missing reason was its last error).
                         topic.blocked = None;
                         topic.last_error = None;
-                        self.telemetry.kafka_topic_recovered(&topic.name);
+                        self.telemetry.kafka.topic_recovered(&topic.name);
                     }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(reason)) => {
                     if topic.missing.is_none() {
                         self.telemetry
-                            .kafka_topic_blocked(&topic.name, reason, Duration::ZERO);
+                            .kafka
+                            .topic_blocked(&topic.name, reason, Duration::ZERO);
                     }
                     topic.missing = Some(reason.clone());
                     if topic.partitions.is_none() {
