@@ -34,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod gap;
 pub mod genesys;
 pub mod health;
 pub mod planner;

@@ -6,8 +6,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::error::BufferError;
+use super::handle::Buffer;
 use super::store::Store;
-use super::{lock, Buffer, BufferError};
+use super::sync::lock;
 
 /// `meta` key of the mark: u64 BE, ms since the epoch.
 const META_ALIVE_KEY: &[u8] = b"last_alive";

@@ -3,18 +3,11 @@
 //! module docs of `buffer`, "What a flush makes durable"). A flush that
 //! fails marks the buffer failing (`recovery.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{Buffer, BufferError};
-
-/// The state of grouped flushes: while one runs, further requests make
-/// at most one more.
-#[derive(Default)]
-pub(super) struct Grouping {
-    running: AtomicBool,
-    wanted: AtomicBool,
-}
+use super::error::BufferError;
+use super::handle::Buffer;
 
 impl Buffer {
     /// Writes everything appended so far to disk. Blocking.

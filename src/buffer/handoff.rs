@@ -8,8 +8,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
-use super::Buffer;
-
 /// The readers to wake.
 #[derive(Default)]
 pub(super) struct Readers {
@@ -24,6 +22,25 @@ struct Watch {
 }
 
 impl Readers {
+    /// Registers a reader (see [`super::handle::Buffer::wake_on_append`]).
+    pub(super) fn register(
+        self: &Arc<Self>,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> AppendWatch {
+        let watch = Arc::new(Watch {
+            armed: AtomicBool::new(true),
+            wake: Box::new(wake),
+        });
+        self.watches
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(watch.clone());
+        AppendWatch {
+            watch,
+            readers: Arc::downgrade(self),
+        }
+    }
+
     /// An append was made: wakes each armed reader once.
     pub(super) fn notify(&self) {
         let watches = self.watches.read().unwrap_or_else(|e| e.into_inner());
@@ -71,39 +88,12 @@ impl std::fmt::Debug for AppendWatch {
     }
 }
 
-impl Buffer {
-    /// Registers a reader to be woken after appends: `wake` is called on
-    /// the appending thread after the first append that follows the
-    /// registration or the last [`AppendWatch::rearm`], once, when the
-    /// record can already be read. It must return quickly, must not block
-    /// (sending one message on a channel is the intended use), must not
-    /// register or drop a watch (it runs under the readers' lock) and must
-    /// not hold a [`Buffer`] (the buffer would never close). Register
-    /// before the first read, so that no append falls between the two.
-    pub fn wake_on_append(&self, wake: impl Fn() + Send + Sync + 'static) -> AppendWatch {
-        let watch = Arc::new(Watch {
-            armed: AtomicBool::new(true),
-            wake: Box::new(wake),
-        });
-        self.inner
-            .readers
-            .watches
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(watch.clone());
-        AppendWatch {
-            watch,
-            readers: Arc::downgrade(&self.inner.readers),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc::{channel, Receiver, TryRecvError};
     use std::time::{Duration, Instant};
 
-    use super::*;
+    use crate::buffer::Buffer;
 
     /// What the wake function sent so far. It runs inside `append`, on
     /// the appending thread: when an append has returned, its wake is in

@@ -9,9 +9,12 @@
 //! chunks vanish under the walk is looked up again before it is called
 //! damaged: gone means acknowledged, not broken.
 
-use super::gaps::GapRecord;
+use super::error::BufferError;
+use super::handle::Buffer;
+use super::record::Record;
+use super::side_trees::{DeadLetter, Quarantined};
 use super::store::{first_readable, is_local, parse_stub, seq_of, Area, ReadError, Store};
-use super::{Buffer, BufferError, DeadLetter, Quarantined, Record};
+use crate::gap::GapRecord;
 
 /// One step of [`Buffer::walk_events`].
 #[derive(Debug)]

@@ -9,9 +9,22 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Refusal};
-use super::recovery::Failure;
 use super::store::{Area, Census};
-use super::watch::Watch;
+
+/// The storage failure being handled.
+pub(super) struct Failure {
+    pub(super) reason: String,
+    pub(super) since: Instant,
+    pub(super) attempts: u64,
+    pub(super) last_attempt_error: Option<String>,
+}
+
+/// What wakes the thread before its next turn.
+#[derive(Default)]
+pub(super) struct Watch {
+    pub(super) closed: bool,
+    pub(super) poked: bool,
+}
 
 /// The ledger of one buffer, shared by its handles, its watcher thread and
 /// its metrics collector.

@@ -12,8 +12,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
+use super::handle::Buffer;
 use super::ledger::Shared;
-use super::Buffer;
 
 /// Help of `gkb_buffer_flush_seconds`.
 const FLUSH_HELP: &str = "Time of the buffer's flushes to disk (sled flush and fsync).";

@@ -4,12 +4,9 @@
 
 use std::path::Path;
 
+use super::error::{open_error, BufferError};
+use super::record::FORMAT_VERSION;
 use super::store::{self, Store};
-use super::{open_error, BufferError};
-
-/// On-disk format this build writes. Older formats are migrated at open
-/// (see `migrations/`); newer ones are refused, never rewritten.
-pub const FORMAT_VERSION: u32 = 2;
 
 /// `meta` key of the format marker: u32 BE.
 pub(super) const META_FORMAT_KEY: &[u8] = b"format_version";

@@ -160,18 +160,23 @@
 mod admission;
 mod alive;
 mod config;
+mod error;
 mod flush;
 mod gaps;
+mod handle;
 mod handoff;
 mod inspect;
+mod journal;
 mod ledger;
 mod metrics;
 mod migrate;
+mod open;
 mod reader;
 mod record;
 mod recovery;
 mod side_trees;
 mod store;
+mod sync;
 mod tail;
 #[cfg(test)]
 mod tests;
@@ -179,312 +184,15 @@ mod view;
 mod watch;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-
+pub use crate::gap::{GapError, GapRecord};
 pub use admission::Refusal;
 pub use alive::ALIVE_EVERY;
 pub use config::BufferConfig;
-pub use gaps::{GapError, GapRecord, MAX_GAPS};
+pub use error::BufferError;
+pub use gaps::MAX_GAPS;
+pub use handle::Buffer;
 pub use handoff::AppendWatch;
 pub use inspect::{SideAreas, Usage, Walked};
 pub use metrics::BufferMetrics;
-pub use migrate::FORMAT_VERSION;
-pub use record::{field_fits, DecodeError, Record};
+pub use record::{field_fits, DecodeError, Record, FORMAT_VERSION};
 pub use side_trees::{DeadLetter, Quarantined};
-
-use admission::Admission;
-use ledger::Shared;
-use recovery::Unflushed;
-use store::Store;
-
-/// How long a loss stays on /readyz (the counter stays forever).
-const LOSS_REPORT_WINDOW: Duration = Duration::from_secs(15 * 60);
-
-/// What can go wrong with the buffer.
-#[derive(Debug, thiserror::Error)]
-pub enum BufferError {
-    #[error("cannot open the buffer at {path}: {source} (if the files are corrupt, move the directory aside and start again; nothing in it is deleted)")]
-    Open { path: PathBuf, source: sled::Error },
-    #[error(
-        "the buffer at {path} is in use by another process (is a bridge already running on it?)"
-    )]
-    Locked { path: PathBuf },
-    #[error("the buffer at {path} has format version {found}, newer than this build understands ({FORMAT_VERSION}); run a newer bridge or move the directory aside")]
-    NewerFormat { path: PathBuf, found: u32 },
-    #[error("the buffer at {path} has an unreadable format version marker")]
-    BadFormatMarker { path: PathBuf },
-    #[error("buffer write failed: {0} (is the disk full?)")]
-    Write(sled::Error),
-    #[error("buffer read failed: {0}")]
-    Read(sled::Error),
-    #[error("buffer flush failed: {0} (is the disk full?)")]
-    Flush(String),
-    #[error("the buffer refuses new events: {0}")]
-    Refused(String),
-    #[error("the buffer is failing and reopening: {0}")]
-    Failing(String),
-    #[error(transparent)]
-    Gap(#[from] GapError),
-}
-
-/// A handle to the buffer; clones share it.
-#[derive(Clone)]
-pub struct Buffer {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    path: PathBuf,
-    cache_bytes: u64,
-    /// The open database; `None` only while a reopen swaps it. Writers and
-    /// readers take it from here ([`Buffer::store`]), nowhere else.
-    store: RwLock<Option<Arc<Store>>>,
-    shared: Arc<Shared>,
-    /// Also serialises appends, so that every sequence at or below the
-    /// last one handed out was written to sled before a flush starts.
-    unflushed: Mutex<Unflushed>,
-    /// Sequence ranges sled could not read, skipped by `read_after`.
-    unreadable: Mutex<Vec<(u64, u64)>>,
-    /// One reopen at a time (the watcher's, or a test's).
-    reopening: Mutex<()>,
-    /// The newest appends, served to readers from memory.
-    tail: Mutex<tail::Tail>,
-    /// Readers to wake after an append.
-    readers: Arc<handoff::Readers>,
-    /// `last_alive` as the previous run left it (ms since the epoch).
-    previous_alive: Option<u64>,
-    /// Connections that took the downtime gap since `previous_alive`.
-    downtime_claimed: Mutex<std::collections::BTreeSet<usize>>,
-    flush: flush::Grouping,
-}
-
-impl Buffer {
-    /// Opens (creating if needed) the buffer at `path` with the default
-    /// configuration. Blocking: call before the actors start or on the
-    /// blocking pool.
-    pub fn open(path: &Path) -> Result<Buffer, BufferError> {
-        Self::open_with_config(path, &BufferConfig::default())
-    }
-
-    /// [`Buffer::open`] for unit tests: the free-space floor is the lowest
-    /// `check-config` accepts (4 MiB), not the default 256 MiB, because the
-    /// suite runs on CI machines with little disk free. The floor itself is
-    /// tested on its own (`the_free_space_floor_refuses_new_events`).
-    #[cfg(test)]
-    pub(crate) fn open_for_tests(path: &Path) -> Result<Buffer, BufferError> {
-        Self::open_with_config(
-            path,
-            &BufferConfig {
-                min_free_bytes: 4 * 1024 * 1024,
-                ..BufferConfig::default()
-            },
-        )
-    }
-
-    /// [`Buffer::open`] with a page cache of `cache_mib` MiB (sled's own
-    /// default is 1 GiB, too much for a sidecar-sized service).
-    pub fn open_with_cache(path: &Path, cache_mib: u64) -> Result<Buffer, BufferError> {
-        Self::open_with_config(
-            path,
-            &BufferConfig {
-                cache_mib,
-                ..BufferConfig::default()
-            },
-        )
-    }
-
-    /// Opens the buffer at `path` (which takes the place of
-    /// `config.path`) with `config`'s cache and bounds, migrating an older
-    /// format, and starts its watcher thread (admission sampling, reopen
-    /// after failures; it ends when the last handle is dropped).
-    pub fn open_with_config(path: &Path, config: &BufferConfig) -> Result<Buffer, BufferError> {
-        let cache_bytes = config.cache_mib * 1024 * 1024;
-        let open_err = |source: sled::Error| open_error(path, source);
-        let store = Store::open(path, cache_bytes).map_err(open_err)?;
-        migrate::migrate(&store, path)?;
-        let census = store.census().map_err(open_err)?;
-        if census.orphan_chunks > 0 {
-            tracing::warn!(
-                chunks = census.orphan_chunks,
-                "removed chunks of values whose write was cut short by a crash"
-            );
-        }
-        let unreadable = recovery::known_unreadable(&census);
-        let previous_alive = alive::previous(&store).map_err(open_err)?;
-        let admission = Admission::new(config.max_bytes, config.min_free_bytes);
-        let shared = Arc::new(Shared::new(
-            admission,
-            Duration::from_millis(config.check_interval_ms),
-            &census,
-            store.gaps.len() as u64,
-        ));
-        // A first sample before any event, so a full disk refuses at once.
-        shared.admission.sample(path);
-        let inner = Arc::new(Inner {
-            path: path.to_owned(),
-            cache_bytes,
-            store: RwLock::new(Some(Arc::new(store))),
-            shared: shared.clone(),
-            unflushed: Mutex::default(),
-            unreadable: Mutex::new(unreadable),
-            reopening: Mutex::new(()),
-            tail: Mutex::new(tail::Tail::new(shared.next_seq.load(Ordering::SeqCst))),
-            readers: Arc::default(),
-            previous_alive,
-            downtime_claimed: Mutex::default(),
-            flush: flush::Grouping::default(),
-        });
-        watch::spawn(shared, Arc::downgrade(&inner), path.to_owned())
-            .map_err(|e| BufferError::Flush(format!("cannot start the buffer watcher: {e}")))?;
-        Ok(Buffer { inner })
-    }
-
-    /// Records waiting for Kafka.
-    pub fn len(&self) -> usize {
-        self.inner.shared.events_len.load(Ordering::SeqCst) as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn dead_letter_len(&self) -> usize {
-        self.inner.shared.dead_letter_len.load(Ordering::SeqCst) as usize
-    }
-
-    pub fn quarantine_len(&self) -> usize {
-        self.inner.shared.quarantine_len.load(Ordering::SeqCst) as usize
-    }
-
-    /// Highest sequence handed out so far.
-    pub fn last_seq(&self) -> u64 {
-        self.inner.shared.last_seq()
-    }
-
-    /// Highest sequence known to be on disk.
-    pub fn durable_seq(&self) -> u64 {
-        self.inner.shared.durable_seq.load(Ordering::SeqCst)
-    }
-
-    /// Increases on every reopen after a storage failure. The reopened
-    /// buffer holds what the failed one held (appends, removals and
-    /// dead-letter moves since the last good flush are replayed onto what
-    /// the disk kept), except events counted in `lost`: a reader's cursor
-    /// stays valid, and records it has in flight are still in the buffer,
-    /// so reading again from the start would send them twice.
-    pub fn generation(&self) -> u64 {
-        self.inner.shared.generation.load(Ordering::SeqCst)
-    }
-
-    /// Events refused so far (bound reached, or failing).
-    pub fn refused(&self) -> u64 {
-        self.inner.shared.refused.load(Ordering::SeqCst)
-    }
-
-    /// Events accepted and then lost by a storage failure, so far.
-    pub fn lost(&self) -> u64 {
-        self.inner.shared.lost.load(Ordering::SeqCst)
-    }
-
-    /// Why new events are refused right now, if they are.
-    pub fn refusal(&self) -> Option<Refusal> {
-        self.inner.shared.refusal()
-    }
-
-    fn refusal_text(&self, refusal: Refusal) -> String {
-        let a = &self.inner.shared.admission;
-        match refusal {
-            Refusal::Limit => format!(
-                "the buffer is full: {} bytes on disk, {} held, max_bytes {}",
-                a.disk_bytes.load(Ordering::Relaxed),
-                a.held_bytes.load(Ordering::Relaxed),
-                a.max_bytes
-            ),
-            Refusal::FreeSpace => format!(
-                "its filesystem has {} bytes free, below min_free_bytes {}",
-                a.free_bytes.load(Ordering::Relaxed),
-                a.min_free_bytes
-            ),
-            Refusal::Failing => self
-                .flush_error()
-                .unwrap_or_else(|| "a storage operation failed".into()),
-        }
-    }
-
-    /// Why the buffer is failing, while it is.
-    pub fn flush_error(&self) -> Option<String> {
-        lock(&self.inner.shared.failure)
-            .as_ref()
-            .map(|f| f.reason.clone())
-    }
-
-    /// Why the buffer is not fit to take or keep events, for /readyz; empty
-    /// when it is.
-    pub fn problems(&self) -> Vec<String> {
-        let shared = &self.inner.shared;
-        let mut problems = Vec::new();
-        let refused = shared.refused.load(Ordering::SeqCst);
-        if let Some(f) = lock(&shared.failure).as_ref() {
-            let mut text = format!(
-                "{} {}s ago; refusing new events ({refused} refused so far) and reopening",
-                f.reason,
-                f.since.elapsed().as_secs()
-            );
-            if let Some(e) = &f.last_attempt_error {
-                text.push_str(&format!(" (attempt {} failed: {e})", f.attempts));
-            }
-            problems.push(text);
-        } else if let Some(r) = shared.admission.refusal() {
-            problems.push(format!(
-                "refusing new events ({refused} refused so far), keeping what it holds: {}",
-                self.refusal_text(r)
-            ));
-        }
-        let lost = shared.lost.load(Ordering::SeqCst);
-        if lock(&shared.last_loss).is_some_and(|at| at.elapsed() < LOSS_REPORT_WINDOW) {
-            problems.push(format!(
-                "{lost} received events lost by a storage failure (accepted after the last good flush, missing after the reopen)"
-            ));
-        }
-        problems
-    }
-
-    /// Whether a storage failure is being handled (reopen pending).
-    fn is_failing(&self) -> bool {
-        self.inner.shared.failing.load(Ordering::SeqCst)
-    }
-
-    /// The open database, or why there is none to use: the one way the
-    /// writer and reader paths reach the store.
-    fn store(&self) -> Result<Arc<Store>, BufferError> {
-        if self.is_failing() {
-            return Err(BufferError::Failing(self.flush_error().unwrap_or_default()));
-        }
-        self.inner
-            .store
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| BufferError::Failing("reopening".into()))
-    }
-}
-
-fn open_error(path: &Path, source: sled::Error) -> BufferError {
-    if store::is_lock_error(&source) {
-        BufferError::Locked {
-            path: path.to_owned(),
-        }
-    } else {
-        BufferError::Open {
-            path: path.to_owned(),
-            source,
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}

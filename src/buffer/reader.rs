@@ -8,8 +8,12 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
+use super::error::BufferError;
+use super::handle::Buffer;
+use super::record::Record;
+use super::side_trees;
 use super::store::{self, is_local, seq_of, Area, ReadError, Store};
-use super::{lock, side_trees, Buffer, BufferError, Record};
+use super::sync::lock;
 
 impl Buffer {
     /// The record under `seq`, if the buffer holds it. An entry that

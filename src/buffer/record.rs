@@ -7,6 +7,10 @@
 //! ```
 //! The payload is the notification exactly as received; it runs to the end.
 
+/// On-disk format this build writes. Older formats are migrated at open
+/// (see `migrations/`); newer ones are refused, never rewritten.
+pub const FORMAT_VERSION: u32 = 2;
+
 /// Format version of records written by this build.
 pub const RECORD_FORMAT: u8 = 1;
 const NO_CORRELATION: u16 = u16::MAX;

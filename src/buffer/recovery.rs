@@ -4,97 +4,22 @@
 //! `buffer`, "Storage failures"). The retries are the watcher's
 //! (`watch.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
-use sled::IVec;
-
+use super::admission;
+use super::error::BufferError;
+use super::handle::Buffer;
+use super::journal::Unflushed;
+use super::ledger::Failure;
 use super::store::{self, is_local, Area, Store};
-use super::{admission, lock, Buffer, BufferError};
+use super::sync::lock;
 
-/// Copies of unflushed events kept for a reopen, at most.
-const RETAIN_MAX_BYTES: usize = 8 << 20;
 /// Free space a reopen waits for: a few sled segments.
 const REOPEN_MIN_FREE: u64 = 2 << 20;
 /// `meta` key of the write that proves a reopened database takes writes.
 const META_PROBE_KEY: &[u8] = b"reopen_probe";
-
-/// The storage failure being handled.
-pub(super) struct Failure {
-    pub(super) reason: String,
-    pub(super) since: Instant,
-    pub(super) attempts: u64,
-    pub(super) last_attempt_error: Option<String>,
-}
-
-/// Changes not yet covered by a successful flush: writes (with a copy of
-/// each value while the copies stay under [`RETAIN_MAX_BYTES`]) and
-/// removals of events. A reopen replays them onto what the disk kept, so
-/// the reopened buffer holds what the failed one held in memory.
-#[derive(Default)]
-pub(super) struct Unflushed {
-    /// Bumped when a flush starts; a flush covers what was registered
-    /// before (`epoch` at most the value it read).
-    epoch: u64,
-    writes: BTreeMap<(u64, u8), Pending>,
-    /// Events removed (acknowledged or dead-lettered), with their epoch.
-    removals: BTreeMap<u64, u64>,
-    bytes: usize,
-}
-
-struct Pending {
-    area: Area,
-    epoch: u64,
-    value: Option<IVec>,
-}
-
-impl Unflushed {
-    pub(super) fn add(&mut self, seq: u64, area: Area, value: &IVec) {
-        let value = (self.bytes + value.len() <= RETAIN_MAX_BYTES).then(|| {
-            self.bytes += value.len();
-            value.clone()
-        });
-        let pending = Pending {
-            area,
-            epoch: self.epoch,
-            value,
-        };
-        if let Some(old) = self.writes.insert((seq, area as u8), pending) {
-            self.bytes -= old.value.map_or(0, |v| v.len());
-        }
-    }
-
-    /// An event left the events tree: its write need not be replayed, its
-    /// removal must be.
-    pub(super) fn removed(&mut self, seq: u64) {
-        if let Some(p) = self.writes.remove(&(seq, Area::Events as u8)) {
-            self.bytes -= p.value.map_or(0, |v| v.len());
-        }
-        self.removals.insert(seq, self.epoch);
-    }
-
-    /// A flush starts: returns the epoch it covers.
-    pub(super) fn start_flush(&mut self) -> u64 {
-        self.epoch += 1;
-        self.epoch - 1
-    }
-
-    /// Drops what a successful flush covered.
-    pub(super) fn flushed(&mut self, covered: u64) {
-        let mut freed = 0;
-        self.writes.retain(|_, p| {
-            let keep = p.epoch > covered;
-            if !keep {
-                freed += p.value.as_ref().map_or(0, |v| v.len());
-            }
-            keep
-        });
-        self.bytes -= freed;
-        self.removals.retain(|_, epoch| *epoch > covered);
-    }
-}
 
 impl Buffer {
     pub(super) fn lock_unflushed(&self) -> MutexGuard<'_, Unflushed> {

@@ -9,8 +9,11 @@ use std::sync::atomic::Ordering;
 
 use sled::IVec;
 
+use super::error::BufferError;
+use super::handle::Buffer;
+use super::record::Record;
 use super::store::{is_local, seq_of, Area, ReadError, Store};
-use super::{lock, Buffer, BufferError, Record};
+use super::sync::lock;
 
 /// Something kept aside rather than lost: a frame that was not a
 /// notification, or a buffer entry that could not be read.

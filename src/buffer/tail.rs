@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 
-use super::Record;
+use super::record::Record;
 
 /// Bytes of payload the tail keeps at most.
 const TAIL_BYTES: usize = 4 * 1024 * 1024;

@@ -2,7 +2,7 @@
 //! gap count and the buffer's problems, without telemetry knowing the
 //! buffer.
 
-use super::Buffer;
+use super::handle::Buffer;
 use crate::telemetry::BufferView;
 
 impl BufferView for Buffer {

@@ -10,19 +10,14 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::admission::Transition;
+use super::alive::ALIVE_EVERY;
+use super::handle::{Buffer, Inner};
 use super::ledger::Shared;
-use super::{lock, Buffer, Inner, ALIVE_EVERY};
+use super::sync::lock;
 
 /// Reopen attempts: first after ~100 ms, then doubling to 10 s.
 const REOPEN_MIN_DELAY: Duration = Duration::from_millis(100);
 const REOPEN_MAX_DELAY: Duration = Duration::from_secs(10);
-
-/// What wakes the thread before its next turn.
-#[derive(Default)]
-pub(super) struct Watch {
-    closed: bool,
-    poked: bool,
-}
 
 impl Shared {
     /// Wakes the watcher now (a failure to handle).

@@ -7,8 +7,11 @@ use std::sync::atomic::Ordering;
 
 use sled::IVec;
 
+use super::error::BufferError;
+use super::handle::Buffer;
+use super::record::Record;
 use super::store::{Area, Store};
-use super::{lock, Buffer, BufferError, Record};
+use super::sync::lock;
 
 impl Buffer {
     /// Stores a received notification and returns its sequence. The record

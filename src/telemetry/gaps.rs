@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use super::metrics::{register, ConnectionLabel, PerConnection, PerConnectionSeconds};
 use super::recent::Level;
 use super::shared::{lock, Shared};
-use crate::buffer::GapRecord;
+use crate::gap::GapRecord;
 
 /// Gaps shown on /status, at most.
 pub const RECENT_GAPS: usize = 50;

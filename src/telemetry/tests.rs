@@ -26,7 +26,7 @@ fn metrics_render_through_the_library_with_labels_and_histograms() {
     t.connections
         .reconnecting(2, None, "setup failed: HTTP 503", Duration::ZERO);
     let end = SystemTime::now();
-    let gap = crate::buffer::GapRecord::new(
+    let gap = crate::gap::GapRecord::new(
         2,
         end - Duration::from_millis(1500),
         end,
