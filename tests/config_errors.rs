@@ -184,7 +184,11 @@ fn a_buffer_filesystem_below_the_floor_is_named() {
         stdout.contains("# warning: buffer.min_free_bytes"),
         "{stdout}"
     );
-    let (code, _, stderr) = check(VALID, &SECRETS);
+    let roomy = format!(
+        "{VALID}\n[buffer]\npath = \"{}\"\nmin_free_bytes = 4194304\n",
+        dir.path().join("buffer").display()
+    );
+    let (code, _, stderr) = check(&roomy, &SECRETS);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("warning:"), "{stderr}");
 }
