@@ -50,6 +50,14 @@ impl Backoff {
         half + rand::thread_rng().gen_range(Duration::ZERO..=step - half)
     }
 
+    /// The next delay, but never more than `room` (the time left before a
+    /// hard deadline, such as the end of a channel): a retry that must
+    /// not run past the deadline. The step still moves up, so that the
+    /// retries after the deadline back off as before.
+    pub fn next_delay_within(&mut self, room: Duration) -> Duration {
+        self.next_delay().min(room)
+    }
+
     /// Back to the first step, after a success.
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -59,6 +67,18 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delay_within_room_never_exceeds_it_and_the_step_still_grows() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).unwrap();
+        for _ in 0..5 {
+            assert!(b.next_delay_within(Duration::from_millis(300)) <= Duration::from_millis(300));
+        }
+        assert_eq!(b.next_delay_within(Duration::ZERO), Duration::ZERO);
+        // Six steps taken: the next is drawn from 32..64 s, the room is larger.
+        let d = b.next_delay_within(Duration::from_secs(3600));
+        assert!(d >= Duration::from_secs(30), "{d:?}");
+    }
 
     #[test]
     fn rejects_nonsense_bounds() {

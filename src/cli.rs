@@ -187,6 +187,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     match config::load(path).and_then(|s| crate::app::preflight(&s).map(|()| s)) {
         Ok(settings) => {
             println!("# {}: valid", path.display());
+            if let Some(warning) = settings.config.buffer.disk_warning() {
+                eprintln!("warning: {warning}");
+                println!("# warning: {warning}");
+            }
             // validate() already refused a plan whose fixed names overflow.
             if let Ok(plan) = settings.config.topics.check_offline() {
                 println!("# topic plan: {plan}");

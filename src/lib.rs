@@ -3,28 +3,34 @@
 //! on-disk write-ahead buffer so that nothing received is lost to a Kafka
 //! outage or a crash.
 //!
-//! Module map (see ARCHITECTURE.md for the actor tree and invariants):
-//! - [`cli`]: the command line, the only place errors become exit codes.
-//! - [`config`]: the TOML file, environment overrides, typed errors naming
-//!   the key. Each section's type lives beside its component.
-//! - [`app`]: starts the actor tree under supervisors, drains on shutdown.
-//! - [`token`]: the token actor (OAuth client credentials, refresh).
+//! Module map, bottom to top (ARCHITECTURE.md has the actor tree, the
+//! invariants and the import rules `tests/import_graph.rs` holds):
+//! - [`backoff`], [`secret`], [`gap`] (one gap's record): small shared
+//!   types; `config::error` is the error every config section returns.
+//! - [`telemetry`]: the one place that logs and counts; it imports no
+//!   component (each pushes facts into its areas or registers metrics).
+//! - [`net`]: outbound HTTP proxies (CONNECT tunnels) and extra CAs.
+//! - [`genesys`]: Genesys facts: regions, topic names, frames, the REST
+//!   client and its rate limiter, channel-id masking.
+//! - [`buffer`]: the sled write-ahead buffer; an append wakes its readers.
+//! - [`subscriptions`]: `[topics]` and how topics spread over channels.
+//! - [`token`]: the token actor (OAuth client credentials, refresh) and
+//!   REST calls made with its token.
+//! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
 //! - [`connection`]: the connection actor (channel, socket, subscriptions,
-//!   pings, heartbeat watchdog, reconnects, rollover) and topic planning.
-//! - [`buffer`]: the sled write-ahead buffer and its on-disk format.
+//!   pings, heartbeat watchdog, reconnects, planned moves).
+//! - [`planner`]: the topic planner (listings, channel assignment, refresh).
+//! - [`config`]: the TOML file and environment overrides, assembled from
+//!   each component's own section.
+//! - [`app`]: starts the actor tree under supervisors, drains on shutdown.
 //! - [`buffer_tools`]: `buffer stats/check/export`, served by a running
 //!   bridge on its control socket or read from a stopped one's files.
-//! - [`planner`]: the topic planner (listings, channel assignment, refresh).
-//! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
 //! - [`replay`]: sends dead letters to Kafka again (`dead-letters --replay`).
-//! - [`genesys`]: Genesys facts: regions, topic names, REST API, frames.
-//! - [`subscriptions`]: `[topics]` and how topics spread over channels.
-//! - [`health`]: /healthz, /readyz, /metrics, /status.
-//! - [`telemetry`]: the one place that logs and counts each event.
+//! - [`health`]: /healthz, /readyz, /metrics, /status and the status page.
 //! - [`systemd`]: READY=1, watchdog pings and STATUS= for `Type=notify`.
+//! - [`cli`]: the command line, the only place errors become exit codes.
 //! - [`demo`]: the one-command tour (broker + simulator + bridge); the
 //!   simulator itself is the `genesys-simulator` crate (crates/).
-//! - [`backoff`], [`secret`]: small shared types.
 
 pub mod app;
 pub mod backoff;
@@ -37,6 +43,7 @@ pub mod demo;
 pub mod gap;
 pub mod genesys;
 pub mod health;
+pub mod net;
 pub mod planner;
 pub mod producer;
 pub mod replay;

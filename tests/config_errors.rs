@@ -163,3 +163,32 @@ fn the_shipped_configurations_are_valid() {
     assert_eq!(code, 0, "config/example.toml with its proxy keys: {stderr}");
     assert!(!stderr.contains("proxy-password"));
 }
+
+/// A buffer filesystem already below the floor is valid configuration,
+/// but the bridge would refuse every event from the start: check-config
+/// says so (and the bridge logs it once at start-up).
+#[test]
+fn a_buffer_filesystem_below_the_floor_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{VALID}\n[buffer]\npath = \"{}\"\nmin_free_bytes = 1152921504606846976\n",
+        dir.path().join("buffer").display()
+    );
+    let (code, stdout, stderr) = check(&config, &SECRETS);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: buffer.min_free_bytes: the filesystem of"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("# warning: buffer.min_free_bytes"),
+        "{stdout}"
+    );
+    let roomy = format!(
+        "{VALID}\n[buffer]\npath = \"{}\"\nmin_free_bytes = 4194304\n",
+        dir.path().join("buffer").display()
+    );
+    let (code, _, stderr) = check(&roomy, &SECRETS);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning:"), "{stderr}");
+}

@@ -148,6 +148,12 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 
 /// Bytes an unprivileged writer may still use on `dir`'s filesystem.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
+    filesystem_bytes(dir).map(|(free, _)| free)
+}
+
+/// `dir`'s filesystem: bytes an unprivileged writer may still use, and
+/// its size.
+pub fn filesystem_bytes(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -157,7 +163,10 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
         return None;
     }
     #[allow(clippy::unnecessary_cast)] // the field types differ by target
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    Some((
+        stat.f_bavail as u64 * stat.f_frsize as u64,
+        stat.f_blocks as u64 * stat.f_frsize as u64,
+    ))
 }
 
 #[cfg(test)]

@@ -115,11 +115,57 @@ impl BufferConfig {
         }
         Ok(())
     }
+
+    /// What an operator should know before starting on this buffer's
+    /// filesystem, measured now: free space already below the floor (new
+    /// events would be refused from the start), or a filesystem too small
+    /// for the floor ever to be met. `None` when neither holds or the
+    /// filesystem cannot be measured.
+    pub fn disk_warning(&self) -> Option<String> {
+        let dir = self.path.ancestors().find(|p| p.exists())?;
+        let (free, total) = super::admission::filesystem_bytes(dir)?;
+        // Space the buffer's own files hold counts as free to it: sled
+        // reuses what a drain left inside them.
+        let own = super::admission::dir_bytes(&self.path);
+        if total < self.min_free_bytes {
+            Some(format!(
+                "buffer.min_free_bytes: the filesystem of {} holds {total} bytes in all, less than min_free_bytes {}: the bridge would refuse every event",
+                dir.display(),
+                self.min_free_bytes
+            ))
+        } else if free.saturating_add(own) < self.min_free_bytes {
+            Some(format!(
+                "buffer.min_free_bytes: the filesystem of {} has {free} bytes free, below min_free_bytes {}: the bridge would refuse new events from the start, until space is freed",
+                dir.display(),
+                self.min_free_bytes
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_floor_above_the_filesystem_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = BufferConfig {
+            path: dir.path().join("buffer"),
+            min_free_bytes: 4 * MIB,
+            ..BufferConfig::default()
+        };
+        // The test machine's filesystem has 4 MiB free.
+        assert_eq!(ok.disk_warning(), None);
+        let absurd = BufferConfig {
+            min_free_bytes: u64::MAX / 2,
+            ..ok
+        };
+        let warning = absurd.disk_warning().expect("a floor no disk meets");
+        assert!(warning.starts_with("buffer.min_free_bytes: "), "{warning}");
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_values_name_their_key() {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::admission::Admission;
+use super::admission::{Admission, Transition};
 use super::alive;
 use super::config::BufferConfig;
 use super::error::{open_error, BufferError};
@@ -79,8 +79,20 @@ impl Buffer {
             &census,
             store.gaps.len() as u64,
         ));
-        // A first sample before any event, so a full disk refuses at once.
-        shared.admission.sample(path);
+        // A first sample before any event, so a full disk refuses at once,
+        // and says so once (the watcher logs only changes after this).
+        if let Transition::Closed(reason) = shared.admission.sample(path) {
+            let a = &shared.admission;
+            tracing::warn!(
+                reason = ?reason,
+                free_bytes = a.free_bytes.load(Ordering::Relaxed),
+                min_free_bytes = a.min_free_bytes,
+                disk_bytes = a.disk_bytes.load(Ordering::Relaxed),
+                max_bytes = a.max_bytes,
+                path = %path.display(),
+                "the buffer refuses new events from the start: its filesystem is below buffer.min_free_bytes or the buffer at buffer.max_bytes; received events are lost until space is freed"
+            );
+        }
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             cache_bytes,

@@ -5,7 +5,6 @@
 //! sled cannot read is found, recorded and skipped (see the module docs of
 //! `buffer`, "Unreadable entries").
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use super::error::BufferError;
@@ -94,34 +93,14 @@ impl Buffer {
     /// Removes records Kafka acknowledged.
     pub fn remove(&self, seqs: &[u64]) -> Result<(), BufferError> {
         let store = self.store()?;
-        // An ack seen twice must not count twice.
-        let unique: Vec<u64> = seqs
-            .iter()
-            .copied()
-            .collect::<BTreeSet<u64>>()
-            .into_iter()
-            .collect();
-        match store.remove_many(Area::Events, &unique) {
-            Ok((present, freed)) => {
-                let shared = &self.inner.shared;
-                shared.events_len.fetch_sub(present, Ordering::SeqCst);
-                shared
-                    .admission
-                    .held_bytes
-                    .fetch_sub(freed, Ordering::SeqCst);
-                lock(&self.inner.tail).remove(unique.iter().copied());
-                // Kafka has them: a reopen must not write them back.
-                let mut unflushed = self.lock_unflushed();
-                for seq in unique {
-                    unflushed.removed(seq);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.fail("a removal", &e);
-                Err(BufferError::Write(e))
-            }
+        let (removed, _) = self.remove_counted(&store, Area::Events, seqs)?;
+        lock(&self.inner.tail).remove(removed.iter().copied());
+        // Kafka has them: a reopen must not write them back.
+        let mut unflushed = self.lock_unflushed();
+        for seq in removed {
+            unflushed.removed(seq);
         }
+        Ok(())
     }
 
     /// Finds the first readable key after a read error at `from` and

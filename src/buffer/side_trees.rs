@@ -4,7 +4,6 @@
 //! operator rather than dropped, with the moves into them and their
 //! listings.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use sled::IVec;
@@ -135,27 +134,8 @@ impl Buffer {
     /// them), chunks included; returns how many were there.
     pub fn remove_dead_letters(&self, seqs: &[u64]) -> Result<usize, BufferError> {
         let store = self.store()?;
-        let unique: Vec<u64> = seqs
-            .iter()
-            .copied()
-            .collect::<BTreeSet<u64>>()
-            .into_iter()
-            .collect();
-        match store.remove_many(Area::DeadLetter, &unique) {
-            Ok((present, freed)) => {
-                let shared = &self.inner.shared;
-                shared.dead_letter_len.fetch_sub(present, Ordering::SeqCst);
-                shared
-                    .admission
-                    .held_bytes
-                    .fetch_sub(freed, Ordering::SeqCst);
-                Ok(present as usize)
-            }
-            Err(e) => {
-                self.fail("a removal", &e);
-                Err(BufferError::Write(e))
-            }
-        }
+        let (_, present) = self.remove_counted(&store, Area::DeadLetter, seqs)?;
+        Ok(present as usize)
     }
 
     /// Every dead letter, oldest first.

@@ -3,6 +3,7 @@
 //! and handed to the readers (`handoff.rs`); and the counted writes every
 //! area uses.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use sled::IVec;
@@ -115,6 +116,39 @@ impl Buffer {
             }
             Err(e) => {
                 self.fail("a write", &e);
+                Err(BufferError::Write(e))
+            }
+        }
+    }
+
+    /// Removes the entries `seqs` of `area` (each once, however often it
+    /// is named: an ack seen twice must not count twice) and uncounts
+    /// them. Returns the sequences asked for, deduplicated and sorted, and
+    /// how many were there.
+    pub(super) fn remove_counted(
+        &self,
+        store: &Store,
+        area: Area,
+        seqs: &[u64],
+    ) -> Result<(Vec<u64>, u64), BufferError> {
+        let unique: Vec<u64> = seqs
+            .iter()
+            .copied()
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        match store.remove_many(area, &unique) {
+            Ok((present, freed)) => {
+                let shared = &self.inner.shared;
+                shared.counter(area).fetch_sub(present, Ordering::SeqCst);
+                shared
+                    .admission
+                    .held_bytes
+                    .fetch_sub(freed, Ordering::SeqCst);
+                Ok((unique, present))
+            }
+            Err(e) => {
+                self.fail("a removal", &e);
                 Err(BufferError::Write(e))
             }
         }

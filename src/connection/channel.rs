@@ -42,6 +42,9 @@ pub struct HeldChannel {
     token_rollover: Option<Instant>,
     /// When the token that created the channel expires.
     pub token_expires: Option<Instant>,
+    /// When the service ends the channel, by our monotonic clock (its
+    /// `expires`, at most a day after it was made).
+    ends_mono: Instant,
     /// The token that created it: a `token_revoked` notice on its socket
     /// is about this token, not necessarily about the newest one.
     pub created_with: Option<Secret>,
@@ -83,6 +86,7 @@ impl HeldChannel {
             rollover_mono: created_mono + use_for,
             token_rollover,
             token_expires,
+            ends_mono: created_mono + lifetime,
             created_with: None,
         }
     }
@@ -105,6 +109,14 @@ impl HeldChannel {
             .token_rollover
             .map_or(self.rollover_mono, |t| t.min(self.rollover_mono));
         next.saturating_duration_since(mono)
+    }
+
+    /// When the channel ends for good: its own end or, on a service that
+    /// ties channels to tokens, its token's, whichever comes first. A
+    /// move away from it must be done by then.
+    pub fn hard_end(&self) -> Instant {
+        self.token_expires
+            .map_or(self.ends_mono, |t| t.min(self.ends_mono))
     }
 
     /// Whether the channel is still usable for a new socket: not due.
@@ -144,6 +156,24 @@ mod tests {
         );
         let left = short.until_due(Instant::now()).as_millis();
         assert!((14_000..=15_100).contains(&left), "{left}");
+    }
+
+    #[test]
+    fn the_hard_end_is_the_channel_or_its_token_whichever_first() {
+        let now = Instant::now();
+        let held = HeldChannel::new(
+            channel(Duration::from_secs(600)),
+            Duration::from_secs(60),
+            None,
+        );
+        let end = held.hard_end().saturating_duration_since(now).as_secs();
+        assert!((598..=600).contains(&end), "{end}");
+        let tied = HeldChannel::new(
+            channel(Duration::from_secs(600)),
+            Duration::from_secs(60),
+            Some(now + Duration::from_secs(30)),
+        );
+        assert_eq!(tied.hard_end(), now + Duration::from_secs(30));
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl ConnectionActor {
             silence: SilenceClock::new(tick, Instant::now()),
             last_frame_wall: SystemTime::now(),
             timers,
+            closing_by: None,
         });
         if let Some(old) = replaced {
             // Make-before-break: the new socket is subscribed, so the old

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::actor::ConnectionActor;
 use super::overlap;
-use super::socket::Socket;
+use super::socket::{Socket, SOCKET_CLOSING_WITHIN};
 use crate::buffer::field_fits;
 use crate::genesys::protocol::{self, Inbound, SystemEvent};
 use crate::token::TokenRevoked;
@@ -185,6 +185,10 @@ impl ConnectionActor {
         }
         match inbound {
             Inbound::System(SystemEvent::SocketClosing) => {
+                if let Some(current) = &mut self.current {
+                    let by = Instant::now() + SOCKET_CLOSING_WITHIN;
+                    current.closing_by = Some(current.closing_by.map_or(by, |at| at.min(by)));
+                }
                 self.plan_move(ctx, "service announced socket_closing", false);
             }
             Inbound::System(SystemEvent::ChannelLost { kind, reason })

@@ -43,12 +43,45 @@ impl ConnectionActor {
         }
     }
 
+    /// When a planned move away from the live socket must be done: its
+    /// channel's (or the channel's token's) end, or the close the service
+    /// announced with `socket_closing`. None without a live socket.
+    fn move_deadline(&self) -> Option<Instant> {
+        let current = self.current.as_ref()?;
+        let end = current.channel.hard_end();
+        Some(current.closing_by.map_or(end, |by| by.min(end)))
+    }
+
+    /// The time left to start an attempt of a planned move: its deadline
+    /// less the time one attempt may take (a call's timeout). None
+    /// without a live socket (a reconnect has no deadline: the gap is
+    /// already open).
+    fn move_room(&self) -> Option<Duration> {
+        let deadline = self.move_deadline()?;
+        let latest = deadline
+            .checked_sub(self.settings.handshake_timeout)
+            .unwrap_or(deadline);
+        Some(latest.saturating_duration_since(Instant::now()))
+    }
+
+    /// The backoff's next delay, for an attempt of a planned move never
+    /// later than the move's deadline allows (issue: moves that backed off
+    /// past the token's end became gaps).
+    fn next_delay(&mut self) -> Duration {
+        match self.move_room() {
+            Some(room) => self.schedule.backoff.next_delay_within(room),
+            None => self.schedule.backoff.next_delay(),
+        }
+    }
+
     /// An attempt failed: the next one runs after the service's
-    /// `Retry-After`, else a backoff delay.
+    /// `Retry-After`, else a backoff delay; a planned move's never past its
+    /// deadline.
     pub(super) fn attempt_failed(&mut self, ctx: &mut Context<Self>, error: &EstablishError) {
-        let delay = error
-            .retry_after()
-            .unwrap_or_else(|| self.schedule.backoff.next_delay());
+        let delay = match error.retry_after() {
+            Some(asked) => asked.min(self.move_room().unwrap_or(asked)),
+            None => self.next_delay(),
+        };
         let reason = format!("setup failed: {error}");
         if self.current.is_some() {
             // The live socket keeps delivering meanwhile.
@@ -124,7 +157,7 @@ impl ConnectionActor {
             .is_some_and(|at| at.elapsed() < STABLE_AFTER);
         self.schedule.last_planned_move = Some(Instant::now());
         let delay = if backoff || repeated {
-            self.schedule.backoff.next_delay()
+            self.next_delay()
         } else {
             Duration::ZERO
         };

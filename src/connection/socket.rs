@@ -44,7 +44,14 @@ pub(super) struct Current {
     pub(super) last_frame_wall: SystemTime,
     /// Its pings, watchdog, stability and expiry timers.
     pub(super) timers: Vec<SpawnHandle>,
+    /// The service announced `socket_closing`: it closes the socket by
+    /// itself about then.
+    pub(super) closing_by: Option<Instant>,
 }
+
+/// After `socket_closing` the service closes the socket "about a minute
+/// later" (field reference §5): the move must be done within it.
+pub(super) const SOCKET_CLOSING_WITHIN: Duration = Duration::from_secs(60);
 
 /// A retired socket is read until the service closes it, it has been idle
 /// this long (30 s for a socket left by a planned move), or

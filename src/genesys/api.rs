@@ -170,7 +170,7 @@ pub struct GenesysApi {
 
 /// An HTTP client for Genesys: TLS through the system's OpenSSL (plus the
 /// CAs of `genesys.ca_file`), every connection through the proxy its
-/// target calls for (a CONNECT tunnel, see [`crate::genesys::proxy`]), a
+/// target calls for (a CONNECT tunnel, see [`crate::net::proxy`]), a
 /// bound on every request.
 pub fn http_client(settings: HttpClientSettings) -> awc::Client {
     let HttpClientSettings {
@@ -180,9 +180,7 @@ pub fn http_client(settings: HttpClientSettings) -> awc::Client {
     } = settings;
     proxies.log();
     let connector = awc::Connector::new()
-        .connector(crate::genesys::proxy::TunnelConnector::new(
-            proxies, timeout,
-        ))
+        .connector(crate::net::proxy::TunnelConnector::new(proxies, timeout))
         .timeout(timeout);
     let connector = match openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) {
         Ok(mut builder) => {
@@ -568,7 +566,7 @@ pub struct HttpClientSettings {
     /// Bound on each request, the proxy's CONNECT included.
     pub timeout: Duration,
     /// Which connections go through which proxy.
-    pub proxies: crate::genesys::proxy::ProxyRoutes,
+    pub proxies: crate::net::proxy::ProxyRoutes,
     /// CAs trusted in addition to the system's (`genesys.ca_file`).
     pub extra_roots: Vec<openssl::x509::X509>,
 }

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::backoff::Backoff;
 use crate::config::error::ConfigError;
 use crate::genesys::api::HttpClientSettings;
-use crate::genesys::proxy;
-use crate::genesys::proxy::ProxyUrlSetting;
 use crate::genesys::region;
+use crate::net::ca::load_ca_bundle;
+use crate::net::proxy;
+use crate::net::proxy::ProxyUrlSetting;
 use crate::secret::Secret;
 
 /// How to reach Genesys Cloud.
@@ -320,7 +321,7 @@ impl GenesysConfig {
     fn validate_network(&self) -> Result<(), ConfigError> {
         self.configured_proxy(None)?;
         if let Some(path) = &self.ca_file {
-            proxy::load_ca_bundle(path)
+            load_ca_bundle(path)
                 .map_err(|e| ConfigError::invalid("genesys.ca_file", e.to_string()))?;
         }
         Ok(())
@@ -395,7 +396,7 @@ impl GenesysConfig {
             ConfigError::invalid(key, format!("{e} (unset, or overridden by {key})"))
         })?;
         let extra_roots = match &self.ca_file {
-            Some(path) => proxy::load_ca_bundle(path)
+            Some(path) => load_ca_bundle(path)
                 .map_err(|e| ConfigError::invalid("genesys.ca_file", e.to_string()))?,
             None => Vec::new(),
         };

@@ -6,7 +6,6 @@ pub mod api;
 pub mod channel_id;
 pub mod config;
 pub mod protocol;
-pub mod proxy;
 pub mod rate_limit;
 pub mod region;
 pub mod topic;

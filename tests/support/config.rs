@@ -77,5 +77,19 @@ pub fn with_genesys_keys(config: String, keys: &str) -> String {
     if keys.is_empty() {
         return config;
     }
-    config.replacen("[genesys]\n", &format!("[genesys]\n{keys}\n"), 1)
+    // A key given here replaces the base configuration's line for it.
+    let names: Vec<&str> = keys
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
+        .collect();
+    let kept: Vec<&str> = config
+        .lines()
+        .filter(|line| {
+            !line
+                .split_once('=')
+                .is_some_and(|(name, _)| names.contains(&name.trim()))
+        })
+        .collect();
+    kept.join("\n")
+        .replacen("[genesys]\n", &format!("[genesys]\n{keys}\n"), 1)
 }
