@@ -117,7 +117,10 @@ fn inline_paths(source: &str) -> Vec<String> {
             in_tests = line != "}";
             continue;
         }
-        if after_cfg_test && line.starts_with("mod ") && line.ends_with('{') {
+        let declared = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .fold(line, |l, v| l.strip_prefix(v).unwrap_or(l));
+        if after_cfg_test && declared.starts_with("mod ") && line.ends_with('{') {
             in_tests = true;
             continue;
         }

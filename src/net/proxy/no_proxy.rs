@@ -211,10 +211,10 @@ fn in_network(address: IpAddr, network: IpAddr, prefix_len: u8) -> bool {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
 
-    pub(in crate::net::proxy) fn no_proxy(list: &str) -> NoProxy {
+    fn no_proxy(list: &str) -> NoProxy {
         NoProxy::parse(list).unwrap()
     }
 

@@ -222,7 +222,10 @@ impl ProxyRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::proxy::no_proxy::tests::no_proxy;
+
+    fn no_proxy(list: &str) -> NoProxy {
+        NoProxy::parse(list).unwrap()
+    }
     use awc::http::Uri;
     use std::collections::HashMap;
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
