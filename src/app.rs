@@ -27,6 +27,10 @@ use crate::subscriptions::TooManyChannels;
 use crate::telemetry::Telemetry;
 use crate::token::TokenActor;
 
+/// Longest wait at shutdown for the buffer's writer thread to write what
+/// the sockets delivered.
+const FINAL_WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// How long in-flight Kafka deliveries get to finish on shutdown.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
@@ -292,7 +296,18 @@ impl Bridge {
         .await;
         let drained = self.producer.send(Drain { grace }).await.unwrap_or(false);
         let buffer = self.buffer.clone();
-        let flushed = actix_rt::task::spawn_blocking(move || buffer.flush_blocking()).await;
+        // What the sockets delivered is written first (the writer thread
+        // flushes each batch), then the final flush.
+        let flushed = actix_rt::task::spawn_blocking(move || {
+            if !buffer.wait_written(FINAL_WRITE_WAIT) {
+                tracing::error!(
+                    waiting = buffer.waiting_writes(),
+                    "the buffer's writer did not finish within {FINAL_WRITE_WAIT:?}; what still waits is lost to the stream"
+                );
+            }
+            buffer.flush_blocking()
+        })
+        .await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::error!("final buffer flush failed; the last events may be received again from a restart, not lost");
         }

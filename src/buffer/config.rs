@@ -40,6 +40,20 @@ pub struct BufferConfig {
     /// How often disk use and free space are measured, in ms.
     #[serde(default = "default_check_interval_ms")]
     pub check_interval_ms: u64,
+    /// Most bytes of received events that may wait in memory for the
+    /// buffer's writer thread. Sockets are read on a thread that never
+    /// touches the disk: while the disk is slow or stalls, received events
+    /// wait here, and beyond this bound they are refused — counted in
+    /// `gkb_buffer_write_queue_refused_total` and named on `/readyz` —
+    /// rather than the socket being left unread until Genesys closes it
+    /// as a slow consumer. `gkb_buffer_write_queue_peak_bytes` shows how
+    /// much of it a stall took.
+    #[serde(default = "default_write_queue_bytes")]
+    pub write_queue_bytes: u64,
+}
+
+fn default_write_queue_bytes() -> u64 {
+    32 * MIB
 }
 
 fn default_cache_mib() -> u64 {
@@ -70,6 +84,7 @@ impl Default for BufferConfig {
             max_bytes: default_max_bytes(),
             min_free_bytes: default_min_free_bytes(),
             check_interval_ms: default_check_interval_ms(),
+            write_queue_bytes: default_write_queue_bytes(),
         }
     }
 }
@@ -105,6 +120,12 @@ impl BufferConfig {
             return Err(ConfigError::invalid(
                 "buffer.min_free_bytes",
                 "must be at least 4194304 (4 MiB), room to record removals while draining",
+            ));
+        }
+        if !(MIB..=4096 * MIB).contains(&self.write_queue_bytes) {
+            return Err(ConfigError::invalid(
+                "buffer.write_queue_bytes",
+                "must be between 1048576 (1 MiB) and 4294967296 (4 GiB)",
             ));
         }
         if !(50..=60_000).contains(&self.check_interval_ms) {
@@ -171,7 +192,8 @@ mod tests {
     fn defaults_are_valid_and_bad_values_name_their_key() {
         BufferConfig::default().validate().unwrap();
         type Spoil = fn(&mut BufferConfig);
-        let cases: [(&str, Spoil); 4] = [
+        let cases: [(&str, Spoil); 5] = [
+            ("buffer.write_queue_bytes", |c| c.write_queue_bytes = 1024),
             ("buffer.max_bytes", |c| c.max_bytes = MIB),
             ("buffer.min_free_bytes", |c| c.min_free_bytes = 0),
             ("buffer.check_interval_ms", |c| c.check_interval_ms = 0),

@@ -161,6 +161,20 @@ impl Buffer {
                 self.refusal_text(r)
             ));
         }
+        let queue = &shared.queue;
+        let waiting = queue.bytes.load(Ordering::SeqCst);
+        let full_refused = queue.refused.load(Ordering::SeqCst);
+        if waiting * 2 > queue.bound {
+            problems.push(format!(
+                "the disk is not keeping up: {waiting} bytes of received events wait to be written (bound buffer.write_queue_bytes {}); beyond it new events are refused",
+                queue.bound
+            ));
+        }
+        if lock(&queue.last_refusal).is_some_and(|at| at.elapsed() < LOSS_REPORT_WINDOW) {
+            problems.push(format!(
+                "{full_refused} received events refused because the disk did not keep up (the write queue was at buffer.write_queue_bytes)"
+            ));
+        }
         let lost = shared.lost.load(Ordering::SeqCst);
         if lock(&shared.last_loss).is_some_and(|at| at.elapsed() < LOSS_REPORT_WINDOW) {
             problems.push(format!(

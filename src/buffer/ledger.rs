@@ -5,10 +5,11 @@
 //! sled open.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Refusal};
+use super::queue::WriteQueue;
 use super::store::{Area, Census};
 
 /// The storage failure being handled.
@@ -61,6 +62,8 @@ pub(super) struct Shared {
     pub(super) last_loss: Mutex<Option<Instant>>,
     pub(super) watch: Mutex<Watch>,
     pub(super) wake: Condvar,
+    /// Received frames waiting for the writer thread.
+    pub(super) queue: Arc<WriteQueue>,
 }
 
 impl Shared {
@@ -70,6 +73,7 @@ impl Shared {
         check_interval: Duration,
         census: &Census,
         gaps_len: u64,
+        write_queue_bytes: u64,
     ) -> Shared {
         admission
             .held_bytes
@@ -98,6 +102,7 @@ impl Shared {
             failure: Mutex::default(),
             last_loss: Mutex::default(),
             watch: Mutex::default(),
+            queue: Arc::new(WriteQueue::new(write_queue_bytes)),
             wake: Condvar::new(),
         }
     }

@@ -37,7 +37,7 @@ impl Collector for BufferMetrics {
         let s = &*self.shared;
         let a = &s.admission;
         let load = |v: &AtomicU64| v.load(Ordering::SeqCst);
-        let gauges: [(&str, &str, u64); 12] = [
+        let gauges: [(&str, &str, u64); 14] = [
             (
                 "buffer_events",
                 "Events in the buffer waiting for Kafka.",
@@ -94,6 +94,16 @@ impl Collector for BufferMetrics {
                 "Reopens since start; readers rewind when it changes.",
                 load(&s.generation),
             ),
+            (
+                "buffer_write_queue_bytes",
+                "Bytes of received events waiting for the buffer's writer thread.",
+                load(&s.queue.bytes),
+            ),
+            (
+                "buffer_write_queue_peak_bytes",
+                "The most bytes that ever waited for the writer thread (a stalled disk shows here).",
+                load(&s.queue.peak),
+            ),
         ];
         for (name, help, value) in gauges {
             // Floats, as /metrics has always shown these gauges.
@@ -101,7 +111,7 @@ impl Collector for BufferMetrics {
             gauge.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
         // Named without `_total`: the encoder adds it to counters.
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
                 "buffer_refused_events",
                 "Events refused because the buffer was at its bound or failing.",
@@ -131,6 +141,11 @@ impl Collector for BufferMetrics {
                 "buffer_samples",
                 "Measurements of disk use and free space taken.",
                 load(&a.samples),
+            ),
+            (
+                "buffer_write_queue_refused",
+                "Events refused because the write queue was at buffer.write_queue_bytes (the disk did not keep up).",
+                load(&s.queue.refused),
             ),
         ];
         for (name, help, value) in counters {
@@ -243,12 +258,15 @@ mod tests {
                 "admitting gauge",
                 "failing gauge",
                 "generation gauge",
+                "write_queue_bytes gauge",
+                "write_queue_peak_bytes gauge",
                 "refused_events_total counter",
                 "lost_events_total counter",
                 "restored_events_total counter",
                 "reopens_total counter",
                 "unreadable_ranges_total counter",
                 "samples_total counter",
+                "write_queue_refused_total counter",
                 "flush_seconds histogram",
             ]
         );

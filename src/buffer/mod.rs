@@ -18,11 +18,17 @@
 //!   bridge runs and at its shutdown: after a crash, the start of the time
 //!   the bridge was not running.
 //!
+//! Received frames come in through [`Buffer::submit`] (`intake.rs`): the
+//! thread that reads the sockets only queues them, bounded in bytes
+//! (`buffer.write_queue_bytes`), and the buffer's writer thread appends
+//! them in order and flushes each batch it wrote (a group commit). No sled
+//! call runs on a thread that reads sockets; a slow disk fills the queue,
+//! and beyond its bound frames are refused and counted.
+//!
 //! sled writes are cheap and land in its page cache; durability comes from
-//! a flush, which [`Buffer::request_flush`] groups: while one flush runs,
-//! further requests make at most one more, so a burst of events costs a few
-//! fsyncs rather than one each. Flushes run on the blocking pool, never on
-//! an actor thread.
+//! a flush: the writer thread's, or one [`Buffer::request_flush`] groups
+//! for other writers (gap records): while one flush runs, further
+//! requests make at most one more. Flushes never run on an actor thread.
 //!
 //! The newest appends (4 MiB) are also kept in memory, in the *tail*
 //! (`tail.rs`), which mirrors the `events` tree for every sequence it
@@ -121,10 +127,9 @@
 //! would keep the buffer open for ever). Dropping the watch unregisters
 //! it. The buffer knows nothing of who reads.
 //!
-//! [`Buffer::append_and_hand_off`] is the whole hand-off of a received
-//! event in one call: the append (which wakes readers) and a grouped
-//! flush request. [`Buffer::append`] with [`Buffer::request_flush`] does
-//! the same in two.
+//! [`Buffer::submit`] is the whole hand-off of a received event: queued,
+//! appended by the writer thread (which wakes the readers) and flushed
+//! with its batch. [`Buffer::wait_written`] waits for it.
 //!
 //! # Metrics
 //!
@@ -166,11 +171,13 @@ mod gaps;
 mod handle;
 mod handoff;
 mod inspect;
+mod intake;
 mod journal;
 mod ledger;
 mod metrics;
 mod migrate;
 mod open;
+mod queue;
 mod reader;
 mod record;
 mod recovery;

@@ -12,6 +12,7 @@ use super::alive;
 use super::config::BufferConfig;
 use super::error::{open_error, BufferError};
 use super::handle::{Buffer, Grouping, Inner};
+use super::intake;
 use super::ledger::Shared;
 use super::migrate;
 use super::recovery;
@@ -78,6 +79,7 @@ impl Buffer {
             Duration::from_millis(config.check_interval_ms),
             &census,
             store.gaps.len() as u64,
+            config.write_queue_bytes,
         ));
         // A first sample before any event, so a full disk refuses at once,
         // and says so once (the watcher logs only changes after this).
@@ -107,6 +109,8 @@ impl Buffer {
             downtime_claimed: Mutex::default(),
             flush: Grouping::default(),
         });
+        intake::spawn(shared.queue.clone(), Arc::downgrade(&inner))
+            .map_err(|e| BufferError::Flush(format!("cannot start the buffer writer: {e}")))?;
         watch::spawn(shared, Arc::downgrade(&inner), path.to_owned())
             .map_err(|e| BufferError::Flush(format!("cannot start the buffer watcher: {e}")))?;
         Ok(Buffer { inner })

@@ -40,6 +40,8 @@ impl Shared {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The writer thread ends once it wrote what is queued.
+        self.shared.queue.close();
         let mut watch = lock(&self.shared.watch);
         watch.closed = true;
         self.shared.wake.notify_all();

@@ -1,7 +1,8 @@
 //! The writer path: appends of received events, in sequence order, each
 //! journalled until a flush covers it (`recovery.rs`), pushed to the tail
-//! and handed to the readers (`handoff.rs`); and the counted writes every
-//! area uses.
+//! and handed to the readers (`handoff.rs`); and the counted writes and
+//! removals every area uses. Received frames reach it through the writer
+//! thread (`intake.rs`); tools and tests may append directly.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -70,22 +71,6 @@ impl Buffer {
                 Err(BufferError::Write(e))
             }
         }
-    }
-
-    /// The whole hand-off of a received notification: [`Buffer::append`]
-    /// (which wakes the readers) and, once it is stored,
-    /// [`Buffer::request_flush`]. Must be called from within an actix/tokio
-    /// runtime.
-    pub fn append_and_hand_off(
-        &self,
-        received_at_ms: u64,
-        topic_name: &str,
-        correlation_id: Option<&str>,
-        payload: &[u8],
-    ) -> Result<u64, BufferError> {
-        let seq = self.append(received_at_ms, topic_name, correlation_id, payload)?;
-        self.request_flush();
-        Ok(seq)
     }
 
     /// Stores `value` under `seq` in `area`, replacing (and uncounting) a

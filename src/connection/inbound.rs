@@ -263,13 +263,12 @@ impl ConnectionActor {
             }
             return;
         }
-        match self.buffer.append_and_hand_off(
-            crate::now_ms(),
-            topic_name,
-            correlation_id,
-            text.as_bytes(),
-        ) {
-            Ok(_) => {
+        // Queued for the buffer's writer thread: no disk work on this one.
+        match self
+            .buffer
+            .submit(crate::now_ms(), topic_name, correlation_id, text.as_bytes())
+        {
+            Ok(()) => {
                 if let Some(key) = key {
                     self.overlap.kept(key, socket, Instant::now());
                 }
@@ -286,7 +285,7 @@ impl ConnectionActor {
         self.telemetry
             .connections
             .malformed_frame(self.index, &reason, frame.len());
-        if let Err(e) = self.buffer.quarantine_frame(reason, frame) {
+        if let Err(e) = self.buffer.submit_quarantine(reason, frame) {
             self.telemetry.buffer.write_failed(&e);
         }
     }
