@@ -1,7 +1,7 @@
-//! Telemetry of the Kafka side: whether Kafka answers, outages and the
-//! drain after them (a few lines each, however long), the librdkafka
+//! Telemetry of the Kafka side: whether Kafka answers, the librdkafka
 //! client's own complaints, each routed topic's state and rates,
-//! deliveries, dead letters and the producer's fatal errors.
+//! deliveries, dead letters and the producer's fatal errors. What the log
+//! says of an outage and the drain after it is `outage.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -16,6 +16,11 @@ use prometheus_client::registry::Registry;
 use super::metrics::{register, AtomicHistogram, TopicLabel, LATENCY_BUCKETS};
 use super::recent::{ForwardRates, Level};
 use super::shared::{lock, Shared};
+
+mod outage;
+
+use outage::OutageLog;
+pub use outage::OUTAGE_SUMMARY_EVERY;
 
 /// How one Kafka topic is doing, as the forwarding thread last saw it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -40,41 +45,6 @@ pub struct TopicReport {
     /// Of those, per second over the last [`RATE_WINDOW`](super::RATE_WINDOW) (filled in by
     /// Telemetry).
     pub forwarded_per_sec: f64,
-}
-
-/// How often a Kafka outage in progress is summed up in the log.
-pub const OUTAGE_SUMMARY_EVERY: Duration = Duration::from_secs(60);
-
-/// The log's view of Kafka outages ([`KafkaTelemetry::reachable`]).
-#[derive(Default)]
-struct OutageLog {
-    current: Option<Outage>,
-    /// After an outage: until the backlog is back to where it was.
-    draining: Option<Drain>,
-}
-
-struct Outage {
-    started: Instant,
-    reason: String,
-    last_summary: Instant,
-    /// Buffer events when it started: the drain is over when back to it.
-    backlog_at_start: u64,
-    peak_backlog: u64,
-    /// Folded since the last summary.
-    client_errors: u64,
-    delivery_errors: u64,
-    /// Folded in all.
-    client_errors_total: u64,
-    delivery_errors_total: u64,
-    /// The newest librdkafka complaint folded (its kind and text).
-    last_client_error: Option<String>,
-}
-
-struct Drain {
-    since: Instant,
-    held: u64,
-    forwarded_at_start: u64,
-    backlog_target: u64,
 }
 
 /// Kafka as the bridge sees it.
@@ -137,151 +107,6 @@ impl KafkaTelemetry {
             }
             Err(reason) => self.outage_started(&reason),
         }
-    }
-
-    /// Kafka went away: one WARN now, then a summary a minute
-    /// ([`Self::outage_tick`]) until [`Self::outage_ended`].
-    /// Nothing if one is already in progress.
-    fn outage_started(&self, reason: &str) {
-        let backlog = self.shared.backlog();
-        let oldest = self.oldest_unacknowledged_secs();
-        let mut log = lock(&self.outage);
-        if log.current.is_some() {
-            return;
-        }
-        // A drain cut short by a new outage: the new one holds it all.
-        let backlog_at_start = log.draining.take().map_or(backlog, |d| d.backlog_target);
-        let now = Instant::now();
-        log.current = Some(Outage {
-            started: now,
-            reason: reason.to_owned(),
-            last_summary: now,
-            backlog_at_start,
-            peak_backlog: backlog,
-            client_errors: 0,
-            delivery_errors: 0,
-            client_errors_total: 0,
-            delivery_errors_total: 0,
-            last_client_error: None,
-        });
-        tracing::warn!(
-            reason,
-            backlog,
-            oldest_unacked_secs = oldest,
-            "Kafka outage: events wait in the buffer; Kafka client and delivery errors are counted and summed up every minute until it ends"
-        );
-        drop(log);
-        self.shared
-            .problem(Level::Warn, "kafka", "Kafka outage", &reason);
-    }
-
-    /// Once a second (the forwarder's report): the minute's summary of an
-    /// outage in progress, or the end of the drain after one.
-    fn outage_tick(&self) {
-        let backlog = self.shared.backlog();
-        let mut log = lock(&self.outage);
-        if let Some(outage) = &mut log.current {
-            outage.peak_backlog = outage.peak_backlog.max(backlog);
-            if outage.last_summary.elapsed() >= OUTAGE_SUMMARY_EVERY {
-                outage.last_summary = Instant::now();
-                let client_errors = std::mem::take(&mut outage.client_errors);
-                let delivery_errors = std::mem::take(&mut outage.delivery_errors);
-                let outage_secs = outage.started.elapsed().as_secs();
-                let reason = outage.reason.clone();
-                let last_error = outage.last_client_error.clone();
-                drop(log);
-                tracing::warn!(
-                    outage_secs,
-                    backlog,
-                    oldest_unacked_secs = self.oldest_unacknowledged_secs(),
-                    client_errors_folded = client_errors,
-                    delivery_errors_folded = delivery_errors,
-                    reason,
-                    last_client_error = last_error.as_deref(),
-                    "Kafka outage continues"
-                );
-                self.shared
-                    .problem(Level::Warn, "kafka", "Kafka outage continues", &reason);
-            }
-            return;
-        }
-        let Some(drain) = &log.draining else {
-            return;
-        };
-        if backlog > drain.backlog_target {
-            return;
-        }
-        let drain_secs = drain.since.elapsed().as_secs_f64();
-        let drained = self
-            .events_forwarded
-            .get()
-            .saturating_sub(drain.forwarded_at_start);
-        let held = drain.held;
-        log.draining = None;
-        drop(log);
-        tracing::info!(
-            held,
-            drained,
-            drain_secs = (drain_secs * 10.0).round() / 10.0,
-            events_per_sec = (drained as f64 / drain_secs.max(0.001)).round() as u64,
-            "backlog of the Kafka outage drained"
-        );
-    }
-
-    /// Kafka answers again: one INFO with how long it was away and what
-    /// waited. False if no outage was in progress.
-    fn outage_ended(&self) -> bool {
-        let backlog = self.shared.backlog();
-        let mut log = lock(&self.outage);
-        let Some(outage) = log.current.take() else {
-            return false;
-        };
-        log.draining = Some(Drain {
-            since: Instant::now(),
-            held: backlog,
-            forwarded_at_start: self.events_forwarded.get(),
-            backlog_target: outage.backlog_at_start,
-        });
-        drop(log);
-        tracing::info!(
-            outage_secs = outage.started.elapsed().as_secs(),
-            backlog,
-            peak_backlog = outage.peak_backlog.max(backlog),
-            client_errors_folded = outage.client_errors_total,
-            delivery_errors_folded = outage.delivery_errors_total,
-            reason = outage.reason,
-            "Kafka outage over: Kafka reachable again; the backlog drains"
-        );
-        true
-    }
-
-    /// Folds a Kafka error into the outage in progress, if there is one.
-    fn fold_into_outage(&self, client_error: Option<String>) -> bool {
-        let mut log = lock(&self.outage);
-        let Some(outage) = &mut log.current else {
-            return false;
-        };
-        match client_error {
-            Some(error) => {
-                outage.client_errors += 1;
-                outage.client_errors_total += 1;
-                outage.last_client_error = Some(error);
-            }
-            None => {
-                outage.delivery_errors += 1;
-                outage.delivery_errors_total += 1;
-            }
-        }
-        true
-    }
-
-    /// Age of the oldest event read and not yet acknowledged, any topic.
-    fn oldest_unacknowledged_secs(&self) -> Option<u64> {
-        lock(&self.topics)
-            .iter()
-            .filter_map(|t| t.oldest_unacknowledged_age_ms)
-            .max()
-            .map(|ms| ms / 1000)
     }
 
     /// An error or warning from the Kafka client itself (a broker down, a
@@ -613,95 +438,6 @@ mod tests {
     use super::*;
     use crate::telemetry::init::LogFormat;
     use crate::telemetry::test_support::logged;
-
-    /// Start, a thousand rounds of errors, a summary, the end, the drain.
-    fn an_outage(t: &KafkaTelemetry) {
-        t.reachable(Ok(()));
-        // Outside an outage: logged, once a minute per kind.
-        t.client_problem("FAIL", "Connect to ipv4#127.0.0.1:9092 failed");
-        t.client_problem("FAIL", "Connect to ipv4#127.0.0.1:9092 failed");
-        t.reachable(Err("metadata request failed: BrokerTransportFailure".into()));
-        for _ in 0..1000 {
-            t.client_problem("BrokerTransportFailure", "Connection refused");
-            t.client_problem("AllBrokersDown", "1/1 brokers are down");
-            t.delivery_failed(
-                7,
-                "genesys.events",
-                &"Local: Broker transport failure",
-                true,
-            );
-            t.reachable(Err("metadata request failed".into()));
-            t.topics_report(Vec::new());
-        }
-        {
-            let mut log = lock(&t.outage);
-            let outage = log.current.as_mut().unwrap();
-            outage.last_summary = outage
-                .last_summary
-                .checked_sub(OUTAGE_SUMMARY_EVERY)
-                .unwrap();
-        }
-        t.topics_report(Vec::new());
-        t.topics_report(Vec::new());
-        t.reachable(Ok(()));
-        t.reachable(Ok(()));
-        t.topics_report(Vec::new());
-        t.topics_report(Vec::new());
-    }
-
-    #[test]
-    fn an_outage_is_a_few_lines_with_the_same_fields_in_json_and_text() {
-        let t = KafkaTelemetry::new(Arc::default());
-        let json = logged(LogFormat::Json, || an_outage(&t));
-        assert_eq!(t.client_errors.get(), 2002);
-        assert_eq!(t.delivery_errors.get(), 1000);
-        let text = logged(LogFormat::Text, || {
-            an_outage(&KafkaTelemetry::new(Arc::default()))
-        });
-        let messages: Vec<serde_json::Value> = json
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        let said: Vec<&str> = messages
-            .iter()
-            .map(|m| m["message"].as_str().unwrap())
-            .collect();
-        assert_eq!(said.len(), 6, "{json:#?}");
-        assert_eq!(said[0], "Kafka reachable");
-        assert!(said[1].starts_with("Kafka client problem"), "{said:?}");
-        assert_eq!(
-            messages[1]["error"],
-            "Connect to ipv4#127.0.0.1:9092 failed"
-        );
-        // A field named `message` would be a second "message" key in JSON.
-        for line in &json {
-            assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
-        }
-        let said = &said[1..];
-        let messages = &messages[1..];
-        let text = &text[1..];
-        assert!(said[1].starts_with("Kafka outage:"), "{said:?}");
-        assert_eq!(said[2], "Kafka outage continues");
-        assert!(said[3].starts_with("Kafka outage over"), "{said:?}");
-        assert_eq!(said[4], "backlog of the Kafka outage drained");
-        let summary = &messages[2];
-        assert_eq!(summary["level"], "WARN");
-        assert_eq!(summary["client_errors_folded"], 2000);
-        assert_eq!(summary["delivery_errors_folded"], 1000);
-        assert!(summary["outage_secs"].is_u64() && summary["backlog"].is_u64());
-        assert_eq!(messages[3]["level"], "INFO");
-        assert_eq!(messages[3]["client_errors_folded"], 2000);
-        // Text: the same lines, each with the same fields as `key=value`.
-        assert_eq!(text.len(), messages.len(), "{text:#?}");
-        for (json, text) in messages.iter().zip(text) {
-            assert!(text.contains(json["message"].as_str().unwrap()), "{text}");
-            for key in json.as_object().unwrap().keys() {
-                if !["timestamp", "level", "target", "message"].contains(&key.as_str()) {
-                    assert!(text.contains(&format!("{key}=")), "{key} missing in {text}");
-                }
-            }
-        }
-    }
 
     #[test]
     fn a_blocked_topic_is_one_warn_and_one_info() {
