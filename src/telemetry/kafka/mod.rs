@@ -19,7 +19,7 @@ use super::shared::{lock, Shared};
 
 mod outage;
 
-use outage::OutageLog;
+use outage::Outages;
 pub use outage::OUTAGE_SUMMARY_EVERY;
 
 /// How one Kafka topic is doing, as the forwarding thread last saw it.
@@ -57,7 +57,7 @@ pub struct KafkaTelemetry {
     topics: Mutex<Vec<TopicReport>>,
     /// A Kafka outage in progress, and the drain after one: what the log
     /// says about it is one WARN, a summary a minute, one INFO.
-    outage: Mutex<OutageLog>,
+    outages: Outages,
     /// Kafka topics whose trouble (blocked, delivery failures) was logged,
     /// and since when: their recovery is logged once, the rest is not.
     topic_trouble: Mutex<BTreeMap<String, Instant>>,
@@ -77,11 +77,11 @@ pub struct KafkaTelemetry {
 impl KafkaTelemetry {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         KafkaTelemetry {
-            shared,
+            shared: shared.clone(),
             reachable: Mutex::new(Err("not connected yet".into())),
             client_problems: Mutex::default(),
             topics: Mutex::default(),
-            outage: Mutex::default(),
+            outages: Outages::new(shared),
             topic_trouble: Mutex::default(),
             receive_to_ack: AtomicHistogram::new(&LATENCY_BUCKETS),
             forwarding: Mutex::default(),
@@ -95,18 +95,29 @@ impl KafkaTelemetry {
     }
 
     /// What the probe (or a fatal error) says of Kafka. Going from
-    /// reachable to not starts an outage ([`Self::outage_started`]);
+    /// reachable to not starts an outage (`outage.rs`);
     /// back again ends it.
     pub fn reachable(&self, reachable: Result<(), String>) {
         let was = std::mem::replace(&mut *lock(&self.reachable), reachable.clone());
         match reachable {
             Ok(()) => {
-                if !self.outage_ended() && was.is_err() {
+                if !self.outages.ended(self.events_forwarded.get()) && was.is_err() {
                     tracing::info!("Kafka reachable");
                 }
             }
-            Err(reason) => self.outage_started(&reason),
+            Err(reason) => self
+                .outages
+                .started(&reason, self.oldest_unacknowledged_secs()),
         }
+    }
+
+    /// Age of the oldest event read and not yet acknowledged, any topic.
+    fn oldest_unacknowledged_secs(&self) -> Option<u64> {
+        lock(&self.topics)
+            .iter()
+            .filter_map(|t| t.oldest_unacknowledged_age_ms)
+            .max()
+            .map(|ms| ms / 1000)
     }
 
     /// An error or warning from the Kafka client itself (a broker down, a
@@ -119,9 +130,12 @@ impl KafkaTelemetry {
         self.client_errors.inc();
         if kind == "AllBrokersDown" {
             *lock(&self.reachable) = Err(format!("all brokers down: {message}"));
-            self.outage_started(&format!("all brokers down: {message}"));
+            self.outages.started(
+                &format!("all brokers down: {message}"),
+                self.oldest_unacknowledged_secs(),
+            );
         }
-        if self.fold_into_outage(Some(format!("{kind}: {message}"))) {
+        if self.outages.fold(Some(format!("{kind}: {message}"))) {
             return;
         }
         let mut problems = lock(&self.client_problems);
@@ -174,7 +188,10 @@ impl KafkaTelemetry {
             }
         }
         *lock(&self.topics) = reports;
-        self.outage_tick();
+        self.outages.tick(
+            self.oldest_unacknowledged_secs(),
+            self.events_forwarded.get(),
+        );
     }
 
     /// /status's `forwarded`: events Kafka acknowledged since start (all
@@ -269,7 +286,7 @@ impl KafkaTelemetry {
         first: bool,
     ) {
         self.delivery_errors.inc();
-        if self.fold_into_outage(None) {
+        if self.outages.fold(None) {
             return;
         }
         // One line per topic until it recovers.

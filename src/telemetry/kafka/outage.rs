@@ -3,18 +3,25 @@
 //! folded into it), one INFO when it answers again and one when the
 //! backlog it left has drained. However long the outage, a few lines.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::super::recent::Level;
-use super::super::shared::lock;
-use super::KafkaTelemetry;
+use super::super::shared::{lock, Shared};
 
 /// How often a Kafka outage in progress is summed up in the log.
 pub const OUTAGE_SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-/// The log's view of Kafka outages ([`KafkaTelemetry::reachable`]).
+/// The outage in progress and the drain after it, as the log tells them.
+/// Its owner says when Kafka went away or came back, folds errors in and
+/// ticks it once a second; the figures it needs come as arguments.
+pub(super) struct Outages {
+    shared: Arc<Shared>,
+    log: Mutex<OutageLog>,
+}
+
 #[derive(Default)]
-pub(super) struct OutageLog {
+struct OutageLog {
     current: Option<Outage>,
     /// After an outage: until the backlog is back to where it was.
     draining: Option<Drain>,
@@ -44,14 +51,21 @@ struct Drain {
     backlog_target: u64,
 }
 
-impl KafkaTelemetry {
+impl Outages {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Outages {
+            shared,
+            log: Mutex::default(),
+        }
+    }
+
     /// Kafka went away: one WARN now, then a summary a minute
-    /// ([`Self::outage_tick`]) until [`Self::outage_ended`].
-    /// Nothing if one is already in progress.
-    pub(super) fn outage_started(&self, reason: &str) {
+    /// ([`Self::tick`]) until [`Self::ended`]. Nothing if one is already
+    /// in progress. `oldest` is the age of the oldest event read and not
+    /// yet acknowledged.
+    pub(super) fn started(&self, reason: &str, oldest: Option<u64>) {
         let backlog = self.shared.backlog();
-        let oldest = self.oldest_unacknowledged_secs();
-        let mut log = lock(&self.outage);
+        let mut log = lock(&self.log);
         if log.current.is_some() {
             return;
         }
@@ -70,22 +84,23 @@ impl KafkaTelemetry {
             delivery_errors_total: 0,
             last_client_error: None,
         });
+        drop(log);
         tracing::warn!(
             reason,
             backlog,
             oldest_unacked_secs = oldest,
             "Kafka outage: events wait in the buffer; Kafka client and delivery errors are counted and summed up every minute until it ends"
         );
-        drop(log);
         self.shared
             .problem(Level::Warn, "kafka", "Kafka outage", &reason);
     }
 
     /// Once a second (the forwarder's report): the minute's summary of an
-    /// outage in progress, or the end of the drain after one.
-    pub(super) fn outage_tick(&self) {
+    /// outage in progress, or the end of the drain after one. `forwarded`
+    /// counts the events Kafka acknowledged since start.
+    pub(super) fn tick(&self, oldest: Option<u64>, forwarded: u64) {
         let backlog = self.shared.backlog();
-        let mut log = lock(&self.outage);
+        let mut log = lock(&self.log);
         if let Some(outage) = &mut log.current {
             outage.peak_backlog = outage.peak_backlog.max(backlog);
             if outage.last_summary.elapsed() >= OUTAGE_SUMMARY_EVERY {
@@ -99,7 +114,7 @@ impl KafkaTelemetry {
                 tracing::warn!(
                     outage_secs,
                     backlog,
-                    oldest_unacked_secs = self.oldest_unacknowledged_secs(),
+                    oldest_unacked_secs = oldest,
                     client_errors_folded = client_errors,
                     delivery_errors_folded = delivery_errors,
                     reason,
@@ -118,10 +133,7 @@ impl KafkaTelemetry {
             return;
         }
         let drain_secs = drain.since.elapsed().as_secs_f64();
-        let drained = self
-            .events_forwarded
-            .get()
-            .saturating_sub(drain.forwarded_at_start);
+        let drained = forwarded.saturating_sub(drain.forwarded_at_start);
         let held = drain.held;
         log.draining = None;
         drop(log);
@@ -136,16 +148,16 @@ impl KafkaTelemetry {
 
     /// Kafka answers again: one INFO with how long it was away and what
     /// waited. False if no outage was in progress.
-    pub(super) fn outage_ended(&self) -> bool {
+    pub(super) fn ended(&self, forwarded: u64) -> bool {
         let backlog = self.shared.backlog();
-        let mut log = lock(&self.outage);
+        let mut log = lock(&self.log);
         let Some(outage) = log.current.take() else {
             return false;
         };
         log.draining = Some(Drain {
             since: Instant::now(),
             held: backlog,
-            forwarded_at_start: self.events_forwarded.get(),
+            forwarded_at_start: forwarded,
             backlog_target: outage.backlog_at_start,
         });
         drop(log);
@@ -161,9 +173,10 @@ impl KafkaTelemetry {
         true
     }
 
-    /// Folds a Kafka error into the outage in progress, if there is one.
-    pub(super) fn fold_into_outage(&self, client_error: Option<String>) -> bool {
-        let mut log = lock(&self.outage);
+    /// Folds a Kafka error into the outage in progress, if there is one:
+    /// a client complaint with its text, or (None) a failed delivery.
+    pub(super) fn fold(&self, client_error: Option<String>) -> bool {
+        let mut log = lock(&self.log);
         let Some(outage) = &mut log.current else {
             return false;
         };
@@ -181,13 +194,15 @@ impl KafkaTelemetry {
         true
     }
 
-    /// Age of the oldest event read and not yet acknowledged, any topic.
-    pub(super) fn oldest_unacknowledged_secs(&self) -> Option<u64> {
-        lock(&self.topics)
-            .iter()
-            .filter_map(|t| t.oldest_unacknowledged_age_ms)
-            .max()
-            .map(|ms| ms / 1000)
+    /// Makes the outage in progress due for its minute's summary.
+    #[cfg(test)]
+    fn summary_due(&self) {
+        let mut log = lock(&self.log);
+        let outage = log.current.as_mut().expect("an outage in progress");
+        outage.last_summary = outage
+            .last_summary
+            .checked_sub(OUTAGE_SUMMARY_EVERY)
+            .expect("a clock past a minute");
     }
 }
 
@@ -195,7 +210,7 @@ impl KafkaTelemetry {
 mod tests {
     use std::sync::Arc;
 
-    use super::*;
+    use super::super::KafkaTelemetry;
     use crate::telemetry::init::LogFormat;
     use crate::telemetry::test_support::logged;
 
@@ -218,14 +233,7 @@ mod tests {
             t.reachable(Err("metadata request failed".into()));
             t.topics_report(Vec::new());
         }
-        {
-            let mut log = lock(&t.outage);
-            let outage = log.current.as_mut().unwrap();
-            outage.last_summary = outage
-                .last_summary
-                .checked_sub(OUTAGE_SUMMARY_EVERY)
-                .unwrap();
-        }
+        t.outages.summary_due();
         t.topics_report(Vec::new());
         t.topics_report(Vec::new());
         t.reachable(Ok(()));
