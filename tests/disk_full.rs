@@ -5,6 +5,13 @@
 //! keyboard, everything the bridge held must arrive in Kafka exactly once,
 //! every event it did not take must be counted as refused, and new events
 //! must flow again.
+//!
+//! Then the plain case an operator meets, at two filesystem sizes and two
+//! floors each: nothing else on the disk, Kafka down, events until the
+//! buffer itself has filled its filesystem to the floor (or sled meets
+//! ENOSPC first, whichever the timing gives), Kafka back. The backlog
+//! drains and intake resumes by itself, although sled's file never
+//! shrinks: the space inside it that sled reuses counts as free.
 
 mod support;
 
@@ -175,4 +182,161 @@ fn a_full_disk_then_the_bound_then_kafka_back_loses_nothing_held_and_counts_ever
     assert_eq!(report.reordered, 0, "{report:#?}");
     assert_eq!(report.unknown, 0, "{report:#?}");
     assert!(report.mismatches.is_empty(), "{report:#?}");
+}
+
+/// Fills a `fs_mib` filesystem with the buffer alone (Kafka down, `floor_mib`
+/// floor, no `max_bytes` in the way), brings Kafka back and checks that the
+/// backlog drains and new events are taken again with no hand on the
+/// keyboard; returns the line the test prints.
+fn fills_drains_and_resumes(fs_mib: u64, floor_mib: u64) -> String {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(&dir.path().join("small-disk"), fs_mib);
+    let buffer_keys = format!(
+        "max_bytes = {}\nmin_free_bytes = {}\ncheck_interval_ms = 500",
+        1024 * MIB,
+        floor_mib * MIB
+    );
+    let mut stack = Stack::builder(dir.path())
+        .queues(30)
+        .buffer(&fs.path.join("buffer"))
+        .buffer_keys(&buffer_keys)
+        .start();
+    let (broker, sim, bridge) = (&mut stack.broker, &stack.sim, &stack.bridge);
+    let label = format!("{fs_mib} MiB filesystem, floor {floor_mib} MiB");
+    let metrics = || Metrics(bridge.metrics().unwrap_or_default());
+    // Every frame sent has been taken or refused.
+    let handled = |sent: usize| {
+        bridge.wait_for_metrics(
+            "every frame taken or refused",
+            Duration::from_secs(60),
+            |m| {
+                m.get("gkb_events_received_total") + m.get("gkb_buffer_refused_events_total")
+                    >= sent as f64
+            },
+        )
+    };
+
+    sim.generate(500);
+    bridge.wait_forwarded(500, Duration::from_secs(120));
+    let mut sent = 500;
+
+    // Kafka goes away; events come in batches until the buffer refuses.
+    broker.kill9();
+    let full_at = support::eventually(
+        &format!("{label}: the buffer to refuse new events"),
+        Duration::from_secs(180),
+        || {
+            let m = handled(sent);
+            if m.get("gkb_buffer_admitting") == 0.0 || m.get("gkb_buffer_failing") == 1.0 {
+                return Some(m);
+            }
+            assert!(sent < 200_000, "{label}: never full: {}", m.0);
+            sim.generate(1_500);
+            sent += 1_500;
+            None
+        },
+    );
+    let why = http::get(&format!("{}/readyz", bridge.health)).unwrap();
+    assert_eq!(why.status, 503, "{label}: {}", why.body);
+    let full_because = if full_at.get("gkb_buffer_failing") == 1.0 {
+        "sled met ENOSPC"
+    } else {
+        "the floor was reached"
+    };
+    // Refused for a while: everything arriving now is lost, and counted.
+    for _ in 0..3 {
+        sim.generate(1_500);
+        sent += 1_500;
+        handled(sent);
+    }
+    let at_full = metrics();
+    let held = at_full.get("gkb_buffer_events");
+    let free_at_full = fs.free_bytes();
+    assert!(
+        at_full.get("gkb_buffer_refused_events_total") >= 4_500.0,
+        "{label}: {}",
+        at_full.0
+    );
+
+    // Kafka back: everything held drains and intake resumes by itself.
+    broker.restart();
+    let drained_at = Instant::now();
+    bridge.wait_for_metrics(
+        &format!("{label}: the backlog to drain and intake to resume"),
+        Duration::from_secs(180),
+        |m| {
+            m.get("gkb_buffer_events") == 0.0
+                && m.get("gkb_buffer_admitting") == 1.0
+                && m.get("gkb_buffer_failing") == 0.0
+        },
+    );
+    let resumed_after = drained_at.elapsed();
+    let after_drain = metrics();
+    let refused_before_new = metrics().get("gkb_buffer_refused_events_total");
+    for _ in 0..4 {
+        sim.generate(1_500);
+        sent += 1_500;
+    }
+    let last = bridge.wait_for_metrics(
+        &format!("{label}: new events forwarded"),
+        Duration::from_secs(120),
+        |m| {
+            m.get("gkb_events_received_total") + m.get("gkb_buffer_refused_events_total")
+                >= sent as f64
+                && m.get("gkb_buffer_events") == 0.0
+                && m.get("gkb_events_forwarded_total") >= m.get("gkb_events_received_total")
+        },
+    );
+    let refused = last.get("gkb_buffer_refused_events_total");
+    assert_eq!(
+        refused, refused_before_new,
+        "{label}: events refused after the drain: {}",
+        last.0
+    );
+    // Ready again (Kafka's reachability is probed, so it may take a turn).
+    bridge.wait_ready();
+
+    let report = ledger::check(&label, sim, broker);
+    let line = format!(
+        "{label}: {} events sent; {held} held when full ({} bytes free on the filesystem; \
+         refused because {}); refused {refused}; drained and taking events again {:?} after \
+         Kafka came back (buffer reopens {}, reserve owed {}), then 6,000 more all taken; \
+         lost {}, in Kafka once {}, duplicates {}, reordered {}; {:?} in all",
+        report.expected,
+        free_at_full,
+        full_because,
+        resumed_after,
+        after_drain.get("gkb_buffer_reopens_total"),
+        after_drain.get("gkb_buffer_reserve_owed"),
+        report.lost,
+        report.arrived_once,
+        report.duplicates,
+        report.reordered,
+        started.elapsed(),
+    );
+    assert_eq!(
+        report.lost as f64, refused,
+        "{label}: every event not in Kafka was refused, and counted: {report:#?}"
+    );
+    assert_eq!(report.arrived_once + report.lost, report.expected);
+    assert_eq!(report.duplicates, 0, "{label}: {report:#?}");
+    assert_eq!(report.reordered, 0, "{label}: {report:#?}");
+    assert_eq!(report.unknown, 0, "{label}: {report:#?}");
+    assert!(report.mismatches.is_empty(), "{label}: {report:#?}");
+    line
+}
+
+#[test]
+fn a_32_mib_filesystem_filled_by_the_buffer_resumes_by_itself_at_two_floors() {
+    for floor in [4, 12] {
+        println!("disk full: {}", fills_drains_and_resumes(32, floor));
+    }
+}
+
+#[test]
+fn a_48_mib_filesystem_filled_by_the_buffer_resumes_by_itself_at_two_floors() {
+    for floor in [4, 16] {
+        println!("disk full: {}", fills_drains_and_resumes(48, floor));
+    }
 }

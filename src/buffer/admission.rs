@@ -2,7 +2,7 @@
 //! by a sampler that measures the disk off the hot path.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 /// Why new events are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,10 @@ pub struct Admission {
     pub free_bytes: AtomicU64,
     /// Samples taken, so that an observer can wait for a fresh one.
     pub samples: AtomicU64,
+    /// The reserve (`reserve.rs`) is not in place: released to reopen, or
+    /// not yet put back. Its room is then kept free on top of the floor,
+    /// so that new events do not take it before it is back.
+    pub reserve_owed: AtomicBool,
 }
 
 /// What one sample decided, for the caller to log.
@@ -70,6 +74,7 @@ impl Admission {
             disk_bytes: AtomicU64::new(0),
             free_bytes: AtomicU64::new(u64::MAX),
             samples: AtomicU64::new(0),
+            reserve_owed: AtomicBool::new(false),
         }
     }
 
@@ -108,7 +113,18 @@ impl Admission {
         // otherwise a file grown during an outage would hold the floor
         // shut after the drain, since it never shrinks.
         let reusable = disk.saturating_sub(held * 2);
-        let after = if u128::from(free) + reusable < u128::from(self.min_free_bytes) {
+        let owed = if self.reserve_owed.load(Ordering::Relaxed) {
+            super::reserve::RESERVE_BYTES
+        } else {
+            0
+        };
+        let mut floor = u128::from(self.min_free_bytes) + u128::from(owed);
+        if before == Some(Refusal::FreeSpace) {
+            // Taking events again needs a quarter more room than refusing
+            // them (the drain's own writes need some of it at once).
+            floor += floor / 4;
+        }
+        let after = if u128::from(free) + reusable < floor {
             Some(Refusal::FreeSpace)
         } else if full {
             Some(Refusal::Limit)
@@ -125,7 +141,8 @@ impl Admission {
     }
 }
 
-/// Bytes of the files in the buffer's directory and its `blobs/`.
+/// Bytes of the files in the buffer's directory and its `blobs/`, the
+/// reserve (`reserve.rs`) not counted.
 pub fn dir_bytes(dir: &Path) -> u64 {
     fn sum(dir: &Path, depth: u8) -> u64 {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -137,6 +154,8 @@ pub fn dir_bytes(dir: &Path) -> u64 {
                 let meta = e.metadata().ok()?;
                 if meta.is_dir() && depth == 0 {
                     Some(sum(&e.path(), 1))
+                } else if depth == 0 && super::reserve::is_reserve(&e.file_name()) {
+                    None
                 } else {
                     meta.is_file().then_some(meta.len())
                 }
@@ -209,7 +228,9 @@ mod tests {
         let a = Admission::new(100 * MIB, 10 * MIB);
         assert_eq!(a.decide(0, 9 * MIB), Transition::Closed(Refusal::FreeSpace));
         assert_eq!(a.refusal(), Some(Refusal::FreeSpace));
-        assert_eq!(a.decide(0, 11 * MIB), Transition::Opened);
+        // Taking events again needs a quarter more room than the floor.
+        assert_eq!(a.decide(0, 11 * MIB), Transition::None);
+        assert_eq!(a.decide(0, 13 * MIB), Transition::Opened);
         // A drained file that filled the disk: its space is reused.
         a.held_bytes.store(45 * MIB, Ordering::Relaxed);
         assert_eq!(

@@ -26,8 +26,8 @@ pub struct BufferConfig {
     /// is reached, new events are refused — counted in
     /// `gkb_buffer_refused_events_total` and named on `/readyz` — and every
     /// event already held is kept until Kafka has it. It is checked every
-    /// `check_interval_ms`, so it can be overshot by what arrives in one
-    /// interval. The buffer's file does not shrink after a drain (the space
+    /// `check_interval_ms` and after every MiB written, so it can be
+    /// overshot by about a megabyte. The buffer's file does not shrink after a drain (the space
     /// is reused), so events are taken again once the backlog has shrunk,
     /// not once the file has.
     #[serde(default = "default_max_bytes")]
@@ -35,6 +35,11 @@ pub struct BufferConfig {
     /// Free space to leave on the buffer's filesystem, in bytes: below it
     /// new events are refused, as for `max_bytes`. It must leave room for
     /// the buffer to record removals while it drains (a few MiB at least).
+    /// Space inside the buffer's files that sled will reuse counts as free.
+    /// On top of it the buffer keeps an 8 MiB file named `reserve` in
+    /// `path`: if the filesystem fills anyway (another writer, or a burst),
+    /// the reserve is released so the buffer can reopen and drain, and put
+    /// back once there is room; until then its 8 MiB are kept free too.
     #[serde(default = "default_min_free_bytes")]
     pub min_free_bytes: u64,
     /// How often disk use and free space are measured, in ms.
@@ -146,17 +151,24 @@ impl BufferConfig {
         let dir = self.path.ancestors().find(|p| p.exists())?;
         let (free, total) = super::admission::filesystem_bytes(dir)?;
         // Space the buffer's own files hold counts as free to it: sled
-        // reuses what a drain left inside them.
-        let own = super::admission::dir_bytes(&self.path);
+        // reuses what a drain left inside them. Its reserve file is kept
+        // on top of the floor (`reserve.rs`).
+        let reserve = super::reserve::RESERVE_BYTES;
+        let own = super::admission::dir_bytes(&self.path)
+            + if super::reserve::present(&self.path) {
+                reserve
+            } else {
+                0
+            };
         if total < self.min_free_bytes {
             Some(format!(
                 "buffer.min_free_bytes: the filesystem of {} holds {total} bytes in all, less than min_free_bytes {}: the bridge would refuse every event",
                 dir.display(),
                 self.min_free_bytes
             ))
-        } else if free.saturating_add(own) < self.min_free_bytes {
+        } else if free.saturating_add(own) < self.min_free_bytes + reserve {
             Some(format!(
-                "buffer.min_free_bytes: the filesystem of {} has {free} bytes free, below min_free_bytes {}: the bridge would refuse new events from the start, until space is freed",
+                "buffer.min_free_bytes: the filesystem of {} has {free} bytes free, below min_free_bytes {} plus the buffer's {reserve}-byte reserve: the bridge would refuse new events from the start, until space is freed",
                 dir.display(),
                 self.min_free_bytes
             ))

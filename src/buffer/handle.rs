@@ -121,6 +121,12 @@ impl Buffer {
                 a.held_bytes.load(Ordering::Relaxed),
                 a.max_bytes
             ),
+            Refusal::FreeSpace if a.reserve_owed.load(Ordering::Relaxed) => format!(
+                "its filesystem has {} bytes free (space inside the buffer's files that sled reuses counted too), below min_free_bytes {} plus the buffer's {}-byte reserve, which is not in place (released to reopen a full buffer, or no room for it yet)",
+                a.free_bytes.load(Ordering::Relaxed),
+                a.min_free_bytes,
+                super::reserve::RESERVE_BYTES
+            ),
             Refusal::FreeSpace => format!(
                 "its filesystem has {} bytes free, below min_free_bytes {}",
                 a.free_bytes.load(Ordering::Relaxed),

@@ -21,6 +21,13 @@ use super::queue::{Job, WriteQueue};
 
 /// Most jobs written between two flushes.
 const BATCH: usize = 512;
+/// The writer samples admission itself after this many bytes, so that a
+/// burst does not outrun the watcher's `check_interval` and write the
+/// filesystem full under its floor.
+const SAMPLE_AFTER_BYTES: u64 = 1 << 20;
+/// How long the writer waits for a failing buffer's reopen before it
+/// looks again.
+const REOPEN_WAIT: Duration = Duration::from_secs(1);
 
 impl Buffer {
     /// Queues a received notification for the writer thread. Returns at
@@ -100,6 +107,7 @@ pub(super) fn spawn(queue: Arc<WriteQueue>, inner: Weak<Inner>) -> std::io::Resu
 }
 
 fn write(queue: &WriteQueue, inner: &Weak<Inner>) {
+    let mut since_sample = 0;
     while let Some(batch) = queue.take(BATCH) {
         let jobs = batch.len();
         let bytes = batch.iter().map(|(_, size)| size).sum();
@@ -108,28 +116,42 @@ fn write(queue: &WriteQueue, inner: &Weak<Inner>) {
             return;
         };
         let buffer = Buffer { inner };
+        since_sample += bytes;
+        if since_sample >= SAMPLE_AFTER_BYTES {
+            since_sample = 0;
+            buffer.inner.shared.sample(&buffer.inner.path);
+        }
         for (job, _) in batch {
-            // A refusal or failure is counted (and logged once) by the
-            // buffer itself; the frame is lost to the stream, as at a full
-            // disk.
-            let _ = match job {
-                Job::Event {
-                    received_at_ms,
-                    topic_name,
-                    correlation_id,
-                    payload,
-                } => buffer
-                    .append(
+            // Admitted at `submit`: written whatever the bound says now
+            // (the socket side counted it received, and overlap dedupe
+            // may have dropped its twin). A failed write marks the buffer
+            // failing; the job waits for the reopen and is written then.
+            // (`submit` refuses while the buffer is failing, so the queue
+            // does not grow meanwhile.)
+            loop {
+                let written = match &job {
+                    Job::Event {
                         received_at_ms,
-                        &topic_name,
-                        correlation_id.as_deref(),
-                        &payload,
-                    )
-                    .map(drop),
-                Job::Quarantine { reason, frame } => {
-                    buffer.quarantine_frame(&reason, &frame).map(drop)
+                        topic_name,
+                        correlation_id,
+                        payload,
+                    } => buffer
+                        .write_event(
+                            *received_at_ms,
+                            topic_name,
+                            correlation_id.as_deref(),
+                            payload,
+                        )
+                        .map(drop),
+                    Job::Quarantine { reason, frame } => {
+                        buffer.quarantine_frame(reason, frame).map(drop)
+                    }
+                };
+                if written.is_ok() || !buffer.is_failing() {
+                    break;
                 }
-            };
+                buffer.inner.shared.wait_reopened(REOPEN_WAIT);
+            }
         }
         // The group commit: one flush per batch. A failure marks the
         // buffer failing (logged once by `fail`).

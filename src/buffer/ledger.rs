@@ -59,9 +59,14 @@ pub(super) struct Shared {
     /// Off only in tests that reopen by hand.
     pub(super) auto_reopen: AtomicBool,
     pub(super) failure: Mutex<Option<Failure>>,
+    /// Notified (with `failure`) when a reopen ends a failure.
+    pub(super) reopened: Condvar,
     pub(super) last_loss: Mutex<Option<Instant>>,
     pub(super) watch: Mutex<Watch>,
     pub(super) wake: Condvar,
+    /// One admission sample at a time (the watcher's and the writer's), so
+    /// that a change is logged once.
+    pub(super) sampling: Mutex<()>,
     /// Received frames waiting for the writer thread.
     pub(super) queue: Arc<WriteQueue>,
 }
@@ -100,10 +105,12 @@ impl Shared {
             failing: AtomicBool::new(false),
             auto_reopen: AtomicBool::new(true),
             failure: Mutex::default(),
+            reopened: Condvar::new(),
             last_loss: Mutex::default(),
             watch: Mutex::default(),
             queue: Arc::new(WriteQueue::new(write_queue_bytes)),
             wake: Condvar::new(),
+            sampling: Mutex::default(),
         }
     }
 
@@ -118,6 +125,14 @@ impl Shared {
             return Some(Refusal::Failing);
         }
         self.admission.refusal()
+    }
+
+    /// Waits until the buffer is not failing, at most `timeout`.
+    pub(super) fn wait_reopened(&self, timeout: Duration) {
+        let failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .reopened
+            .wait_timeout_while(failure, timeout, |_| self.failing.load(Ordering::SeqCst));
     }
 
     /// The entry count of `area`.

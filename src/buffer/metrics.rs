@@ -37,7 +37,7 @@ impl Collector for BufferMetrics {
         let s = &*self.shared;
         let a = &s.admission;
         let load = |v: &AtomicU64| v.load(Ordering::SeqCst);
-        let gauges: [(&str, &str, u64); 14] = [
+        let gauges: [(&str, &str, u64); 15] = [
             (
                 "buffer_events",
                 "Events in the buffer waiting for Kafka.",
@@ -88,6 +88,11 @@ impl Collector for BufferMetrics {
                 "buffer_failing",
                 "1 while a storage failure is being recovered.",
                 u64::from(s.failing.load(Ordering::SeqCst)),
+            ),
+            (
+                "buffer_reserve_owed",
+                "1 while the buffer's reserve file is not in place (released to reopen a full buffer, or no room for it yet).",
+                u64::from(a.reserve_owed.load(Ordering::Relaxed)),
             ),
             (
                 "buffer_generation",
@@ -257,6 +262,7 @@ mod tests {
                 "fs_free_bytes gauge",
                 "admitting gauge",
                 "failing gauge",
+                "reserve_owed gauge",
                 "generation gauge",
                 "write_queue_bytes gauge",
                 "write_queue_peak_bytes gauge",

@@ -181,6 +181,7 @@ mod queue;
 mod reader;
 mod record;
 mod recovery;
+mod reserve;
 mod side_trees;
 mod store;
 mod sync;

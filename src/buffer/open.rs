@@ -62,6 +62,9 @@ impl Buffer {
     pub fn open_with_config(path: &Path, config: &BufferConfig) -> Result<Buffer, BufferError> {
         let cache_bytes = config.cache_mib * 1024 * 1024;
         let open_err = |source: sled::Error| open_error(path, source);
+        let admission = Admission::new(config.max_bytes, config.min_free_bytes);
+        // A bridge restarted on a full disk: the reserve makes room to open.
+        recovery::room_to_open(path, &admission);
         let store = Store::open(path, cache_bytes).map_err(open_err)?;
         migrate::migrate(&store, path)?;
         let census = store.census().map_err(open_err)?;
@@ -73,7 +76,6 @@ impl Buffer {
         }
         let unreadable = recovery::known_unreadable(&census);
         let previous_alive = alive::previous(&store).map_err(open_err)?;
-        let admission = Admission::new(config.max_bytes, config.min_free_bytes);
         let shared = Arc::new(Shared::new(
             admission,
             Duration::from_millis(config.check_interval_ms),

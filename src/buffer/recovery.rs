@@ -13,11 +13,12 @@ use super::error::BufferError;
 use super::handle::Buffer;
 use super::journal::Unflushed;
 use super::ledger::Failure;
+use super::reserve;
 use super::store::{self, is_local, Area, Store};
 use super::sync::lock;
 
 /// Free space a reopen waits for: a few sled segments.
-const REOPEN_MIN_FREE: u64 = 2 << 20;
+pub(super) const REOPEN_MIN_FREE: u64 = 2 << 20;
 /// `meta` key of the write that proves a reopened database takes writes.
 const META_PROBE_KEY: &[u8] = b"reopen_probe";
 
@@ -62,12 +63,13 @@ impl Buffer {
         if !shared.failing.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if let Some(free) = admission::free_bytes(&inner.path) {
+        if let Some(free) = room_to_open(&inner.path, &shared.admission) {
             // sled's open writes (a snapshot, a new segment): on a disk
             // with no room at all it fails, or leaves a half-written
             // snapshot (removed at open, see store.rs). Not more than
             // that is waited for: draining, which frees the buffer's own
-            // space, needs the buffer open.
+            // space, needs the buffer open; the reserve is what makes
+            // that room when the backlog itself filled the disk.
             if free < REOPEN_MIN_FREE {
                 return Err(format!(
                     "{free} bytes free on the buffer's filesystem, waiting for {REOPEN_MIN_FREE}"
@@ -158,8 +160,11 @@ impl Buffer {
         }
         shared.reopens.fetch_add(1, Ordering::SeqCst);
         let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let failure = lock(&shared.failure).take();
+        let mut failure_slot = lock(&shared.failure);
+        let failure = failure_slot.take();
         shared.failing.store(false, Ordering::SeqCst);
+        drop(failure_slot);
+        shared.reopened.notify_all();
         tracing::info!(
             generation,
             events = census.entries[Area::Events as usize],
@@ -170,6 +175,62 @@ impl Buffer {
             "buffer reopened; taking new events again"
         );
         Ok(())
+    }
+}
+
+/// Free bytes on `dir`'s filesystem for sled's open, after releasing the
+/// reserve (`reserve.rs`) if there is less than [`REOPEN_MIN_FREE`]; the
+/// release is logged once and owed until the watcher puts it back.
+pub(super) fn room_to_open(dir: &std::path::Path, admission: &admission::Admission) -> Option<u64> {
+    let free = admission::free_bytes(dir)?;
+    if free >= REOPEN_MIN_FREE {
+        return Some(free);
+    }
+    match reserve::release(dir) {
+        Ok(true) => {
+            admission.reserve_owed.store(true, Ordering::SeqCst);
+            let now = admission::free_bytes(dir);
+            tracing::warn!(
+                free_bytes_before = free,
+                free_bytes = now,
+                reserve_bytes = reserve::RESERVE_BYTES,
+                "the buffer's filesystem is full: released the buffer's reserve so that it can open and drain; new events wait until the reserve is back"
+            );
+            now
+        }
+        Ok(false) => Some(free),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot release the buffer's reserve");
+            Some(free)
+        }
+    }
+}
+
+/// Puts the reserve back once the filesystem has room for it (and a
+/// reopen's worth more), after a release or at start-up. Run by the
+/// watcher thread after each sample.
+pub(super) fn keep_reserve(dir: &std::path::Path, admission: &admission::Admission) {
+    if !admission.reserve_owed.load(Ordering::SeqCst) && reserve::present(dir) {
+        return;
+    }
+    let free = admission.free_bytes.load(Ordering::Relaxed);
+    if free < reserve::RESERVE_BYTES + REOPEN_MIN_FREE {
+        admission.reserve_owed.store(true, Ordering::SeqCst);
+        return;
+    }
+    match reserve::put_back(dir) {
+        Ok(()) => {
+            if admission.reserve_owed.swap(false, Ordering::SeqCst) {
+                tracing::info!(
+                    reserve_bytes = reserve::RESERVE_BYTES,
+                    "the buffer's reserve is back in place"
+                );
+            }
+        }
+        Err(e) => {
+            admission.reserve_owed.store(true, Ordering::SeqCst);
+            tracing::debug!(error = %e, "cannot put the buffer's reserve back yet");
+        }
     }
 }
 

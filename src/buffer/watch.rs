@@ -1,10 +1,11 @@
 //! The buffer's own thread: it samples admission every `check_interval`,
-//! writes the alive mark every [`ALIVE_EVERY`] while a bridge runs, and
-//! while the buffer is failing retries the reopen with backoff and jitter.
+//! puts the reserve back when there is room (`reserve.rs`), writes the
+//! alive mark every [`ALIVE_EVERY`] while a bridge runs, and while the
+//! buffer is failing retries the reopen with backoff and jitter.
 //! It holds the ledger and only a weak handle on the database, and ends
 //! when the last [`Buffer`] is dropped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use super::admission::Transition;
 use super::alive::ALIVE_EVERY;
 use super::handle::{Buffer, Inner};
 use super::ledger::Shared;
+use super::recovery;
 use super::sync::lock;
 
 /// Reopen attempts: first after ~100 ms, then doubling to 10 s.
@@ -24,6 +26,27 @@ impl Shared {
     pub(super) fn poke(&self) {
         lock(&self.watch).poked = true;
         self.wake.notify_all();
+    }
+
+    /// Samples admission (the watcher every turn, the writer thread after
+    /// each megabyte written) and logs a change, once.
+    pub(super) fn sample(&self, dir: &Path) {
+        let _one = lock(&self.sampling);
+        match self.admission.sample(dir) {
+            Transition::Closed(reason) => tracing::warn!(
+                reason = ?reason,
+                disk_bytes = self.admission.disk_bytes.load(Ordering::Relaxed),
+                held_bytes = self.admission.held_bytes.load(Ordering::Relaxed),
+                free_bytes = self.admission.free_bytes.load(Ordering::Relaxed),
+                reserve_owed = self.admission.reserve_owed.load(Ordering::Relaxed),
+                "buffer at its bound: refusing new events, keeping what it holds"
+            ),
+            Transition::Opened => tracing::info!(
+                refused = self.refused.load(Ordering::SeqCst),
+                "buffer below its bound again: taking new events"
+            ),
+            Transition::None => {}
+        }
     }
 
     /// Sleeps up to `timeout` or until poked; false once the buffer is gone.
@@ -83,19 +106,9 @@ fn watch(shared: Arc<Shared>, buffer: Weak<Inner>, dir: PathBuf) {
                 last_mark = Some(Instant::now());
             }
         }
-        match shared.admission.sample(&dir) {
-            Transition::Closed(reason) => tracing::warn!(
-                reason = ?reason,
-                disk_bytes = shared.admission.disk_bytes.load(Ordering::Relaxed),
-                held_bytes = shared.admission.held_bytes.load(Ordering::Relaxed),
-                free_bytes = shared.admission.free_bytes.load(Ordering::Relaxed),
-                "buffer at its bound: refusing new events, keeping what it holds"
-            ),
-            Transition::Opened => tracing::info!(
-                refused = shared.refused.load(Ordering::SeqCst),
-                "buffer below its bound again: taking new events"
-            ),
-            Transition::None => {}
+        shared.sample(&dir);
+        if !shared.failing.load(Ordering::SeqCst) {
+            recovery::keep_reserve(&dir, &shared.admission);
         }
         if !shared.failing.load(Ordering::SeqCst) || !shared.auto_reopen.load(Ordering::SeqCst) {
             next_attempt = None;

@@ -33,12 +33,26 @@ impl Buffer {
             shared.refused.fetch_add(1, Ordering::SeqCst);
             return Err(BufferError::Refused(self.refusal_text(refusal)));
         }
+        self.write_event(received_at_ms, topic_name, correlation_id, payload)
+            .inspect_err(|_| {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+            })
+    }
+
+    /// Writes an event already admitted (by [`Buffer::submit`]; the
+    /// writer thread's way in): no admission check, nothing counted as
+    /// refused. A failed write marks the buffer failing.
+    pub(super) fn write_event(
+        &self,
+        received_at_ms: u64,
+        topic_name: &str,
+        correlation_id: Option<&str>,
+        payload: &[u8],
+    ) -> Result<u64, BufferError> {
+        let shared = &self.inner.shared;
         let store = match self.store() {
             Ok(store) => store,
-            Err(e) => {
-                shared.refused.fetch_add(1, Ordering::SeqCst);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         };
         let mut unflushed = self.lock_unflushed();
         let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
@@ -66,7 +80,6 @@ impl Buffer {
             }
             Err(e) => {
                 drop(unflushed);
-                shared.refused.fetch_add(1, Ordering::SeqCst);
                 self.fail("a write", &e);
                 Err(BufferError::Write(e))
             }
