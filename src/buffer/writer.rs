@@ -50,10 +50,7 @@ impl Buffer {
         payload: &[u8],
     ) -> Result<u64, BufferError> {
         let shared = &self.inner.shared;
-        let store = match self.store() {
-            Ok(store) => store,
-            Err(e) => return Err(e),
-        };
+        let store = self.store()?;
         let mut unflushed = self.lock_unflushed();
         let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
         let record = Record {
