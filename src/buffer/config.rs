@@ -27,9 +27,9 @@ pub struct BufferConfig {
     /// `gkb_buffer_refused_events_total` and named on `/readyz` — and every
     /// event already held is kept until Kafka has it. It is checked every
     /// `check_interval_ms` and after every MiB written, so it can be
-    /// overshot by about a megabyte. The buffer's file does not shrink after a drain (the space
-    /// is reused), so events are taken again once the backlog has shrunk,
-    /// not once the file has.
+    /// overshot by about a megabyte. Disk space comes back a segment at a
+    /// time (`segment_bytes`): a drained segment is deleted, while the
+    /// newest one's file keeps its size and reuses the space.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// Free space to leave on the buffer's filesystem, in bytes: below it
@@ -55,6 +55,19 @@ pub struct BufferConfig {
     /// much of it a stall took.
     #[serde(default = "default_write_queue_bytes")]
     pub write_queue_bytes: u64,
+    /// Size of each of the buffer's segments, in bytes. Events are kept in
+    /// a series of segments (each its own sled database in
+    /// `path/segments/`); appends go to the newest, which is closed and a
+    /// new one started once this many bytes were written to it. A segment
+    /// the drain emptied is deleted whole, giving its disk space back, and
+    /// only a few are open at once, so the buffer's memory does not grow
+    /// with the backlog.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_segment_bytes() -> u64 {
+    64 * MIB
 }
 
 fn default_write_queue_bytes() -> u64 {
@@ -90,6 +103,7 @@ impl Default for BufferConfig {
             min_free_bytes: default_min_free_bytes(),
             check_interval_ms: default_check_interval_ms(),
             write_queue_bytes: default_write_queue_bytes(),
+            segment_bytes: default_segment_bytes(),
         }
     }
 }
@@ -130,6 +144,12 @@ impl BufferConfig {
         if !(MIB..=4096 * MIB).contains(&self.write_queue_bytes) {
             return Err(ConfigError::invalid(
                 "buffer.write_queue_bytes",
+                "must be between 1048576 (1 MiB) and 4294967296 (4 GiB)",
+            ));
+        }
+        if !(MIB..=4096 * MIB).contains(&self.segment_bytes) {
+            return Err(ConfigError::invalid(
+                "buffer.segment_bytes",
                 "must be between 1048576 (1 MiB) and 4294967296 (4 GiB)",
             ));
         }
@@ -204,7 +224,8 @@ mod tests {
     fn defaults_are_valid_and_bad_values_name_their_key() {
         BufferConfig::default().validate().unwrap();
         type Spoil = fn(&mut BufferConfig);
-        let cases: [(&str, Spoil); 5] = [
+        let cases: [(&str, Spoil); 6] = [
+            ("buffer.segment_bytes", |c| c.segment_bytes = 1024),
             ("buffer.write_queue_bytes", |c| c.write_queue_bytes = 1024),
             ("buffer.max_bytes", |c| c.max_bytes = MIB),
             ("buffer.min_free_bytes", |c| c.min_free_bytes = 0),

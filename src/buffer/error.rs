@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::database;
 use super::record::FORMAT_VERSION;
-use super::store;
 use crate::gap::GapError;
 
 /// What can go wrong with the buffer.
@@ -34,7 +34,7 @@ pub enum BufferError {
 }
 
 pub(super) fn open_error(path: &Path, source: sled::Error) -> BufferError {
-    if store::is_lock_error(&source) {
+    if database::is_lock_error(&source) {
         BufferError::Locked {
             path: path.to_owned(),
         }

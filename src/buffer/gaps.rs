@@ -390,7 +390,7 @@ mod tests {
     #[test]
     fn gaps_are_bounded_and_unnamed_topic_lists_go_with_them() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = Store::open(dir.path(), 1 << 20, 1 << 20, Default::default()).unwrap();
         let (old, new) = (topics(200, "old"), topics(200, "new"));
         for i in 0..30u64 {
             let list = if i < 10 { &old } else { &new };

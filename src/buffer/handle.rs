@@ -29,6 +29,8 @@ pub struct Buffer {
 pub(super) struct Inner {
     pub(super) path: PathBuf,
     pub(super) cache_bytes: u64,
+    /// When the newest segment rolls over (`buffer.segment_bytes`).
+    pub(super) segment_bytes: u64,
     /// The open database; `None` only while a reopen swaps it. Writers and
     /// readers take it from here ([`Buffer::store`]), nowhere else.
     pub(super) store: RwLock<Option<Arc<Store>>>,

@@ -13,7 +13,7 @@ use super::error::BufferError;
 use super::handle::Buffer;
 use super::record::Record;
 use super::side_trees::{DeadLetter, Quarantined};
-use super::store::{first_readable, is_local, parse_stub, seq_of, Area, ReadError, Store};
+use super::store::{first_readable, held_size, is_local, seq_of, Area, ReadError, Store};
 use crate::gap::GapRecord;
 
 /// One step of [`Buffer::walk_events`].
@@ -64,13 +64,20 @@ impl Buffer {
     pub fn walk_events(&self, mut visit: impl FnMut(Walked) -> bool) -> Result<(), BufferError> {
         let store = self.store()?;
         let mut pos = 0u64;
-        // Each turn ends the walk or moves past a range sled cannot read.
+        // Each turn ends the walk, moves past a range sled cannot read, or
+        // on to the next segment.
         'walk: loop {
-            for entry in store.events.range(pos.to_be_bytes()..) {
+            let Some(source) = store.events_from(pos).map_err(BufferError::Read)? else {
+                return Ok(());
+            };
+            let events = source.events();
+            for entry in events.values.range(pos.to_be_bytes()..) {
                 let (key, raw) = match entry {
                     Ok(kv) => kv,
                     Err(e) if is_local(&e) => {
-                        let good = first_readable(&store.events, pos);
+                        let good = first_readable(&events.values, pos)
+                            .map(|g| source.end.map_or(g, |end| g.min(end)))
+                            .or(source.end);
                         let step = Walked::Unreadable {
                             from: pos,
                             to: good.map(|g| g - 1),
@@ -98,9 +105,12 @@ impl Buffer {
                     ));
                 }
                 let seq = seq_of(&key);
+                if source.end.is_some_and(|end| seq >= end) {
+                    break;
+                }
                 pos = seq.saturating_add(1);
                 let held_bytes = held_size(&raw);
-                let step = match store.resolve(Area::Events, seq, raw) {
+                let step = match events.resolve(seq, raw) {
                     Ok(value) => match Record::decode(seq, &value) {
                         Ok(record) => Walked::Record { record, held_bytes },
                         Err(e) => Walked::Damaged {
@@ -124,7 +134,10 @@ impl Buffer {
                     return Ok(());
                 }
             }
-            return Ok(());
+            match source.end {
+                Some(end) => pos = pos.max(end),
+                None => return Ok(()),
+            }
         }
     }
 
@@ -137,7 +150,7 @@ impl Buffer {
             (Area::DeadLetter, &mut found.dead_letters),
             (Area::Quarantine, &mut found.quarantined),
         ] {
-            for entry in store.tree(area).iter() {
+            for entry in store.main(area).values.iter() {
                 let (key, raw) = match entry {
                     Ok(kv) => kv,
                     Err(e) if is_local(&e) => {
@@ -227,13 +240,6 @@ impl Buffer {
 }
 
 /// The bytes an entry holds, counted as the buffer counts them.
-fn held_size(raw: &[u8]) -> u64 {
-    match parse_stub(raw) {
-        Some((total, count)) => super::store::stored_size(total, count),
-        None => super::store::SEQ_KEY_LEN + raw.len() as u64,
-    }
-}
-
 fn still_there(store: &Store, seq: u64) -> Result<bool, BufferError> {
     still_there_in(store, Area::Events, seq)
 }
@@ -242,8 +248,8 @@ fn still_there(store: &Store, seq: u64) -> Result<bool, BufferError> {
 /// loses its chunks after its stub, so a walk can see the stub and then
 /// miss chunks.
 fn still_there_in(store: &Store, area: Area, seq: u64) -> Result<bool, BufferError> {
-    match store.tree(area).get(seq.to_be_bytes()) {
-        Ok(found) => Ok(found.is_some()),
+    match store.contains(area, seq) {
+        Ok(found) => Ok(found),
         Err(e) if is_local(&e) => Ok(true),
         Err(e) => Err(BufferError::Read(e)),
     }

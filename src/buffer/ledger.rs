@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Refusal};
 use super::queue::WriteQueue;
+use super::segments::SegmentGauges;
 use super::store::{Area, Census};
 
 /// The storage failure being handled.
@@ -38,6 +39,8 @@ pub(super) struct Shared {
     /// Highest sequence known to be on disk.
     pub(super) durable_seq: AtomicU64,
     pub(super) generation: AtomicU64,
+    /// Segment counts (`segments.rs`), kept across reopens.
+    pub(super) segments: Arc<SegmentGauges>,
     /// Entries per tree, kept as they change: sled's own `len` walks the
     /// whole tree, too slow for every /metrics scrape of a large backlog.
     pub(super) events_len: AtomicU64,
@@ -79,6 +82,7 @@ impl Shared {
         census: &Census,
         gaps_len: u64,
         write_queue_bytes: u64,
+        segments: Arc<SegmentGauges>,
     ) -> Shared {
         admission
             .held_bytes
@@ -91,6 +95,7 @@ impl Shared {
             next_seq: AtomicU64::new(census.last_seq + 1),
             durable_seq: AtomicU64::new(census.last_seq),
             generation: AtomicU64::new(0),
+            segments,
             events_len: AtomicU64::new(census.entries[Area::Events as usize]),
             dead_letter_len: AtomicU64::new(census.entries[Area::DeadLetter as usize]),
             quarantine_len: AtomicU64::new(census.entries[Area::Quarantine as usize]),

@@ -37,7 +37,7 @@ impl Collector for BufferMetrics {
         let s = &*self.shared;
         let a = &s.admission;
         let load = |v: &AtomicU64| v.load(Ordering::SeqCst);
-        let gauges: [(&str, &str, u64); 15] = [
+        let gauges: [(&str, &str, u64); 17] = [
             (
                 "buffer_events",
                 "Events in the buffer waiting for Kafka.",
@@ -100,6 +100,16 @@ impl Collector for BufferMetrics {
                 load(&s.generation),
             ),
             (
+                "buffer_segments",
+                "Segments of the buffer on disk (each a sled database; a drained one is deleted).",
+                load(&s.segments.segments),
+            ),
+            (
+                "buffer_segments_open",
+                "Segments of the buffer open now (the newest and those being read).",
+                load(&s.segments.open),
+            ),
+            (
                 "buffer_write_queue_bytes",
                 "Bytes of received events waiting for the buffer's writer thread.",
                 load(&s.queue.bytes),
@@ -116,7 +126,7 @@ impl Collector for BufferMetrics {
             gauge.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
         // Named without `_total`: the encoder adds it to counters.
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "buffer_refused_events",
                 "Events refused because the buffer was at its bound or failing.",
@@ -151,6 +161,11 @@ impl Collector for BufferMetrics {
                 "buffer_write_queue_refused",
                 "Events refused because the write queue was at buffer.write_queue_bytes (the disk did not keep up).",
                 load(&s.queue.refused),
+            ),
+            (
+                "buffer_segments_deleted",
+                "Drained segments deleted, their disk space given back.",
+                load(&s.segments.deleted),
             ),
         ];
         for (name, help, value) in counters {
@@ -264,6 +279,8 @@ mod tests {
                 "failing gauge",
                 "reserve_owed gauge",
                 "generation gauge",
+                "segments gauge",
+                "segments_open gauge",
                 "write_queue_bytes gauge",
                 "write_queue_peak_bytes gauge",
                 "refused_events_total counter",
@@ -273,6 +290,7 @@ mod tests {
                 "unreadable_ranges_total counter",
                 "samples_total counter",
                 "write_queue_refused_total counter",
+                "segments_deleted_total counter",
                 "flush_seconds histogram",
             ]
         );

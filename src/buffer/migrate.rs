@@ -11,9 +11,11 @@ use super::store::{self, Store};
 /// `meta` key of the format marker: u32 BE.
 pub(super) const META_FORMAT_KEY: &[u8] = b"format_version";
 
-/// Checks the format marker; writes it into a new database and moves a
-/// version-1 database to version 2 (nothing to rewrite: v1 records read as
-/// they are; their unsynced blob files are synced once).
+/// Checks the format marker; writes it into a new database and moves an
+/// older one up: version 1 → 2 (nothing to rewrite: v1 records read as
+/// they are; their unsynced blob files are synced once), 2 → 3 (nothing to
+/// rewrite either: the events held stay in the main database and are read
+/// first; new ones go to segments, see `migrations/v3.md`).
 pub(super) fn migrate(store: &Store, path: &Path) -> Result<(), BufferError> {
     let open_err = |source: sled::Error| open_error(path, source);
     let found = match store.meta.get(META_FORMAT_KEY).map_err(open_err)? {
@@ -32,12 +34,18 @@ pub(super) fn migrate(store: &Store, path: &Path) -> Result<(), BufferError> {
             })
         }
         Some(FORMAT_VERSION) => return Ok(()),
-        Some(1) => {
-            let synced =
-                store::sync_legacy_blobs(path).map_err(|e| open_err(sled::Error::Io(e)))?;
+        Some(v @ (1 | 2)) => {
+            if v == 1 {
+                let synced =
+                    store::sync_legacy_blobs(path).map_err(|e| open_err(sled::Error::Io(e)))?;
+                tracing::info!(
+                    blobs_synced = synced,
+                    "buffer format 1 → 2 (large values are chunked from now on; see migrations/v2.md)"
+                );
+            }
             tracing::info!(
-                blobs_synced = synced,
-                "buffer format 1 → 2 (large values are chunked from now on; see migrations/v2.md)"
+                events_held = store.legacy_events.len(),
+                "buffer format 2 → 3: new events go to segments (see migrations/v3.md); the events held stay where they are and are forwarded first"
             );
         }
         Some(_) | None => {}

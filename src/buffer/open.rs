@@ -16,6 +16,7 @@ use super::intake;
 use super::ledger::Shared;
 use super::migrate;
 use super::recovery;
+use super::segments::SegmentGauges;
 use super::store::Store;
 use super::tail;
 use super::watch;
@@ -65,7 +66,9 @@ impl Buffer {
         let admission = Admission::new(config.max_bytes, config.min_free_bytes);
         // A bridge restarted on a full disk: the reserve makes room to open.
         recovery::room_to_open(path, &admission);
-        let store = Store::open(path, cache_bytes).map_err(open_err)?;
+        let gauges = Arc::new(SegmentGauges::default());
+        let store = Store::open(path, cache_bytes, config.segment_bytes, gauges.clone())
+            .map_err(open_err)?;
         migrate::migrate(&store, path)?;
         let census = store.census().map_err(open_err)?;
         if census.orphan_chunks > 0 {
@@ -82,6 +85,7 @@ impl Buffer {
             &census,
             store.gaps.len() as u64,
             config.write_queue_bytes,
+            gauges,
         ));
         // A first sample before any event, so a full disk refuses at once,
         // and says so once (the watcher logs only changes after this).
@@ -100,6 +104,7 @@ impl Buffer {
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             cache_bytes,
+            segment_bytes: config.segment_bytes,
             store: RwLock::new(Some(Arc::new(store))),
             shared: shared.clone(),
             unflushed: Mutex::default(),

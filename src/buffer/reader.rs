@@ -11,7 +11,7 @@ use super::error::BufferError;
 use super::handle::Buffer;
 use super::record::Record;
 use super::side_trees;
-use super::store::{self, is_local, seq_of, Area, ReadError, Store};
+use super::store::{self, is_local, seq_of, Area, Keyed, ReadError, Store};
 use super::sync::lock;
 
 impl Buffer {
@@ -52,25 +52,35 @@ impl Buffer {
         let mut records = Vec::with_capacity(limit.min(1024));
         let mut quarantined = Vec::new();
         let mut pos = after.saturating_add(1);
-        // Each turn either ends the read or moves `pos` past a range sled
-        // cannot read, which only happens below `last_seq`.
+        // Each turn either ends the read, moves `pos` past a range sled
+        // cannot read (which only happens below `last_seq`), or on to the
+        // next segment.
         'scan: while records.len() < limit && pos <= self.last_seq() {
             pos = self.skip_known_unreadable(pos);
-            for entry in store.events.range(pos.to_be_bytes()..) {
+            let Some(source) = store.events_from(pos).map_err(|e| self.read_failed(e))? else {
+                break;
+            };
+            let events = source.events();
+            for entry in events.values.range(pos.to_be_bytes()..) {
                 if records.len() >= limit {
                     break 'scan;
                 }
                 let (key, raw) = match entry {
                     Ok(kv) => kv,
                     Err(e) if is_local(&e) => {
-                        pos = self.skip_unreadable(&store, pos, &e)?;
+                        pos = self.skip_unreadable(&store, events, source.end, pos, &e)?;
                         continue 'scan;
                     }
                     Err(e) => return Err(self.read_failed(e)),
                 };
                 let seq = seq_of(&key);
+                if source.end.is_some_and(|end| seq >= end) {
+                    // Beyond this source (a value written back where it
+                    // does not belong): its own source reads it.
+                    break;
+                }
                 pos = seq.saturating_add(1);
-                let bad = match store.resolve(Area::Events, seq, raw) {
+                let bad = match events.resolve(seq, raw) {
                     Ok(value) => match Record::decode(seq, &value) {
                         Ok(record) => {
                             records.push(record);
@@ -85,7 +95,11 @@ impl Buffer {
                 self.quarantine_entry(&store, seq, &bad.0, &bad.1)?;
                 quarantined.push(seq);
             }
-            break;
+            match source.end {
+                Some(end) if end > pos => pos = end,
+                Some(_) => {}
+                None => break,
+            }
         }
         Ok((records, quarantined))
     }
@@ -108,10 +122,16 @@ impl Buffer {
     fn skip_unreadable(
         &self,
         store: &Store,
+        events: &Keyed,
+        end: Option<u64>,
         from: u64,
         error: &sled::Error,
     ) -> Result<u64, BufferError> {
-        let Some(good) = store::first_readable(&store.events, from) else {
+        // Past the source's end reads work by definition (the next source).
+        let Some(good) = store::first_readable(&events.values, from)
+            .map(|g| end.map_or(g, |end| g.min(end)))
+            .or(end)
+        else {
             return Err(self.read_failed(error.clone()));
         };
         let last_bad = good - 1;
@@ -144,11 +164,12 @@ impl Buffer {
     /// disk would: for tests of the tools that find such damage.
     #[cfg(test)]
     pub(crate) fn damage_event_for_tests(&self, seq: u64, bytes: &[u8]) {
-        self.store()
-            .unwrap()
-            .events
-            .insert(seq.to_be_bytes(), bytes)
-            .unwrap();
+        let store = self.store().unwrap();
+        match store.events_for(seq).unwrap() {
+            Some(source) => source.events().values.insert(seq.to_be_bytes(), bytes),
+            None => store.legacy_events.insert(seq.to_be_bytes(), bytes),
+        }
+        .unwrap();
     }
 
     /// Test hook: read everything from sled, as after a restart.

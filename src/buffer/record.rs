@@ -9,7 +9,7 @@
 
 /// On-disk format this build writes. Older formats are migrated at open
 /// (see `migrations/`); newer ones are refused, never rewritten.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Format version of records written by this build.
 pub const RECORD_FORMAT: u8 = 1;

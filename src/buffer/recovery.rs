@@ -84,7 +84,13 @@ impl Buffer {
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
         );
-        let store = Store::open(&inner.path, inner.cache_bytes).map_err(|e| e.to_string())?;
+        let store = Store::open(
+            &inner.path,
+            inner.cache_bytes,
+            inner.segment_bytes,
+            shared.segments.clone(),
+        )
+        .map_err(|e| e.to_string())?;
         store
             .meta
             .insert(META_PROBE_KEY, &crate::now_ms().to_be_bytes())
@@ -94,8 +100,7 @@ impl Buffer {
         let (mut restored, mut lost, mut removed_again) = (0u64, 0u64, 0u64);
         for (&(seq, _), pending) in &unflushed.writes {
             let present = store
-                .tree(pending.area)
-                .contains_key(seq.to_be_bytes())
+                .contains(pending.area, seq)
                 .map_err(|e| format!("checking what survived: {e}"))?;
             if present {
                 continue;

@@ -176,7 +176,7 @@ impl Buffer {
         mut visit: impl FnMut(T) -> bool,
     ) -> Result<(), BufferError> {
         let store = self.store()?;
-        for entry in store.tree(area).iter() {
+        for entry in store.main(area).values.iter() {
             let (key, raw) = entry.map_err(BufferError::Read)?;
             let value = match store.resolve(area, seq_of(&key), raw) {
                 Ok(v) => v,

@@ -42,7 +42,8 @@ fn undecodable_entries_are_quarantined_not_lost() {
         buffer
             .store()
             .unwrap()
-            .events
+            .events_keyed_for_tests(99)
+            .values
             .insert(99u64.to_be_bytes(), &[42u8, 1, 2][..])
             .unwrap();
         buffer.flush_blocking().unwrap();
@@ -141,10 +142,14 @@ fn a_chunked_record_missing_a_chunk_is_quarantined_and_reading_goes_on() {
     let buffer = Buffer::open_for_tests(dir.path()).unwrap();
     let broken = buffer.append(1, "v2.a", None, &vec![b'z'; 20_000]).unwrap();
     let after = buffer.append(1, "v2.a", None, b"{}").unwrap();
-    let store = buffer.store().unwrap();
-    let second_chunk = store.chunks.iter().keys().nth(1).unwrap().unwrap();
-    store.chunks.remove(second_chunk).unwrap();
-    drop(store);
+    let chunks = buffer
+        .store()
+        .unwrap()
+        .events_keyed_for_tests(broken)
+        .chunks;
+    let second_chunk = chunks.iter().keys().nth(1).unwrap().unwrap();
+    chunks.remove(second_chunk).unwrap();
+    drop(chunks);
     // The damage is on disk; the in-memory tail still holds the record as
     // it was appended. A restarted bridge reads the disk: do the same.
     buffer.forget_tail();
@@ -159,20 +164,24 @@ fn a_chunked_record_missing_a_chunk_is_quarantined_and_reading_goes_on() {
 #[test]
 fn orphan_chunks_from_a_cut_write_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    {
+    let seq = {
         let buffer = Buffer::open_for_tests(dir.path()).unwrap();
         let seq = buffer.append(1, "v2.a", None, &vec![b'z'; 20_000]).unwrap();
         // A crash after the chunks, before the stub.
         buffer
             .store()
             .unwrap()
-            .events
+            .events_keyed_for_tests(seq)
+            .values
             .remove(seq.to_be_bytes())
             .unwrap();
         buffer.flush_blocking().unwrap();
-    }
+        seq
+    };
     let buffer = Buffer::open_for_tests(dir.path()).unwrap();
-    assert_eq!(buffer.store().unwrap().chunks.len(), 0);
+    let store = buffer.store().unwrap();
+    assert_eq!(store.chunks.len(), 0);
+    assert_eq!(store.events_keyed_for_tests(seq).chunks.len(), 0);
     assert!(buffer.is_empty());
 }
 

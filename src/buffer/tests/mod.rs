@@ -8,6 +8,7 @@ mod format;
 mod measure;
 mod model;
 mod recovery;
+mod segments;
 
 use super::{Buffer, BufferConfig};
 

@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 
 use proptest::prelude::*;
 
+use crate::buffer::segments::MAX_OPEN;
 use crate::buffer::store::Area;
-use crate::buffer::{Buffer, BufferError, Record};
+use crate::buffer::{Buffer, BufferConfig, BufferError, Record};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -56,10 +57,20 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn behaves_like_an_ordered_map(ops in proptest::collection::vec(op(), 1..60)) {
+    fn behaves_like_an_ordered_map(
+        ops in proptest::collection::vec(op(), 1..60),
+        // Segments of a few records each (rolling over all the time), or
+        // one segment for the whole run.
+        segment_bytes in prop_oneof![500u64..20_000, Just(64u64 << 20)],
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let open = |path: &Path| {
-            let buffer = Buffer::open_for_tests(path).unwrap();
+            let config = BufferConfig {
+                min_free_bytes: 4 << 20,
+                segment_bytes,
+                ..BufferConfig::default()
+            };
+            let buffer = Buffer::open_with_config(path, &config).unwrap();
             // This test reopens by hand; the watcher must not race it.
             buffer.inner.shared.auto_reopen.store(false, Ordering::SeqCst);
             buffer
@@ -152,11 +163,20 @@ proptest! {
                 }
             }
             prop_assert_eq!(buffer.len(), model.len());
-            prop_assert_eq!(buffer.len(), buffer.store().unwrap().events.len(), "the counter matches the tree");
+            prop_assert_eq!(buffer.len(), buffer.store().unwrap().event_entries_for_tests(), "the counter matches the tree");
             prop_assert_eq!(buffer.dead_letter_len(), dead);
             let census = buffer.store().unwrap().census().unwrap();
             prop_assert_eq!(census.held_bytes, buffer.inner.shared.admission.held_bytes.load(Ordering::SeqCst), "held bytes are counted exactly");
             prop_assert_eq!(census.orphan_chunks, 0);
+            let store = buffer.store().unwrap();
+            prop_assert!(store.segments.open_count() <= MAX_OPEN, "at most {} segments open", MAX_OPEN);
+            // Drained segments are deleted: every one but the newest holds
+            // an event.
+            let firsts = store.segments.firsts();
+            for (i, first) in firsts.iter().enumerate().rev().skip(1) {
+                let end = firsts[i + 1];
+                prop_assert!(model.range(first..&end).next().is_some(), "segment {} is empty", first);
+            }
         }
         let (all, _) = buffer.read_after(0, usize::MAX).unwrap();
         prop_assert_eq!(all, model.into_values().collect::<Vec<_>>());
