@@ -141,9 +141,12 @@ impl Admission {
     }
 }
 
-/// Bytes of the files in the buffer's directory and its `blobs/`, the
-/// reserve (`reserve.rs`) not counted.
+/// Bytes of the files in the buffer's directory and below it (sled's
+/// `blobs/`, the segments and theirs), the reserve (`reserve.rs`) not
+/// counted.
 pub fn dir_bytes(dir: &Path) -> u64 {
+    // buffer/segments/<first>/blobs/<file> is the deepest sled goes.
+    const DEPTH: u8 = 4;
     fn sum(dir: &Path, depth: u8) -> u64 {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return 0;
@@ -152,8 +155,8 @@ pub fn dir_bytes(dir: &Path) -> u64 {
             .flatten()
             .filter_map(|e| {
                 let meta = e.metadata().ok()?;
-                if meta.is_dir() && depth == 0 {
-                    Some(sum(&e.path(), 1))
+                if meta.is_dir() && depth < DEPTH {
+                    Some(sum(&e.path(), depth + 1))
                 } else if depth == 0 && super::reserve::is_reserve(&e.file_name()) {
                     None
                 } else {

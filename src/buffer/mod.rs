@@ -2,21 +2,32 @@
 //! before anything else happens to it, and removed only once Kafka has
 //! acknowledged it.
 //!
-//! Layout (one sled database, see `migrations/` for each format version):
-//! - `meta`: `format_version` → u32 BE, the on-disk format of this database;
-//! - `events`: u64 BE sequence → [`Record`] encoding; key order is receive
-//!   order, which the producer keeps per Kafka key;
+//! Layout (format 3; see `migrations/` for each format version): a main
+//! sled database and the event *segments* (`segments.rs`), each its own
+//! sled database under `segments/<first sequence>/`, holding the events
+//! from its first sequence to the next segment's. Appends go to the
+//! newest segment, which rolls over at `buffer.segment_bytes`; a segment
+//! the drain emptied is deleted whole; at most [`segments::MAX_OPEN`] are
+//! open, so memory does not grow with the backlog (sled keeps an entry per
+//! page a database ever had). The main database holds:
+//! - `meta`: `format_version` → u32 BE, the on-disk format;
+//! - `events`: only in a buffer upgraded from format 2, the events it held
+//!   (u64 BE sequence → [`Record`] encoding), read and drained first;
 //! - `dead_letter`: u64 BE sequence → JSON of the record and why Kafka
 //!   refused it for good (a record too large, a forbidden topic…);
 //! - `quarantine`: u64 BE sequence → JSON of frames that were not
 //!   notifications and of buffer entries that could not be read, kept
 //!   for an operator rather than dropped (see [`Quarantined`]);
-//! - `chunks`: the pieces of values above 4,000 bytes (format 2);
+//! - `chunks`: the pieces of values above 4,000 bytes (format 2; each
+//!   segment has its own for its events);
 //! - `gaps`, `gap_topics`: the recorded gaps, times a connection had no
 //!   subscribed socket, and their topic lists (`gaps.rs`);
 //! - `meta` `last_alive`: u64 BE ms, written every [`ALIVE_EVERY`] while a
 //!   bridge runs and at its shutdown: after a crash, the start of the time
 //!   the bridge was not running.
+//!
+//! Sequence order is receive order, which the producer keeps per Kafka
+//! key; a read runs through the segments in order.
 //!
 //! Received frames come in through [`Buffer::submit`] (`intake.rs`): the
 //! thread that reads the sockets only queues them, bounded in bytes
@@ -142,9 +153,12 @@
 //!
 //! The store layer, the writer path and the reader path are kept apart
 //! (after Vector's disk buffer: ledger, writer, reader, record):
-//! - `store.rs`: one open sled database and the value layout (chunks);
-//!   `migrate.rs`: its format marker and migrations; `record.rs`: the
-//!   encoding of an event;
+//! - `store.rs`: the main database and the segments, and which one a
+//!   sequence lives in; `segments.rs`: the segments (roll over, open at
+//!   most a few, delete the drained); `keyed.rs`: the value layout
+//!   (chunks) inside one database; `database.rs`: opening and syncing
+//!   one sled database; `migrate.rs`: the format marker and migrations;
+//!   `record.rs`: the encoding of an event;
 //! - `ledger.rs`: the positions and counts shared by all paths, without
 //!   the database;
 //! - `writer.rs`: appends; `handoff.rs`: waking readers after them;
