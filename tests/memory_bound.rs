@@ -29,6 +29,7 @@ fn get(bridge: &Bridge, name: &str) -> f64 {
 
 const BACKLOG: u64 = 1_000_000;
 const BATCH: u64 = 20_000;
+const STEADY: u64 = 20_000;
 
 /// `MemoryMax=` of the package's unit, in bytes.
 fn unit_memory_max() -> u64 {
@@ -68,6 +69,11 @@ fn the_bridge_stays_under_its_units_memory_max_through_a_million_event_backlog_a
         .simulator_args(&["--event-log-limit", "1000"])
         .start();
     stack.bridge.wait_ready();
+    // Steady flow first: the RSS "before the outage".
+    stack.sim.generate(STEADY as usize);
+    stack
+        .bridge
+        .wait_forwarded(STEADY as usize, Duration::from_secs(120));
     let before = stack.bridge.proc.rss_kib();
     stack.broker.kill9();
 
@@ -119,13 +125,21 @@ fn the_bridge_stays_under_its_units_memory_max_through_a_million_event_backlog_a
         (forwarded >= waiting && held == 0.0).then_some(())
     });
     let drained = started.elapsed();
-    let after = stack.bridge.proc.rss_kib();
+    let after_drain = stack.bridge.proc.rss_kib();
     let segments = get(&stack.bridge, "gkb_buffer_segments");
     let deleted = get(&stack.bridge, "gkb_buffer_segments_deleted_total");
+    // Steady flow again.
+    let forwarded = get(&stack.bridge, "gkb_events_forwarded_total");
+    stack.sim.generate(STEADY as usize);
+    stack.bridge.wait_forwarded(
+        forwarded as usize + STEADY as usize,
+        Duration::from_secs(120),
+    );
+    let after = stack.bridge.proc.rss_kib();
     println!(
-        "memory bound: MemoryMax {} MiB; RSS at ready {} MiB; filling {BACKLOG} in {:.0} s, RSS peak {} MiB; \
-         {waiting} waiting: RSS {} MiB; drained in {:.0} s, RSS peak {} MiB; after: RSS {} MiB, \
-         VmHWM {} MiB; segments {segments} left, {deleted} deleted",
+        "memory bound: MemoryMax {} MiB; RSS after {STEADY} events flowed {} MiB; filling {BACKLOG} in {:.0} s, RSS peak {} MiB; \
+         {waiting} waiting: RSS {} MiB; drained in {:.0} s, RSS peak {} MiB, {} MiB at the end; \
+         after {STEADY} more flowed: RSS {} MiB; VmHWM {} MiB; segments {segments} left, {deleted} deleted",
         max >> 20,
         before.0 >> 10,
         filled.as_secs_f64(),
@@ -133,6 +147,7 @@ fn the_bridge_stays_under_its_units_memory_max_through_a_million_event_backlog_a
         at_full.0 >> 10,
         drained.as_secs_f64(),
         peak_draining >> 10,
+        after_drain.0 >> 10,
         after.0 >> 10,
         after.1 >> 10,
     );

@@ -17,6 +17,10 @@ use super::store::Store;
 use super::sync::lock;
 use super::tail::Tail;
 
+/// How long received events may wait for the writer thread before the
+/// disk is named as slow (a flush takes milliseconds).
+const SLOW_DISK_AFTER: Duration = Duration::from_secs(2);
+
 /// How long a loss stays on /readyz (the counter stays forever).
 const LOSS_REPORT_WINDOW: Duration = Duration::from_secs(15 * 60);
 
@@ -172,9 +176,11 @@ impl Buffer {
         let queue = &shared.queue;
         let waiting = queue.bytes.load(Ordering::SeqCst);
         let full_refused = queue.refused.load(Ordering::SeqCst);
-        if waiting * 2 > queue.bound {
+        let oldest = queue.oldest_wait();
+        if waiting * 2 > queue.bound || oldest >= SLOW_DISK_AFTER {
             problems.push(format!(
-                "the disk is not keeping up: {waiting} bytes of received events wait to be written (bound buffer.write_queue_bytes {}); beyond it new events are refused",
+                "the disk is not keeping up: received events have waited {:.1} s to be written, {waiting} bytes of them (bound buffer.write_queue_bytes {}); beyond it new events are refused",
+                oldest.as_secs_f64(),
                 queue.bound
             ));
         }

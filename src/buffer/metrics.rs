@@ -125,6 +125,12 @@ impl Collector for BufferMetrics {
             let gauge = ConstGauge::new(value as f64);
             gauge.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
+        ConstGauge::new(s.queue.oldest_wait().as_secs_f64()).encode(encoder.encode_descriptor(
+            "buffer_write_queue_oldest_seconds",
+            "How long the oldest received event not yet written has waited for the writer thread (a slow or stalled disk).",
+            None,
+            MetricType::Gauge,
+        )?)?;
         // Named without `_total`: the encoder adds it to counters.
         let counters: [(&str, &str, u64); 8] = [
             (
@@ -283,6 +289,7 @@ mod tests {
                 "segments_open gauge",
                 "write_queue_bytes gauge",
                 "write_queue_peak_bytes gauge",
+                "write_queue_oldest_seconds gauge",
                 "refused_events_total counter",
                 "lost_events_total counter",
                 "restored_events_total counter",

@@ -50,9 +50,12 @@ pub(super) struct Full {
 
 #[derive(Default)]
 struct State {
-    jobs: VecDeque<(Job, u64)>,
+    /// Each job with its size and when it was queued.
+    jobs: VecDeque<(Job, u64, Instant)>,
     /// Jobs taken by the writer and not yet written.
     in_hand: usize,
+    /// When the oldest job in the writer's hands was queued.
+    in_hand_since: Option<Instant>,
     closed: bool,
 }
 
@@ -99,7 +102,7 @@ impl WriteQueue {
                 queued_bytes: queued,
             });
         }
-        state.jobs.push_back((job, size));
+        state.jobs.push_back((job, size, Instant::now()));
         let now = self.bytes.fetch_add(size, Ordering::SeqCst) + size;
         self.peak.fetch_max(now, Ordering::SeqCst);
         drop(state);
@@ -119,14 +122,26 @@ impl WriteQueue {
             return None;
         }
         let n = state.jobs.len().min(max);
+        if state.in_hand == 0 {
+            state.in_hand_since = state.jobs.front().map(|(_, _, at)| *at);
+        }
         state.in_hand += n;
-        Some(state.jobs.drain(..n).collect())
+        Some(
+            state
+                .jobs
+                .drain(..n)
+                .map(|(job, size, _)| (job, size))
+                .collect(),
+        )
     }
 
     /// The writer is done with `jobs` jobs of `bytes` bytes in all.
     pub(super) fn done(&self, jobs: usize, bytes: u64) {
         let mut state = lock(&self.state);
         state.in_hand -= jobs;
+        if state.in_hand == 0 {
+            state.in_hand_since = None;
+        }
         self.bytes.fetch_sub(bytes, Ordering::SeqCst);
         drop(state);
         self.written.notify_all();
@@ -150,6 +165,16 @@ impl WriteQueue {
         lock(&self.state).closed = true;
         self.arrived.notify_all();
         self.written.notify_all();
+    }
+
+    /// How long the oldest job not yet written has waited (zero when
+    /// none waits): a slow or stalled disk shows here first.
+    pub(super) fn oldest_wait(&self) -> Duration {
+        let state = lock(&self.state);
+        state
+            .in_hand_since
+            .or_else(|| state.jobs.front().map(|(_, _, at)| *at))
+            .map_or(Duration::ZERO, |at| at.elapsed())
     }
 
     /// Jobs waiting or in the writer's hands.
@@ -193,6 +218,10 @@ mod tests {
         assert!(q.push(event(136)).is_ok());
         assert_eq!(q.peak.load(Ordering::SeqCst), 1_000);
         assert_eq!(q.len(), 3);
+        assert!(q.oldest_wait() > Duration::ZERO);
+        let rest = q.take(16).unwrap();
+        q.done(rest.len(), rest.iter().map(|(_, b)| b).sum());
+        assert_eq!(q.oldest_wait(), Duration::ZERO);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! - `consumer`: an independent Kafka consumer;
 //! - `ledger`: what the simulator emitted against what Kafka holds;
 //! - `devtools`: headless chromium driven over the DevTools protocol;
-//! - `tmpfs`: a small filesystem to fill.
+//! - `tmpfs`: a small filesystem to fill; `loopfs`: a real one to freeze.
 //!
 //! Here: waiting, for what can only be asked for.
 
@@ -30,6 +30,7 @@ pub mod consumer;
 pub mod devtools;
 pub mod http;
 pub mod ledger;
+pub mod loopfs;
 pub mod process;
 pub mod simulator;
 pub mod stack;

@@ -157,6 +157,13 @@ pub struct SimulatorArgs {
     /// Largest WebSocket frame accepted from clients, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_frame_size: usize,
+
+    /// Frame bytes queued to one socket and not written yet (the client is
+    /// not reading) beyond which the simulator gives up on it as a slow
+    /// consumer: detached from its channel and closed with 1008. Genesys
+    /// does not document its own threshold; lower it to be harsher.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub slow_consumer_bytes: u64,
 }
 
 /// Everything but the client secret, which must never reach a log (the
@@ -191,6 +198,7 @@ impl std::fmt::Debug for SimulatorArgs {
             seed,
             event_log_limit,
             max_frame_size,
+            slow_consumer_bytes,
         } = self;
         f.debug_struct("SimulatorArgs")
             .field("listen", listen)
@@ -220,6 +228,7 @@ impl std::fmt::Debug for SimulatorArgs {
             .field("seed", seed)
             .field("event_log_limit", event_log_limit)
             .field("max_frame_size", max_frame_size)
+            .field("slow_consumer_bytes", slow_consumer_bytes)
             .finish()
     }
 }
@@ -276,6 +285,9 @@ impl SimulatorArgs {
         }
         if self.event_log_limit == 0 {
             return invalid("--event-log-limit must be at least 1".into());
+        }
+        if self.slow_consumer_bytes < 64 * 1024 {
+            return invalid("--slow-consumer-bytes must be at least 65536".into());
         }
         if let Some(url) = &self.public_url {
             public_ws_base(url)?;

@@ -196,7 +196,8 @@
 //!   A frame counts as delivered once the socket has handed it to the
 //!   connection: frames still queued for a client that does not read are
 //!   not, and those still queued when the socket closes never are. A socket
-//!   queues at most 64 MiB of frames its client has not read: beyond that
+//!   queues at most 64 MiB (`--slow-consumer-bytes`) of frames its client
+//!   has not read: beyond that
 //!   the simulator gives up on it, as a server gives up on a slow consumer:
 //!   the socket is detached from its channel (later events for the channel
 //!   are undelivered) and closed (1008 "client is not reading…") after the

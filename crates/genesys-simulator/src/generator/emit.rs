@@ -21,13 +21,6 @@ use crate::topics::{DetailKind, Topic};
 /// Events generated per lock acquisition: keeps REST calls and sockets
 /// responsive while a large batch is generated.
 const CHUNK: u64 = 256;
-/// Most frame bytes queued to one socket and not written yet. A client that
-/// stops reading would otherwise make its socket's queue grow without end
-/// (a `--rate` job runs forever): beyond this the simulator gives up on the
-/// socket, as a server gives up on a slow consumer: it is detached from its
-/// channel (later events are undelivered) and told to close (1008) once
-/// the frames queued before are written.
-pub(crate) const MAX_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct GenerateOptions {
@@ -106,6 +99,14 @@ fn emit_chunk(
     let now_ms = epoch_ms(now);
     let blackhole = state.faults.blackhole();
     let limit = state.settings.event_log_limit;
+    // Most frame bytes queued to one socket and not written yet
+    // (`--slow-consumer-bytes`). A client that stops reading would
+    // otherwise make its socket's queue grow without end (a `--rate` job
+    // runs forever): beyond this the simulator gives up on the socket, as
+    // a server gives up on a slow consumer: it is detached from its
+    // channel (later events are undelivered) and told to close (1008)
+    // once the frames queued before are written.
+    let max_backlog = state.settings.slow_consumer_bytes;
     let mut guard = state.lock();
     let inner = &mut *guard;
     let directory = state.directory();
@@ -171,8 +172,7 @@ fn emit_chunk(
                         .filter(|s| !blackhole && !s.progress.given_up());
                     let socket = match socket {
                         Some(s)
-                            if s.progress.backlog_bytes() + frame.len() as u64
-                                > MAX_BACKLOG_BYTES =>
+                            if s.progress.backlog_bytes() + frame.len() as u64 > max_backlog =>
                         {
                             inner.channels.give_up_socket(channel_id, s);
                             None

@@ -28,6 +28,9 @@ pub(crate) struct Settings {
     pub socket_closing_grace: Duration,
     pub event_log_limit: usize,
     pub max_frame_size: usize,
+    /// Unwritten frame bytes beyond which a socket's client is given up
+    /// on as a slow consumer.
+    pub slow_consumer_bytes: u64,
 }
 
 impl Settings {
@@ -62,6 +65,7 @@ impl Settings {
             socket_closing_grace: Duration::from_secs_f64(args.socket_closing_grace),
             event_log_limit: args.event_log_limit,
             max_frame_size: args.max_frame_size,
+            slow_consumer_bytes: args.slow_consumer_bytes,
         })
     }
 }
