@@ -44,3 +44,121 @@ impl Meter {
         out
     }
 }
+
+/// Which role a thread of the bridge has, for CPU per event: `receive` (the main
+/// thread, which runs the connection actors and reads the sockets),
+/// `append` (the buffer's writer thread: appends and their flushes),
+/// `forward` (the forwarding thread: reads, removals and the hand-off to
+/// librdkafka), `librdkafka` (its `rdk:*` threads) and `other` (HTTP
+/// workers, the blocking pool, the buffer's watcher): indexes 0..5 of
+/// [`by_role`].
+fn role(pid: u32, tid: u32, comm: &str) -> usize {
+    if tid == pid {
+        0
+    } else if comm.starts_with("gkb-buffer-writ") {
+        1
+    } else if comm.starts_with("kafka-forwarder") {
+        2
+    } else if comm.starts_with("rdk:") {
+        3
+    } else {
+        4
+    }
+}
+
+/// CPU seconds of each thread of `pid` so far, summed by [`ROLES`]
+/// (threads gone since are not counted: the bridge's threads live as long
+/// as it does).
+pub fn by_role(pid: u32) -> [f64; 5] {
+    let mut out = [0.0; 5];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let cpu = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        out[role(pid, tid, comm)] += cpu as f64 / ticks;
+    }
+    out
+}
+
+/// CPU per event of one phase, by stage: receive, append, read, produce
+/// (the forwarding thread apart from reads and removals, plus
+/// librdkafka's threads), remove, other.
+#[derive(Debug, Clone, Copy)]
+pub struct Stages {
+    pub events: u64,
+    /// Seconds: receive, append, read, produce, remove, other.
+    pub secs: [f64; 6],
+}
+
+pub const STAGES: [&str; 6] = ["receive", "append", "read", "produce", "remove", "other"];
+
+/// Measures [`Stages`] over a phase: thread CPU from /proc, the read and
+/// removal CPU from the bridge's own counters
+/// (`gkb_buffer_read_cpu_seconds_total`, `…remove…`).
+pub struct StageMeter {
+    pid: u32,
+    threads: [f64; 5],
+    read_remove: (f64, f64),
+}
+
+impl StageMeter {
+    pub fn start(pid: u32, metrics: &str) -> StageMeter {
+        StageMeter {
+            pid,
+            threads: by_role(pid),
+            read_remove: read_remove(metrics),
+        }
+    }
+
+    pub fn stop(&self, metrics: &str, events: u64) -> Stages {
+        let now = by_role(self.pid);
+        let d: Vec<f64> = (0..5).map(|i| now[i] - self.threads[i]).collect();
+        let (read, remove) = read_remove(metrics);
+        let read = read - self.read_remove.0;
+        let remove = remove - self.read_remove.1;
+        Stages {
+            events,
+            secs: [
+                d[0],
+                d[1],
+                read,
+                (d[2] - read - remove).max(0.0) + d[3],
+                remove,
+                d[4],
+            ],
+        }
+    }
+}
+
+fn read_remove(metrics: &str) -> (f64, f64) {
+    let get = |name: &str| crate::support::metric(metrics, name).unwrap_or(0.0);
+    (
+        get("gkb_buffer_read_cpu_seconds_total"),
+        get("gkb_buffer_remove_cpu_seconds_total"),
+    )
+}

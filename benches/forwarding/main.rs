@@ -3,14 +3,21 @@
 //! process) and, side by side:
 //!
 //! 1. the ceiling: a plain librdkafka producer sending the same frames
-//!    (topic, key, headers, byte-identical value) to the same broker;
+//!    (topic, key, headers, byte-identical value), twice, each time to a
+//!    broker on a fresh store (a Tansu store slows as it grows: the bridge
+//!    is compared with the ceiling on brokers in the same state);
 //! 2. the bridge end to end: the simulator emits N events as fast as the
-//!    bridge reads them; first received → last acknowledged (/metrics);
-//! 3. the bridge draining a backlog (1,000,000 events) buffered while the
-//!    broker was down: broker back → buffer empty;
-//! 4. the bridge's RSS (VmRSS sampled, VmHWM) in (2) and (3);
+//!    bridge reads them; first received → last acknowledged (/metrics),
+//!    on a fresh store;
+//! 3. the bridge draining a backlog (1,000,000 events, grown to 5,000,000)
+//!    buffered while the broker was down: broker back → buffer empty, on
+//!    a fresh store;
+//! 4. the bridge's RSS (VmRSS sampled, VmHWM) in (2) and (3), and with
+//!    each backlog size waiting and after the drain;
 //! 5. receive → acknowledged latency p50/p99 at a steady rate, from the
-//!    bridge's `gkb_receive_to_ack_seconds` histogram.
+//!    bridge's `gkb_receive_to_ack_seconds` histogram;
+//! 6. the bridge's CPU per event by stage (receive, append, read,
+//!    produce, remove) from its threads' CPU and its own counters.
 //!
 //! Options (environment; `scripts/bench --help` maps flags onto them):
 //! `BENCH_QUICK=1`, `BENCH_EVENTS`, `BENCH_BACKLOG`, `BENCH_RATE`,
@@ -36,11 +43,15 @@ use metrics::{Counters, Histogram, Quantile, HISTOGRAM};
 use support::{Bridge, Broker, Simulator, TOPICS};
 
 const MIB: f64 = 1024.0;
+/// Events that flow before the backlog phase's outage.
+const WARM_UP: u64 = 20_000;
 
 struct Options {
     quick: bool,
     events: u64,
     backlog: u64,
+    /// The backlog keeps growing to this many (RSS at both sizes).
+    backlog_max: u64,
     rate: f64,
     latency_secs: u64,
     queues: usize,
@@ -67,6 +78,7 @@ impl Options {
             quick,
             events: env_or("BENCH_EVENTS", if quick { 20_000 } else { 100_000 }),
             backlog: env_or("BENCH_BACKLOG", if quick { 50_000 } else { 1_000_000 }),
+            backlog_max: env_or("BENCH_BACKLOG_MAX", if quick { 100_000 } else { 5_000_000 }),
             rate: env_or("BENCH_RATE", 2_000.0),
             latency_secs: env_or("BENCH_LATENCY_SECS", if quick { 10 } else { 60 }),
             queues: env_or("BENCH_QUEUES", 60),
@@ -80,6 +92,10 @@ impl Options {
         };
         assert!(o.events >= 1_000, "BENCH_EVENTS must be at least 1000");
         assert!(o.backlog >= 1_000, "BENCH_BACKLOG must be at least 1000");
+        assert!(
+            o.backlog_max >= o.backlog,
+            "BENCH_BACKLOG_MAX must be at least BENCH_BACKLOG"
+        );
         assert!(
             o.rate > 0.0 && o.latency_secs > 0,
             "BENCH_RATE and BENCH_LATENCY_SECS above 0"
@@ -175,6 +191,15 @@ struct Latency {
 
 struct Drain {
     events: u64,
+    /// RSS (KiB, sampled) with BENCH_BACKLOG and BENCH_BACKLOG_MAX
+    /// waiting, and after the drain (at once, and 5 s later).
+    rss_at_backlog: u64,
+    rss_at_max: u64,
+    rss_after: u64,
+    rss_after_idle: u64,
+    /// RSS while events flowed before the outage (the e2e bridge's is
+    /// another process: this one's own warm-up).
+    rss_before: u64,
     /// Broker accepting connections → buffer empty.
     secs: f64,
     /// First acknowledgement seen → buffer empty.
@@ -188,6 +213,8 @@ struct Drain {
 struct Report {
     /// CPU seconds per phase: bridge, broker, simulator, this process.
     cpu: Vec<(&'static str, f64, [Option<f64>; 4])>,
+    /// The bridge's CPU per event by stage, per phase.
+    stages: Vec<(&'static str, cpu::Stages)>,
     frames: u64,
     frame_bytes: u64,
     ceiling_before: ceiling::Run,
@@ -233,6 +260,24 @@ fn start_simulator(dir: &Path, queues: usize, extra: &[&str]) -> Simulator {
     let sim = Simulator::start(dir, &flags);
     procs::track(sim.proc.pid());
     sim
+}
+
+/// A broker on a store of its own, with the topics: each phase a ratio
+/// compares runs on a fresh store (a Tansu store slows as it grows, and a
+/// slow broker would hide the bridge's own cost).
+fn fresh_broker(dir: &Path, name: &str) -> Broker {
+    let broker_dir = dir.join(name);
+    std::fs::create_dir_all(&broker_dir).unwrap();
+    let broker = Broker::start(&broker_dir);
+    procs::track(broker.proc.pid());
+    for topic in TOPICS {
+        broker.create_topic(topic, 3);
+    }
+    broker
+}
+
+fn metrics_now(bridge: &Bridge) -> String {
+    drive::metrics_text(&bridge.health).unwrap_or_default()
 }
 
 fn start_bridge(dir: &Path, sim: &Simulator, bootstrap: &str) -> Bridge {
@@ -325,14 +370,9 @@ fn run(opts: &Options, dir: &Path) -> Report {
         support::tansu_bin().display(),
         dir.display()
     ));
-    let broker_dir = dir.join("broker");
-    std::fs::create_dir_all(&broker_dir).unwrap();
-    let mut broker = Broker::start(&broker_dir);
-    procs::track(broker.proc.pid());
-    for topic in TOPICS {
-        broker.create_topic(topic, 3);
-    }
+    let mut broker = fresh_broker(dir, "broker-e2e");
     let bootstrap = broker.bootstrap();
+    let mut stages = Vec::new();
 
     // ---- (2) end to end, then (1) the ceiling with the same frames ----
     let e2e_dir = dir.join("e2e");
@@ -352,6 +392,7 @@ fn run(opts: &Options, dir: &Path) -> Report {
         Some(broker.proc.pid()),
         Some(sim.proc.pid()),
     );
+    let stage = cpu::StageMeter::start(bridge.proc.pid(), &metrics_now(&bridge));
     let (emitted, secs, rss) = emit_and_follow(
         &sim,
         &mut bridge,
@@ -361,6 +402,10 @@ fn run(opts: &Options, dir: &Path) -> Report {
         |c| c.forwarded >= target && c.buffered == 0.0,
     );
     let mut cpu_rows = vec![("(2) bridge end to end", secs, meter.stop())];
+    stages.push((
+        "(2) end to end",
+        stage.stop(&metrics_now(&bridge), opts.events),
+    ));
     check_no_drops(&sim);
     let e2e = Phase {
         events: opts.events,
@@ -387,9 +432,11 @@ fn run(opts: &Options, dir: &Path) -> Report {
         frames.len(),
         frame_bytes / frames.len() as u64
     ));
-    let meter = cpu::Meter::start(None, Some(broker.proc.pid()), None);
-    let ceiling_before = ceiling::run(&bootstrap, &opts.partitioner, &frames, &TOPICS);
+    let mut fresh = fresh_broker(dir, "broker-ceiling-before");
+    let meter = cpu::Meter::start(None, Some(fresh.proc.pid()), None);
+    let ceiling_before = ceiling::run(&fresh.bootstrap(), &opts.partitioner, &frames, &TOPICS);
     cpu_rows.push(("(1) plain producer", ceiling_before.secs, meter.stop()));
+    stop(&mut fresh.proc);
     say(&format!("    {:.0} records/s", ceiling_before.rate()));
 
     // ---- (5) latency at a steady rate ----
@@ -403,6 +450,7 @@ fn run(opts: &Options, dir: &Path) -> Report {
         Some(broker.proc.pid()),
         Some(sim.proc.pid()),
     );
+    let stage = cpu::StageMeter::start(bridge.proc.pid(), &metrics_now(&bridge));
     let started = Instant::now();
     drive::start_rate(&sim.url, count, opts.rate);
     let limit = Duration::from_secs(opts.latency_secs * 2 + 120);
@@ -422,6 +470,10 @@ fn run(opts: &Options, dir: &Path) -> Report {
     }
     let secs = started.elapsed().as_secs_f64();
     cpu_rows.push(("(5) latency phase", secs, meter.stop()));
+    stages.push((
+        "(5) at a steady rate",
+        stage.stop(&metrics_now(&bridge), count),
+    ));
     check_no_drops(&sim);
     let after = drive::metrics_text(&bridge.health).and_then(|t| Histogram::parse(&t, HISTOGRAM));
     let latency = Latency {
@@ -434,17 +486,25 @@ fn run(opts: &Options, dir: &Path) -> Report {
     stop(&mut bridge.proc);
     stop(&mut sim.proc);
 
+    stop(&mut broker.proc);
+
     // ---- (3) a backlog buffered while the broker is down, then drained ----
     say(&format!(
-        "(3) backlog: broker stopped; {} events into a fresh bridge",
-        opts.backlog
+        "(3) backlog: a fresh broker and bridge; {} events flow, then the broker is stopped and {} (then up to {}) wait",
+        WARM_UP, opts.backlog, opts.backlog_max
     ));
-    stop(&mut broker.proc);
+    let mut broker = fresh_broker(dir, "broker-drain");
+    let bootstrap = broker.bootstrap();
     let backlog_dir = dir.join("backlog");
     // The drain does not need the simulator's event log: keep it small.
     let mut sim = start_simulator(&backlog_dir, opts.queues, &["--event-log-limit", "1000"]);
     let mut bridge = start_bridge(&backlog_dir, &sim, &bootstrap);
+    bridge.wait_ready();
     wait_subscribed(&sim, topics);
+    drive::emit(&sim.url, &bridge.health, scrape(&bridge).received, WARM_UP);
+    bridge.wait_forwarded(WARM_UP as usize, Duration::from_secs(120));
+    let rss_before = bridge.proc.rss_kib().0;
+    stop(&mut broker.proc);
     let base = scrape(&bridge);
     let backlog = opts.backlog as f64;
     let meter = cpu::Meter::start(Some(bridge.proc.pid()), None, Some(sim.proc.pid()));
@@ -473,9 +533,30 @@ fn run(opts: &Options, dir: &Path) -> Report {
         alive(&mut bridge);
         std::thread::sleep(Duration::from_millis(200));
     }
+    let rss_at_backlog = bridge.proc.rss_kib().0;
+    let mut total = opts.backlog;
+    if opts.backlog_max > opts.backlog {
+        let more = opts.backlog_max - opts.backlog;
+        say(&format!("    {more} more, to {} waiting", opts.backlog_max));
+        let want = base.received + opts.backlog_max as f64;
+        let (_, _, more_rss) = emit_and_follow(
+            &sim,
+            &mut bridge,
+            more,
+            Duration::from_millis(200),
+            Duration::from_secs(3_600),
+            |c| c.received >= want && c.buffered >= opts.backlog_max as f64,
+        );
+        check_no_drops(&sim);
+        waiting.max_sampled = waiting.max_sampled.max(more_rss.max_sampled);
+        waiting.hwm = waiting.hwm.max(more_rss.hwm);
+        waiting.sample(&bridge);
+        total = opts.backlog_max;
+    }
+    let rss_at_max = bridge.proc.rss_kib().0;
     let held = scrape(&bridge);
     assert!(
-        held.forwarded == base.forwarded && held.buffered >= backlog,
+        held.forwarded == base.forwarded && held.buffered >= total as f64,
         "the backlog is not held while the broker is down: {held:?}"
     );
 
@@ -487,11 +568,12 @@ fn run(opts: &Options, dir: &Path) -> Report {
         Some(broker.proc.pid()),
         Some(sim.proc.pid()),
     );
+    let stage = cpu::StageMeter::start(bridge.proc.pid(), &metrics_now(&bridge));
     let started = Instant::now();
     let mut rss = Rss::default();
     let mut first_ack: Option<Instant> = None;
-    let target = base.forwarded + backlog;
-    let limit = Duration::from_secs(1_200);
+    let target = base.forwarded + total as f64;
+    let limit = Duration::from_secs(3_600);
     let end = loop {
         let now = Instant::now();
         if let Some(c) = drive::scrape(&bridge.health) {
@@ -517,9 +599,19 @@ fn run(opts: &Options, dir: &Path) -> Report {
         end.duration_since(started).as_secs_f64(),
         meter.stop(),
     ));
+    stages.push(("(3) draining", stage.stop(&metrics_now(&bridge), total)));
+    let rss_after = bridge.proc.rss_kib().0;
+    // jemalloc hands freed pages back after its decay time (1 s).
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_after_idle = bridge.proc.rss_kib().0;
     let first_ack = first_ack.expect("an acknowledgement was seen");
     let drain = Drain {
-        events: opts.backlog,
+        events: total,
+        rss_at_backlog,
+        rss_at_max,
+        rss_after,
+        rss_after_idle,
+        rss_before,
         secs: end.duration_since(started).as_secs_f64(),
         secs_after_first_ack: end.duration_since(first_ack).as_secs_f64(),
         first_ack_after: first_ack.duration_since(started).as_secs_f64(),
@@ -536,16 +628,19 @@ fn run(opts: &Options, dir: &Path) -> Report {
     ));
     stop(&mut bridge.proc);
     stop(&mut sim.proc);
+    stop(&mut broker.proc);
 
-    say("(1') plain producer again, after the drain");
-    let meter = cpu::Meter::start(None, Some(broker.proc.pid()), None);
-    let ceiling_after = ceiling::run(&bootstrap, &opts.partitioner, &frames, &TOPICS);
+    say("(1') plain producer again, on a fresh store");
+    let mut fresh = fresh_broker(dir, "broker-ceiling-after");
+    let meter = cpu::Meter::start(None, Some(fresh.proc.pid()), None);
+    let ceiling_after = ceiling::run(&fresh.bootstrap(), &opts.partitioner, &frames, &TOPICS);
     cpu_rows.push(("(1') plain producer", ceiling_after.secs, meter.stop()));
     say(&format!("    {:.0} records/s", ceiling_after.rate()));
-    stop(&mut broker.proc);
+    stop(&mut fresh.proc);
 
     Report {
         cpu: cpu_rows,
+        stages,
         frames: frames.len() as u64,
         frame_bytes,
         ceiling_before,
@@ -592,10 +687,10 @@ impl Report {
             opts.partitioner
         );
         println!(
-            "options: BENCH_EVENTS={} BENCH_BACKLOG={} BENCH_RATE={} BENCH_LATENCY_SECS={} BENCH_QUEUES={}",
-            opts.events, opts.backlog, opts.rate, opts.latency_secs, opts.queues
+            "options: BENCH_EVENTS={} BENCH_BACKLOG={} BENCH_BACKLOG_MAX={} BENCH_RATE={} BENCH_LATENCY_SECS={} BENCH_QUEUES={}",
+            opts.events, opts.backlog, opts.backlog_max, opts.rate, opts.latency_secs, opts.queues
         );
-        println!("Ratios are against the plain producer measured next to each phase.");
+        println!("Ratios are against the plain producer, each run on a fresh broker store (as are (2) and (3)).");
         println!();
         println!(
             "{:<48} {:>9} {:>8} {:>10} {:>6}  goal",
@@ -613,7 +708,7 @@ impl Report {
             );
         };
         row(
-            "(1) plain librdkafka producer (before)",
+            "(1) plain librdkafka producer (fresh store)",
             self.ceiling_before.records,
             self.ceiling_before.secs,
             None,
@@ -627,7 +722,7 @@ impl Report {
             &format!(">= 0.90 {}", verdict(e2e_ratio >= 0.9)),
         );
         row(
-            "(1') plain librdkafka producer (after drain)",
+            "(1') plain librdkafka producer (fresh store)",
             self.ceiling_after.records,
             self.ceiling_after.secs,
             None,
@@ -686,6 +781,21 @@ impl Report {
             &self.drain.waiting,
         );
         rss_row("    draining (3)", &self.drain.rss);
+        let d = &self.drain;
+        println!(
+            "    backlog bridge, VmRSS now: {} after {WARM_UP} flowed (before the outage); {} with {} waiting; {} with {} waiting ({}: goal <= 1.10 {}); after the drain {} at once, {} 5 s later ({}: goal within 10 % of before {})",
+            mib(d.rss_before),
+            mib(d.rss_at_backlog),
+            opts.backlog,
+            mib(d.rss_at_max),
+            d.events,
+            format_args!("{:.2}", d.rss_at_max as f64 / d.rss_at_backlog.max(1) as f64),
+            verdict(d.rss_at_max * 10 <= d.rss_at_backlog * 11),
+            mib(d.rss_after),
+            mib(d.rss_after_idle),
+            format_args!("{:.2}", d.rss_after_idle as f64 / d.rss_before.max(1) as f64),
+            verdict(d.rss_after_idle * 10 <= d.rss_before * 11),
+        );
         println!("    (VmRSS sampled every 25-200 ms; VmHWM is the process's peak since it started; phase peak");
         println!("    is VmHWM if it rose during the phase, else the largest sample. The backlog bridge is a fresh process.)");
         println!();
@@ -709,6 +819,23 @@ impl Report {
             );
         }
         println!("    (bench = this process: the plain producer in (1), metric polling and the driver elsewhere)");
+        println!();
+        print!("{:<48}", "bridge CPU per event, µs");
+        for stage in cpu::STAGES {
+            print!(" {stage:>8}");
+        }
+        println!(" {:>8}", "total");
+        for (name, st) in &self.stages {
+            print!("    {name:<44}");
+            let per = |secs: f64| secs * 1e6 / st.events.max(1) as f64;
+            for secs in st.secs {
+                print!(" {:>8.1}", per(secs));
+            }
+            println!(" {:>8.1}", per(st.secs.iter().sum()));
+        }
+        println!("    (receive: the thread reading the sockets; append: the buffer's writer thread, flushes included;");
+        println!("    read, remove: the buffer's own CPU counters; produce: the rest of the forwarding thread and");
+        println!("    librdkafka's threads; other: HTTP, the blocking pool, the watcher. Thread CPU from /proc.)");
         println!();
         println!(
             "(5) receive → Kafka-acknowledged latency at {:.0} events/s for {:.0} s (achieved {:.0}/s):",

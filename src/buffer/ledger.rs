@@ -47,6 +47,10 @@ pub(super) struct Shared {
     pub(super) dead_letter_len: AtomicU64,
     pub(super) quarantine_len: AtomicU64,
     pub(super) refused: AtomicU64,
+    /// CPU time (ns, of the calling threads) spent in reads and in
+    /// removals: what forwarding costs the buffer (`reader.rs`).
+    pub(super) read_cpu_ns: AtomicU64,
+    pub(super) remove_cpu_ns: AtomicU64,
     pub(super) lost: AtomicU64,
     pub(super) restored: AtomicU64,
     pub(super) reopens: AtomicU64,
@@ -100,6 +104,8 @@ impl Shared {
             dead_letter_len: AtomicU64::new(census.entries[Area::DeadLetter as usize]),
             quarantine_len: AtomicU64::new(census.entries[Area::Quarantine as usize]),
             refused: AtomicU64::new(0),
+            read_cpu_ns: AtomicU64::new(0),
+            remove_cpu_ns: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             restored: AtomicU64::new(0),
             reopens: AtomicU64::new(0),

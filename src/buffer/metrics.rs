@@ -178,6 +178,21 @@ impl Collector for BufferMetrics {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
         }
+        for (name, help, ns) in [
+            (
+                "buffer_read_cpu_seconds",
+                "CPU time spent reading events for Kafka (the forwarding thread's).",
+                load(&s.read_cpu_ns),
+            ),
+            (
+                "buffer_remove_cpu_seconds",
+                "CPU time spent removing what Kafka acknowledged.",
+                load(&s.remove_cpu_ns),
+            ),
+        ] {
+            let counter = ConstCounter::new(ns as f64 / 1e9);
+            counter.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
         s.flush_seconds.encode(encoder.encode_descriptor(
             "buffer_flush_seconds",
             FLUSH_HELP,
@@ -298,6 +313,8 @@ mod tests {
                 "samples_total counter",
                 "write_queue_refused_total counter",
                 "segments_deleted_total counter",
+                "read_cpu_seconds_total counter",
+                "remove_cpu_seconds_total counter",
                 "flush_seconds histogram",
             ]
         );
