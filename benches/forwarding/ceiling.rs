@@ -195,3 +195,83 @@ pub fn run(bootstrap: &str, partitioner: &str, frames: &[Frame], topics: &[&str]
         secs,
     }
 }
+
+/// Send → acknowledged times of the plain producer, in ms.
+#[derive(Default)]
+struct Timing(std::sync::Mutex<Vec<f64>>);
+
+struct TimingContext(Arc<Timing>);
+
+impl ClientContext for TimingContext {}
+
+impl ProducerContext for TimingContext {
+    type DeliveryOpaque = Box<Instant>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Instant>) {
+        if result.is_ok() {
+            let ms = sent.elapsed().as_secs_f64() * 1e3;
+            self.0 .0.lock().unwrap().push(ms);
+        }
+    }
+}
+
+/// The plain producer's own send → acknowledged latency at `rate` records
+/// a second for `secs` (the frames reused in turn): what the broker alone
+/// costs, to read the bridge's receive → acknowledged latency against.
+/// Returns the sorted latencies in ms.
+pub fn latency(
+    bootstrap: &str,
+    partitioner: &str,
+    frames: &[Frame],
+    topics: &[&str],
+    rate: f64,
+    secs: u64,
+) -> Vec<f64> {
+    let timing = Arc::new(Timing::default());
+    let producer: ThreadedProducer<TimingContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "0")
+        .set("retries", "2147483647")
+        .set("partitioner", partitioner)
+        .create_with_context(TimingContext(timing.clone()))
+        .expect("the plain producer builds");
+    for topic in topics {
+        producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .expect("topic metadata for the plain producer");
+    }
+    let count = (rate * secs as f64) as usize;
+    let started = Instant::now();
+    for i in 0..count {
+        // Paced as the simulator paces: record i leaves at i / rate.
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let frame = &frames[i % frames.len()];
+        let record = BaseRecord::with_opaque_to(frame.kafka_topic, Box::new(Instant::now()))
+            .key(frame.key.as_str())
+            .payload(frame.value.as_str());
+        producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("the plain producer takes a record at this rate");
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("the plain producer's records acknowledged");
+    let mut out = std::mem::take(&mut *timing.0.lock().unwrap());
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// The `q` quantile of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}

@@ -10,6 +10,9 @@ pub struct Counters {
     pub forwarded: f64,
     pub buffered: f64,
     pub dead_lettered: f64,
+    /// Events the buffer refused (its bound): a benchmark that meets one
+    /// measures nothing.
+    pub refused: f64,
 }
 
 impl Counters {
@@ -19,6 +22,8 @@ impl Counters {
             forwarded: metric(text, "gkb_events_forwarded_total")?,
             buffered: metric(text, "gkb_buffer_events")?,
             dead_lettered: metric(text, "gkb_events_dead_lettered_total").unwrap_or(0.0),
+            refused: metric(text, "gkb_buffer_refused_events_total").unwrap_or(0.0)
+                + metric(text, "gkb_buffer_write_queue_refused_total").unwrap_or(0.0),
         })
     }
 }

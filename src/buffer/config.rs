@@ -17,9 +17,11 @@ pub struct BufferConfig {
     #[serde(default = "default_path")]
     pub path: PathBuf,
     /// Memory for the buffer's page cache, in MiB. The backlog itself lives
-    /// on disk. sled's own bookkeeping comes on top (it grows with the
-    /// number of events held): a larger cache speeds nothing up when the
-    /// bridge keeps up, since the newest events are served from memory.
+    /// on disk. Each open segment (at most three) gets half of it and the
+    /// main database a quarter; sled's own bookkeeping comes on top, per
+    /// open segment, so it does not grow with the backlog. A larger cache
+    /// speeds nothing up when the bridge keeps up, since the newest events
+    /// are served from memory.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
     /// Most bytes the buffer may use on disk (the files in `path`). Once it

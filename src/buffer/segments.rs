@@ -225,7 +225,14 @@ impl Segments {
                 first
             }
         };
-        Ok(self.get(first)?.expect("a listed segment").0)
+        match self.get(first)? {
+            Some((segment, _)) => Ok(segment),
+            // Only an empty segment other than the newest is deleted, and
+            // puts come from one thread: not reached.
+            None => Err(sled::Error::ReportableBug(format!(
+                "buffer segment {first} vanished before a write to it"
+            ))),
+        }
     }
 
     /// Counts a value written to the segment starting at `first`.
