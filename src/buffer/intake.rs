@@ -1,7 +1,8 @@
 //! The socket side's way in: [`Buffer::submit`] queues a received frame
 //! (`queue.rs`) and returns at once; the buffer's writer thread appends
-//! what is queued, in order (`writer.rs`), and flushes each batch to disk
-//! before it takes the next (a group commit). So no sled call, and no
+//! what is queued, in order (`writer.rs`), and after each batch asks the
+//! committer thread (here too; signals in `commit.rs`) to flush it, which
+//! it does while the writer goes on (a group commit). So no sled call, and no
 //! wait on the disk, ever runs on the thread that reads the sockets: a
 //! slow disk fills the queue up to its bound (`buffer.write_queue_bytes`),
 //! and beyond it frames are refused and counted, never a stalled socket
@@ -15,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::commit::Commit;
 use super::error::BufferError;
 use super::handle::{Buffer, Inner};
 use super::queue::{Job, WriteQueue};
@@ -60,7 +62,12 @@ impl Buffer {
     /// Waits until everything submitted before the call is written and
     /// flushed, at most `timeout`; true if it was.
     pub fn wait_written(&self, timeout: Duration) -> bool {
-        self.inner.shared.queue.wait_empty(timeout)
+        let deadline = std::time::Instant::now() + timeout;
+        let shared = &self.inner.shared;
+        shared.queue.wait_empty(timeout)
+            && shared
+                .commit
+                .wait_durable(&shared.durable_seq, self.last_seq(), deadline)
     }
 
     /// Frames waiting for the writer thread.
@@ -153,11 +160,32 @@ fn write(queue: &WriteQueue, inner: &Weak<Inner>) {
                 buffer.inner.shared.wait_reopened(REOPEN_WAIT);
             }
         }
-        // The group commit: one flush per batch. A failure marks the
-        // buffer failing (logged once by `fail`).
-        let _ = buffer.flush_blocking();
+        // Written: the committer flushes it while the next batch is
+        // written (`commit.rs`).
         queue.done(jobs, bytes);
+        buffer.inner.shared.commit.request();
     }
+}
+
+/// Starts the committer thread of the buffer `inner` (see `commit.rs`). It
+/// holds the buffer only while it flushes, and ends when the commit closes
+/// (the last handle dropped).
+pub(super) fn spawn_committer(commit: Arc<Commit>, inner: Weak<Inner>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("gkb-buffer-sync".into())
+        .spawn(move || {
+            // Bounded by requests: each turn consumes one; it ends at close.
+            while commit.next() {
+                let Some(inner) = inner.upgrade() else {
+                    break;
+                };
+                // A failure marks the buffer failing (logged once there).
+                let _ = Buffer { inner }.flush_blocking();
+                commit.done();
+            }
+            commit.done();
+        })
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::admission::{Admission, Refusal};
+use super::commit::Commit;
 use super::queue::WriteQueue;
 use super::segments::SegmentGauges;
 use super::store::{Area, Census};
@@ -41,6 +42,8 @@ pub(super) struct Shared {
     pub(super) generation: AtomicU64,
     /// Segment counts (`segments.rs`), kept across reopens.
     pub(super) segments: Arc<SegmentGauges>,
+    /// The committer thread's signals (`commit.rs`).
+    pub(super) commit: Arc<Commit>,
     /// Entries per tree, kept as they change: sled's own `len` walks the
     /// whole tree, too slow for every /metrics scrape of a large backlog.
     pub(super) events_len: AtomicU64,
@@ -100,6 +103,7 @@ impl Shared {
             durable_seq: AtomicU64::new(census.last_seq),
             generation: AtomicU64::new(0),
             segments,
+            commit: Arc::default(),
             events_len: AtomicU64::new(census.entries[Area::Events as usize]),
             dead_letter_len: AtomicU64::new(census.entries[Area::DeadLetter as usize]),
             quarantine_len: AtomicU64::new(census.entries[Area::Quarantine as usize]),

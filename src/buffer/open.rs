@@ -118,6 +118,8 @@ impl Buffer {
         });
         intake::spawn(shared.queue.clone(), Arc::downgrade(&inner))
             .map_err(|e| BufferError::Flush(format!("cannot start the buffer writer: {e}")))?;
+        intake::spawn_committer(shared.commit.clone(), Arc::downgrade(&inner))
+            .map_err(|e| BufferError::Flush(format!("cannot start the buffer committer: {e}")))?;
         watch::spawn(shared, Arc::downgrade(&inner), path.to_owned())
             .map_err(|e| BufferError::Flush(format!("cannot start the buffer watcher: {e}")))?;
         Ok(Buffer { inner })

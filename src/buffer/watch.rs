@@ -63,8 +63,10 @@ impl Shared {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The writer thread ends once it wrote what is queued.
+        // The writer thread ends once it wrote what is queued, the
+        // committer after the flush it owes.
         self.shared.queue.close();
+        self.shared.commit.close();
         let mut watch = lock(&self.shared.watch);
         watch.closed = true;
         self.shared.wake.notify_all();

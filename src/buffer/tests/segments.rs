@@ -207,3 +207,30 @@ fn a_format_2_buffer_written_by_the_previous_release_is_read_whole_then_new_even
     assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), new);
     assert_eq!(buffer.store().unwrap().census().unwrap().orphan_chunks, 0);
 }
+
+#[test]
+fn a_drain_alone_keeps_the_journal_of_removals_bounded() {
+    // Nothing is appended while a backlog drains: the removals must still
+    // be flushed (and so forgotten by the journal) as they pile up.
+    let dir = tempfile::tempdir().unwrap();
+    let buffer = small_segments(dir.path(), 64 << 20);
+    let seqs: Vec<u64> = (0..20_000)
+        .map(|i| buffer.append(i, "v2.a", None, b"{}").unwrap())
+        .collect();
+    buffer.flush_blocking().unwrap();
+    for batch in seqs.chunks(500) {
+        buffer.remove(batch).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let held = buffer.lock_unflushed().removals.len();
+        if held < 4096 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held} removals still journalled: nothing flushed them"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
