@@ -105,7 +105,9 @@
 //! reopened database (measured: 63 of 65 appends that had returned Ok,
 //! after ENOSPC). The buffer journals them in memory until a flush covers
 //! them — each write with a copy of its value (bounded: 8 MiB of copies;
-//! beyond that only the sequence is kept), each removal by sequence — and
+//! beyond that only the sequence is kept), each removal by sequence (a
+//! drain asks the committer for a flush every 4,096 removals, so this
+//! stays bounded while nothing is appended) — and
 //! replays them onto what the reopened database kept: it then holds what
 //! the failed one held, and readers' cursors stay valid. An event whose copy was not kept
 //! and that is missing is counted in `gkb_buffer_lost_events_total` and
