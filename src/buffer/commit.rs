@@ -1,16 +1,14 @@
-//! The group commit, off the writer's path: the buffer's committer thread
-//! (`intake.rs`) flushes what the writer thread appended while the writer
-//! goes on with the next batch. Requests made while a flush runs make exactly one more;
-//! `durable_seq` follows each flush, and [`Commit::wait_durable`] waits
-//! for it.
+//! Flushes for threads that must not wait for one: the buffer's
+//! committer thread (started in `intake.rs`) flushes on request; requests
+//! made while a flush runs make exactly one more; [`Commit::wait_durable`]
+//! waits for `durable_seq`.
 //!
-//! Why a thread of its own: a flush ends in an fsync (milliseconds, and
-//! tens of them when the disk is busy). Flushing between batches on the
-//! writer thread made every event that arrived during an fsync wait for
-//! it before it was appended, and so before the forwarder could see it:
-//! receive → acknowledged latency carried the disk's sync time (measured
-//! by `scripts/bench`: p50 9.9 ms against the broker's own 4.9 ms).
-//! Forwarding never waited for durability; it only waited behind it.
+//! Who asks: the forwarder's removals. The journal of unflushed changes
+//! keeps every removal until a flush covers it, and while a backlog drains
+//! nothing is appended, so the writer thread's per-batch flush never runs:
+//! the journal grew by one entry per event drained (the bridge reached
+//! 244 MiB draining 5,000,000). A removal that leaves 4,096 of them asks
+//! here (`reader.rs`); the forwarder never waits for the fsync.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};

@@ -32,13 +32,14 @@
 //! Received frames come in through [`Buffer::submit`] (`intake.rs`): the
 //! thread that reads the sockets only queues them, bounded in bytes
 //! (`buffer.write_queue_bytes`), and the buffer's writer thread appends
-//! them in order; after each batch the committer thread flushes what was
-//! written while the writer goes on (a group commit, `commit.rs`). No sled
+//! them in order and flushes each batch it wrote (a group commit). No sled
 //! call runs on a thread that reads sockets; a slow disk fills the queue,
 //! and beyond its bound frames are refused and counted.
 //!
 //! sled writes are cheap and land in its page cache; durability comes from
-//! a flush: the committer thread's, or one [`Buffer::request_flush`] groups
+//! a flush: the writer thread's, the committer thread's (asked for by
+//! removals while a backlog drains, `commit.rs`), or one
+//! [`Buffer::request_flush`] groups
 //! for other writers (gap records): while one flush runs, further
 //! requests make at most one more. Flushes never run on an actor thread.
 //!
@@ -143,7 +144,7 @@
 //!
 //! [`Buffer::submit`] is the whole hand-off of a received event: queued,
 //! appended by the writer thread (which wakes the readers) and flushed
-//! by the committer soon after. [`Buffer::wait_written`] waits for both.
+//! with its batch. [`Buffer::wait_written`] waits for it.
 //!
 //! # Metrics
 //!

@@ -103,13 +103,26 @@ impl Bridge {
     /// Waits until the bridge received at least `events` and every event
     /// it holds is durable in the buffer (flushed to disk).
     pub fn wait_received_and_flushed(&self, events: usize, limit: Duration) -> Metrics {
+        // Received counts an event once it is queued for the buffer's
+        // writer: first every one written (the queue empty), then what
+        // was written by then durable. (`last_seq` and `durable_seq` of
+        // one scrape alone could both predate a write still queued.)
         self.wait_for_metrics(
-            &format!("{events} events received and flushed"),
+            &format!("{events} events received and written"),
             limit,
             |m| {
                 m.get("gkb_events_received_total") >= events as f64
-                    && m.get("gkb_buffer_durable_seq") >= m.get("gkb_buffer_last_seq")
+                    && m.get("gkb_buffer_write_queue_bytes") == 0.0
             },
+        );
+        let written = self
+            .metrics()
+            .and_then(|text| metric(&text, "gkb_buffer_last_seq"))
+            .unwrap_or(f64::INFINITY);
+        self.wait_for_metrics(
+            &format!("{events} events received and flushed"),
+            limit,
+            |m| m.get("gkb_buffer_durable_seq") >= written,
         )
     }
 
