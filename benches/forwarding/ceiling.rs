@@ -116,20 +116,24 @@ impl Run {
     }
 }
 
-/// Sends every frame once; times first send to last acknowledgement (the
-/// connection and metadata are set up before the clock starts).
-pub fn run(bootstrap: &str, partitioner: &str, frames: &[Frame], topics: &[&str]) -> Run {
-    let counting = Arc::new(Counting::default());
-    let producer: ThreadedProducer<Context> = ClientConfig::new()
+/// The plain producer, configured as the bridge's (what
+/// src/producer/config.rs ENFORCED sets, aliases left out; the bridge's
+/// partitioner, so keys land on the same partitions), with the metadata of
+/// `topics` fetched before any clock starts.
+fn plain_producer<C: ProducerContext>(
+    bootstrap: &str,
+    partitioner: &str,
+    topics: &[&str],
+    context: C,
+) -> ThreadedProducer<C> {
+    let producer: ThreadedProducer<C> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        // What src/producer/config.rs ENFORCED sets (aliases left out).
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "0")
         .set("retries", "2147483647")
-        // The bridge's default partitioner, so keys land on the same partitions.
         .set("partitioner", partitioner)
-        .create_with_context(Context(counting.clone()))
+        .create_with_context(context)
         .expect("the plain producer builds");
     for topic in topics {
         producer
@@ -137,6 +141,14 @@ pub fn run(bootstrap: &str, partitioner: &str, frames: &[Frame], topics: &[&str]
             .fetch_metadata(Some(topic), Duration::from_secs(30))
             .expect("topic metadata for the plain producer");
     }
+    producer
+}
+
+/// Sends every frame once; times first send to last acknowledgement (the
+/// connection and metadata are set up before the clock starts).
+pub fn run(bootstrap: &str, partitioner: &str, frames: &[Frame], topics: &[&str]) -> Run {
+    let counting = Arc::new(Counting::default());
+    let producer = plain_producer(bootstrap, partitioner, topics, Context(counting.clone()));
 
     let started = Instant::now();
     for frame in frames {
@@ -228,21 +240,12 @@ pub fn latency(
     secs: u64,
 ) -> Vec<f64> {
     let timing = Arc::new(Timing::default());
-    let producer: ThreadedProducer<TimingContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "0")
-        .set("retries", "2147483647")
-        .set("partitioner", partitioner)
-        .create_with_context(TimingContext(timing.clone()))
-        .expect("the plain producer builds");
-    for topic in topics {
-        producer
-            .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(30))
-            .expect("topic metadata for the plain producer");
-    }
+    let producer = plain_producer(
+        bootstrap,
+        partitioner,
+        topics,
+        TimingContext(timing.clone()),
+    );
     let count = (rate * secs as f64) as usize;
     let started = Instant::now();
     for i in 0..count {

@@ -36,6 +36,14 @@ impl Source {
         }
     }
 
+    fn segment((segment, end): (Arc<Segment>, Option<u64>)) -> Source {
+        Source {
+            segment: Some(segment),
+            legacy: None,
+            end,
+        }
+    }
+
     fn segment_first(&self) -> Option<u64> {
         self.segment.as_ref().map(|s| s.first)
     }
@@ -118,11 +126,7 @@ impl Store {
         if seq <= self.legacy_end {
             return Ok(Some(self.legacy_source()));
         }
-        Ok(self.segments.containing(seq)?.map(|(segment, end)| Source {
-            segment: Some(segment),
-            legacy: None,
-            end,
-        }))
+        Ok(self.segments.containing(seq)?.map(Source::segment))
     }
 
     /// Events from `seq` on: the source holding `seq`, or else the first
@@ -131,14 +135,7 @@ impl Store {
         if seq <= self.legacy_end {
             return Ok(Some(self.legacy_source()));
         }
-        Ok(self
-            .segments
-            .at_or_after(seq)?
-            .map(|(segment, end)| Source {
-                segment: Some(segment),
-                legacy: None,
-                end,
-            }))
+        Ok(self.segments.at_or_after(seq)?.map(Source::segment))
     }
 
     fn legacy_source(&self) -> Source {
