@@ -188,6 +188,7 @@ impl Bridge {
             max_frame_bytes: genesys.max_frame_bytes,
             ignore_errors: config.topics.ignore_errors,
             slots: connection::slots::ChannelSlots::new(crate::subscriptions::MAX_CHANNELS),
+            snapshots: config.snapshots.clone(),
         };
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let start_connection: planner::StartConnection = {

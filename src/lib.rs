@@ -14,6 +14,8 @@
 //!   client and its rate limiter, channel-id masking.
 //! - [`buffer`]: the sled write-ahead buffer; an append wakes its readers.
 //! - [`subscriptions`]: `[topics]` and how topics spread over channels.
+//! - [`snapshots`]: `[snapshots]`, and observation snapshots made from an
+//!   Analytics answer and the deltas buffered while it was out.
 //! - [`token`]: the token actor (OAuth client credentials, refresh) and
 //!   REST calls made with its token.
 //! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
@@ -48,6 +50,7 @@ pub mod planner;
 pub mod producer;
 pub mod replay;
 pub mod secret;
+pub mod snapshots;
 pub mod subscriptions;
 pub mod systemd;
 pub mod telemetry;

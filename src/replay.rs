@@ -132,6 +132,11 @@ pub fn to_record(letter: &DeadLetter) -> Record {
         topic_name: letter.topic_name.clone(),
         correlation_id: letter.correlation_id.clone(),
         payload: letter.payload.as_bytes().to_vec(),
+        kind: letter
+            .kind
+            .as_deref()
+            .and_then(crate::buffer::Kind::parse)
+            .unwrap_or_default(),
     }
 }
 
@@ -326,6 +331,7 @@ mod tests {
             reason: "Message production error: MessageSizeTooLarge".into(),
             dead_at_ms: 1_700_000_000_456,
             payload: r#"{"topicName":"x","eventBody":{"a":"é"}}"#.into(),
+            kind: None,
         }
     }
 

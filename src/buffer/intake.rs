@@ -21,6 +21,7 @@ use super::commit::Commit;
 use super::error::BufferError;
 use super::handle::{Buffer, Inner};
 use super::queue::{Job, WriteQueue};
+use super::record::Kind;
 
 /// Most jobs written between two flushes.
 const BATCH: usize = 512;
@@ -49,6 +50,27 @@ impl Buffer {
             topic_name: topic_name.to_owned(),
             correlation_id: correlation_id.map(str::to_owned),
             payload: payload.to_vec(),
+            kind: Kind::Notification,
+        })
+    }
+
+    /// Queues a record the bridge made (a snapshot, a backfill record)
+    /// behind the notifications submitted before it, as [`Buffer::submit`]
+    /// does; it is forwarded with the header `gkb-kind`.
+    pub fn submit_made(
+        &self,
+        kind: Kind,
+        received_at_ms: u64,
+        topic_name: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), BufferError> {
+        self.refuse_early()?;
+        self.queue(Job::Event {
+            received_at_ms,
+            topic_name: topic_name.to_owned(),
+            correlation_id: None,
+            payload,
+            kind,
         })
     }
 
@@ -139,8 +161,10 @@ fn write(queue: &WriteQueue, inner: &Weak<Inner>) {
                         topic_name,
                         correlation_id,
                         payload,
+                        kind,
                     } => buffer
                         .write_event(
+                            *kind,
                             *received_at_ms,
                             topic_name,
                             correlation_id.as_deref(),

@@ -224,5 +224,5 @@ pub use handle::Buffer;
 pub use handoff::AppendWatch;
 pub use inspect::{SideAreas, Usage, Walked};
 pub use metrics::BufferMetrics;
-pub use record::{field_fits, DecodeError, Record, FORMAT_VERSION};
+pub use record::{field_fits, DecodeError, Kind, Record, FORMAT_VERSION};
 pub use side_trees::{DeadLetter, Quarantined};

@@ -19,6 +19,7 @@ pub(super) enum Job {
         topic_name: String,
         correlation_id: Option<String>,
         payload: Vec<u8>,
+        kind: super::record::Kind,
     },
     /// A frame that is not a notification, kept in the quarantine.
     Quarantine { reason: String, frame: Vec<u8> },
@@ -194,6 +195,7 @@ mod tests {
             topic_name: String::new(),
             correlation_id: None,
             payload: vec![b'x'; bytes],
+            kind: Default::default(),
         }
     }
 

@@ -1,19 +1,71 @@
-//! One buffered event and its on-disk encoding (format version 1, see
-//! `migrations/v1.md`).
+//! One buffered event and its on-disk encoding (see `migrations/v1.md`
+//! and `migrations/v3.md`).
 //!
 //! ```text
-//! [u8 format=1][u64 received_at_ms LE][u16 topic_len LE][topic]
+//! format 1, a notification:
+//! [u8 1][u64 received_at_ms LE][u16 topic_len LE][topic]
 //! [u16 correlation_len LE, 0xFFFF = none][correlation id][payload…]
+//! format 2, a record the bridge made (a snapshot, a backfill):
+//! [u8 2][u8 kind][the rest as format 1]
 //! ```
-//! The payload is the notification exactly as received; it runs to the end.
+//! The payload is the notification exactly as received (or the record the
+//! bridge made); it runs to the end. Notifications keep format 1, so a
+//! buffer of notifications reads the same in builds before format 2.
 
 /// On-disk format this build writes. Older formats are migrated at open
 /// (see `migrations/`); newer ones are refused, never rewritten.
 pub const FORMAT_VERSION: u32 = 3;
 
-/// Format version of records written by this build.
+/// Format version of notification records.
 pub const RECORD_FORMAT: u8 = 1;
+/// Format version of records the bridge made (a kind byte follows).
+pub const RECORD_FORMAT_KIND: u8 = 2;
 const NO_CORRELATION: u16 = u16::MAX;
+
+/// What a buffered record is: a notification as received, or a record
+/// the bridge made to repair a gap (Kafka header `gkb-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// A frame received on a socket, byte for byte.
+    #[default]
+    Notification,
+    /// A queue's current observations from the Analytics API, in the
+    /// shape of an observation event carrying every metric.
+    Snapshot,
+    /// A conversation as the Analytics API gave it after a gap.
+    Backfill,
+}
+
+impl Kind {
+    /// The `gkb-kind` header's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Notification => "notification",
+            Kind::Snapshot => "snapshot",
+            Kind::Backfill => "backfill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Notification, Kind::Snapshot, Kind::Backfill]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Kind::Notification => 0,
+            Kind::Snapshot => 1,
+            Kind::Backfill => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Kind> {
+        [Kind::Notification, Kind::Snapshot, Kind::Backfill]
+            .into_iter()
+            .find(|k| k.code() == code)
+    }
+}
 
 /// A received notification, as buffered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +80,8 @@ pub struct Record {
     pub correlation_id: Option<String>,
     /// The frame's text, byte for byte.
     pub payload: Vec<u8>,
+    /// A notification, or a record the bridge made.
+    pub kind: Kind,
 }
 
 /// Why stored bytes are not a record.
@@ -35,6 +89,8 @@ pub struct Record {
 pub enum DecodeError {
     #[error("record format {0} is not known to this build")]
     UnknownFormat(u8),
+    #[error("record kind {0} is not known to this build")]
+    UnknownKind(u8),
     #[error("record is truncated")]
     Truncated,
     #[error("record text is not UTF-8")]
@@ -46,8 +102,13 @@ impl Record {
         let topic = self.topic_name.as_bytes();
         let corr = self.correlation_id.as_deref().map(str::as_bytes);
         let mut out =
-            Vec::with_capacity(13 + topic.len() + corr.map_or(0, <[u8]>::len) + self.payload.len());
-        out.push(RECORD_FORMAT);
+            Vec::with_capacity(14 + topic.len() + corr.map_or(0, <[u8]>::len) + self.payload.len());
+        if self.kind == Kind::Notification {
+            out.push(RECORD_FORMAT);
+        } else {
+            out.push(RECORD_FORMAT_KIND);
+            out.push(self.kind.code());
+        }
         out.extend_from_slice(&self.received_at_ms.to_le_bytes());
         // Topic names and correlation ids are short; the connection refuses
         // frames whose fields would not fit before they reach the buffer.
@@ -66,10 +127,14 @@ impl Record {
 
     pub fn decode(seq: u64, bytes: &[u8]) -> Result<Record, DecodeError> {
         let mut rest = bytes;
-        let format = take(&mut rest, 1)?[0];
-        if format != RECORD_FORMAT {
-            return Err(DecodeError::UnknownFormat(format));
-        }
+        let kind = match take(&mut rest, 1)?[0] {
+            RECORD_FORMAT => Kind::Notification,
+            RECORD_FORMAT_KIND => {
+                let code = take(&mut rest, 1)?[0];
+                Kind::from_code(code).ok_or(DecodeError::UnknownKind(code))?
+            }
+            format => return Err(DecodeError::UnknownFormat(format)),
+        };
         let received_at_ms = u64::from_le_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"));
         let topic_len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().expect("2 bytes"));
         let topic_name = utf8(take(&mut rest, topic_len.into())?)?;
@@ -85,6 +150,7 @@ impl Record {
             topic_name,
             correlation_id,
             payload: rest.to_vec(),
+            kind,
         })
     }
 }
@@ -120,8 +186,10 @@ mod tests {
             topic in ".{0,200}",
             corr in proptest::option::of(".{0,80}"),
             payload in proptest::collection::vec(any::<u8>(), 0..2000),
+            kind in 0u8..3,
         ) {
-            let r = Record { seq, received_at_ms: at, topic_name: topic, correlation_id: corr, payload };
+            let kind = Kind::from_code(kind).unwrap();
+            let r = Record { seq, received_at_ms: at, topic_name: topic, correlation_id: corr, payload, kind };
             prop_assert_eq!(Record::decode(seq, &r.encode()), Ok(r));
         }
 
@@ -139,8 +207,10 @@ mod tests {
             topic_name: "t".into(),
             correlation_id: Some("c".into()),
             payload: b"{}".to_vec(),
+            kind: Kind::Notification,
         };
         let bytes = r.encode();
+        assert_eq!(bytes[0], RECORD_FORMAT, "notifications keep format 1");
         assert_eq!(Record::decode(1, &bytes[..5]), Err(DecodeError::Truncated));
         let mut future = bytes.clone();
         future[0] = 9;
@@ -148,5 +218,15 @@ mod tests {
             Record::decode(1, &future),
             Err(DecodeError::UnknownFormat(9))
         );
+        let snapshot = Record {
+            kind: Kind::Snapshot,
+            ..r
+        };
+        let bytes = snapshot.encode();
+        assert_eq!(&bytes[..2], &[RECORD_FORMAT_KIND, 1]);
+        assert_eq!(Record::decode(1, &bytes), Ok(snapshot));
+        let mut unknown = bytes.clone();
+        unknown[1] = 7;
+        assert_eq!(Record::decode(1, &unknown), Err(DecodeError::UnknownKind(7)));
     }
 }

@@ -41,6 +41,10 @@ pub struct DeadLetter {
     /// The notification text (lossy only if it was not UTF-8, which a
     /// WebSocket text frame cannot be).
     pub payload: String,
+    /// `snapshot` or `backfill` for a record the bridge made; absent for
+    /// a notification (and in dead letters of builds before kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 impl Buffer {
@@ -108,6 +112,8 @@ impl Buffer {
             reason: reason.to_owned(),
             dead_at_ms: crate::now_ms(),
             payload: String::from_utf8_lossy(&record.payload).into_owned(),
+            kind: (record.kind != super::record::Kind::Notification)
+                .then(|| record.kind.as_str().to_owned()),
         };
         let json = serde_json::to_vec(&letter).expect("a dead letter serialises");
         // Insert first: a crash between the two leaves the record in both

@@ -103,6 +103,7 @@ mod tests {
             topic_name: "t".into(),
             correlation_id: None,
             payload: vec![0; bytes],
+            kind: Default::default(),
         }
     }
 

@@ -11,7 +11,7 @@ use sled::IVec;
 
 use super::error::BufferError;
 use super::handle::Buffer;
-use super::record::Record;
+use super::record::{Kind, Record};
 use super::store::{Area, Store};
 use super::sync::lock;
 
@@ -33,7 +33,7 @@ impl Buffer {
             shared.refused.fetch_add(1, Ordering::SeqCst);
             return Err(BufferError::Refused(self.refusal_text(refusal)));
         }
-        self.write_event(received_at_ms, topic_name, correlation_id, payload)
+        self.write_event(Kind::Notification, received_at_ms, topic_name, correlation_id, payload)
             .inspect_err(|_| {
                 shared.refused.fetch_add(1, Ordering::SeqCst);
             })
@@ -44,6 +44,7 @@ impl Buffer {
     /// refused. A failed write marks the buffer failing.
     pub(super) fn write_event(
         &self,
+        kind: Kind,
         received_at_ms: u64,
         topic_name: &str,
         correlation_id: Option<&str>,
@@ -59,6 +60,7 @@ impl Buffer {
             topic_name: topic_name.to_owned(),
             correlation_id: correlation_id.map(str::to_owned),
             payload: payload.to_vec(),
+            kind,
         };
         let value: IVec = record.encode().into();
         match store.put(Area::Events, seq, value.clone()) {

@@ -25,6 +25,7 @@ use crate::genesys::config::{GenesysConfig, SecretSource};
 use crate::health::HealthConfig;
 use crate::producer::KafkaConfig;
 use crate::secret::Secret;
+use crate::snapshots::SnapshotConfig;
 use crate::subscriptions::TopicsConfig;
 use crate::telemetry::init::LogConfig;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub snapshots: SnapshotConfig,
 }
 
 /// A configuration that was checked, with its secrets resolved.
@@ -131,6 +134,7 @@ pub fn resolve(
     config.buffer.validate()?;
     config.health.validate()?;
     config.log.validate()?;
+    config.snapshots.validate()?;
     let (api_base_url, login_base_url) = config.genesys.base_urls()?;
     let (client_secret, client_secret_source) = config.genesys.client_secret(env)?;
     let kafka_properties = config.kafka.client_properties(env)?;

@@ -18,6 +18,7 @@ use super::overlap::Overlap;
 use super::schedule::Schedule;
 use super::settings::{ConnectionSettings, CLOSE_WAIT, NOT_RUNNING};
 use super::setup::Setup;
+use super::snapshot::Snapshots;
 use super::socket::{Current, Retired};
 use super::subscription::Subscription;
 use crate::backoff::Backoff;
@@ -47,6 +48,8 @@ pub struct ConnectionActor {
     pub(super) subscription: Subscription,
     pub(super) overlap: Overlap,
     pub(super) gap: Option<Gap>,
+    /// Observation snapshots ([`super::snapshot`]).
+    pub(super) snapshots: Snapshots,
     /// Set by [`Close`]: no attempt after it. Its waiters are answered
     /// once no socket is left to read.
     pub(super) shutdown: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
@@ -75,6 +78,7 @@ impl ConnectionActor {
             current: None,
             retired: HashMap::new(),
             setup: Setup::default(),
+            snapshots: Snapshots::new(backoff.clone()),
             schedule: Schedule::new(backoff),
             subscription: Subscription::default(),
             overlap: Overlap::default(),
@@ -140,6 +144,12 @@ impl Actor for ConnectionActor {
         let name = liveness_name(self.index);
         self.telemetry.alive(name);
         ctx.run_interval(LIVENESS_INTERVAL, move |act, _| act.telemetry.alive(name));
+        let every = self.settings.snapshots.interval_secs;
+        if every > 0 {
+            ctx.run_interval(std::time::Duration::from_secs(every), |act, ctx| {
+                act.snapshot_soon(ctx, "interval")
+            });
+        }
         self.establish(ctx);
     }
 }
@@ -169,6 +179,7 @@ impl Supervised for ConnectionActor {
         self.schedule.restart();
         self.subscription.restart();
         self.overlap = Overlap::default();
+        self.snapshots.restart();
     }
 }
 

@@ -221,6 +221,7 @@ impl ConnectionActor {
                 self.empty_channel(unused.channel.id, ctx);
             }
         }
+        let gap_ended = self.gap.is_some();
         if let Some(gap) = self.gap.take() {
             let record = gap.record(self.index, false);
             self.telemetry.gaps.socket_gap(&record);
@@ -228,6 +229,11 @@ impl ConnectionActor {
             drop(self.buffer.record_gap(record, gap.topics));
         }
         self.subscription.subscribed = Some(topics);
+        // A gap missed deltas: the queues' state is taken afresh, as at
+        // start-up (a planned move lost nothing and needs none).
+        if gap_ended || !self.snapshots.asked_once {
+            self.snapshot_soon(ctx, if gap_ended { "gap" } else { "start-up" });
+        }
         self.apply_topics(ctx);
     }
 }

@@ -272,6 +272,7 @@ impl ConnectionActor {
                 if let Some(key) = key {
                     self.overlap.kept(key, socket, Instant::now());
                 }
+                self.snapshot_observe(topic_name, text);
                 self.telemetry.connections.event_received();
                 self.telemetry.buffer.write_ok();
             }

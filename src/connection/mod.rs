@@ -44,7 +44,8 @@
 //!
 //! Beside them: [`channel`] (the held channel and when to leave it),
 //! [`overlap`] (the duplicate window), [`silence`] (stall-aware silence),
-//! [`slots`] (the 20-channel budget).
+//! [`slots`] (the 20-channel budget), [`snapshot`] (observation snapshots
+//! at start-up, after gaps and on a timer).
 
 mod actor;
 pub mod channel;
@@ -60,6 +61,7 @@ mod settings;
 mod setup;
 mod silence;
 pub mod slots;
+mod snapshot;
 mod socket;
 mod subscribe;
 mod subscription;

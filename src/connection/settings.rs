@@ -17,6 +17,8 @@ pub struct ConnectionSettings {
     pub ignore_errors: bool,
     /// Shared by every connection of the bridge (one OAuth client).
     pub slots: Arc<slots::ChannelSlots>,
+    /// `[snapshots]`.
+    pub snapshots: crate::snapshots::SnapshotConfig,
 }
 
 /// Longest wait on shutdown for the sockets to be closed and read out.

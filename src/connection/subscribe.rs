@@ -57,6 +57,9 @@ impl ConnectionActor {
             .cloned()
             .collect();
         let removed = subscribed.iter().filter(|t| !keep.contains(t)).count();
+        let adds_observations = added
+            .iter()
+            .any(|t| crate::snapshots::observation_queue(t).is_some());
         if added.is_empty() && removed == 0 && !whole_list {
             self.subscription.subscribed = Some(wanted);
             return;
@@ -114,6 +117,9 @@ impl ConnectionActor {
                         example.as_deref(),
                     );
                     act.subscription.subscribed = Some(wanted);
+                    if adds_observations {
+                        act.snapshot_soon(ctx, "topics added");
+                    }
                     act.apply_topics(ctx);
                 }
                 Err(e) => {

@@ -447,7 +447,7 @@ impl GenesysApi {
     /// caller (Retry-After, or a doubling delay with jitter) and is tried
     /// again here up to [`MAX_RATE_LIMITED_ATTEMPTS`] times; after that
     /// the caller's own retry (`token::rest`) takes over.
-    async fn call(
+    pub(super) async fn call(
         &self,
         what: &'static str,
         method: awc::http::Method,
@@ -542,7 +542,7 @@ fn transport(what: &'static str, e: impl std::fmt::Display) -> ApiError {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Decode {
         what,
         reason: e.to_string(),

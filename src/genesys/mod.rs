@@ -2,6 +2,7 @@
 //! API, the frames of the notification WebSocket, and the proxies and CAs
 //! connections to it go through.
 
+pub mod analytics;
 pub mod api;
 pub mod channel_id;
 pub mod config;

@@ -168,6 +168,7 @@ fn status_report(t: &Telemetry) -> serde_json::Value {
         // The reasons the bridge is not ready; empty when it is.
         "ready": t.readiness().err().unwrap_or_default(),
         "gaps": t.gaps.report(),
+        "repair": t.repair.report(),
         "health": health_report(t).1,
         "token": t.token.report(),
         "forwarded": t.kafka.forwarded_report(),

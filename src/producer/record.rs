@@ -2,19 +2,23 @@
 //! notification text exactly as received; key = the entity id from the
 //! Genesys topic name, so one entity's events stay in order on one
 //! partition; headers `genesys-topic`, `genesys-correlation-id` (when
-//! present) and `genesys-received-at-ms`. The producer and the dead-letter
+//! present), `genesys-received-at-ms`, and `gkb-kind` on the records the
+//! bridge made (snapshots, backfill). The producer and the dead-letter
 //! replay both build records here, so a replayed event is the same record;
 //! and a refused record's delivery report is read back into the buffered
 //! event here, so it is dead-lettered without reading the buffer again.
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
-use crate::buffer::Record;
+use crate::buffer::{Kind, Record};
 use crate::genesys::topic;
 
 pub const HEADER_TOPIC: &str = "genesys-topic";
 pub const HEADER_CORRELATION_ID: &str = "genesys-correlation-id";
 pub const HEADER_RECEIVED_AT: &str = "genesys-received-at-ms";
+/// On records the bridge made: `snapshot` or `backfill` (absent on
+/// notifications, whose records are as they always were).
+pub const HEADER_KIND: &str = "gkb-kind";
 
 /// The Kafka key of an event: the entity id in its topic name.
 pub fn key(record: &Record) -> &str {
@@ -34,10 +38,17 @@ pub fn headers(record: &Record) -> OwnedHeaders {
             value: Some(corr.as_bytes()),
         });
     }
-    headers.insert(Header {
+    headers = headers.insert(Header {
         key: HEADER_RECEIVED_AT,
         value: Some(received_at.as_bytes()),
-    })
+    });
+    if record.kind != Kind::Notification {
+        headers = headers.insert(Header {
+            key: HEADER_KIND,
+            value: Some(record.kind.as_str().as_bytes()),
+        });
+    }
+    headers
 }
 
 /// The buffered event a Kafka record was built from (by [`headers`]),
@@ -59,6 +70,9 @@ pub fn from_message(seq: u64, received_at_ms: u64, message: &impl Message) -> Op
         topic_name: header(HEADER_TOPIC)?,
         correlation_id: header(HEADER_CORRELATION_ID),
         payload: message.payload().unwrap_or_default().to_vec(),
+        kind: header(HEADER_KIND)
+            .and_then(|k| Kind::parse(&k))
+            .unwrap_or_default(),
     })
 }
 
@@ -83,13 +97,19 @@ mod tests {
 
     #[test]
     fn a_sent_record_reads_back_as_the_buffered_event() {
-        for correlation_id in [Some("c-1".to_owned()), None] {
+        for (correlation_id, kind) in [
+            (Some("c-1".to_owned()), Kind::Notification),
+            (None, Kind::Notification),
+            (None, Kind::Snapshot),
+            (None, Kind::Backfill),
+        ] {
             let record = Record {
                 seq: 42,
                 received_at_ms: 1_700_000_000_123,
                 topic_name: "v2.users.00000000-0000-4000-8000-000000000001.presence".into(),
                 correlation_id,
                 payload: br#"{"eventBody":{"x":"\u00e9"}}"#.to_vec(),
+                kind,
             };
             let message = sent(&record, Some(headers(&record)));
             assert_eq!(
@@ -107,6 +127,7 @@ mod tests {
             topic_name: "v2.users.x.presence".into(),
             correlation_id: None,
             payload: b"{}".to_vec(),
+            kind: Kind::Notification,
         };
         assert_eq!(from_message(1, 1, &sent(&record, None)), None);
         let foreign = OwnedHeaders::new().insert(Header {

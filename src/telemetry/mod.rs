@@ -12,7 +12,8 @@
 //! - [`gaps`]: times without a subscribed socket (`telemetry.gaps`);
 //! - [`kafka`]: reachability, outages, topics, deliveries (`telemetry.kafka`);
 //! - [`planner`]: the topic plan (`telemetry.plan`);
-//! - [`buffer`]: appends and reads that fail (`telemetry.buffer`).
+//! - [`buffer`]: appends and reads that fail (`telemetry.buffer`);
+//! - [`repair`]: observation snapshots after gaps (`telemetry.repair`).
 //!
 //! Telemetry imports no component. What it reads of a component it reads
 //! through a trait defined here ([`BufferView`]) or as a `prometheus-client`
@@ -31,6 +32,7 @@ pub mod kafka;
 mod metrics;
 pub mod planner;
 mod recent;
+pub mod repair;
 mod render;
 mod shared;
 #[cfg(test)]
@@ -68,6 +70,7 @@ pub struct Telemetry {
     pub kafka: kafka::KafkaTelemetry,
     pub plan: planner::PlanTelemetry,
     pub buffer: buffer::BufferTelemetry,
+    pub repair: repair::RepairTelemetry,
     shared: Arc<shared::Shared>,
     started: Instant,
     liveness: Mutex<BTreeMap<&'static str, Instant>>,
@@ -86,6 +89,7 @@ impl Default for Telemetry {
             kafka,
             plan: planner::PlanTelemetry::new(shared.clone()),
             buffer: buffer::BufferTelemetry::new(shared.clone()),
+            repair: repair::RepairTelemetry::new(shared.clone()),
             shared,
             started: Instant::now(),
             liveness: Mutex::default(),
@@ -178,6 +182,7 @@ impl Telemetry {
         self.kafka.register(&mut r);
         self.plan.register(&mut r);
         self.buffer.register(&mut r);
+        self.repair.register(&mut r);
         render::overall(&mut r, self.readiness().is_ok(), self.started.elapsed());
         render::encode(r, self.shared.collectors())
     }

@@ -43,6 +43,10 @@ pub(crate) struct StatusFaults {
     /// Topic name prefixes whose subscriptions are rejected with
     /// `missingPermissions`.
     pub deny_topics: Vec<String>,
+    /// How long the analytics queries hold their answer after reading the
+    /// state (ms): events generated meanwhile reach the sockets before the
+    /// answer reaches the client, the race a snapshot must survive.
+    pub analytics_delay_ms: u64,
 }
 
 impl Default for StatusFaults {
@@ -54,6 +58,7 @@ impl Default for StatusFaults {
             retry_after_secs: 1,
             bad_credentials_status: None,
             deny_topics: Vec::new(),
+            analytics_delay_ms: 0,
         }
     }
 }
@@ -95,6 +100,7 @@ pub(crate) struct FaultPatch {
     #[serde(default, deserialize_with = "nullable")]
     pub bad_credentials_status: Option<Option<u16>>,
     pub deny_topics: Option<Vec<String>>,
+    pub analytics_delay_ms: Option<u64>,
     pub heartbeats: Option<bool>,
     pub pong: Option<bool>,
     pub blackhole: Option<bool>,
@@ -193,6 +199,10 @@ impl Faults {
         self.statuses().bad_credentials_status
     }
 
+    pub fn analytics_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.statuses().analytics_delay_ms)
+    }
+
     pub fn deny_topics(&self) -> Vec<String> {
         self.statuses().deny_topics.clone()
     }
@@ -245,6 +255,14 @@ impl Faults {
             }
             if let Some(prefixes) = patch.deny_topics {
                 next.deny_topics = prefixes;
+            }
+            if let Some(ms) = patch.analytics_delay_ms {
+                if ms > 600_000 {
+                    return Err(ApiError::bad_request(
+                        "analytics_delay_ms must be at most 600000",
+                    ));
+                }
+                next.analytics_delay_ms = ms;
             }
             *current = next;
         }

@@ -207,6 +207,7 @@ fn v1_records(seqs: std::ops::RangeInclusive<u64>, size: usize) -> Vec<Record> {
         topic_name: format!("v2.t{seq}"),
         correlation_id: None,
         payload: vec![b'p'; size],
+        kind: Default::default(),
     })
     .collect()
 }

@@ -89,7 +89,7 @@ proptest! {
                     let seq = buffer.append(7, &name, corr.as_deref(), &payload).unwrap();
                     prop_assert!(seq > last_seq, "sequences only grow");
                     last_seq = seq;
-                    model.insert(seq, Record { seq, received_at_ms: 7, topic_name: name, correlation_id: corr, payload });
+                    model.insert(seq, Record { seq, received_at_ms: 7, topic_name: name, correlation_id: corr, payload, kind: Default::default() });
                 }
                 Op::RemoveOldest(n) => {
                     let mut seqs: Vec<u64> = model.keys().take(n).copied().collect();

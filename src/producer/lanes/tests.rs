@@ -209,6 +209,7 @@ impl Harness {
                 topic_name: topic_name.to_owned(),
                 correlation_id: None,
                 payload: format!("{{\"n\":{seq}}}").into_bytes(),
+                kind: Default::default(),
             },
         );
         self.port

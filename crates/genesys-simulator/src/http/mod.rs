@@ -8,12 +8,14 @@
 //!   subscriptions);
 //! * `socket`: the channel WebSocket (one actor per connection);
 //! * `directory`: the queue and user listings;
+//! * `analytics`: the Analytics API queries (queue observations);
 //! * `control`: the simulator's own `/sim/` API;
 //! * `request`: reading bodies and query strings into clear 400s.
 //!
 //! A new API area is a file here over the existing state, plus its lines
 //! in [`routes`].
 
+mod analytics;
 mod channels;
 pub(crate) mod control;
 mod directory;
@@ -79,6 +81,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, role: Role) {
     .service(resource("/api/v2/routing/queues/{id}").route(web::get().to(directory::get_queue)))
     .service(resource("/api/v2/users").route(web::get().to(directory::list_users)))
     .service(resource("/api/v2/users/{id}").route(web::get().to(directory::get_user)))
+    .service(
+        resource("/api/v2/analytics/queues/observations/query")
+            .route(web::post().to(analytics::queue_observations)),
+    )
     .service(resource("/channels/{id}").route(web::get().to(socket::connect)))
     .service(resource("/sim/generate").route(web::post().to(control::generate::generate)))
     .service(resource("/sim/emitted").route(web::get().to(control::inspect::emitted)))

@@ -119,6 +119,40 @@ impl QueueStats {
                 }
             }
         }
+        self.set_all(
+            members,
+            on_queue_presence,
+            [waiting, interacting, alerting],
+            (num, den),
+        );
+        let first = !self.sent;
+        self.sent = true;
+        let mut changed: Vec<(MetricKey, Stat)> = self
+            .metrics
+            .iter()
+            .filter(|(k, v)| first || before.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if changed.is_empty() {
+            // Every random change cancelled out (e.g. +1 then -1): the
+            // service would send nothing; the generator owes an event, so
+            // one more waiting conversation arrives.
+            let waiting = Stat::Count(waiting + 1);
+            self.metrics.insert(("oWaiting", None), waiting);
+            changed.push((("oWaiting", None), waiting));
+        }
+        Delta { changed }
+    }
+
+    /// Sets every metric from the counts `[waiting, interacting, alerting]`
+    /// and the service level `(numerator, denominator)`.
+    fn set_all(
+        &mut self,
+        members: u64,
+        on_queue_presence: &str,
+        [waiting, interacting, alerting]: [u64; 3],
+        (num, den): (u64, u64),
+    ) {
         let idle = members.saturating_sub(interacting);
         let set = |m: &mut BTreeMap<MetricKey, Stat>, k: &'static str, q: Option<&str>, s| {
             m.insert((k, q.map(str::to_owned)), s);
@@ -159,23 +193,17 @@ impl QueueStats {
                 denominator: den,
             },
         );
-        let first = !self.sent;
-        self.sent = true;
-        let mut changed: Vec<(MetricKey, Stat)> = self
-            .metrics
-            .iter()
-            .filter(|(k, v)| first || before.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        if changed.is_empty() {
-            // Every random change cancelled out (e.g. +1 then -1): the
-            // service would send nothing; the generator owes an event, so
-            // one more waiting conversation arrives.
-            let waiting = Stat::Count(waiting + 1);
-            self.metrics.insert(("oWaiting", None), waiting);
-            changed.push((("oWaiting", None), waiting));
+    }
+
+    /// The queue's current statistics as the observations query answers
+    /// them: a queue that had no event yet is idle (every count 0 but its
+    /// members), and from now on that is its state, so that the query and
+    /// the deltas that follow agree. Its first event is still full.
+    pub fn current(&mut self, members: u64, on_queue_presence: &str) -> &BTreeMap<MetricKey, Stat> {
+        if self.metrics.is_empty() {
+            self.set_all(members, on_queue_presence, [0, 0, 0], (0, 0));
         }
-        Delta { changed }
+        &self.metrics
     }
 
     /// Sets the waiting count (the generator's `observation_conversations`);
