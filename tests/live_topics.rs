@@ -45,15 +45,16 @@ fn remove_queue(sim: &Simulator, id: &str) {
     assert_eq!(reply["removed"], id, "{reply}");
 }
 
-/// Waits until Kafka's `topic` holds a record keyed `key`; returns it.
-fn wait_record_keyed(broker: &Broker, topic: &str, key: &str) -> Consumed {
+/// Waits until Kafka's `topic` holds a record keyed `key` of `kind` (the
+/// `gkb-kind` header; `None`: a notification); returns it.
+fn wait_record_keyed(broker: &Broker, topic: &str, key: &str, kind: Option<&str>) -> Consumed {
     eventually(
-        &format!("a record keyed {key} in {topic}"),
+        &format!("a record keyed {key} in {topic} ({kind:?})"),
         Duration::from_secs(60),
         || {
             consumer::read_all(&broker.bootstrap(), &[topic], Duration::from_secs(10))
                 .into_iter()
-                .find(|r| r.key.as_deref() == Some(key.as_bytes()))
+                .find(|r| r.key.as_deref() == Some(key.as_bytes()) && r.header("gkb-kind") == kind)
         },
     )
 }
@@ -93,8 +94,19 @@ fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
 
     // Its events reach Kafka.
     emit_on(sim, &observations);
-    let record = wait_record_keyed(broker, "genesys.queue-observations", &queue);
+    let record = wait_record_keyed(broker, "genesys.queue-observations", &queue, None);
     let in_kafka_after = added_at.elapsed();
+    // An added observation topic gets a snapshot of its queue.
+    let snapshot = wait_record_keyed(
+        broker,
+        "genesys.queue-observations",
+        &queue,
+        Some("snapshot"),
+    );
+    assert_eq!(
+        snapshot.header("genesys-topic"),
+        Some(observations.as_str())
+    );
     assert_eq!(record.topic, "genesys.queue-observations");
     let sockets_after = sim.state()["sockets_opened"].clone();
     assert_eq!(
@@ -328,7 +340,7 @@ fn combined_user_topics_arrive_under_their_expanded_names() {
         .clone();
     let user = presence.split('.').nth(2).unwrap().to_owned();
     emit_on(sim, &presence);
-    let record = wait_record_keyed(broker, "genesys.events", &user);
+    let record = wait_record_keyed(broker, "genesys.events", &user, None);
     let value: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
     println!(
         "combined user topics: 7 planned topics for 10 sub-topics; event on {presence} in Kafka topic {} keyed by the user",

@@ -56,7 +56,9 @@ impl Buffer {
 
     /// Queues a record the bridge made (a snapshot, a backfill record)
     /// behind the notifications submitted before it, as [`Buffer::submit`]
-    /// does; it is forwarded with the header `gkb-kind`.
+    /// does; it is forwarded with the header `gkb-kind`. A refusal is the
+    /// maker's to retry: it is not counted with the refused events
+    /// (`gkb_buffer_refused_total` counts received events lost).
     pub fn submit_made(
         &self,
         kind: Kind,
@@ -64,14 +66,32 @@ impl Buffer {
         topic_name: &str,
         payload: Vec<u8>,
     ) -> Result<(), BufferError> {
-        self.refuse_early()?;
-        self.queue(Job::Event {
-            received_at_ms,
-            topic_name: topic_name.to_owned(),
-            correlation_id: None,
-            payload,
-            kind,
-        })
+        self.refusal_of_made()?;
+        let queue = &self.inner.shared.queue;
+        queue
+            .push(Job::Event {
+                received_at_ms,
+                topic_name: topic_name.to_owned(),
+                correlation_id: None,
+                payload,
+                kind,
+            })
+            .map_err(|full| {
+                BufferError::Refused(format!(
+                    "the disk is not keeping up: {} bytes wait to be written, at the bound buffer.write_queue_bytes {}",
+                    full.queued_bytes, queue.bound
+                ))
+            })
+    }
+
+    fn refusal_of_made(&self) -> Result<(), BufferError> {
+        if let Some(refusal) = self.refusal() {
+            return Err(BufferError::Refused(self.refusal_text(refusal)));
+        }
+        if self.is_failing() {
+            return Err(BufferError::Failing(self.flush_error().unwrap_or_default()));
+        }
+        Ok(())
     }
 
     /// Queues a frame that is not a notification for the quarantine.

@@ -227,6 +227,9 @@ mod tests {
         assert_eq!(Record::decode(1, &bytes), Ok(snapshot));
         let mut unknown = bytes.clone();
         unknown[1] = 7;
-        assert_eq!(Record::decode(1, &unknown), Err(DecodeError::UnknownKind(7)));
+        assert_eq!(
+            Record::decode(1, &unknown),
+            Err(DecodeError::UnknownKind(7))
+        );
     }
 }

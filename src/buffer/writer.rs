@@ -33,10 +33,16 @@ impl Buffer {
             shared.refused.fetch_add(1, Ordering::SeqCst);
             return Err(BufferError::Refused(self.refusal_text(refusal)));
         }
-        self.write_event(Kind::Notification, received_at_ms, topic_name, correlation_id, payload)
-            .inspect_err(|_| {
-                shared.refused.fetch_add(1, Ordering::SeqCst);
-            })
+        self.write_event(
+            Kind::Notification,
+            received_at_ms,
+            topic_name,
+            correlation_id,
+            payload,
+        )
+        .inspect_err(|_| {
+            shared.refused.fetch_add(1, Ordering::SeqCst);
+        })
     }
 
     /// Writes an event already admitted (by [`Buffer::submit`]; the

@@ -121,9 +121,12 @@ impl ConnectionActor {
         let Some(ids) = round.chunks.get(round.next).cloned() else {
             self.snapshots.running = false;
             self.snapshots.backoff.reset();
-            self.telemetry
-                .repair
-                .snapshot_taken(self.index, round.why, round.records, round.merged);
+            self.telemetry.repair.snapshot_taken(
+                self.index,
+                round.why,
+                round.records,
+                round.merged,
+            );
             if let Some(why) = self.snapshots.again.take() {
                 self.snapshot_soon(ctx, why);
             }
@@ -172,7 +175,10 @@ impl ConnectionActor {
                 );
             }
             for (topic, payload) in snapshot.records {
-                if let Err(e) = act.buffer.submit_made(Kind::Snapshot, now_ms, &topic, payload) {
+                if let Err(e) = act
+                    .buffer
+                    .submit_made(Kind::Snapshot, now_ms, &topic, payload)
+                {
                     act.telemetry.buffer.write_failed(&e);
                     return act.snapshot_failed(ctx, &format_args!("buffer refused it: {e}"));
                 }

@@ -93,7 +93,8 @@ pub fn parse_observations(body: &[u8]) -> Result<Vec<QueueObservations>, ApiErro
             for m in &r.data {
                 let ok = m.get("metric").and_then(Value::as_str).is_some()
                     && m.get("stats").is_some_and(Value::is_object)
-                    && m.get("qualifier").map_or(true, |q| q.is_string() || q.is_null());
+                    && m.get("qualifier")
+                        .map_or(true, |q| q.is_string() || q.is_null());
                 if !ok {
                     return Err(bad(format!(
                         "queue {}: a metric entry without a metric name or stats: {}",

@@ -542,7 +542,10 @@ fn transport(what: &'static str, e: impl std::fmt::Display) -> ApiError {
     }
 }
 
-pub(super) fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    body: &[u8],
+) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Decode {
         what,
         reason: e.to_string(),

@@ -34,6 +34,9 @@ pub struct InFlight {
     /// Sent while its lane was in single-record mode: a size refusal is
     /// then about this record alone.
     pub alone: bool,
+    /// A record the bridge made (a snapshot, backfill), not a received
+    /// notification: counted apart, and not in the latency histogram.
+    pub made: bool,
 }
 
 /// A delivery report: which record, and Kafka's answer.

@@ -63,6 +63,8 @@ struct Io {
     telemetry: Arc<Telemetry>,
     /// Acknowledged, to be removed from the buffer.
     acked: Vec<u64>,
+    /// How many of `acked` the bridge made (snapshots, backfill).
+    acked_made: u64,
     oldest_ack: Option<Instant>,
     /// Receive times of the records acknowledged in the current batch of
     /// delivery reports: telemetry takes them all at once.
@@ -105,8 +107,12 @@ impl Port for Io {
         self.producer.send(kafka_record).map_err(|(error, _)| error)
     }
 
-    fn acknowledged(&mut self, seq: u64, received_at_ms: u64) {
-        self.ack_received_at.push(received_at_ms);
+    fn acknowledged(&mut self, seq: u64, received_at_ms: u64, made: bool) {
+        if made {
+            self.acked_made += 1;
+        } else {
+            self.ack_received_at.push(received_at_ms);
+        }
         if self.acked.is_empty() {
             self.oldest_ack = Some(Instant::now());
         }
@@ -119,9 +125,11 @@ impl Port for Io {
         }
         match self.buffer.remove(&self.acked) {
             Ok(()) => {
+                let made = std::mem::take(&mut self.acked_made);
                 self.telemetry
                     .kafka
-                    .events_forwarded(self.acked.len() as u64);
+                    .events_forwarded(self.acked.len() as u64 - made);
+                self.telemetry.kafka.made_forwarded(made);
                 self.acked.clear();
                 self.oldest_ack = None;
                 if std::mem::take(&mut self.removal_failing) {
@@ -198,6 +206,7 @@ impl Forwarder {
                 buffer,
                 telemetry,
                 acked: Vec::new(),
+                acked_made: 0,
                 oldest_ack: None,
                 ack_received_at: Vec::new(),
                 removal_failing: false,

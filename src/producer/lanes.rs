@@ -60,7 +60,8 @@ pub trait Port {
         sent: Box<InFlight>,
     ) -> Result<(), KafkaError>;
     /// Kafka acknowledged a record: it is to be removed from the buffer.
-    fn acknowledged(&mut self, seq: u64, received_at_ms: u64);
+    /// `made`: a record the bridge made, not a received notification.
+    fn acknowledged(&mut self, seq: u64, received_at_ms: u64, made: bool);
     /// Removes the acknowledged records from the buffer now; `true` when
     /// there were some and they are gone.
     fn remove_acknowledged(&mut self) -> bool;
@@ -517,6 +518,7 @@ impl Lanes {
             partition: p as i32,
             bytes: bytes as u32,
             alone: lane.single_until.is_some(),
+            made: record.kind != crate::buffer::Kind::Notification,
         });
         let error = match port.send(&record, &self.topics[t].name, p as i32, key, sent) {
             Ok(()) => {

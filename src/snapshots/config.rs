@@ -117,7 +117,10 @@ mod tests {
             ..Default::default()
         };
         let e = bad.validate().unwrap_err().to_string();
-        assert!(e.contains("snapshots.metrics") && e.contains("nOffered"), "{e}");
+        assert!(
+            e.contains("snapshots.metrics") && e.contains("nOffered"),
+            "{e}"
+        );
         let bad = SnapshotConfig {
             interval_secs: 5,
             ..Default::default()

@@ -32,8 +32,8 @@ pub mod kafka;
 mod metrics;
 pub mod planner;
 mod recent;
-pub mod repair;
 mod render;
+pub mod repair;
 mod shared;
 #[cfg(test)]
 mod test_support;

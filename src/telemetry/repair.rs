@@ -58,7 +58,9 @@ impl RepairTelemetry {
     /// records (one per queue and media type), `merged` deltas received
     /// while the query was out applied on top.
     pub fn snapshot_taken(&self, connection: usize, why: &str, records: u64, merged: u64) {
-        self.rounds.get_or_create(&ResultLabel { result: "ok" }).inc();
+        self.rounds
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
         self.records.inc_by(records);
         self.merged.inc_by(merged);
         let now = crate::now_ms();

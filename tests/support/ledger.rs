@@ -35,6 +35,9 @@ pub struct Report {
     pub lost: usize,
     pub duplicates: usize,
     pub reordered: usize,
+    /// Records the bridge made (header `gkb-kind`: observation snapshots,
+    /// backfill): not events, counted apart.
+    pub made: usize,
     pub unknown: usize,
     pub mismatches: Vec<String>,
 }
@@ -54,7 +57,7 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} delivered to a socket; records in Kafka {}; arrived once {}; lost {}; \
-             duplicates {}; reordered {}; unknown {}; mismatches {}",
+             duplicates {}; reordered {}; unknown {}; mismatches {}; made by the bridge {}",
             self.expected,
             self.records,
             self.arrived_once,
@@ -62,7 +65,8 @@ impl std::fmt::Display for Report {
             self.duplicates,
             self.reordered,
             self.unknown,
-            self.mismatches.len()
+            self.mismatches.len(),
+            self.made
         )
     }
 }
@@ -147,6 +151,15 @@ pub fn reconcile(emitted: &[Emitted], consumed: &[Consumed]) -> Report {
     ordered
         .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
     for record in ordered {
+        if let Some(kind) = record.header("gkb-kind") {
+            if !matches!(kind, "snapshot" | "backfill") {
+                report
+                    .mismatches
+                    .push(format!("a record of unknown gkb-kind {kind:?}"));
+            }
+            report.made += 1;
+            continue;
+        }
         let Some(corr) = record.header("genesys-correlation-id") else {
             report.unknown += 1;
             continue;

@@ -43,6 +43,7 @@ impl Stack {
             buffer: dir.join("buffer"),
             buffer_keys: String::new(),
             genesys_keys: String::new(),
+            snapshot_keys: "enabled = false".to_owned(),
             missing_topic: None,
         }
     }
@@ -61,6 +62,7 @@ pub struct StackBuilder {
     buffer: PathBuf,
     buffer_keys: String,
     genesys_keys: String,
+    snapshot_keys: String,
     missing_topic: Option<String>,
 }
 
@@ -100,6 +102,16 @@ impl StackBuilder {
     /// More `[genesys]` keys (TOML lines; see [`with_genesys_keys`]).
     pub fn genesys_keys(mut self, keys: &str) -> Self {
         self.genesys_keys = keys.to_owned();
+        self
+    }
+
+    /// The `[snapshots]` keys (TOML lines). The stack's default is
+    /// `enabled = false`: most tests count the events in the buffer or in
+    /// Kafka exactly, and snapshot records are neither received nor
+    /// events. Tests of snapshots, and the end-to-end ledger (which counts
+    /// the records the bridge made apart), turn them on.
+    pub fn snapshot_keys(mut self, keys: &str) -> Self {
+        self.snapshot_keys = keys.to_owned();
         self
     }
 
@@ -167,7 +179,9 @@ impl StackBuilder {
         let config = with_genesys_keys(
             bridge_config_with_buffer(&sim.url, bootstrap, &self.buffer, &self.buffer_keys),
             &self.genesys_keys,
-        );
+        ) + "\n[snapshots]\n"
+            + &self.snapshot_keys
+            + "\n";
         let env: Vec<(&str, &str)> = [("E2E_CLIENT_SECRET", self.secret.as_str())]
             .into_iter()
             .chain(

@@ -46,7 +46,7 @@ impl Lanes {
                     topic.backoff.reset();
                     self.telemetry.kafka.topic_recovered(&topic.name);
                 }
-                port.acknowledged(sent.seq, sent.received_at_ms);
+                port.acknowledged(sent.seq, sent.received_at_ms, sent.made);
             }
             Err(error) => self.failed(&sent, error, refused, port, now),
         }

@@ -95,7 +95,7 @@ impl Port for FakePort {
         Ok(())
     }
 
-    fn acknowledged(&mut self, seq: u64, _received_at_ms: u64) {
+    fn acknowledged(&mut self, seq: u64, _received_at_ms: u64, _made: bool) {
         self.acked.push(seq);
         self.acknowledged.push(seq);
     }

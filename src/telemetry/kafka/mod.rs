@@ -67,6 +67,7 @@ pub struct KafkaTelemetry {
     /// Kafka refused the bridge's settings: no restart mends it.
     misconfigured: Mutex<Option<String>>,
     events_forwarded: Counter,
+    made_forwarded: Counter,
     delivery_errors: Counter,
     client_errors: Counter,
     producer_restarts: Counter,
@@ -87,6 +88,7 @@ impl KafkaTelemetry {
             forwarding: Mutex::default(),
             misconfigured: Mutex::default(),
             events_forwarded: Counter::default(),
+            made_forwarded: Counter::default(),
             delivery_errors: Counter::default(),
             client_errors: Counter::default(),
             producer_restarts: Counter::default(),
@@ -271,6 +273,14 @@ impl KafkaTelemetry {
         *lock(&self.misconfigured) = Some(format!("kafka producer stopped: {reason}"));
     }
 
+    /// Records the bridge made (snapshots, backfill) acknowledged by Kafka
+    /// and removed from the buffer.
+    pub fn made_forwarded(&self, n: u64) {
+        if n > 0 {
+            self.made_forwarded.inc_by(n);
+        }
+    }
+
     pub fn events_forwarded(&self, n: u64) {
         self.events_forwarded.inc_by(n);
     }
@@ -412,8 +422,9 @@ impl KafkaTelemetry {
     }
 
     pub(super) fn register(&self, r: &mut Registry) {
-        let counters: [(&str, &str, &Counter); 4] = [
+        let counters: [(&str, &str, &Counter); 5] = [
             ("events_forwarded", "Notifications acknowledged by Kafka.", &self.events_forwarded),
+            ("made_records_forwarded", "Records the bridge made (observation snapshots, backfill) acknowledged by Kafka.", &self.made_forwarded),
             ("kafka_delivery_errors", "Failed Kafka deliveries (retried from the buffer).", &self.delivery_errors),
             ("producer_restarts", "Kafka producers rebuilt after a fatal error.", &self.producer_restarts),
             ("kafka_client_errors", "Errors and warnings the Kafka client reported (connection failures, brokers down).", &self.client_errors),

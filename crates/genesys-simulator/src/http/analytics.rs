@@ -158,6 +158,8 @@ pub(crate) async fn queue_observations(
             .map_or("", |p| p.id.as_str())
             .to_owned();
         let mut inner = state.lock();
+        inner.counters.analytics_queries += 1;
+        inner.counters.analytics_held += 1;
         let mut results = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for id in &selection.queues {
@@ -168,8 +170,7 @@ pub(crate) async fn queue_observations(
                 continue;
             }
             let media: Media = queue.media;
-            if !selection.media.is_empty() && !selection.media.iter().any(|m| m == media.lower())
-            {
+            if !selection.media.is_empty() && !selection.media.iter().any(|m| m == media.lower()) {
                 continue;
             }
             let members = dir.members(queue).count() as u64;
@@ -186,9 +187,22 @@ pub(crate) async fn queue_observations(
         }
         results
     };
+    // Counted as held until answered, or until the client gave up.
+    let held = Held(state.clone());
     let delay = state.faults.analytics_delay();
     if !delay.is_zero() {
         actix_web::rt::time::sleep(delay).await;
     }
+    drop(held);
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+/// A query whose state was read and whose answer is not sent yet.
+struct Held(web::Data<SimState>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.counters.analytics_held = inner.counters.analytics_held.saturating_sub(1);
+    }
 }

@@ -22,4 +22,9 @@ pub(crate) struct Counters {
     pub rate_limited_without_retry_after: u64,
     /// Channels that ended with the token that created them.
     pub channels_ended_with_token: u64,
+    /// Analytics queries answered (their state read).
+    pub analytics_queries: u64,
+    /// Analytics queries whose state was read and whose answer is still
+    /// held (`analytics_delay_ms`).
+    pub analytics_held: u64,
 }
