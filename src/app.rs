@@ -8,6 +8,7 @@
 //! ├── Supervisor ─ ProducerActor ── librdkafka threads
 //! ├── Supervisor ─ Planner (lists the org at start-up, every
 //! │                topics.refresh_interval_secs and on SIGHUP)
+//! ├── Supervisor ─ BackfillActor (gaps' conversations, when [backfill] is on)
 //! └── Supervisor ─ ConnectionActor × ⌈topics / 1000⌉ (started by the planner)
 //! ```
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::backfill::BackfillActor;
 use crate::buffer::{Buffer, BufferError};
 use crate::config::{ConfigError, Settings};
 use crate::connection::{self, ConnectionActor, ConnectionSettings};
@@ -63,6 +65,8 @@ pub struct Bridge {
     /// Serves `buffer stats/check/export` while the buffer is locked;
     /// `None` when it could not listen (the tools then need a stop).
     control: Option<crate::buffer_tools::server::ControlServer>,
+    /// Kept so that the actor lives as long as the bridge.
+    _backfill: Option<Addr<BackfillActor>>,
 }
 
 /// Checks what can be checked without the network: the Kafka client
@@ -215,6 +219,14 @@ impl Bridge {
                 })
             })
         };
+        let backfill = config.backfill.enabled.then(|| {
+            let (buffer, api, tokens) = (buffer.clone(), genesys_api.clone(), tokens.clone());
+            let (telemetry, backoff) = (telemetry.clone(), backoff.clone());
+            let settings = config.backfill.clone();
+            Supervisor::start(move |_| {
+                BackfillActor::new(buffer, api, tokens, telemetry, settings, backoff)
+            })
+        });
         let (refusal, plan_refused) = tokio::sync::oneshot::channel();
         let planner = {
             let topics = config.topics.clone();
@@ -244,6 +256,7 @@ impl Bridge {
             planner,
             plan_refused: Some(plan_refused),
             control,
+            _backfill: backfill,
         })
     }
 

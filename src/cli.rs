@@ -61,9 +61,10 @@ pub enum Command {
     },
     /// List the recorded gaps: times a connection had no subscribed socket
     /// or the bridge was not running, so events Genesys sent then are
-    /// missing (oldest first; the newest 10,000 are kept). Text, or one JSON
-    /// object a line with the topic names (--json). On a running bridge
-    /// they are read through its control socket.
+    /// missing (oldest first; the newest 10,000 are kept), each with its
+    /// conversation backfill's progress. Text, or one JSON object a line
+    /// with the topic names (--json). On a running bridge they are read
+    /// through its control socket.
     Gaps {
         /// The buffer directory (`buffer.path` of the configuration).
         #[arg(long)]
@@ -74,6 +75,10 @@ pub enum Command {
         /// One JSON object a line, topic names included.
         #[arg(long)]
         json: bool,
+        /// Backfill the gap that starts at this time (RFC 3339, as listed)
+        /// again from its first page, then list.
+        #[arg(long, value_parser = parse_rfc3339)]
+        backfill: Option<std::time::SystemTime>,
     },
     /// Inspect the buffer, on a running bridge (read-only, answered by the
     /// bridge on `control.sock` in the buffer directory) or a stopped one.
@@ -161,7 +166,8 @@ pub fn main() -> ExitCode {
             buffer,
             since,
             json,
-        } => exit(gaps(&buffer, since, json)),
+            backfill,
+        } => exit(gaps(&buffer, since, json, backfill)),
         Command::Buffer { tool } => buffer_tool(tool),
         Command::Simulate(args) => {
             crate::telemetry::init::init_plain("info");
@@ -340,15 +346,17 @@ fn gaps(
     path: &std::path::Path,
     since: Option<std::time::SystemTime>,
     json: bool,
+    backfill: Option<std::time::SystemTime>,
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let since_ms = since.map(|t| {
+    let ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
-    });
+    };
     let filter = crate::buffer_tools::GapFilter {
-        since_ms,
+        since_ms: since.map(ms),
         topics: json,
+        rerun_backfill: backfill.map(ms),
     };
     let mut out = std::io::stdout().lock();
     if json {
@@ -366,14 +374,19 @@ fn gaps(
     for g in &gaps {
         writeln!(
             out,
-            "{} → {}  {:>10.3} s  connection {}  {} topics  {}{}",
+            "{} → {}  {:>10.3} s  connection {}  {} topics  {}{}{}",
             g.start,
             g.end,
             g.seconds,
             g.connection,
             g.topic_count,
             g.reason,
-            if g.open { "  (open at shutdown)" } else { "" }
+            if g.open { "  (open at shutdown)" } else { "" },
+            g.backfill
+                .as_ref()
+                .and_then(|p| serde_json::from_value::<crate::backfill::Progress>(p.clone()).ok())
+                .map(|p| format!("  [{}]", p.summary()))
+                .unwrap_or_default()
         )?;
     }
     writeln!(out, "{} gaps, {total:.3} s in all", gaps.len())?;

@@ -28,6 +28,10 @@ pub struct GapRecord {
     /// The topic names, when read with them (never stored in the record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<Vec<String>>,
+    /// Its backfill's progress, when listed with it (kept apart, in the
+    /// buffer's `backfill` tree; never stored in the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<serde_json::Value>,
 }
 
 /// Why a stored gap could not be read.
@@ -69,6 +73,7 @@ impl GapRecord {
             topic_count: topics.len() as u32,
             topics_id: format!("{:016x}", topics_id(topics)),
             topics: None,
+            backfill: None,
         }
     }
 
@@ -83,6 +88,7 @@ impl GapRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut stored = self.clone();
         stored.topics = None;
+        stored.backfill = None;
         serde_json::to_vec(&stored).expect("a gap record serialises")
     }
 

@@ -21,6 +21,8 @@
 //! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
 //! - [`connection`]: the connection actor (channel, socket, subscriptions,
 //!   pings, heartbeat watchdog, reconnects, planned moves).
+//! - [`backfill`]: the backfill actor (the conversations a gap missed,
+//!   from the Analytics API, as durable work kept in the buffer).
 //! - [`planner`]: the topic planner (listings, channel assignment, refresh).
 //! - [`config`]: the TOML file and environment overrides, assembled from
 //!   each component's own section.
@@ -35,6 +37,7 @@
 //!   simulator itself is the `genesys-simulator` crate (crates/).
 
 pub mod app;
+pub mod backfill;
 pub mod backoff;
 pub mod buffer;
 pub mod buffer_tools;

@@ -182,6 +182,7 @@
 
 mod admission;
 mod alive;
+mod backfill;
 mod commit;
 mod config;
 mod database;

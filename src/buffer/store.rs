@@ -65,6 +65,8 @@ pub struct Store {
     /// Recorded gaps and their topic lists (see `gaps.rs`).
     pub gaps: sled::Tree,
     pub gap_topics: sled::Tree,
+    /// Each gap's backfill progress (see `backfill.rs`).
+    pub backfill: sled::Tree,
     pub segments: Segments,
     /// Our own handle on sled's data file: `fsync` is per inode, so it
     /// also commits the file's size and block map, which sled's
@@ -97,6 +99,7 @@ impl Store {
             chunks: db.open_tree("chunks")?,
             gaps: db.open_tree("gaps")?,
             gap_topics: db.open_tree("gap_topics")?,
+            backfill: db.open_tree("backfill")?,
             segments: Segments::open(path, (cache_bytes / 2).max(1 << 20), segment_bytes, gauges)?,
             db_file: File::open(path.join("db"))?,
             db,

@@ -61,6 +61,10 @@ pub struct GapFilter {
     pub since_ms: Option<u64>,
     /// With the topic names.
     pub topics: bool,
+    /// Backfill the gap that starts at this time (ms) again, from its
+    /// first page (`gaps --backfill`), before listing.
+    #[serde(default)]
+    pub rerun_backfill: Option<u64>,
 }
 
 /// What `dead-letters` lists.
@@ -227,6 +231,8 @@ pub enum ToolError {
     Buffer(#[from] BufferError),
     #[error("writing the output failed: {0}")]
     Output(#[from] std::io::Error),
+    #[error("no recorded gap starts at {0} (`gaps` lists their starts)")]
+    NoSuchGap(String),
 }
 
 /// Reads the whole buffer once and sums it up by topic.
@@ -396,8 +402,39 @@ pub fn gaps(
     out: &mut dyn Write,
     interrupt: &Interrupt,
 ) -> Result<ListEnd, ToolError> {
+    if let Some(start_ms) = filter.rerun_backfill {
+        let mut found = 0;
+        for gap in buffer.gaps(None, false)? {
+            if gap.start_ms == start_ms {
+                let pending = crate::backfill::Progress {
+                    updated_ms: crate::now_ms(),
+                    ..Default::default()
+                };
+                buffer.set_backfill_progress(&gap.key(), &pending.encode())?;
+                found += 1;
+            }
+        }
+        if found == 0 {
+            return Err(ToolError::NoSuchGap(crate::rfc3339_ms(start_ms)));
+        }
+    }
     let mut lines = Lines::new(out, interrupt);
-    buffer.each_gap(filter.since_ms, filter.topics, |gap| lines.write(&gap))?;
+    let mut unreadable = None;
+    buffer.each_gap(filter.since_ms, filter.topics, |mut gap| {
+        match buffer.backfill_progress(&gap.key()) {
+            Ok(progress) => {
+                gap.backfill = progress.and_then(|p| serde_json::from_slice(&p).ok());
+            }
+            Err(e) => {
+                unreadable = Some(e);
+                return false;
+            }
+        }
+        lines.write(&gap)
+    })?;
+    if let Some(e) = unreadable {
+        return Err(e.into());
+    }
     Ok(ListEnd {
         listed: lines.finish()?,
     })

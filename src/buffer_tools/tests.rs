@@ -248,6 +248,7 @@ async fn a_running_bridge_answers_on_its_control_socket_as_the_files_would() {
         let gaps = GapFilter {
             since_ms: None,
             topics: true,
+            rerun_backfill: None,
         };
         assert_eq!(target.gaps(gaps, &mut listings.0).unwrap().listed, 1);
         let dead = KeptAsideFilter { quarantine: false };
@@ -270,6 +271,7 @@ async fn a_running_bridge_answers_on_its_control_socket_as_the_files_would() {
     let with_topics = GapFilter {
         since_ms: None,
         topics: true,
+        rerun_backfill: None,
     };
     super::gaps(&buffer, &with_topics, &mut direct_gaps, &never()).unwrap();
     assert_eq!(listings.0, direct_gaps);

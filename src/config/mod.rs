@@ -20,6 +20,7 @@ pub mod error;
 
 pub use error::ConfigError;
 
+use crate::backfill::BackfillConfig;
 use crate::buffer::BufferConfig;
 use crate::genesys::config::{GenesysConfig, SecretSource};
 use crate::health::HealthConfig;
@@ -51,6 +52,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub snapshots: SnapshotConfig,
+    #[serde(default)]
+    pub backfill: BackfillConfig,
 }
 
 /// A configuration that was checked, with its secrets resolved.
@@ -135,6 +138,7 @@ pub fn resolve(
     config.health.validate()?;
     config.log.validate()?;
     config.snapshots.validate()?;
+    config.backfill.validate()?;
     let (api_base_url, login_base_url) = config.genesys.base_urls()?;
     let (client_secret, client_secret_source) = config.genesys.client_secret(env)?;
     let kafka_properties = config.kafka.client_properties(env)?;

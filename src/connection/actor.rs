@@ -18,7 +18,7 @@ use super::overlap::Overlap;
 use super::schedule::Schedule;
 use super::settings::{ConnectionSettings, CLOSE_WAIT, NOT_RUNNING};
 use super::setup::Setup;
-use super::snapshot::Snapshots;
+use super::snapshot_state::Snapshots;
 use super::socket::{Current, Retired};
 use super::subscription::Subscription;
 use crate::backoff::Backoff;

@@ -62,6 +62,7 @@ mod setup;
 mod silence;
 pub mod slots;
 mod snapshot;
+mod snapshot_state;
 mod socket;
 mod subscribe;
 mod subscription;

@@ -17,44 +17,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::actor::ConnectionActor;
-use crate::backoff::Backoff;
 use crate::buffer::Kind;
 use crate::genesys::analytics::MAX_QUEUES_PER_QUERY;
 use crate::snapshots::{observation_queue, Window};
 use crate::token::rest;
-
-/// The connection's snapshot state.
-pub(super) struct Snapshots {
-    /// The window of the query out, if any.
-    window: Option<Window>,
-    /// A round is under way (or waiting for its retry).
-    running: bool,
-    /// Why another round was asked for while one ran.
-    again: Option<&'static str>,
-    /// Whether a round was ever asked for (the first one is start-up's).
-    pub(super) asked_once: bool,
-    backoff: Backoff,
-}
-
-impl Snapshots {
-    pub(super) fn new(backoff: Backoff) -> Self {
-        Snapshots {
-            window: None,
-            running: false,
-            again: None,
-            asked_once: false,
-            backoff,
-        }
-    }
-
-    /// The actor restarted: its futures (the query, a retry) are gone.
-    pub(super) fn restart(&mut self) {
-        self.window = None;
-        self.running = false;
-        self.again = None;
-        self.asked_once = false;
-    }
-}
 
 /// One round: the queues, their topics and how far it got.
 struct Round {

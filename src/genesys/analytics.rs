@@ -1,6 +1,9 @@
 //! The Analytics API calls that repair gaps: the current observations of
 //! queues (`POST /api/v2/analytics/queues/observations/query`), the
-//! snapshot a consumer of observation deltas starts from after a gap.
+//! snapshot a consumer of observation deltas starts from after a gap; and
+//! the conversations of an interval
+//! (`POST /api/v2/analytics/conversations/details/query`), the backfill of
+//! the conversations a gap missed.
 //!
 //! Replies are checked before anything is made of them: a result without
 //! a queue id, a metric without a name or stats, is a decode error (the
@@ -129,6 +132,104 @@ pub fn metric_key(entry: &Map<String, Value>) -> Option<(String, Option<String>)
     Some((metric, qualifier))
 }
 
+/// Most conversations per page of a details query (sources quote 100 or
+/// 200; the simulator refuses more than 100).
+pub const DETAILS_PAGE_SIZE: u64 = 100;
+
+/// One page of a details query: the conversations (as given, each checked
+/// for its id and start) and the total the query matches.
+#[derive(Debug, Clone)]
+pub struct DetailsPage {
+    pub conversations: Vec<Value>,
+    pub total_hits: u64,
+}
+
+/// What a details query asks for.
+#[derive(Debug, Clone)]
+pub struct DetailsQuery {
+    /// `<start>/<end>`, RFC 3339: conversations that *started* in it.
+    pub interval: String,
+    /// Segment predicates on `queueId` and `userId`, or'ed; none: every
+    /// conversation.
+    pub queue_ids: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub page_number: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailsReply {
+    #[serde(default)]
+    conversations: Vec<Value>,
+    total_hits: u64,
+}
+
+impl GenesysApi {
+    /// One page of the conversations that started in the query's interval.
+    pub async fn query_conversation_details(
+        &self,
+        token: &Secret,
+        query: &DetailsQuery,
+    ) -> Result<DetailsPage, ApiError> {
+        const WHAT: &str = "conversation details query";
+        let predicates: Vec<Value> = query
+            .queue_ids
+            .iter()
+            .map(|id| ("queueId", id))
+            .chain(query.user_ids.iter().map(|id| ("userId", id)))
+            .map(|(dimension, value)| {
+                json!({"type": "dimension", "dimension": dimension, "operator": "matches", "value": value})
+            })
+            .collect();
+        let mut body = json!({
+            "interval": query.interval,
+            "order": "asc",
+            "orderBy": "conversationStart",
+            "paging": {"pageSize": DETAILS_PAGE_SIZE, "pageNumber": query.page_number},
+        });
+        if !predicates.is_empty() {
+            body["segmentFilters"] = json!([{"type": "or", "predicates": predicates}]);
+        }
+        let reply = self
+            .call(
+                WHAT,
+                awc::http::Method::POST,
+                "/api/v2/analytics/conversations/details/query",
+                token,
+                Some(serde_json::to_vec(&body).expect("JSON serialises")),
+            )
+            .await?;
+        parse_details(&reply)
+    }
+}
+
+/// Checks and reads a details reply: every conversation has a
+/// `conversationId` and a `conversationStart`.
+pub fn parse_details(body: &[u8]) -> Result<DetailsPage, ApiError> {
+    const WHAT: &str = "conversation details query";
+    let reply: DetailsReply = decode(WHAT, body)?;
+    for c in &reply.conversations {
+        let ok = c
+            .get("conversationId")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+            && c.get("conversationStart").and_then(Value::as_str).is_some();
+        if !ok {
+            return Err(ApiError::Decode {
+                what: WHAT,
+                reason: format!(
+                    "a conversation without conversationId or conversationStart: {}",
+                    truncate(&c.to_string())
+                ),
+            });
+        }
+    }
+    Ok(DetailsPage {
+        conversations: reply.conversations,
+        total_hits: reply.total_hits,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +257,29 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn a_details_page_is_read_and_a_malformed_one_refused() {
+        let ok = br#"{"totalHits":2,"conversations":[
+            {"conversationId":"c1","conversationStart":"2026-12-04T00:00:00.000Z","participants":[]}]}"#;
+        let page = parse_details(ok).unwrap();
+        assert_eq!((page.total_hits, page.conversations.len()), (2, 1));
+        assert_eq!(
+            parse_details(br#"{"totalHits":0}"#)
+                .unwrap()
+                .conversations
+                .len(),
+            0
+        );
+        for bad in [
+            &br#"{"totalHits":1,"conversations":[{"conversationStart":"x"}]}"#[..],
+            br#"{"totalHits":1,"conversations":[{"conversationId":"c1"}]}"#,
+            br#"{"conversations":[]}"#,
+            b"<html>",
+        ] {
+            assert!(matches!(parse_details(bad), Err(ApiError::Decode { .. })));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Telemetry of gap repair: the observation snapshots each connection
 //! takes at start-up, after a gap and every `snapshots.interval_secs`
-//! (`gkb_snapshot*`), counted, logged and shown on `/status`.
+//! (`gkb_snapshot*`), and the conversation backfill of recorded gaps
+//! (`gkb_backfill*`), counted, logged and shown on `/status`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,8 +28,21 @@ struct Failure {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+/// The backfill states a gap can be in (`waiting`: pending, its data not
+/// in the Analytics API yet).
+const BACKFILL_STATES: [&str; 5] = ["waiting", "pending", "running", "done", "failed"];
+
 pub struct RepairTelemetry {
     shared: Arc<Shared>,
+    backfill_gaps: Family<StateLabel, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    backfill_records: Counter,
+    backfill_runs: Family<ResultLabel, Counter>,
+    backfill_last: Mutex<Option<serde_json::Value>>,
     rounds: Family<ResultLabel, Counter>,
     records: Counter,
     merged: Counter,
@@ -43,8 +57,21 @@ impl RepairTelemetry {
         for result in ["ok", "failed"] {
             let _ = rounds.get_or_create(&ResultLabel { result });
         }
+        let backfill_gaps =
+            Family::<StateLabel, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        for state in BACKFILL_STATES {
+            let _ = backfill_gaps.get_or_create(&StateLabel { state });
+        }
+        let backfill_runs = Family::<ResultLabel, Counter>::default();
+        for result in ["ok", "failed"] {
+            let _ = backfill_runs.get_or_create(&ResultLabel { result });
+        }
         RepairTelemetry {
             shared,
+            backfill_gaps,
+            backfill_records: Counter::default(),
+            backfill_runs,
+            backfill_last: Mutex::default(),
             rounds,
             records: Counter::default(),
             merged: Counter::default(),
@@ -105,6 +132,69 @@ impl RepairTelemetry {
         });
     }
 
+    /// How many recorded gaps with conversation topics are in each
+    /// backfill state (after each look at them).
+    pub fn backfill_gaps(&self, counts: &std::collections::HashMap<&'static str, u64>) {
+        for state in BACKFILL_STATES {
+            self.backfill_gaps
+                .get_or_create(&StateLabel { state })
+                .set(counts.get(state).copied().unwrap_or(0) as i64);
+        }
+    }
+
+    /// Backfill records written (and flushed) for a page.
+    pub fn backfill_records(&self, n: u64) {
+        self.backfill_records.inc_by(n);
+    }
+
+    /// A gap's backfill ran to its end.
+    pub fn backfill_done(&self, gap_start: &str, connection: u32, records: u64) {
+        self.backfill_runs
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc();
+        tracing::info!(gap_start, connection, records, "gap backfilled");
+        *lock(&self.backfill_last) = Some(serde_json::json!({
+            "gap_start": gap_start, "connection": connection, "result": "done",
+            "records": records, "at_ms": crate::now_ms(),
+        }));
+    }
+
+    /// A gap's backfill failed; it resumes after `retry_in`.
+    pub fn backfill_failed(
+        &self,
+        gap_start: &str,
+        connection: u32,
+        reason: &dyn std::fmt::Display,
+        retry_in: std::time::Duration,
+    ) {
+        self.backfill_runs
+            .get_or_create(&ResultLabel { result: "failed" })
+            .inc();
+        let reason = reason.to_string();
+        tracing::warn!(
+            gap_start,
+            connection,
+            reason = %reason,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "gap backfill failed; it resumes from where it stopped"
+        );
+        self.shared.problem(
+            Level::Warn,
+            "backfill",
+            "gap backfill failed",
+            &format_args!("gap from {gap_start}: {reason}"),
+        );
+        *lock(&self.backfill_last) = Some(serde_json::json!({
+            "gap_start": gap_start, "connection": connection, "result": "failed",
+            "reason": reason, "at_ms": crate::now_ms(),
+        }));
+    }
+
+    /// The gaps or their progress could not be read or stored.
+    pub fn backfill_unreadable(&self, reason: &dyn std::fmt::Display) {
+        tracing::warn!(reason = %reason, "backfill progress unreadable; looked at again later");
+    }
+
     /// /status's `repair`.
     pub fn report(&self) -> serde_json::Value {
         let rounds = |result| self.rounds.get_or_create(&ResultLabel { result }).get();
@@ -117,6 +207,16 @@ impl RepairTelemetry {
                 "merged_deltas": self.merged.get(),
                 "last_success_ms": (last > 0).then_some(last),
                 "last_failure": *lock(&self.last_failure),
+            },
+            "backfill": {
+                "gaps": BACKFILL_STATES
+                    .iter()
+                    .map(|s| (s.to_string(), self.backfill_gaps.get_or_create(&StateLabel { state: s }).get()))
+                    .collect::<std::collections::BTreeMap<String, i64>>(),
+                "records": self.backfill_records.get(),
+                "runs_ok": self.backfill_runs.get_or_create(&ResultLabel { result: "ok" }).get(),
+                "runs_failed": self.backfill_runs.get_or_create(&ResultLabel { result: "failed" }).get(),
+                "last": *lock(&self.backfill_last),
             }
         })
     }
@@ -139,6 +239,24 @@ impl RepairTelemetry {
             "snapshot_merged_deltas",
             "Observation deltas received while a snapshot query was out, applied on top of its answer.",
             self.merged.clone(),
+        );
+        register(
+            r,
+            "backfill_gaps",
+            "Recorded gaps with conversation topics, by backfill state (waiting: not in the Analytics API yet).",
+            self.backfill_gaps.clone(),
+        );
+        register(
+            r,
+            "backfill_records",
+            "Backfill records written to the buffer (one per conversation a gap missed).",
+            self.backfill_records.clone(),
+        );
+        register(
+            r,
+            "backfill_runs",
+            "Runs of a gap's backfill, by result (a failed run resumes later).",
+            self.backfill_runs.clone(),
         );
         register(
             r,

@@ -164,6 +164,12 @@ pub struct SimulatorArgs {
     /// does not document its own threshold; lower it to be harsher.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
     pub slow_consumer_bytes: u64,
+
+    /// Seconds after its start before a conversation can be found by the
+    /// Analytics conversation details query (the real service's lag is
+    /// not documented; raise it to be harsher).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub analytics_lag: f64,
 }
 
 /// Everything but the client secret, which must never reach a log (the
@@ -199,6 +205,7 @@ impl std::fmt::Debug for SimulatorArgs {
             event_log_limit,
             max_frame_size,
             slow_consumer_bytes,
+            analytics_lag,
         } = self;
         f.debug_struct("SimulatorArgs")
             .field("listen", listen)
@@ -229,6 +236,7 @@ impl std::fmt::Debug for SimulatorArgs {
             .field("event_log_limit", event_log_limit)
             .field("max_frame_size", max_frame_size)
             .field("slow_consumer_bytes", slow_consumer_bytes)
+            .field("analytics_lag", analytics_lag)
             .finish()
     }
 }
@@ -288,6 +296,9 @@ impl SimulatorArgs {
         }
         if self.slow_consumer_bytes < 64 * 1024 {
             return invalid("--slow-consumer-bytes must be at least 65536".into());
+        }
+        if !(0.0..=86_400.0).contains(&self.analytics_lag) {
+            return invalid("--analytics-lag must be between 0 and 86400 seconds".into());
         }
         if let Some(url) = &self.public_url {
             public_ws_base(url)?;

@@ -13,7 +13,7 @@ mod context;
 mod conversation;
 mod detail;
 mod envelope;
-mod facts;
+pub(crate) mod facts;
 
 pub(crate) use context::BodyContext;
 pub(crate) use detail::pool_detail_event;

@@ -85,6 +85,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig, role: Role) {
         resource("/api/v2/analytics/queues/observations/query")
             .route(web::post().to(analytics::queue_observations)),
     )
+    .service(
+        resource("/api/v2/analytics/conversations/details/query")
+            .route(web::post().to(analytics::conversation_details)),
+    )
     .service(resource("/channels/{id}").route(web::get().to(socket::connect)))
     .service(resource("/sim/generate").route(web::post().to(control::generate::generate)))
     .service(resource("/sim/emitted").route(web::get().to(control::inspect::emitted)))

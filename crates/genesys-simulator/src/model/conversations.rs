@@ -114,6 +114,10 @@ pub(crate) enum DetailDue {
 /// dropped without further events.
 const MAX_LIVE: usize = 200_000;
 
+/// Conversations the Analytics API remembers, at most (the oldest started
+/// are forgotten first).
+const MAX_HISTORY: usize = 100_000;
+
 /// Ended conversations whose detail events are still due: at most this many
 /// (beyond, the oldest are forgotten: their details are never sent).
 const MAX_ENDED: usize = 10_000;
@@ -126,6 +130,10 @@ pub(crate) struct ConversationPool {
     by_agent: HashMap<String, Vec<String>>,
     ended: HashMap<String, Conversation>,
     ended_order: VecDeque<String>,
+    /// Every conversation's latest state (the Analytics API's memory),
+    /// with ids in start order to bound it.
+    history: HashMap<String, Conversation>,
+    history_order: VecDeque<String>,
     clock: u64,
 }
 
@@ -166,6 +174,8 @@ impl ConversationPool {
             by_agent: HashMap::new(),
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
+            history: HashMap::new(),
+            history_order: VecDeque::new(),
             clock: 0,
         }
     }
@@ -228,6 +238,13 @@ impl ConversationPool {
                 touched,
             },
         );
+        self.history_order.push_back(id.clone());
+        self.history.insert(id.clone(), self.live[&id].clone());
+        while self.history_order.len() > MAX_HISTORY {
+            if let Some(old) = self.history_order.pop_front() {
+                self.history.remove(&old);
+            }
+        }
         id
     }
 
@@ -239,6 +256,9 @@ impl ConversationPool {
         conv.advance(now_ms);
         conv.touched = touched;
         let snapshot = conv.clone();
+        if let Some(kept) = self.history.get_mut(id) {
+            *kept = snapshot.clone();
+        }
         if snapshot.stage == Stage::Disconnected {
             self.end(id);
         }
@@ -394,6 +414,11 @@ impl ConversationPool {
                 })
             })
             .collect()
+    }
+
+    /// Every remembered conversation's latest state (the Analytics API).
+    pub fn history(&self) -> impl Iterator<Item = &Conversation> {
+        self.history.values()
     }
 
     #[cfg(test)]

@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     /// Unwritten frame bytes beyond which a socket's client is given up
     /// on as a slow consumer.
     pub slow_consumer_bytes: u64,
+    /// Time after its start before a conversation is queryable.
+    pub analytics_lag: Duration,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             event_log_limit: args.event_log_limit,
             max_frame_size: args.max_frame_size,
             slow_consumer_bytes: args.slow_consumer_bytes,
+            analytics_lag: Duration::from_secs_f64(args.analytics_lag),
         })
     }
 }
