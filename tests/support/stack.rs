@@ -44,6 +44,7 @@ impl Stack {
             buffer_keys: String::new(),
             genesys_keys: String::new(),
             snapshot_keys: "enabled = false".to_owned(),
+            backfill_keys: "enabled = false".to_owned(),
             missing_topic: None,
         }
     }
@@ -63,6 +64,7 @@ pub struct StackBuilder {
     buffer_keys: String,
     genesys_keys: String,
     snapshot_keys: String,
+    backfill_keys: String,
     missing_topic: Option<String>,
 }
 
@@ -112,6 +114,13 @@ impl StackBuilder {
     /// the records the bridge made apart), turn them on.
     pub fn snapshot_keys(mut self, keys: &str) -> Self {
         self.snapshot_keys = keys.to_owned();
+        self
+    }
+
+    /// The `[backfill]` keys (TOML lines); off by default for the same
+    /// reason as snapshots.
+    pub fn backfill_keys(mut self, keys: &str) -> Self {
+        self.backfill_keys = keys.to_owned();
         self
     }
 
@@ -181,6 +190,8 @@ impl StackBuilder {
             &self.genesys_keys,
         ) + "\n[snapshots]\n"
             + &self.snapshot_keys
+            + "\n[backfill]\n"
+            + &self.backfill_keys
             + "\n";
         let env: Vec<(&str, &str)> = [("E2E_CLIENT_SECRET", self.secret.as_str())]
             .into_iter()
