@@ -115,6 +115,8 @@ async fn official_python_sdk_talks_to_the_simulator() {
         "list queues",
         "PUT and GET subscriptions",
         "ping/pong",
+        "queue observations query",
+        "conversation details query: a page of 1000 is a 400",
     ] {
         assert!(
             stdout.contains(step),

@@ -1,4 +1,7 @@
-//! Event generation over the currently subscribed topics of all channels.
+//! Event generation over the topics of the org's activity: every topic
+//! a channel subscribes now, and every topic one ever subscribed (the org
+//! goes on while nobody listens: those events are emitted to no socket,
+//! recorded without a channel, as Genesys drops them).
 //!
 //! Topics are visited round-robin (a cursor that survives between calls), so
 //! every subscribed topic gets events. One event goes to every channel
@@ -126,7 +129,12 @@ fn emit_chunk(
             .iter()
             .map(|t| Arc::from(t.as_str()))
             .collect::<Vec<Arc<str>>>(),
-        None => subscribers.keys().cloned().collect(),
+        None => {
+            let mut all: std::collections::BTreeSet<Arc<str>> =
+                subscribers.keys().cloned().collect();
+            all.extend(inner.remembered_topics.iter().cloned());
+            all.into_iter().collect()
+        }
     }
     .into_iter()
     // Subscribed topics passed the same check; given ones were validated.

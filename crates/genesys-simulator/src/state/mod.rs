@@ -62,7 +62,15 @@ pub(crate) struct Inner {
     /// Queue statistics and live conversations behind event bodies.
     pub model: Model,
     pub jobs: Jobs,
+    /// Every topic a channel ever subscribed: the org's activity, which
+    /// goes on (and is generated, to no socket) when no channel subscribes
+    /// it any more, e.g. while the bridge is down and its channels are
+    /// gone. Bounded by [`MAX_REMEMBERED_TOPICS`].
+    pub remembered_topics: std::collections::BTreeSet<Arc<str>>,
 }
+
+/// Most topics remembered as the org's activity.
+pub(crate) const MAX_REMEMBERED_TOPICS: usize = 200_000;
 
 impl Inner {
     /// Appends to the event log (see [`EventLog::push`]), counting an
@@ -114,6 +122,7 @@ impl SimState {
                 rng: StdRng::seed_from_u64(args.seed),
                 model: Model::new(args.conversations_per_entity),
                 jobs: Jobs::default(),
+                remembered_topics: Default::default(),
             }),
             delivered: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
@@ -270,6 +279,13 @@ impl SimState {
                 .apply(&checked, mode, ignore_errors, self.settings.max_topics)?;
         if mode != SubscribeMode::Remove && self.settings.subscribe_extends_channel {
             channel.expires = SystemTime::now() + self.settings.channel_ttl;
+        }
+        let subscribed: Vec<Arc<str>> = channel.topics.iter().cloned().collect();
+        for topic in subscribed {
+            if inner.remembered_topics.len() >= MAX_REMEMBERED_TOPICS {
+                break;
+            }
+            inner.remembered_topics.insert(topic);
         }
         inner.channels.touch(id);
         Ok(reply)

@@ -213,6 +213,55 @@ def main(base, client_id, secret):
         step("notifications on the socket", f"{len(seen)} events")
     finally:
         ws.close()
+
+    # --- Analytics ---------------------------------------------------------
+    analytics = gc.AnalyticsApi(client)
+    query = gc.QueueObservationQuery()
+    query.filter = gc.QueueObservationQueryFilter()
+    query.filter.type = "or"
+    query.filter.predicates = []
+    for q in queues[:3]:
+        p = gc.QueueObservationQueryPredicate()
+        p.type, p.dimension, p.operator, p.value = "dimension", "queueId", "matches", q.id
+        query.filter.predicates.append(p)
+    query.metrics = ["oWaiting", "oInteracting", "oOnQueueUsers", "oServiceLevel"]
+    observed = analytics.post_analytics_queues_observations_query(query)
+    check(isinstance(observed, gc.QueueObservationQueryResponse), f"observations reply {type(observed)}")
+    assert_model_clean(observed, "observations reply")
+    check(sorted(r.group["queueId"] for r in observed.results) == sorted(q.id for q in queues[:3]),
+          f"one result per queue: {[r.group for r in observed.results]}")
+    metrics = {d.metric for r in observed.results for d in r.data}
+    check(metrics == {"oWaiting", "oInteracting", "oOnQueueUsers", "oServiceLevel"}, f"metrics {metrics}")
+    step("queue observations query", f"{len(observed.results)} queues, metrics {sorted(metrics)}")
+    try:
+        query.metrics = ["nOffered"]
+        analytics.post_analytics_queues_observations_query(query)
+        raise CheckFailed("an aggregate metric was accepted by the observations query")
+    except ApiException as e:
+        check(e.status == 400, f"unknown metric gave HTTP {e.status}")
+    step("observations query: an unknown metric is a 400")
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    details = gc.ConversationQuery()
+    details.interval = f"{(now - datetime.timedelta(hours=1)).isoformat()}/{(now + datetime.timedelta(minutes=1)).isoformat()}"
+    details.order = "asc"
+    details.order_by = "conversationStart"
+    details.paging = gc.PagingSpec()
+    details.paging.page_size, details.paging.page_number = 100, 1
+    found = analytics.post_analytics_conversations_details_query(details)
+    check(isinstance(found, gc.AnalyticsConversationQueryResponse), f"details reply {type(found)}")
+    assert_model_clean(found, "conversation details reply")
+    for c in found.conversations or []:
+        check(c.conversation_id and isinstance(c.conversation_start, datetime.datetime), "conversation fields")
+        check(all(p.purpose in ("customer", "acd", "agent") for p in c.participants), "participant purposes")
+    step("conversation details query", f"{found.total_hits} conversations")
+    try:
+        details.paging.page_size = 1000
+        analytics.post_analytics_conversations_details_query(details)
+        raise CheckFailed("a page of 1000 was accepted")
+    except ApiException as e:
+        check(e.status == 400, f"page size 1000 gave HTTP {e.status}")
+    step("conversation details query: a page of 1000 is a 400")
     return 0
 
 
