@@ -1,10 +1,13 @@
 //! Conversation backfill with real processes.
 //!
 //! 1. 100 events/s on 60 queues; the socket dropped and its reconnection
-//!    refused for 10 s, twice. Every conversation that had an event inside
-//!    either gap (the simulator emitted it to no socket) must be in Kafka as
-//!    a backfill record; none may lie outside its gap's margins; `gaps`
-//!    shows both gaps backfilled, with their counts.
+//!    refused for 10 s, twice. The Analytics API first answers with partial
+//!    bodies (conversations without ids): each gap's backfill fails, is
+//!    counted and shown, and writes nothing; once the answers are whole,
+//!    every conversation that had an event inside either gap (the
+//!    simulator emitted it to no socket) must be in Kafka as a backfill
+//!    record; none may lie outside its gap's margins; `gaps` shows both
+//!    gaps backfilled, with their counts; `gaps --backfill` runs one again.
 //! 2. The bridge stopped while thousands of conversations happen (a gap of
 //!    over 5,000), started again, and `kill -9`ed while that gap's backfill
 //!    runs: after a restart it resumes and ends; every conversation is in
@@ -165,6 +168,7 @@ fn conversations_a_gap_missed_are_backfilled_and_a_killed_backfill_resumes() {
     let bridge = &mut stack.bridge;
 
     // ---- 1. two gaps of 10 s at 100 events/s ----
+    sim.control("/sim/faults", json!({ "analytics_malformed": true }));
     sim.generate_in_background(4_000, 100.0);
     eventually("events to flow", Duration::from_secs(60), || {
         (bridge.status()?["forwarded"]["total"].as_u64()? >= 300).then_some(())
@@ -172,6 +176,34 @@ fn conversations_a_gap_missed_are_backfilled_and_a_killed_backfill_resumes() {
     for n in 0..2 {
         gap_of_ten_seconds(sim, bridge, n);
     }
+    let failed = eventually(
+        "a partial answer failing a backfill",
+        Duration::from_secs(120),
+        || gaps(&buffer).into_iter().find(|g| state(g) == "failed"),
+    );
+    println!("with partial answers: {}", failed["backfill"]);
+    assert!(
+        failed["backfill"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("conversationId"),
+        "{failed}"
+    );
+    assert_eq!(failed["backfill"]["records"], 0);
+    let status = bridge.status().unwrap();
+    assert!(
+        status["repair"]["backfill"]["runs_failed"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{}",
+        status["repair"]
+    );
+    assert!(
+        backfilled(&broker.bootstrap()).is_empty(),
+        "a partial answer reached Kafka"
+    );
+    sim.control("/sim/faults", json!({ "analytics_malformed": false }));
     sim.wait_generated(Duration::from_secs(180));
     let listed = eventually("both gaps backfilled", Duration::from_secs(180), || {
         let listed = gaps(&buffer);
@@ -229,6 +261,46 @@ fn conversations_a_gap_missed_are_backfilled_and_a_killed_backfill_resumes() {
     assert!(
         not_backfilled.is_empty(),
         "not backfilled: {not_backfilled:?}"
+    );
+
+    // By hand: the first gap again, from its first page.
+    let first = &listed[0];
+    let out = Command::new(BRIDGE)
+        .args([
+            "gaps",
+            "--json",
+            "--backfill",
+            first["start"].as_str().unwrap(),
+            "--buffer",
+        ])
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rerun = eventually("the rerun done", Duration::from_secs(120), || {
+        gaps(&buffer)
+            .into_iter()
+            .find(|g| g["start"] == first["start"])
+            .filter(|g| {
+                state(g) == "done" && g["backfill"]["updated_ms"] != first["backfill"]["updated_ms"]
+            })
+    });
+    println!("gaps --backfill {}: {}", first["start"], rerun["backfill"]);
+    assert!(rerun["backfill"]["records"].as_u64() >= first["backfill"]["records"].as_u64());
+    let unknown = Command::new(BRIDGE)
+        .args(["gaps", "--backfill", "2001-01-01T00:00:00Z", "--buffer"])
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no recorded gap starts at"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
     );
 
     // ---- 2. a long stop, then kill -9 during its backfill ----

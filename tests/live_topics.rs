@@ -73,9 +73,11 @@ fn emit_on(sim: &Simulator, topic: &str) {
 fn a_queue_added_while_running_is_subscribed_and_a_removed_one_unsubscribed() {
     let dir = tempfile::tempdir().unwrap();
     let refresh = REFRESH.as_secs().to_string();
+    // Snapshots on: an added observation topic gets one.
     let stack = Stack::builder(dir.path())
         .queues(6)
         .env("GKB_TOPICS__REFRESH_INTERVAL_SECS", &refresh)
+        .snapshot_keys("enabled = true\ninterval_secs = 0")
         .start();
     let (broker, sim, bridge) = (&stack.broker, &stack.sim, &stack.bridge);
 

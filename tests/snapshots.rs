@@ -159,7 +159,7 @@ fn a_consumer_of_snapshots_and_deltas_holds_the_queues_state_after_two_gaps() {
         .count();
     let status = bridge.status().unwrap();
     let metrics = support::Metrics(bridge.metrics().unwrap());
-    let merged = metrics.get("gkb_snapshot_merged_deltas_total");
+    let merged = metrics.get("gkb_snapshots_merged_deltas_total");
     let missed = ledger::emitted(&sim.url)
         .iter()
         .filter(|e| !e.delivered)

@@ -208,18 +208,21 @@ impl GenesysApi {
 pub fn parse_details(body: &[u8]) -> Result<DetailsPage, ApiError> {
     const WHAT: &str = "conversation details query";
     let reply: DetailsReply = decode(WHAT, body)?;
-    for c in &reply.conversations {
+    for (index, c) in reply.conversations.iter().enumerate() {
         let ok = c
             .get("conversationId")
             .and_then(Value::as_str)
             .is_some_and(|s| !s.is_empty())
             && c.get("conversationStart").and_then(Value::as_str).is_some();
         if !ok {
+            // Which one, not its content: conversations carry phone
+            // numbers and addresses, which have no place in a log.
             return Err(ApiError::Decode {
                 what: WHAT,
                 reason: format!(
-                    "a conversation without conversationId or conversationStart: {}",
-                    truncate(&c.to_string())
+                    "conversation {} of {} on the page has no conversationId or conversationStart",
+                    index + 1,
+                    reply.conversations.len()
                 ),
             });
         }

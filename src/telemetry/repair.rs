@@ -1,6 +1,6 @@
 //! Telemetry of gap repair: the observation snapshots each connection
 //! takes at start-up, after a gap and every `snapshots.interval_secs`
-//! (`gkb_snapshot*`), and the conversation backfill of recorded gaps
+//! (`gkb_snapshots_*`), and the conversation backfill of recorded gaps
 //! (`gkb_backfill*`), counted, logged and shown on `/status`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,19 +224,19 @@ impl RepairTelemetry {
     pub(super) fn register(&self, r: &mut Registry) {
         register(
             r,
-            "snapshot_rounds",
+            "snapshots_rounds",
             "Observation snapshot rounds of a connection (all its queues), by result.",
             self.rounds.clone(),
         );
         register(
             r,
-            "snapshot_records",
+            "snapshots_records",
             "Snapshot records written to the buffer (one per queue and media type).",
             self.records.clone(),
         );
         register(
             r,
-            "snapshot_merged_deltas",
+            "snapshots_merged_deltas",
             "Observation deltas received while a snapshot query was out, applied on top of its answer.",
             self.merged.clone(),
         );
@@ -260,7 +260,7 @@ impl RepairTelemetry {
         );
         register(
             r,
-            "snapshot_last_success_timestamp_seconds",
+            "snapshots_last_success_timestamp_seconds",
             "When the last snapshot round succeeded (Unix time; 0: none yet).",
             self.last_success.clone(),
         );

@@ -47,6 +47,10 @@ pub(crate) struct StatusFaults {
     /// state (ms): events generated meanwhile reach the sockets before the
     /// answer reaches the client, the race a snapshot must survive.
     pub analytics_delay_ms: u64,
+    /// The analytics queries answer 200 with a partial body: results and
+    /// conversations without their ids (a malformed answer a client must
+    /// refuse, not forward).
+    pub analytics_malformed: bool,
 }
 
 impl Default for StatusFaults {
@@ -59,6 +63,7 @@ impl Default for StatusFaults {
             bad_credentials_status: None,
             deny_topics: Vec::new(),
             analytics_delay_ms: 0,
+            analytics_malformed: false,
         }
     }
 }
@@ -101,6 +106,7 @@ pub(crate) struct FaultPatch {
     pub bad_credentials_status: Option<Option<u16>>,
     pub deny_topics: Option<Vec<String>>,
     pub analytics_delay_ms: Option<u64>,
+    pub analytics_malformed: Option<bool>,
     pub heartbeats: Option<bool>,
     pub pong: Option<bool>,
     pub blackhole: Option<bool>,
@@ -199,6 +205,10 @@ impl Faults {
         self.statuses().bad_credentials_status
     }
 
+    pub fn analytics_malformed(&self) -> bool {
+        self.statuses().analytics_malformed
+    }
+
     pub fn analytics_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.statuses().analytics_delay_ms)
     }
@@ -263,6 +273,9 @@ impl Faults {
                     ));
                 }
                 next.analytics_delay_ms = ms;
+            }
+            if let Some(on) = patch.analytics_malformed {
+                next.analytics_malformed = on;
             }
             *current = next;
         }

@@ -18,7 +18,8 @@
 //! service where it is uncertain: at most [`MAX_PREDICATES`] predicates,
 //! unknown metrics and dimensions are a 400, queues not in the directory
 //! are left out of the answer without a word. `analytics_delay_ms` (a
-//! `/sim/faults` setting) holds the answer after the state was read.
+//! `/sim/faults` setting) holds the answer after the state was read;
+//! `analytics_malformed` makes both answers partial (ids left out).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -205,6 +206,17 @@ pub(crate) async fn queue_observations(
         actix_web::rt::time::sleep(delay).await;
     }
     drop(held);
+    if state.faults.analytics_malformed() {
+        // Partial: the groups lost their queue ids.
+        let broken: Vec<Value> = results
+            .into_iter()
+            .map(|mut r| {
+                r["group"] = json!({});
+                r
+            })
+            .collect();
+        return Ok(HttpResponse::Ok().json(json!({ "results": broken })));
+    }
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
 
@@ -387,6 +399,16 @@ pub(crate) async fn conversation_details(
     let mut reply = json!({ "totalHits": total });
     if !page.is_empty() {
         reply["conversations"] = json!(page);
+    }
+    if state.faults.analytics_malformed() {
+        // Partial: conversations without their ids.
+        if let Some(list) = reply["conversations"].as_array_mut() {
+            for c in list {
+                if let Some(obj) = c.as_object_mut() {
+                    obj.remove("conversationId");
+                }
+            }
+        }
     }
     Ok(HttpResponse::Ok().json(reply))
 }
