@@ -106,7 +106,7 @@ impl Buffer {
     /// flushed, at most `timeout`; true if it was.
     pub fn wait_written(&self, timeout: Duration) -> bool {
         // The writer marks a batch done after its flush.
-        self.inner.shared.queue.wait_empty(timeout)
+        self.inner.shared.queue.wait_written(timeout)
     }
 
     /// Frames waiting for the writer thread.

@@ -57,6 +57,11 @@ struct State {
     in_hand: usize,
     /// When the oldest job in the writer's hands was queued.
     in_hand_since: Option<Instant>,
+    /// Jobs ever queued, and ever written: the writer takes and finishes
+    /// them in order, so a waiter for the first `n` waits for `written`
+    /// to reach `n`, however busy the queue stays meanwhile.
+    queued_total: u64,
+    written_total: u64,
     closed: bool,
 }
 
@@ -104,6 +109,7 @@ impl WriteQueue {
             });
         }
         state.jobs.push_back((job, size, Instant::now()));
+        state.queued_total += 1;
         let now = self.bytes.fetch_add(size, Ordering::SeqCst) + size;
         self.peak.fetch_max(now, Ordering::SeqCst);
         drop(state);
@@ -140,6 +146,7 @@ impl WriteQueue {
     pub(super) fn done(&self, jobs: usize, bytes: u64) {
         let mut state = lock(&self.state);
         state.in_hand -= jobs;
+        state.written_total += jobs as u64;
         if state.in_hand == 0 {
             state.in_hand_since = None;
         }
@@ -150,15 +157,28 @@ impl WriteQueue {
 
     /// Waits until every job queued before the call has been written (and
     /// the batch it was in flushed), at most `timeout`. True if it was.
-    pub(super) fn wait_empty(&self, timeout: Duration) -> bool {
+    /// Jobs queued after the call do not delay it: a queue that never
+    /// empties (steady traffic) does not starve the waiter.
+    pub(super) fn wait_written(&self, timeout: Duration) -> bool {
+        let ticket = self.ticket();
+        self.wait_ticket(ticket, timeout)
+    }
+
+    /// How many jobs were ever queued: what [`WriteQueue::wait_ticket`]
+    /// waits for.
+    pub(super) fn ticket(&self) -> u64 {
+        lock(&self.state).queued_total
+    }
+
+    /// Waits until the first `target` jobs ever queued are written, at
+    /// most `timeout`. True if they were.
+    pub(super) fn wait_ticket(&self, target: u64, timeout: Duration) -> bool {
         let state = lock(&self.state);
         let (state, _) = self
             .written
-            .wait_timeout_while(state, timeout, |s| {
-                !s.closed && (!s.jobs.is_empty() || s.in_hand > 0)
-            })
+            .wait_timeout_while(state, timeout, |s| !s.closed && s.written_total < target)
             .unwrap_or_else(|e| e.into_inner());
-        state.jobs.is_empty() && state.in_hand == 0
+        state.written_total >= target
     }
 
     /// No more jobs: the writer ends once it wrote what is queued.
@@ -227,10 +247,28 @@ mod tests {
     }
 
     #[test]
+    fn later_jobs_do_not_delay_a_waiter() {
+        let q = WriteQueue::new(1 << 20);
+        q.push(event(10)).unwrap();
+        let ticket = q.ticket();
+        let batch = q.take(16).unwrap();
+        // Steady traffic: the queue is never empty again.
+        q.push(event(10)).unwrap();
+        assert!(!q.wait_ticket(ticket, Duration::from_millis(10)));
+        q.done(batch.len(), batch.iter().map(|(_, b)| b).sum());
+        assert!(q.wait_ticket(ticket, Duration::ZERO));
+        assert!(
+            !q.wait_ticket(q.ticket(), Duration::ZERO),
+            "the later one is not written"
+        );
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
     fn waiting_for_the_writer_ends_when_it_wrote_or_at_the_timeout() {
         let q = std::sync::Arc::new(WriteQueue::new(1 << 20));
         q.push(event(10)).unwrap();
-        assert!(!q.wait_empty(Duration::from_millis(20)));
+        assert!(!q.wait_written(Duration::from_millis(20)));
         let writer = {
             let q = q.clone();
             std::thread::spawn(move || {
@@ -238,7 +276,7 @@ mod tests {
                 q.done(batch.len(), batch.iter().map(|(_, b)| b).sum());
             })
         };
-        assert!(q.wait_empty(Duration::from_secs(30)));
+        assert!(q.wait_written(Duration::from_secs(30)));
         writer.join().unwrap();
         q.close();
         assert!(q.take(1).is_none());
