@@ -173,6 +173,26 @@
 //!   make (any other UUID) get an event of their own kind on every visit,
 //!   with facts derived from the id, so that such topics can carry load.
 //!
+//! # Analytics API
+//!
+//! * `POST /api/v2/analytics/queues/observations/query`
+//!   (`QueueObservationQuery`: a `filter` of `queueId`/`mediaType`
+//!   predicates, `metrics`) → `{"results":[{"group":{"queueId","mediaType"},
+//!   "data":[{"metric","qualifier"?,"stats"}]}]}`: the current statistics
+//!   the observation deltas add up to (a queue with no event yet is idle).
+//!   At most 100 predicates; unknown metrics and dimensions are a 400.
+//! * `POST /api/v2/analytics/conversations/details/query`
+//!   (`ConversationQuery`: `interval`, `order`, `orderBy`
+//!   `conversationStart`, `paging`, `segmentFilters` on `queueId`/`userId`)
+//!   → `{"conversations":[AnalyticsConversation…],"totalHits"}`: the
+//!   conversations that *started* in the interval (as the real synchronous
+//!   query matches), in their latest state, participants → sessions →
+//!   segments. Pages of at most 100, intervals of at most 7 days (400
+//!   beyond); a conversation is found only `--analytics-lag` seconds
+//!   (default 30) after its start.
+//! * `/sim/faults` `analytics_delay_ms` holds both answers after the state
+//!   was read; `analytics_malformed` makes them partial (ids left out).
+//!
 //! # WebSocket: `ws://host:port/channels/{id}`
 //!
 //! No token: the connectUri grants access. An unknown or expired channel is
@@ -209,7 +229,9 @@
 //!
 //! * `POST /sim/generate` `{"count":N, "rate_per_sec"?:R, "topics"?:[…], "observation_conversations"?:K}`.
 //!   Without `rate_per_sec`: generates N events now, round-robin over the
-//!   subscribed topics of all live channels (or over `topics`), and replies
+//!   org's activity (the subscribed topics of all live channels and every
+//!   topic a channel ever subscribed: the org goes on while nobody listens,
+//!   and those events are recorded with no channel), or over `topics`, and replies
 //!   once every frame has been handed to its socket:
 //!   `{"emitted":N,"delivered":D,"first_seq":a,"last_seq":b,"flushed":true}`
 //!   (`delivered` counts frames handed to open sockets by the time of the
@@ -217,7 +239,7 @@
 //!   frames while its client reads; after 5 s of waiting for a client that
 //!   does not, the reply comes anyway with `"flushed":false` (the frames
 //!   stay queued, in order, and are written when the client reads). 409
-//!   when nothing is subscribed and no `topics` are given; `count` at most
+//!   when no topic was ever subscribed and no `topics` are given; `count` at most
 //!   5,000,000. With `rate_per_sec` (at most 1,000,000): starts a
 //!   background job (N events, or forever without `count`) → 202
 //!   `{"started":true,"job_id"}` (409 when 64 jobs already run). `observation_conversations` (at most
