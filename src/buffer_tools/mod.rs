@@ -182,6 +182,10 @@ pub struct ExportedRecord<'a> {
     pub genesys_topic: &'a str,
     pub kafka_topic: &'a str,
     pub correlation_id: Option<&'a str>,
+    /// `snapshot` or `backfill` for a record the bridge made (its Kafka
+    /// header `gkb-kind`); absent for a notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'a str>,
     /// The notification as received, when it is JSON (it always is for
     /// frames the bridge buffered); otherwise `payload` holds the text.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -365,6 +369,7 @@ pub fn export(
             genesys_topic: &record.topic_name,
             kafka_topic: &kafka_topic,
             correlation_id: record.correlation_id.as_deref(),
+            kind: (record.kind != crate::buffer::Kind::Notification).then(|| record.kind.as_str()),
             payload: event
                 .is_none()
                 .then(|| String::from_utf8_lossy(&record.payload).into_owned()),
