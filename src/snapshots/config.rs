@@ -47,6 +47,8 @@ pub struct SnapshotConfig {
     #[serde(default = "default_interval_secs")]
     pub interval_secs: u64,
     /// The metrics asked for: every observation metric the topics carry.
+    /// A snapshot replaces a queue's state, so leave a metric out only if
+    /// the topics never carry it.
     #[serde(default = "default_metrics")]
     pub metrics: Vec<String>,
 }
