@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::consumer::{self, Consumed};
-use support::{eventually, ledger, Bridge, Simulator, Stack, BRIDGE};
+use support::{eventually, ledger, Simulator, Stack, BRIDGE};
 
 /// Where backfill records land: the default topic (no route matches
 /// `v2.analytics.conversations.*` in the test configuration).
@@ -50,19 +50,6 @@ fn gaps(buffer: &Path) -> Vec<Value> {
 
 fn state(gap: &Value) -> &str {
     gap["backfill"]["state"].as_str().unwrap_or("none")
-}
-
-/// The dropped socket's reconnection refused for 10 s.
-fn gap_of_ten_seconds(sim: &Simulator, bridge: &Bridge, gaps_before: u64) {
-    sim.control("/sim/faults", json!({ "ws_status": 503 }));
-    sim.control("/sim/faults/drop-sockets", json!({ "mode": "abort" }));
-    // The fault's length, not a wait for an event.
-    std::thread::sleep(Duration::from_secs(10));
-    sim.control("/sim/faults", json!({ "ws_status": null }));
-    eventually("the gap to end", Duration::from_secs(60), || {
-        let gaps = bridge.status()?["gaps"]["this_run"]["gaps"].as_u64()?;
-        (gaps > gaps_before).then_some(())
-    });
 }
 
 /// Conversation ids of the conversation events after `since_seq` that
@@ -174,7 +161,7 @@ fn conversations_a_gap_missed_are_backfilled_and_a_killed_backfill_resumes() {
         (bridge.status()?["forwarded"]["total"].as_u64()? >= 300).then_some(())
     });
     for n in 0..2 {
-        gap_of_ten_seconds(sim, bridge, n);
+        support::gap_with_refused_reconnection(sim, bridge, Duration::from_secs(10), n);
     }
     let failed = eventually(
         "a partial answer failing a backfill",

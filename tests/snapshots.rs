@@ -71,19 +71,6 @@ fn truth(sim: &Simulator) -> HashMap<String, State> {
         .collect()
 }
 
-/// The dropped socket's reconnection refused for 10 s.
-fn gap_of_ten_seconds(sim: &Simulator, bridge: &Bridge, gaps_before: u64) {
-    sim.control("/sim/faults", json!({ "ws_status": 503 }));
-    sim.control("/sim/faults/drop-sockets", json!({ "mode": "abort" }));
-    // The fault's length, not a wait for an event.
-    std::thread::sleep(Duration::from_secs(10));
-    sim.control("/sim/faults", json!({ "ws_status": null }));
-    eventually("the gap to end", Duration::from_secs(60), || {
-        let gaps = bridge.status()?["gaps"]["this_run"]["gaps"].as_u64()?;
-        (gaps > gaps_before).then_some(())
-    });
-}
-
 fn snapshot_rounds(bridge: &Bridge) -> u64 {
     bridge.status().unwrap()["repair"]["snapshots"]["rounds_ok"]
         .as_u64()
@@ -110,7 +97,7 @@ fn a_consumer_of_snapshots_and_deltas_holds_the_queues_state_after_two_gaps() {
     });
     for n in 0..2 {
         let rounds = snapshot_rounds(bridge);
-        gap_of_ten_seconds(sim, bridge, n);
+        support::gap_with_refused_reconnection(sim, bridge, Duration::from_secs(10), n);
         eventually(
             "the snapshot after the gap",
             Duration::from_secs(60),

@@ -55,13 +55,7 @@ const WRITE_WAIT: Duration = Duration::from_secs(60);
 const MAX_PAGES: u64 = 10_000;
 
 pub struct BackfillActor {
-    buffer: Buffer,
-    api: GenesysApi,
-    tokens: Addr<TokenActor>,
-    telemetry: Arc<Telemetry>,
-    config: BackfillConfig,
-    /// The REST calls' retries (`token::rest`).
-    call_backoff: Backoff,
+    work: Work,
     busy: bool,
 }
 
@@ -75,12 +69,14 @@ impl BackfillActor {
         call_backoff: Backoff,
     ) -> Self {
         BackfillActor {
-            buffer,
-            api,
-            tokens,
-            telemetry,
-            config,
-            call_backoff,
+            work: Work {
+                buffer,
+                api,
+                tokens,
+                telemetry,
+                config,
+                call_backoff,
+            },
             busy: false,
         }
     }
@@ -90,14 +86,7 @@ impl BackfillActor {
             return;
         }
         self.busy = true;
-        let work = Work {
-            buffer: self.buffer.clone(),
-            api: self.api.clone(),
-            tokens: self.tokens.clone(),
-            telemetry: self.telemetry.clone(),
-            config: self.config.clone(),
-            call_backoff: self.call_backoff.clone(),
-        };
+        let work = self.work.clone();
         ctx.spawn(
             async move { work.run_once().await }
                 .into_actor(self)
@@ -115,9 +104,9 @@ impl Actor for BackfillActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.telemetry.alive("backfill");
+        self.work.telemetry.alive("backfill");
         ctx.run_interval(CHECK_EVERY, |act, ctx| {
-            act.telemetry.alive("backfill");
+            act.work.telemetry.alive("backfill");
             act.check(ctx);
         });
         self.check(ctx);
@@ -132,7 +121,8 @@ impl Supervised for BackfillActor {
     }
 }
 
-/// What one look at the gaps needs (moved into its future).
+/// What one look at the gaps needs (cloned into its future).
+#[derive(Clone)]
 struct Work {
     buffer: Buffer,
     api: GenesysApi,
@@ -167,15 +157,33 @@ impl Work {
     /// Looks at the gaps, runs the first due one; `true` when it ran one
     /// to its end (look again at once).
     async fn run_once(self) -> bool {
+        // Gaps without their topic names, and each distinct list once: a
+        // connection's list rarely changes, so thousands of gaps name a
+        // few lists (read every look, they would be hundreds of MB).
         let b = self.buffer.clone();
-        let listed = blocking(move || Ok((b.gaps(None, true)?, b.backfill_progresses()?))).await;
-        let (gaps, stored) = match listed {
+        let listed = blocking(move || {
+            let gaps = b.gaps(None, false)?;
+            let mut lists: HashMap<String, Arc<Vec<String>>> = HashMap::new();
+            for gap in &gaps {
+                if !lists.contains_key(&gap.topics_id) {
+                    let topics = b.gap_topics(&gap.topics_id)?;
+                    lists.insert(gap.topics_id.clone(), Arc::new(topics));
+                }
+            }
+            Ok((gaps, lists, b.backfill_progresses()?))
+        })
+        .await;
+        let (gaps, lists, stored) = match listed {
             Ok(listed) => listed,
             Err(e) => {
                 self.telemetry.repair.backfill_unreadable(&e);
                 return false;
             }
         };
+        let carries: HashMap<&String, bool> = lists
+            .iter()
+            .map(|(id, topics)| (id, plan::carries_conversations(topics)))
+            .collect();
         let stored: HashMap<Vec<u8>, Progress> = stored
             .into_iter()
             .filter_map(|(k, v)| Some((k, Progress::decode(&v)?)))
@@ -183,11 +191,11 @@ impl Work {
         let now = crate::now_ms();
         let lag = self.config.data_lag_secs * 1000;
         let mut counts: HashMap<&'static str, u64> = HashMap::new();
-        let mut due: Option<(GapRecord, Plan, Progress)> = None;
+        let mut due: Option<(GapRecord, Progress)> = None;
         for gap in gaps {
-            let Some(plan) = plan(&gap, &self.config) else {
+            if !carries.get(&gap.topics_id).copied().unwrap_or(false) {
                 continue;
-            };
+            }
             let progress = stored.get(&gap.key()[..]).cloned().unwrap_or_default();
             let waiting = gap.end_ms + lag > now;
             *counts
@@ -201,11 +209,14 @@ impl Work {
                 && !waiting
                 && progress.next_retry_ms.map_or(true, |at| at <= now);
             if ready && due.is_none() {
-                due = Some((gap, plan, progress));
+                due = Some((gap, progress));
             }
         }
         self.telemetry.repair.backfill_gaps(&counts);
-        let Some((gap, plan, mut progress)) = due else {
+        let Some((gap, mut progress)) = due else {
+            return false;
+        };
+        let Some(plan) = plan(&gap, &lists[&gap.topics_id], &self.config) else {
             return false;
         };
         match self.run_gap(&gap, &plan, &mut progress).await {

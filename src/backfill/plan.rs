@@ -85,11 +85,22 @@ fn families(topics: &[String]) -> Families {
     f
 }
 
-/// The backfill of `gap` (read with its topics), or `None` when its
-/// topics carry no conversation family.
-pub fn plan(gap: &GapRecord, config: &BackfillConfig) -> Option<Plan> {
-    let f = families(gap.topics.as_deref().unwrap_or_default());
-    if f.queues.is_empty() && f.users.is_empty() && f.conversations.is_empty() {
+impl Families {
+    fn is_empty(&self) -> bool {
+        self.queues.is_empty() && self.users.is_empty() && self.conversations.is_empty()
+    }
+}
+
+/// Whether a gap with these topics has conversations to backfill.
+pub fn carries_conversations(topics: &[String]) -> bool {
+    !families(topics).is_empty()
+}
+
+/// The backfill of `gap`, whose topic list is `topics`, or `None` when
+/// they carry no conversation family.
+pub fn plan(gap: &GapRecord, topics: &[String], config: &BackfillConfig) -> Option<Plan> {
+    let f = families(topics);
+    if f.is_empty() {
         return None;
     }
     let margin = config.margin_secs * 1000;
@@ -195,30 +206,26 @@ mod tests {
     #[test]
     fn only_conversation_families_are_backfilled() {
         let cfg = BackfillConfig::default();
-        assert!(plan(
-            &gap(
-                &["v2.analytics.queues.q1.observations"],
-                10 * H,
-                10 * H + 5_000
-            ),
-            &cfg
-        )
-        .is_none());
-        let p = plan(
-            &gap(
-                &[
-                    "v2.routing.queues.q1.conversations",
-                    "v2.analytics.queues.q1.observations",
-                    "v2.users.u1?presence&conversations",
-                    "v2.users.u2.presence",
-                    "v2.detail.events.conversation.c1.customer.start",
-                ],
-                10 * H,
-                10 * H + 5_000,
-            ),
-            &cfg,
-        )
-        .unwrap();
+        let g = gap(
+            &["v2.analytics.queues.q1.observations"],
+            10 * H,
+            10 * H + 5_000,
+        );
+        assert!(!carries_conversations(g.topics.as_deref().unwrap()));
+        assert!(plan(&g, g.topics.as_deref().unwrap(), &cfg).is_none());
+        let g = gap(
+            &[
+                "v2.routing.queues.q1.conversations",
+                "v2.analytics.queues.q1.observations",
+                "v2.users.u1?presence&conversations",
+                "v2.users.u2.presence",
+                "v2.detail.events.conversation.c1.customer.start",
+            ],
+            10 * H,
+            10 * H + 5_000,
+        );
+        assert!(carries_conversations(g.topics.as_deref().unwrap()));
+        let p = plan(&g, g.topics.as_deref().unwrap(), &cfg).unwrap();
         // One hour back plus the gap: two intervals, each filtered by
         // q1 and u1, and unfiltered for c1.
         assert_eq!(p.steps.len(), 4, "{:?}", p.steps);
@@ -237,7 +244,7 @@ mod tests {
             10 * H,
             10 * H + 10_000,
         );
-        let p = plan(&g, &cfg).unwrap();
+        let p = plan(&g, g.topics.as_deref().unwrap(), &cfg).unwrap();
         let step = &p.steps[0];
         let at = |ms: u64| {
             humantime::format_rfc3339_millis(

@@ -300,6 +300,12 @@ impl Buffer {
         )?)
     }
 
+    /// The topic names of a stored list (a gap's `topics_id`).
+    pub fn gap_topics(&self, topics_id: &str) -> Result<Vec<String>, BufferError> {
+        let store = self.store()?;
+        Ok(read_topics(&store, topics_id).map_err(GapError::from)?)
+    }
+
     /// The newest `n` recorded gaps, oldest first, without topic names.
     pub fn recent_gaps(&self, n: usize) -> Result<Vec<GapRecord>, BufferError> {
         let store = self.store()?;

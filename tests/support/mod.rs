@@ -82,3 +82,26 @@ pub fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The live socket dropped (no close frame) and its reconnection refused
+/// for `refused` (503 on every upgrade), then allowed again; returns once
+/// the bridge recorded the gap (`this_run.gaps` above `gaps_before`).
+pub fn gap_with_refused_reconnection(
+    sim: &Simulator,
+    bridge: &Bridge,
+    refused: Duration,
+    gaps_before: u64,
+) {
+    sim.control("/sim/faults", serde_json::json!({ "ws_status": 503 }));
+    sim.control(
+        "/sim/faults/drop-sockets",
+        serde_json::json!({ "mode": "abort" }),
+    );
+    // The fault's length, not a wait for an event.
+    std::thread::sleep(refused);
+    sim.control("/sim/faults", serde_json::json!({ "ws_status": null }));
+    eventually("the gap to end", Duration::from_secs(60), || {
+        let gaps = bridge.status()?["gaps"]["this_run"]["gaps"].as_u64()?;
+        (gaps > gaps_before).then_some(())
+    });
+}
