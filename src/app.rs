@@ -19,6 +19,8 @@ use actix::prelude::*;
 
 use crate::backfill::BackfillActor;
 use crate::buffer::{Buffer, BufferError};
+use crate::cluster::coordinator::{Cluster, Parts};
+use crate::cluster::leadership::Leadership;
 use crate::config::{ConfigError, Settings};
 use crate::connection::{self, ConnectionActor, ConnectionSettings};
 use crate::genesys::api::{self, GenesysApi};
@@ -67,6 +69,8 @@ pub struct Bridge {
     control: Option<crate::buffer_tools::server::ControlServer>,
     /// Kept so that the actor lives as long as the bridge.
     _backfill: Option<Addr<BackfillActor>>,
+    /// Cluster mode's coordinator (`[cluster]`).
+    cluster: Option<Cluster>,
 }
 
 /// Checks what can be checked without the network: the Kafka client
@@ -151,6 +155,28 @@ impl Bridge {
                 None
             }
         };
+        // A member of a cluster follows the coordination topic before it
+        // forwards anything: it is a standby until it wins a claim.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(
+                Cluster::start(Parts {
+                    config: cluster.clone(),
+                    properties: settings.kafka_properties.clone(),
+                    replication_factor: config.kafka.create_topics_replication_factor,
+                    buffer: buffer.clone(),
+                    router: router.clone(),
+                    partitioner: config.kafka.partitioner,
+                    telemetry: telemetry.clone(),
+                })
+                .map_err(|e| {
+                    BufferError::Flush(format!("cannot start the cluster coordinator: {e}"))
+                })?,
+            ),
+            None => None,
+        };
+        let leadership = cluster
+            .as_ref()
+            .map_or_else(Leadership::single, |c| c.leadership.clone());
         let producer = {
             let kafka = config.kafka.clone();
             let properties = settings.kafka_properties.clone();
@@ -159,8 +185,17 @@ impl Bridge {
             let backoff =
                 crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
                     .expect("constant bounds are valid");
+            let leadership = leadership.clone();
             Supervisor::start(move |_| {
-                ProducerActor::new(&kafka, properties, router, buffer, telemetry, backoff)
+                ProducerActor::new(
+                    &kafka,
+                    properties,
+                    router,
+                    buffer,
+                    telemetry,
+                    backoff,
+                    leadership.clone(),
+                )
             })
         };
 
@@ -193,6 +228,7 @@ impl Bridge {
             ignore_errors: config.topics.ignore_errors,
             slots: connection::slots::ChannelSlots::new(crate::subscriptions::MAX_CHANNELS),
             snapshots: config.snapshots.clone(),
+            leadership: leadership.clone(),
         };
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let start_connection: planner::StartConnection = {
@@ -223,8 +259,17 @@ impl Bridge {
             let (buffer, api, tokens) = (buffer.clone(), genesys_api.clone(), tokens.clone());
             let (telemetry, backoff) = (telemetry.clone(), backoff.clone());
             let settings = config.backfill.clone();
+            let leadership = leadership.clone();
             Supervisor::start(move |_| {
-                BackfillActor::new(buffer, api, tokens, telemetry, settings, backoff)
+                BackfillActor::new(
+                    buffer,
+                    api,
+                    tokens,
+                    telemetry,
+                    settings,
+                    backoff,
+                    leadership.clone(),
+                )
             })
         });
         let (refusal, plan_refused) = tokio::sync::oneshot::channel();
@@ -257,6 +302,7 @@ impl Bridge {
             plan_refused: Some(plan_refused),
             control,
             _backfill: backfill,
+            cluster,
         })
     }
 
@@ -309,6 +355,13 @@ impl Bridge {
         )
         .await;
         let drained = self.producer.send(Drain { grace }).await.unwrap_or(false);
+        if let Some(cluster) = self.cluster {
+            // The leader stopped forwarding: record where, and end its
+            // epoch, so a standby forwards exactly what follows now.
+            let released = cluster.release().await;
+            let _ = actix_rt::task::spawn_blocking(move || cluster.stop()).await;
+            tracing::info!(released, "cluster: left");
+        }
         let buffer = self.buffer.clone();
         // What the sockets delivered is written first (the writer thread
         // flushes each batch), then the final flush.

@@ -19,6 +19,8 @@
 //! - [`token`]: the token actor (OAuth client credentials, refresh) and
 //!   REST calls made with its token.
 //! - [`producer`]: the producer actor (buffer → Kafka) and topic routing.
+//! - [`cluster`]: cluster mode: leadership through a coordination topic,
+//!   a standby's trimmed buffer, the takeover check of Kafka.
 //! - [`connection`]: the connection actor (channel, socket, subscriptions,
 //!   pings, heartbeat watchdog, reconnects, planned moves).
 //! - [`backfill`]: the backfill actor (the conversations a gap missed,
@@ -42,6 +44,7 @@ pub mod backoff;
 pub mod buffer;
 pub mod buffer_tools;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod demo;

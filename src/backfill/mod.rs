@@ -40,6 +40,7 @@ pub use progress::{Progress, State};
 
 use crate::backoff::Backoff;
 use crate::buffer::{Buffer, BufferError, Kind};
+use crate::cluster::leadership::Leadership;
 use crate::gap::GapRecord;
 use crate::genesys::analytics::{DetailsQuery, DETAILS_PAGE_SIZE};
 use crate::genesys::api::GenesysApi;
@@ -57,6 +58,9 @@ const MAX_PAGES: u64 = 10_000;
 pub struct BackfillActor {
     work: Work,
     busy: bool,
+    /// In a cluster only the leader backfills (its records are forwarded
+    /// by it; a standby's would only be dropped).
+    leadership: Arc<Leadership>,
 }
 
 impl BackfillActor {
@@ -67,6 +71,7 @@ impl BackfillActor {
         telemetry: Arc<Telemetry>,
         config: BackfillConfig,
         call_backoff: Backoff,
+        leadership: Arc<Leadership>,
     ) -> Self {
         BackfillActor {
             work: Work {
@@ -78,11 +83,12 @@ impl BackfillActor {
                 call_backoff,
             },
             busy: false,
+            leadership,
         }
     }
 
     fn check(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
+        if self.busy || !self.leadership.is_leader() {
             return;
         }
         self.busy = true;

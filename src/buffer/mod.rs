@@ -225,5 +225,5 @@ pub use handle::Buffer;
 pub use handoff::AppendWatch;
 pub use inspect::{SideAreas, Usage, Walked};
 pub use metrics::BufferMetrics;
-pub use record::{field_fits, DecodeError, Kind, Record, FORMAT_VERSION};
+pub use record::{event_id, field_fits, DecodeError, Kind, Record, FORMAT_VERSION};
 pub use side_trees::{DeadLetter, Quarantined};

@@ -22,6 +22,7 @@ pub use error::ConfigError;
 
 use crate::backfill::BackfillConfig;
 use crate::buffer::BufferConfig;
+use crate::cluster::config::ClusterConfig;
 use crate::genesys::config::{GenesysConfig, SecretSource};
 use crate::health::HealthConfig;
 use crate::producer::KafkaConfig;
@@ -54,6 +55,9 @@ pub struct Config {
     pub snapshots: SnapshotConfig,
     #[serde(default)]
     pub backfill: BackfillConfig,
+    /// Absent: the bridge runs alone.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A configuration that was checked, with its secrets resolved.
@@ -139,6 +143,9 @@ pub fn resolve(
     config.log.validate()?;
     config.snapshots.validate()?;
     config.backfill.validate()?;
+    if let Some(cluster) = &config.cluster {
+        cluster.validate()?;
+    }
     let (api_base_url, login_base_url) = config.genesys.base_urls()?;
     let (client_secret, client_secret_source) = config.genesys.client_secret(env)?;
     let kafka_properties = config.kafka.client_properties(env)?;

@@ -19,6 +19,10 @@ pub struct ConnectionSettings {
     pub slots: Arc<slots::ChannelSlots>,
     /// `[snapshots]`.
     pub snapshots: crate::snapshots::SnapshotConfig,
+    /// In a cluster only the leader takes snapshots (a standby's would be
+    /// dropped from its buffer, and forwarded late at a takeover they
+    /// would be older than the deltas before them).
+    pub leadership: Arc<crate::cluster::leadership::Leadership>,
 }
 
 /// Longest wait on shutdown for the sockets to be closed and read out.

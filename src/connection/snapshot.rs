@@ -36,7 +36,7 @@ impl ConnectionActor {
     /// Asks for a snapshot round of the open channel's queues.
     pub(super) fn snapshot_soon(&mut self, ctx: &mut Context<Self>, why: &'static str) {
         let settings = &self.settings.snapshots;
-        if !settings.enabled || self.closing() {
+        if !settings.enabled || self.closing() || !self.settings.leadership.is_leader() {
             return;
         }
         self.snapshots.asked_once = true;

@@ -169,6 +169,7 @@ fn status_report(t: &Telemetry) -> serde_json::Value {
         "ready": t.readiness().err().unwrap_or_default(),
         "gaps": t.gaps.report(),
         "repair": t.repair.report(),
+        "cluster": t.cluster.report(),
         "health": health_report(t).1,
         "token": t.token.report(),
         "forwarded": t.kafka.forwarded_report(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 
 use super::failure::refused_alone;
@@ -37,6 +38,9 @@ pub struct InFlight {
     /// A record the bridge made (a snapshot, backfill), not a received
     /// notification: counted apart, and not in the latency histogram.
     pub made: bool,
+    /// [`Record::event_id`]: reported to a cluster's coordinator once
+    /// Kafka acknowledged it.
+    pub id: u64,
 }
 
 /// A delivery report: which record, and Kafka's answer.
@@ -44,6 +48,8 @@ pub struct InFlight {
 pub struct Report {
     pub sent: Box<InFlight>,
     pub result: Result<(), KafkaError>,
+    /// Where Kafka wrote it (acknowledged records).
+    pub offset: i64,
     /// The record itself, read back from the report, when Kafka refused it
     /// for good ([`refused_alone`]): what is dead-lettered.
     pub refused: Option<Record>,
@@ -105,9 +111,10 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<InFlight>) {
         let report = match result {
-            Ok(_) => Report {
+            Ok(message) => Report {
                 sent,
                 result: Ok(()),
+                offset: message.offset(),
                 refused: None,
             },
             Err((error, message)) => {
@@ -121,6 +128,7 @@ impl ProducerContext for DeliveryContext {
                 Report {
                     sent,
                     result: Err(error.clone()),
+                    offset: -1,
                     refused,
                 }
             }

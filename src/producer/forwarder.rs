@@ -25,6 +25,7 @@ use super::routing::Router;
 use crate::backoff::Backoff;
 use crate::buffer::AppendWatch;
 use crate::buffer::{Buffer, Record};
+use crate::cluster::leadership::{Acked, Leadership};
 use crate::telemetry::Telemetry;
 
 /// Acknowledged records are removed from the buffer in batches this big,
@@ -71,14 +72,21 @@ struct Io {
     ack_received_at: Vec<u64>,
     /// A removal failed: logged once until one succeeds.
     removal_failing: bool,
+    /// Whether this member may forward now (always, outside a cluster).
+    leadership: Arc<Leadership>,
+    /// Acknowledged since the last batch of reports, for the coordinator.
+    written: Acked,
 }
 
 impl Port for Io {
     fn read_after(&mut self, after: u64, limit: usize) -> Option<Vec<Record>> {
         match self.buffer.read_after(after, limit) {
-            Ok((records, quarantined)) => {
+            Ok((mut records, quarantined)) => {
                 if !quarantined.is_empty() {
                     self.telemetry.buffer.quarantined(quarantined.len());
+                }
+                if self.leadership.is_clustered() {
+                    self.skip_already_forwarded(&mut records);
                 }
                 Some(records)
             }
@@ -117,6 +125,20 @@ impl Port for Io {
             self.oldest_ack = Some(Instant::now());
         }
         self.acked.push(seq);
+    }
+
+    fn written(&mut self, id: u64, topic: &str, partition: i32, offset: i64) {
+        if self.leadership.is_clustered() {
+            self.written.ids.push(id);
+            match self.written.offsets.get_mut(&(topic.to_owned(), partition)) {
+                Some(kept) => *kept = (*kept).max(offset),
+                None => {
+                    self.written
+                        .offsets
+                        .insert((topic.to_owned(), partition), offset);
+                }
+            }
+        }
     }
 
     fn remove_acknowledged(&mut self) -> bool {
@@ -171,6 +193,33 @@ impl Port for Io {
     }
 }
 
+impl Io {
+    /// A member that just took over drops, unsent, the events the old
+    /// leader reported in Kafka that its own socket delivered late (see
+    /// `Leadership::already_forwarded`).
+    fn skip_already_forwarded(&mut self, records: &mut Vec<Record>) {
+        let skipped: Vec<u64> = records
+            .iter()
+            .filter(|r| self.leadership.already_forwarded(r.event_id()))
+            .map(|r| r.seq)
+            .collect();
+        if skipped.is_empty() {
+            return;
+        }
+        match self.buffer.remove(&skipped) {
+            Ok(()) => {
+                records.retain(|r| !skipped.contains(&r.seq));
+                tracing::debug!(
+                    events = skipped.len(),
+                    "events the previous leader already forwarded dropped"
+                );
+            }
+            // Sent then: a duplicate, never a loss.
+            Err(e) => self.telemetry.buffer.read_failed(&e),
+        }
+    }
+}
+
 pub struct Forwarder {
     events: Receiver<Event>,
     /// The buffer's wake-up after appends: re-armed before each read.
@@ -196,6 +245,7 @@ impl Forwarder {
         partitioner: Partitioner,
         limits: Limits,
         backoff: Backoff,
+        leadership: Arc<Leadership>,
     ) -> Self {
         Forwarder {
             events,
@@ -210,6 +260,8 @@ impl Forwarder {
                 oldest_ack: None,
                 ack_received_at: Vec::new(),
                 removal_failing: false,
+                leadership,
+                written: Acked::default(),
             },
             draining: None,
             exit: None,
@@ -262,6 +314,10 @@ impl Forwarder {
                 for report in self.io.producer.context().take_reports() {
                     self.lanes.settle(report, &mut self.io, now);
                 }
+                if !self.io.written.is_empty() {
+                    let written = std::mem::take(&mut self.io.written);
+                    self.io.leadership.acknowledged(written);
+                }
                 // One call for the whole batch of acknowledgements.
                 if !self.io.ack_received_at.is_empty() {
                     self.io
@@ -304,6 +360,15 @@ impl Forwarder {
             return;
         }
         if self.exit.is_some() || self.lanes.halted() {
+            return;
+        }
+        if !self.io.leadership.may_send() {
+            if !self.io.leadership.is_leader() {
+                // Another member leads: this loop ends; the producer (and
+                // whatever librdkafka still queued) goes with it.
+                self.exit = Some(Exit::Stopped);
+            }
+            // A leader without a lease holds until it is renewed.
             return;
         }
         if self.io.buffer.generation() != self.generation {

@@ -62,6 +62,9 @@ pub trait Port {
     /// Kafka acknowledged a record: it is to be removed from the buffer.
     /// `made`: a record the bridge made, not a received notification.
     fn acknowledged(&mut self, seq: u64, received_at_ms: u64, made: bool);
+    /// Where Kafka wrote an acknowledged record (for a cluster's progress
+    /// records); nothing by default.
+    fn written(&mut self, _id: u64, _topic: &str, _partition: i32, _offset: i64) {}
     /// Removes the acknowledged records from the buffer now; `true` when
     /// there were some and they are gone.
     fn remove_acknowledged(&mut self) -> bool;
@@ -519,6 +522,7 @@ impl Lanes {
             bytes: bytes as u32,
             alone: lane.single_until.is_some(),
             made: record.kind != crate::buffer::Kind::Notification,
+            id: record.event_id(),
         });
         let error = match port.send(&record, &self.topics[t].name, p as i32, key, sent) {
             Ok(()) => {

@@ -50,11 +50,14 @@ use routing::Router;
 
 use crate::backoff::Backoff;
 use crate::buffer::Buffer;
+use crate::cluster::leadership::Leadership;
 use crate::telemetry::Telemetry;
 
 /// How often Kafka's metadata is probed for the routed topics.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a cluster member looks whether it should forward.
+const ROLE_CHECK: Duration = Duration::from_millis(100);
 
 /// Stop reading new records; answer once everything in flight settled or
 /// the grace period ran out (then whatever is left stays in the buffer).
@@ -103,6 +106,12 @@ pub struct ProducerActor {
     backoff: Backoff,
     /// The current forwarding thread's producer and its event channel.
     running: Option<Running>,
+    /// In a cluster, only the leader runs a forwarding thread.
+    leadership: Arc<Leadership>,
+    /// Asked to drain (shutdown): no forwarding thread starts again.
+    draining: bool,
+    /// A standby's client for the metadata probe (no forwarding thread).
+    standby_client: Option<Arc<BaseProducer>>,
 }
 
 struct Running {
@@ -121,6 +130,7 @@ impl ProducerActor {
         buffer: Buffer,
         telemetry: Arc<Telemetry>,
         backoff: Backoff,
+        leadership: Arc<Leadership>,
     ) -> Self {
         ProducerActor {
             properties,
@@ -139,6 +149,9 @@ impl ProducerActor {
             )),
             backoff,
             running: None,
+            leadership,
+            draining: false,
+            standby_client: None,
         }
     }
 
@@ -167,12 +180,16 @@ impl ProducerActor {
             self.partitioner,
             self.limits,
             self.backoff.clone(),
+            self.leadership.clone(),
         );
         let me = ctx.address();
+        let leadership = self.leadership.clone();
+        leadership.forwarder_running_is(true);
         std::thread::Builder::new()
             .name("kafka-forwarder".into())
             .spawn(move || {
                 let exit = forwarder.run();
+                leadership.forwarder_running_is(false);
                 // The producer goes with the thread (dropping it purges and
                 // joins librdkafka's threads), before a new one may start:
                 // no record of this loop is delivered after the next began.
@@ -187,13 +204,41 @@ impl ProducerActor {
     }
 
     fn probe(&mut self, ctx: &mut Context<Self>) {
-        let Some(running) = &self.running else {
-            return;
+        // The forwarding thread's client, or (a standby's) one of its own.
+        type Fetch =
+            Box<dyn Fn(&str) -> rdkafka::error::KafkaResult<rdkafka::metadata::Metadata> + Send>;
+        let (fetch, events): (Fetch, Option<Sender<Event>>) = match &self.running {
+            Some(running) => {
+                let Some(producer) = running.producer.upgrade() else {
+                    return;
+                };
+                (
+                    Box::new(move |topic| {
+                        producer.client().fetch_metadata(Some(topic), PROBE_TIMEOUT)
+                    }),
+                    Some(running.events.clone()),
+                )
+            }
+            None if self.leadership.is_clustered() => {
+                if self.standby_client.is_none() {
+                    match build_producer(&self.properties) {
+                        Ok(client) => self.standby_client = Some(Arc::new(client)),
+                        Err(e) => {
+                            self.telemetry.kafka.reachable(Err(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+                let client = self.standby_client.clone().expect("built above");
+                (
+                    Box::new(move |topic| {
+                        client.client().fetch_metadata(Some(topic), PROBE_TIMEOUT)
+                    }),
+                    None,
+                )
+            }
+            None => return,
         };
-        let Some(producer) = running.producer.upgrade() else {
-            return;
-        };
-        let events = running.events.clone();
         let topics = self.router.topics();
         let probe = actix_rt::task::spawn_blocking(move || {
             // One request per routed topic: never the whole cluster's list.
@@ -201,10 +246,7 @@ impl ProducerActor {
             let mut reached = false;
             let mut last_error = None;
             for topic in topics {
-                match producer
-                    .client()
-                    .fetch_metadata(Some(&topic), PROBE_TIMEOUT)
-                {
+                match fetch(&topic) {
                     Ok(metadata) => {
                         reached = true;
                         let state = match metadata.topics().iter().find(|t| t.name() == topic) {
@@ -229,7 +271,9 @@ impl ProducerActor {
                     }
                 }
             }
-            let _ = events.send(Event::Metadata(view));
+            if let Some(events) = events {
+                let _ = events.send(Event::Metadata(view));
+            }
             match (reached, last_error) {
                 (false, Some(e)) => Err(e),
                 _ => Ok(()),
@@ -290,6 +334,24 @@ impl ProducerActor {
         }));
     }
 
+    /// Starts the forwarding thread when this member leads and none runs;
+    /// stops it when another leads.
+    fn follow_role(&mut self, ctx: &mut Context<Self>) {
+        if self.draining {
+            return;
+        }
+        let leads = self.leadership.is_leader();
+        if leads && self.running.is_none() && !self.leadership.forwarder_running() {
+            if let Err(e) = self.start_forwarder(ctx) {
+                self.telemetry.kafka.reachable(Err(e.to_string()));
+            } else {
+                self.probe(ctx);
+            }
+        } else if !leads && self.running.is_some() {
+            self.stop_forwarder();
+        }
+    }
+
     fn stop_forwarder(&mut self) {
         if let Some(running) = self.running.take() {
             let _ = running.events.send(Event::Stop);
@@ -302,7 +364,11 @@ impl Actor for ProducerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.telemetry.alive("producer");
-        if let Err(e) = self.start_forwarder(ctx) {
+        if self.leadership.is_clustered() {
+            // A member forwards only while it leads: the coordinator
+            // decides, this follows.
+            ctx.run_interval(ROLE_CHECK, |act, ctx| act.follow_role(ctx));
+        } else if let Err(e) = self.start_forwarder(ctx) {
             // Properties were checked at start-up; this is not expected
             // to pass with time, but the supervisor's restart is the
             // only way to try again.
@@ -334,7 +400,11 @@ impl Handler<ForwarderExited> for ProducerActor {
 
     fn handle(&mut self, ForwarderExited(exit): ForwarderExited, ctx: &mut Context<Self>) {
         match exit {
-            Exit::Stopped => {}
+            Exit::Stopped => {
+                if self.leadership.is_clustered() {
+                    self.running = None;
+                }
+            }
             Exit::Fatal(reason) => {
                 // Restart once, after one backoff step: the supervisor
                 // builds a new producer that reads the buffer from its
@@ -359,6 +429,7 @@ impl Handler<Drain> for ProducerActor {
     type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, Drain { grace }: Drain, _: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
         let (done, settled) = oneshot::channel();
         let sent = self.running.as_ref().is_some_and(|running| {
             running

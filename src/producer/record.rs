@@ -20,6 +20,10 @@ pub const HEADER_RECEIVED_AT: &str = "genesys-received-at-ms";
 /// notifications, whose records are as they always were).
 pub const HEADER_KIND: &str = "gkb-kind";
 
+/// On every record: the event's id ([`Record::event_id`], 16 hex digits),
+/// by which the members of a cluster recognise an event in Kafka.
+pub const HEADER_EVENT_ID: &str = "gkb-id";
+
 /// The Kafka key of an event: the entity id in its topic name.
 pub fn key(record: &Record) -> &str {
     topic::parse(&record.topic_name).entity_id
@@ -41,6 +45,11 @@ pub fn headers(record: &Record) -> OwnedHeaders {
     headers = headers.insert(Header {
         key: HEADER_RECEIVED_AT,
         value: Some(received_at.as_bytes()),
+    });
+    let id = format!("{:016x}", record.event_id());
+    headers = headers.insert(Header {
+        key: HEADER_EVENT_ID,
+        value: Some(id.as_bytes()),
     });
     if record.kind != Kind::Notification {
         headers = headers.insert(Header {

@@ -207,7 +207,15 @@ fn start_producer(
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
     let (buffer, telemetry) = (buffer.clone(), telemetry.clone());
     Supervisor::start(move |_| {
-        ProducerActor::new(&config, properties, router, buffer, telemetry, backoff)
+        ProducerActor::new(
+            &config,
+            properties,
+            router,
+            buffer,
+            telemetry,
+            backoff,
+            crate::cluster::leadership::Leadership::single(),
+        )
     })
 }
 

@@ -13,7 +13,8 @@
 //! - [`kafka`]: reachability, outages, topics, deliveries (`telemetry.kafka`);
 //! - [`planner`]: the topic plan (`telemetry.plan`);
 //! - [`buffer`]: appends and reads that fail (`telemetry.buffer`);
-//! - [`repair`]: observation snapshots after gaps (`telemetry.repair`).
+//! - [`repair`]: observation snapshots after gaps (`telemetry.repair`);
+//! - [`cluster`]: role, epoch, members, takeovers (`telemetry.cluster`).
 //!
 //! Telemetry imports no component. What it reads of a component it reads
 //! through a trait defined here ([`BufferView`]) or as a `prometheus-client`
@@ -25,6 +26,7 @@
 //! the `[log]` section and the `tracing` set-up.
 
 pub mod buffer;
+pub mod cluster;
 pub mod connection;
 pub mod gaps;
 pub mod init;
@@ -71,6 +73,7 @@ pub struct Telemetry {
     pub plan: planner::PlanTelemetry,
     pub buffer: buffer::BufferTelemetry,
     pub repair: repair::RepairTelemetry,
+    pub cluster: cluster::ClusterTelemetry,
     shared: Arc<shared::Shared>,
     started: Instant,
     liveness: Mutex<BTreeMap<&'static str, Instant>>,
@@ -90,6 +93,7 @@ impl Default for Telemetry {
             plan: planner::PlanTelemetry::new(shared.clone()),
             buffer: buffer::BufferTelemetry::new(shared.clone()),
             repair: repair::RepairTelemetry::new(shared.clone()),
+            cluster: cluster::ClusterTelemetry::new(shared.clone()),
             shared,
             started: Instant::now(),
             liveness: Mutex::default(),
@@ -162,6 +166,7 @@ impl Telemetry {
         self.plan.not_ready(&mut reasons);
         self.kafka.blocked_topics(&mut reasons);
         self.buffer.not_ready(&mut reasons);
+        self.cluster.not_ready(&mut reasons);
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -183,6 +188,7 @@ impl Telemetry {
         self.plan.register(&mut r);
         self.buffer.register(&mut r);
         self.repair.register(&mut r);
+        self.cluster.register(&mut r);
         render::overall(&mut r, self.readiness().is_ok(), self.started.elapsed());
         render::encode(r, self.shared.collectors())
     }

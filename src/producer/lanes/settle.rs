@@ -26,6 +26,7 @@ impl Lanes {
         let Report {
             sent,
             result,
+            offset,
             refused,
         } = report;
         let (t, p) = (sent.topic as usize, sent.partition as usize);
@@ -47,6 +48,7 @@ impl Lanes {
                     self.telemetry.kafka.topic_recovered(&topic.name);
                 }
                 port.acknowledged(sent.seq, sent.received_at_ms, sent.made);
+                port.written(sent.id, &topic.name, sent.partition, offset);
             }
             Err(error) => self.failed(&sent, error, refused, port, now),
         }

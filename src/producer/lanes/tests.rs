@@ -246,6 +246,7 @@ impl Harness {
         let report = Report {
             sent,
             result,
+            offset: 0,
             refused,
         };
         self.lanes.settle(report, &mut self.port, self.now);
