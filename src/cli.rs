@@ -86,6 +86,11 @@ pub enum Command {
         #[command(subcommand)]
         tool: BufferTool,
     },
+    /// Cluster mode (`[cluster]`): who leads, and planned handovers.
+    Cluster {
+        #[command(subcommand)]
+        tool: ClusterTool,
+    },
     /// Run the Genesys Cloud simulator: the notification API and
     /// WebSocket with a control API under /sim/, and OAuth login on a
     /// listener of its own (as the real service's separate login host).
@@ -146,6 +151,27 @@ pub enum BufferTool {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ClusterTool {
+    /// The coordination topic as the members see it: epoch, leader and
+    /// since when, each member's role, readiness and distance behind.
+    Status {
+        #[arg(long, short, env = "GKB_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the leader to hand over: it stops forwarding at a point it
+    /// records in Kafka and a standby forwards exactly what follows.
+    /// Exit 0 once another member leads, 1 if none did in time.
+    Handover {
+        #[arg(long, short, env = "GKB_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
+    },
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -169,6 +195,7 @@ pub fn main() -> ExitCode {
             backfill,
         } => exit(gaps(&buffer, since, json, backfill)),
         Command::Buffer { tool } => buffer_tool(tool),
+        Command::Cluster { tool } => cluster_tool(tool),
         Command::Simulate(args) => {
             crate::telemetry::init::init_plain("info");
             match actix_rt::System::new().block_on(genesys_simulator::run(*args)) {
@@ -201,10 +228,71 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             if let Ok(plan) = settings.config.topics.check_offline() {
                 println!("# topic plan: {plan}");
             }
+            if let Some(cluster) = &settings.config.cluster {
+                // Each member opens the whole plan's channels on its own
+                // client id; members sharing one share its 20 channels.
+                let note = format!(
+                    "cluster member {}: each member opens the whole plan's channels with its genesys.client_id; \
+                     members sharing one OAuth client share its 20 channels, so their plan must fit in 10 \
+                     (10,000 topics): give each member its own client",
+                    cluster.member
+                );
+                let fixed = settings
+                    .config
+                    .topics
+                    .check_offline()
+                    .map_or(usize::MAX, |plan| plan.names);
+                if fixed > 10 * crate::subscriptions::MAX_TOPICS_PER_CHANNEL {
+                    eprintln!("warning: {note}");
+                    println!("# warning: {note}");
+                } else {
+                    println!("# note: {note}");
+                }
+            }
             println!("{}", settings.display_toml());
             ExitCode::SUCCESS
         }
         Err(e) => config_failure(&e),
+    }
+}
+
+fn cluster_tool(tool: ClusterTool) -> ExitCode {
+    use crate::cluster::tools;
+    let (ClusterTool::Status { config, .. } | ClusterTool::Handover { config, .. }) = &tool;
+    let loaded = config::read(config).and_then(|c| {
+        let cluster = c.cluster.clone().ok_or_else(|| {
+            ConfigError::invalid("cluster", "this configuration has no [cluster] section")
+        })?;
+        cluster.validate()?;
+        let properties = c.kafka.client_properties(&|name| std::env::var(name).ok())?;
+        Ok((cluster, properties))
+    });
+    let (cluster, properties) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => return config_failure(&e),
+    };
+    match tool {
+        ClusterTool::Status { json, .. } => {
+            exit(tools::read(&properties, &cluster.topic).map_err(anyhow::Error::msg).map(|fold| {
+                if json {
+                    println!("{}", tools::status_json(&fold, &cluster.topic));
+                } else {
+                    print!("{}", tools::status_text(&fold, &cluster.topic));
+                }
+            }))
+        }
+        ClusterTool::Handover { timeout_secs, .. } => {
+            match tools::handover(&properties, &cluster.topic, Duration::from_secs(timeout_secs)) {
+                Ok(leader) => {
+                    println!("handed over: {leader} leads now");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

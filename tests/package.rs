@@ -126,6 +126,11 @@ fn package_holds_binary_unit_conffiles_and_root_only_secret_file() {
         ("-rwxr-xr-x".into(), "0/0".into())
     );
     assert_eq!(entry(UNIT), ("-rw-r--r--".into(), "0/0".into()));
+    // The templated unit of cluster members on one host.
+    assert_eq!(
+        entry("lib/systemd/system/genesys-kafka-bridge@.service"),
+        ("-rw-r--r--".into(), "0/0".into())
+    );
     assert_eq!(
         entry("etc/genesys-kafka-bridge/bridge.toml"),
         ("-rw-r--r--".into(), "0/0".into())

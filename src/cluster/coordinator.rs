@@ -588,6 +588,12 @@ impl Coordinator {
         }
         // The forwarder owns the buffer from here.
         self.index.reset();
+        // Named in the first progress record: other standbys drop them
+        // too (the old leader never reported them).
+        self.leadership.acknowledged(super::leadership::Acked {
+            ids: found.ids.iter().copied().collect(),
+            offsets: BTreeMap::new(),
+        });
         // Heartbeats confirmed meanwhile may have moved the lease on.
         self.leadership
             .set_leader(epoch, claimed + self.lease.mul_f64(LEASE_SHARE));

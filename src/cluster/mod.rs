@@ -13,6 +13,7 @@
 //!   with progress, releases, and keeps a standby's buffer trimmed
 //!   ([`standby`]); [`takeover`]: what a new leader checks in Kafka
 //!   before it forwards; [`client`]: the Kafka clients they use.
+//! - [`tools`]: `cluster status` and `cluster handover`.
 //!
 //! ARCHITECTURE.md ("Cluster mode") argues why at most one member
 //! forwards at a time and why a standby takes over.
@@ -25,6 +26,7 @@ pub mod log;
 pub mod message;
 pub mod standby;
 pub mod takeover;
+pub mod tools;
 
 pub use config::ClusterConfig;
 pub use coordinator::{Cluster, Parts};

@@ -68,6 +68,14 @@ pub struct ClusterState {
     pub last_takeover: Option<Takeover>,
 }
 
+/// The coordination topic names the cluster: alerts sum over members by it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
+type LabelledGauge = Family<ClusterLabel, Gauge<i64, AtomicI64>>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
@@ -76,9 +84,9 @@ struct ReasonLabel {
 pub struct ClusterTelemetry {
     shared: Arc<Shared>,
     state: Mutex<Option<ClusterState>>,
-    is_leader: Gauge<i64, AtomicI64>,
-    forwarding: Gauge<i64, AtomicI64>,
-    ready: Gauge<i64, AtomicI64>,
+    is_leader: LabelledGauge,
+    forwarding: LabelledGauge,
+    ready: LabelledGauge,
     epoch: Gauge<i64, AtomicI64>,
     members: Gauge<i64, AtomicI64>,
     behind: Gauge<i64, AtomicI64>,
@@ -98,9 +106,9 @@ impl ClusterTelemetry {
         ClusterTelemetry {
             shared,
             state: Mutex::default(),
-            is_leader: Gauge::default(),
-            forwarding: Gauge::default(),
-            ready: Gauge::default(),
+            is_leader: Family::default(),
+            forwarding: Family::default(),
+            ready: Family::default(),
             epoch: Gauge::default(),
             members: Gauge::default(),
             behind: Gauge::default(),
@@ -114,9 +122,18 @@ impl ClusterTelemetry {
 
     /// The coordinator's latest view.
     pub fn update(&self, mut state: ClusterState) {
-        self.is_leader.set(i64::from(state.role == "leader"));
-        self.forwarding.set(i64::from(state.forwarding));
-        self.ready.set(i64::from(state.problem.is_none()));
+        let label = ClusterLabel {
+            cluster: state.topic.clone(),
+        };
+        self.is_leader
+            .get_or_create(&label)
+            .set(i64::from(state.role == "leader"));
+        self.forwarding
+            .get_or_create(&label)
+            .set(i64::from(state.forwarding));
+        self.ready
+            .get_or_create(&label)
+            .set(i64::from(state.problem.is_none()));
         self.epoch.set(state.epoch as i64);
         self.members.set(state.members.len() as i64);
         self.behind.set(state.behind as i64);

@@ -164,6 +164,15 @@ impl StackBuilder {
                 broker.create_topic(topic, 3);
             }
         }
+        if self
+            .bridge_env
+            .iter()
+            .any(|(name, _)| name.starts_with("GKB_CLUSTER__"))
+        {
+            // A one-member cluster (`.env("GKB_CLUSTER__MEMBER", …)`): its
+            // coordination topic, one partition.
+            broker.create_topic("genesys-bridge.cluster", 1);
+        }
         broker
     }
 
