@@ -358,7 +358,11 @@ impl Bridge {
         if let Some(cluster) = self.cluster {
             // The leader stopped forwarding: record where, and end its
             // epoch, so a standby forwards exactly what follows now.
-            let released = cluster.release().await;
+            // Bounded: the coordinator answers within the forwarder's end
+            // and a read-back of the release (or says it did not lead).
+            let released = actix_rt::time::timeout(Duration::from_secs(30), cluster.release())
+                .await
+                .unwrap_or(false);
             let _ = actix_rt::task::spawn_blocking(move || cluster.stop()).await;
             tracing::info!(released, "cluster: left");
         }

@@ -223,11 +223,10 @@ impl Coordinator {
     fn run(mut self) {
         let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(200), self.lease)
             .expect("constant bounds are valid");
-        let mut pending_release = None;
         while !self.stopping {
             match self.connect() {
                 Ok((consumer, producer)) => {
-                    self.follow(&consumer, &producer, &mut pending_release);
+                    self.follow(&consumer, &producer);
                     // Whatever is queued goes (or times out) before the
                     // clients are dropped.
                     let _ = rdkafka::producer::Producer::flush(&producer, RELEASE_WAIT);
@@ -241,14 +240,11 @@ impl Coordinator {
                     let wait = backoff.next_delay();
                     let until = Instant::now() + wait;
                     while Instant::now() < until && !self.stopping {
-                        self.commands(&mut pending_release, None);
+                        self.commands(None);
                         std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             }
-        }
-        if let Some(done) = pending_release.take() {
-            let _ = done.send(!self.leadership.is_leader());
         }
         self.leadership.set_standby(self.fold.epoch);
     }
@@ -352,12 +348,11 @@ impl Coordinator {
         &mut self,
         consumer: &BaseConsumer,
         producer: &ThreadedProducer<DefaultProducerContext>,
-        pending_release: &mut Option<tokio::sync::oneshot::Sender<bool>>,
     ) {
         let mut last_trim = Instant::now();
         let mut last_publish = Instant::now();
         while !self.stopping {
-            self.commands(pending_release, Some((consumer, producer)));
+            self.commands(Some((consumer, producer)));
             // Read what is there: the first poll waits a little.
             let mut wait = Duration::from_millis(50);
             for _ in 0..1_000 {
@@ -404,11 +399,7 @@ impl Coordinator {
         }
     }
 
-    fn commands(
-        &mut self,
-        pending_release: &mut Option<tokio::sync::oneshot::Sender<bool>>,
-        clients: Option<Clients<'_>>,
-    ) {
+    fn commands(&mut self, clients: Option<Clients<'_>>) {
         loop {
             match self.inbox.try_recv() {
                 Ok(Command::Release(done)) => match clients {
@@ -416,11 +407,11 @@ impl Coordinator {
                         let ok = self.release(clients);
                         let _ = done.send(ok);
                     }
-                    // Not leading: nothing to hand over.
-                    Some(_) => {
+                    // Not leading (without clients it cannot lead):
+                    // nothing to hand over.
+                    _ => {
                         let _ = done.send(true);
                     }
-                    None => *pending_release = Some(done),
                 },
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
                     self.stopping = true;

