@@ -378,6 +378,25 @@ fn nothing_below_the_connection_imports_it() {
     );
 }
 
+/// What every component may ask of cluster mode (`may_send`,
+/// `is_leader`) is a leaf: it knows nothing of the bridge, so the
+/// producer, the connections and the backfill actor can depend on it
+/// without depending on the coordinator (which imports the producer).
+#[test]
+fn the_leadership_handle_is_a_leaf() {
+    let found = imports_from(&bridge_graph(), &["cluster/leadership.rs"], |_| false);
+    assert!(found.is_empty(), "imports:\n{}", found.join("\n"));
+    let coordinator_users: Vec<String> = bridge_graph()
+        .into_iter()
+        .filter(|(file, targets)| {
+            !file.starts_with("cluster/")
+                && targets.iter().any(|t| t == "cluster/coordinator.rs")
+        })
+        .map(|(file, _)| file)
+        .collect();
+    assert_eq!(coordinator_users, ["app.rs"], "only the app starts the coordinator");
+}
+
 /// The simulator is a test double kept out of the product: only the
 /// command line (`simulate`) and the demo use it.
 #[test]
