@@ -264,7 +264,9 @@ fn cluster_tool(tool: ClusterTool) -> ExitCode {
             ConfigError::invalid("cluster", "this configuration has no [cluster] section")
         })?;
         cluster.validate()?;
-        let properties = c.kafka.client_properties(&|name| std::env::var(name).ok())?;
+        let properties = c
+            .kafka
+            .client_properties(&|name| std::env::var(name).ok())?;
         Ok((cluster, properties))
     });
     let (cluster, properties) = match loaded {
@@ -272,17 +274,23 @@ fn cluster_tool(tool: ClusterTool) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     match tool {
-        ClusterTool::Status { json, .. } => {
-            exit(tools::read(&properties, &cluster.topic).map_err(anyhow::Error::msg).map(|fold| {
-                if json {
-                    println!("{}", tools::status_json(&fold, &cluster.topic));
-                } else {
-                    print!("{}", tools::status_text(&fold, &cluster.topic));
-                }
-            }))
-        }
+        ClusterTool::Status { json, .. } => exit(
+            tools::read(&properties, &cluster.topic)
+                .map_err(anyhow::Error::msg)
+                .map(|fold| {
+                    if json {
+                        println!("{}", tools::status_json(&fold, &cluster.topic));
+                    } else {
+                        print!("{}", tools::status_text(&fold, &cluster.topic));
+                    }
+                }),
+        ),
         ClusterTool::Handover { timeout_secs, .. } => {
-            match tools::handover(&properties, &cluster.topic, Duration::from_secs(timeout_secs)) {
+            match tools::handover(
+                &properties,
+                &cluster.topic,
+                Duration::from_secs(timeout_secs),
+            ) {
                 Ok(leader) => {
                     println!("handed over: {leader} leads now");
                     ExitCode::SUCCESS

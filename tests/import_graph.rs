@@ -389,12 +389,15 @@ fn the_leadership_handle_is_a_leaf() {
     let coordinator_users: Vec<String> = bridge_graph()
         .into_iter()
         .filter(|(file, targets)| {
-            !file.starts_with("cluster/")
-                && targets.iter().any(|t| t == "cluster/coordinator.rs")
+            !file.starts_with("cluster/") && targets.iter().any(|t| t == "cluster/coordinator.rs")
         })
         .map(|(file, _)| file)
         .collect();
-    assert_eq!(coordinator_users, ["app.rs"], "only the app starts the coordinator");
+    assert_eq!(
+        coordinator_users,
+        ["app.rs"],
+        "only the app starts the coordinator"
+    );
 }
 
 /// The simulator is a test double kept out of the product: only the

@@ -144,7 +144,9 @@ enum Local {
     },
     TakingOver {
         epoch: u64,
-        claimed: Instant,
+        /// When the winning claim was sent (`None`: a claim this member
+        /// had given up on; the lease waits for a heartbeat then).
+        claimed: Option<Instant>,
         planned: bool,
         check: JoinHandle<Result<Found, String>>,
         held: u64,
@@ -258,7 +260,11 @@ impl Coordinator {
         let producer = client::producer(&self.properties, self.config.lease_ms)?;
         let topic = &self.config.topic;
         if self.config.create_topic {
-            self.create_topic()?;
+            // Not fatal: a cluster that refuses creation may have the
+            // topic already; the metadata below says whether it exists.
+            if let Err(e) = self.create_topic() {
+                tracing::debug!(error = %e, "cluster: coordination topic not created");
+            }
         }
         let timeout = Duration::from_secs(5);
         let metadata = consumer
@@ -443,12 +449,17 @@ impl Coordinator {
             Change::NewLeader => {
                 self.leader_seen = now;
                 if mine {
-                    if let Local::Claiming { epoch, sent } = self.local {
-                        if epoch == self.fold.epoch {
-                            self.confirmed(sent);
-                            self.begin_takeover(epoch, sent, was_released);
-                        }
+                    // Also a claim given up on (not read back within a
+                    // lease) that won after all: this member leads. Its
+                    // lease then starts only with a heartbeat read back.
+                    let sent = match self.local {
+                        Local::Claiming { epoch, sent } if epoch == self.fold.epoch => Some(sent),
+                        _ => None,
+                    };
+                    if let Some(sent) = sent {
+                        self.confirmed(sent);
                     }
+                    self.begin_takeover(self.fold.epoch, sent, was_released);
                 } else if self.is_leading() {
                     self.step_down(&format!(
                         "member {} claimed epoch {} (this member's lease had run out)",
@@ -520,7 +531,7 @@ impl Coordinator {
         None
     }
 
-    fn begin_takeover(&mut self, epoch: u64, claimed: Instant, planned: bool) {
+    fn begin_takeover(&mut self, epoch: u64, claimed: Option<Instant>, planned: bool) {
         self.leadership.set_taking_over(epoch);
         // Drop what the old leader reported before looking at Kafka.
         self.trim();
@@ -570,7 +581,14 @@ impl Coordinator {
         self.covered.recent(Duration::from_secs(60), Instant::now())
     }
 
-    fn lead(&mut self, epoch: u64, claimed: Instant, planned: bool, found: Found, held: u64) {
+    fn lead(
+        &mut self,
+        epoch: u64,
+        claimed: Option<Instant>,
+        planned: bool,
+        found: Found,
+        held: u64,
+    ) {
         let found_n = found.ids.len() as u64;
         if !found.ids.is_empty() {
             if let Err(e) = self.index.drop_ids(&self.buffer, &found.ids) {
@@ -586,8 +604,11 @@ impl Coordinator {
             offsets: BTreeMap::new(),
         });
         // Heartbeats confirmed meanwhile may have moved the lease on.
-        self.leadership
-            .set_leader(epoch, claimed + self.lease.mul_f64(LEASE_SHARE));
+        let now = Instant::now();
+        self.leadership.set_leader(
+            epoch,
+            claimed.map_or(now, |sent| sent + self.lease.mul_f64(LEASE_SHARE)),
+        );
         self.local = Local::Leader;
         self.telemetry.cluster.took_over(Takeover {
             at_ms: crate::now_ms(),
@@ -595,7 +616,7 @@ impl Coordinator {
             planned,
             found_in_kafka: found_n,
             to_forward: held.saturating_sub(found_n),
-            took_ms: claimed.elapsed().as_millis() as u64,
+            took_ms: claimed.map_or(0, |c| c.elapsed().as_millis() as u64),
         });
     }
 

@@ -116,7 +116,10 @@ pub fn handover(
     let consumer = client::consumer(properties, "cluster-tool")?;
     let fold = read_with(&consumer, topic, Duration::from_secs(30))?;
     let Some(leader) = fold.leader.clone().filter(|_| !fold.released) else {
-        return Err(format!("nobody leads epoch {} now: nothing to hand over", fold.epoch));
+        return Err(format!(
+            "nobody leads epoch {} now: nothing to hand over",
+            fold.epoch
+        ));
     };
     if fold.members.len() < 2 {
         return Err(format!(
@@ -155,7 +158,11 @@ pub fn handover(
             }
         }
         if fold.epoch > asked && fold.led() {
-            let new = fold.leader.as_ref().map(|l| l.member.clone()).unwrap_or_default();
+            let new = fold
+                .leader
+                .as_ref()
+                .map(|l| l.member.clone())
+                .unwrap_or_default();
             return Ok(new);
         }
     }
