@@ -22,9 +22,10 @@ use crate::producer::record::HEADER_EVENT_ID;
 use crate::producer::Partitioner;
 
 /// Records read back from the end of each partition at least, whatever
-/// the old leader reported: covers progress lost with a heartbeat Kafka
-/// did not take.
-pub const SCAN_WINDOW: i64 = 5_000;
+/// the old leader reported, after a leader died: covers progress lost
+/// with a heartbeat Kafka did not take. (After a release nothing is
+/// read before what it reported: it named everything acknowledged.)
+pub const SCAN_WINDOW: i64 = 1_000;
 
 /// An event held by the member taking over: its id and where the
 /// forwarder would send it.
@@ -46,11 +47,12 @@ pub struct Found {
 
 /// Reads the partitions `held` routes to and returns the held ids found
 /// there. `written`: the highest offset per partition the old leaders
-/// reported.
+/// reported; `window`: records read before the end at least.
 pub fn check(
     properties: &BTreeMap<String, String>,
     held: &[Held],
     written: &BTreeMap<(String, i32), i64>,
+    window: i64,
     partitioner: Partitioner,
     deadline: Instant,
 ) -> Result<Found, String> {
@@ -94,7 +96,7 @@ pub fn check(
         let reported = written
             .get(&(topic.clone(), *partition))
             .map_or(high, |o| o + 1);
-        let start = reported.min(high - SCAN_WINDOW).max(low);
+        let start = reported.min(high - window).max(low);
         if high > start {
             ends.insert((topic.clone(), *partition), high);
             assignment
