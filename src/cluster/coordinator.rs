@@ -100,6 +100,8 @@ impl Cluster {
         let leadership = Leadership::clustered();
         let (commands, inbox) = std::sync::mpsc::channel();
         let coordinator = Coordinator::new(parts, leadership.clone(), inbox);
+        // Its series and /status exist from the start, before Kafka answers.
+        coordinator.publish(Some("starting: not following the coordination topic yet".into()));
         let thread = std::thread::Builder::new()
             .name("cluster".into())
             .spawn(move || coordinator.run())?;
@@ -356,7 +358,7 @@ impl Coordinator {
         producer: &ThreadedProducer<DefaultProducerContext>,
     ) {
         let mut last_trim = Instant::now();
-        let mut last_publish = Instant::now();
+        let mut last_publish = Instant::now() - PUBLISH_EVERY;
         while !self.stopping {
             self.commands(Some((consumer, producer)));
             // Read what is there: the first poll waits a little.
@@ -613,6 +615,7 @@ impl Coordinator {
             claimed.map_or(now, |sent| sent + self.lease.mul_f64(LEASE_SHARE)),
         );
         self.local = Local::Leader;
+        self.publish(self.problem(now));
         self.telemetry.cluster.took_over(Takeover {
             at_ms: crate::now_ms(),
             epoch,
