@@ -101,7 +101,9 @@ impl Cluster {
         let (commands, inbox) = std::sync::mpsc::channel();
         let coordinator = Coordinator::new(parts, leadership.clone(), inbox);
         // Its series and /status exist from the start, before Kafka answers.
-        coordinator.publish(Some("starting: not following the coordination topic yet".into()));
+        coordinator.publish(Some(
+            "starting: not following the coordination topic yet".into(),
+        ));
         let thread = std::thread::Builder::new()
             .name("cluster".into())
             .spawn(move || coordinator.run())?;
@@ -172,8 +174,10 @@ struct Coordinator {
     local: Local,
     /// When the current epoch's last record was read.
     leader_seen: Instant,
-    /// This member released an epoch at this time.
-    released_at: Option<Instant>,
+    /// The epoch this member released, and when: it does not claim the
+    /// next one for a lease (another member should), unless the next one
+    /// was claimed and released by another in the meantime.
+    released: Option<(u64, Instant)>,
     /// Heartbeats (and the claim, as nonce 0) sent in this epoch: nonce →
     /// when. The lease runs from the newest that came back.
     sent: VecDeque<(u64, Instant)>,
@@ -211,7 +215,7 @@ impl Coordinator {
             fold: Fold::new(),
             local: Local::CatchingUp { until: 0 },
             leader_seen: now,
-            released_at: None,
+            released: None,
             sent: VecDeque::new(),
             nonce: 0,
             last_beat: now,
@@ -636,6 +640,7 @@ impl Coordinator {
         // checks Kafka for it anyway.
         let _ = self.leadership.take_acked();
         self.telemetry.cluster.stepped_down(epoch, why);
+        self.publish(self.problem(Instant::now()));
     }
 
     /// What time decides: claims, heartbeats, a takeover's end.
@@ -721,8 +726,10 @@ impl Coordinator {
     }
 
     fn may_claim(&self, now: Instant) -> bool {
-        if let Some(at) = self.released_at {
-            if now.saturating_duration_since(at) < self.lease * AFTER_RELEASE_LEASES {
+        if let Some((epoch, at)) = self.released {
+            if self.fold.epoch == epoch
+                && now.saturating_duration_since(at) < self.lease * AFTER_RELEASE_LEASES
+            {
                 return false;
             }
         }
@@ -803,7 +810,7 @@ impl Coordinator {
             },
         );
         self.local = Local::Standby;
-        self.released_at = Some(Instant::now());
+        self.released = Some((epoch, Instant::now()));
         self.index.reset();
         // Read until the release is back: then every member reading the
         // log sees the epoch ended at this point.
@@ -819,6 +826,7 @@ impl Coordinator {
         }
         let confirmed = ended(&self.fold);
         self.telemetry.cluster.released(epoch, confirmed);
+        self.publish(self.problem(Instant::now()));
         confirmed
     }
 
