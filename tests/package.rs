@@ -26,6 +26,7 @@ use support::{bridge_config, free_port, http, Broker, Proc, Simulator, Stack};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 const UNIT: &str = "lib/systemd/system/genesys-kafka-bridge.service";
+const TEMPLATE_UNIT: &str = "lib/systemd/system/genesys-kafka-bridge@.service";
 
 /// The built package and where it is unpacked, once per test binary.
 struct Package {
@@ -127,10 +128,7 @@ fn package_holds_binary_unit_conffiles_and_root_only_secret_file() {
     );
     assert_eq!(entry(UNIT), ("-rw-r--r--".into(), "0/0".into()));
     // The templated unit of cluster members on one host.
-    assert_eq!(
-        entry("lib/systemd/system/genesys-kafka-bridge@.service"),
-        ("-rw-r--r--".into(), "0/0".into())
-    );
+    assert_eq!(entry(TEMPLATE_UNIT), ("-rw-r--r--".into(), "0/0".into()));
     assert_eq!(
         entry("etc/genesys-kafka-bridge/bridge.toml"),
         ("-rw-r--r--".into(), "0/0".into())
@@ -333,6 +331,46 @@ fn unit_passes_systemd_analyze_verify_and_security() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
     assert!(score <= 2.0, "hardening weakened: {line}");
+
+    // The cluster members' templated unit, as an instance: the same
+    // checks, and its paths are the instance's own.
+    let template = std::fs::read_to_string(pkg.root.join(TEMPLATE_UNIT)).unwrap();
+    for line in [
+        "ExecStart=/usr/bin/genesys-kafka-bridge run --config /etc/genesys-kafka-bridge/%i.toml",
+        "EnvironmentFile=/etc/genesys-kafka-bridge/%i.env",
+        "StateDirectory=genesys-kafka-bridge/%i",
+        "ReadWritePaths=/var/lib/genesys-kafka-bridge/%i",
+        "Type=notify",
+        "MemoryDenyWriteExecute=yes",
+    ] {
+        assert!(
+            template.lines().any(|l| l == line),
+            "templated unit lacks {line:?}"
+        );
+    }
+    let bin = pkg.root.join("usr/bin/genesys-kafka-bridge");
+    std::fs::write(
+        dir.path().join("genesys-kafka-bridge@.service"),
+        template.replace("/usr/bin/genesys-kafka-bridge", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let instance = dir.path().join("genesys-kafka-bridge@a.service");
+    std::os::unix::fs::symlink("genesys-kafka-bridge@.service", &instance).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&instance)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "systemd-analyze verify genesys-kafka-bridge@a: exit {:?} {said:?}",
+        out.status.code()
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
 
 /// Runs `cmd` with the kernel's memory-deny-write-execute on (what
