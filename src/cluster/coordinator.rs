@@ -560,12 +560,9 @@ impl Coordinator {
         let written = self.fold.written.clone();
         let partitioner = self.partitioner;
         let deadline = Instant::now() + CHECK_LIMIT;
-        let window = if planned { 0 } else { takeover::SCAN_WINDOW };
         let check = std::thread::Builder::new()
             .name("cluster-check".into())
-            .spawn(move || {
-                takeover::check(&properties, &held, &written, window, partitioner, deadline)
-            });
+            .spawn(move || takeover::check(&properties, &held, &written, partitioner, deadline));
         match check {
             Ok(check) => {
                 self.local = Local::TakingOver {
