@@ -35,7 +35,11 @@ const RATE: f64 = 300.0;
 
 /// The test's directory; kept (and printed) with `CLUSTER_TEST_KEEP=1`,
 /// for the processes' logs.
-struct TestDir(Option<tempfile::TempDir>, std::path::PathBuf);
+struct TestDir {
+    /// Removes the directory when the test ends (`None`: kept).
+    _owned: Option<tempfile::TempDir>,
+    path: std::path::PathBuf,
+}
 
 impl TestDir {
     fn new() -> TestDir {
@@ -43,15 +47,18 @@ impl TestDir {
         if std::env::var("CLUSTER_TEST_KEEP").as_deref() == Ok("1") {
             let path = dir.keep();
             println!("test directory kept: {}", path.display());
-            TestDir(None, path)
+            TestDir { _owned: None, path }
         } else {
             let path = dir.path().to_owned();
-            TestDir(Some(dir), path)
+            TestDir {
+                _owned: Some(dir),
+                path,
+            }
         }
     }
 
     fn path(&self) -> &Path {
-        &self.1
+        &self.path
     }
 }
 
