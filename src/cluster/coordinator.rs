@@ -39,6 +39,8 @@ use crate::producer::{record, Partitioner};
 use crate::telemetry::cluster::{ClusterState, MemberState, Takeover};
 use crate::telemetry::Telemetry;
 
+/// `retention.ms` of a coordination topic the bridge creates: one day.
+const COORDINATION_RETENTION_MS: &str = "86400000";
 /// Records read back from the end of the coordination topic at start-up:
 /// about an hour of a leader's heartbeats (its progress ids included, for
 /// a member whose buffer holds events from before its restart).
@@ -323,11 +325,16 @@ impl Coordinator {
         )
         .create()
         .map_err(|e| format!("admin client: {e}"))?;
+        // Progress records carry every event id (~20 bytes each): the
+        // topic grows with the traffic, so it keeps a day, far more than
+        // the 10,000 records a member reads back.
         let topic = NewTopic::new(
             &self.config.topic,
             1,
             TopicReplication::Fixed(self.replication_factor),
-        );
+        )
+        .set("retention.ms", COORDINATION_RETENTION_MS)
+        .set("cleanup.policy", "delete");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()

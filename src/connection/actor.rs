@@ -143,7 +143,10 @@ impl Actor for ConnectionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let name = liveness_name(self.index);
         self.telemetry.alive(name);
-        ctx.run_interval(LIVENESS_INTERVAL, move |act, _| act.telemetry.alive(name));
+        ctx.run_interval(LIVENESS_INTERVAL, move |act, ctx| {
+            act.telemetry.alive(name);
+            act.snapshot_owed(ctx);
+        });
         let every = self.settings.snapshots.interval_secs;
         if every > 0 {
             ctx.run_interval(std::time::Duration::from_secs(every), |act, ctx| {

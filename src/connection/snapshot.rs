@@ -36,7 +36,11 @@ impl ConnectionActor {
     /// Asks for a snapshot round of the open channel's queues.
     pub(super) fn snapshot_soon(&mut self, ctx: &mut Context<Self>, why: &'static str) {
         let settings = &self.settings.snapshots;
-        if !settings.enabled || self.closing() || !self.settings.leadership.is_leader() {
+        if !settings.enabled || self.closing() {
+            return;
+        }
+        if !self.settings.leadership.is_leader() {
+            self.snapshots.owed.get_or_insert(why);
             return;
         }
         self.snapshots.asked_once = true;
@@ -73,6 +77,16 @@ impl ConnectionActor {
                 merged: 0,
             },
         );
+    }
+
+    /// This member leads now (cluster mode): the round it was asked for
+    /// while it did not (checked every liveness tick).
+    pub(super) fn snapshot_owed(&mut self, ctx: &mut Context<Self>) {
+        if self.settings.leadership.is_leader() {
+            if let Some(why) = self.snapshots.owed.take() {
+                self.snapshot_soon(ctx, why);
+            }
+        }
     }
 
     /// A notification was buffered: kept by the window of the query out,

@@ -15,6 +15,10 @@ pub(super) struct Snapshots {
     pub(super) again: Option<&'static str>,
     /// Whether a round was ever asked for (the first one is start-up's).
     pub(super) asked_once: bool,
+    /// A round asked for while this member did not lead (cluster mode):
+    /// taken once it leads, so a gap both members had is repaired by
+    /// whichever leads after it.
+    pub(super) owed: Option<&'static str>,
     pub(super) backoff: Backoff,
 }
 
@@ -25,6 +29,7 @@ impl Snapshots {
             running: false,
             again: None,
             asked_once: false,
+            owed: None,
             backoff,
         }
     }
@@ -35,5 +40,6 @@ impl Snapshots {
         self.running = false;
         self.again = None;
         self.asked_once = false;
+        self.owed = None;
     }
 }
