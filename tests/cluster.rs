@@ -10,7 +10,8 @@
 //!   SIGTERM the leader, start it again, SIGTERM the other, start it
 //!   again, under 300/s.
 //! - `a_paused_leader_steps_down`: the leader `SIGSTOP`ped for 30 s.
-//! - `kafka_gone_for_both_then_back`: the broker down for 60 s.
+//! - `kafka_gone_for_both_then_back`: the broker frozen (unreachable) for
+//!   60 s, then back.
 
 mod support;
 
@@ -376,9 +377,14 @@ fn kafka_gone_for_both_then_back() {
     pair.sim
         .generate_in_background((RATE / 2.0 * 80.0) as u64, RATE / 2.0);
     std::thread::sleep(Duration::from_secs(5));
-    pair.broker.kill9();
+    // Unreachable for both: the broker frozen (its connections stay open
+    // and answer nothing), not restarted. (A `kill -9` and restart of
+    // Tansu passed once and once left the broker refusing connections
+    // after its restart; that is the broker's recovery, not this test's
+    // subject: tests/crash_recovery.rs covers a broker restart.)
+    pair.broker.proc.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_secs(60));
-    pair.broker.restart();
+    pair.broker.proc.signal(libc::SIGCONT);
     pair.wait_settled();
     let report = check_nothing_lost("cluster Kafka gone 60 s", &pair);
     let leaders = pair
