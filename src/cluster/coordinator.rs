@@ -191,6 +191,8 @@ struct Coordinator {
     /// When the last record (or an empty poll) was read without error.
     read_ok: Instant,
     read_error: Option<String>,
+    /// The last trim failed (logged once until one succeeds).
+    trim_failing: bool,
     stopping: bool,
 }
 
@@ -226,6 +228,7 @@ impl Coordinator {
             index: Index::default(),
             read_ok: now,
             read_error: None,
+            trim_failing: false,
             stopping: false,
         }
     }
@@ -865,8 +868,17 @@ impl Coordinator {
             .index
             .pass(&self.buffer, &mut self.covered, keep, crate::now_ms())
         {
-            Ok(d) => self.telemetry.cluster.dropped(d.covered, d.expired, d.made),
-            Err(e) => tracing::warn!(error = %e, "cluster: standby could not trim its buffer"),
+            Ok(d) => {
+                self.trim_failing = false;
+                self.telemetry.cluster.dropped(d.covered, d.expired, d.made);
+            }
+            // Every 250 ms while the buffer fails (a full disk until its
+            // reopen): said once, not four times a second.
+            Err(e) => {
+                if !std::mem::replace(&mut self.trim_failing, true) {
+                    tracing::warn!(error = %e, "cluster: standby could not trim its buffer; it keeps trying");
+                }
+            }
         }
     }
 

@@ -99,27 +99,20 @@ pub struct Leadership {
 impl Leadership {
     /// A bridge without `[cluster]`: always the leader.
     pub fn single() -> Arc<Leadership> {
-        Arc::new(Leadership {
-            clustered: false,
-            role: AtomicU8::new(Role::Leader.code()),
-            epoch: AtomicU64::new(0),
-            lease_until: AtomicU64::new(u64::MAX),
-            base: Instant::now(),
-            acked: Mutex::default(),
-            forwarder: AtomicBool::new(false),
-            skipping: AtomicBool::new(false),
-            skip_until: AtomicU64::new(0),
-            skip: Mutex::default(),
-        })
+        Self::new(false, Role::Leader, u64::MAX)
     }
 
     /// A cluster member: a standby until the coordinator says otherwise.
     pub fn clustered() -> Arc<Leadership> {
+        Self::new(true, Role::Standby, 0)
+    }
+
+    fn new(clustered: bool, role: Role, lease_until: u64) -> Arc<Leadership> {
         Arc::new(Leadership {
-            clustered: true,
-            role: AtomicU8::new(Role::Standby.code()),
+            clustered,
+            role: AtomicU8::new(role.code()),
             epoch: AtomicU64::new(0),
-            lease_until: AtomicU64::new(0),
+            lease_until: AtomicU64::new(lease_until),
             base: Instant::now(),
             acked: Mutex::default(),
             forwarder: AtomicBool::new(false),
